@@ -1,0 +1,38 @@
+import { GpuDraError } from '../util/errors.js';
+import { nvmlReturnName } from './returnCodes.js';
+
+/** An NVML call returned something other than NVML_SUCCESS. */
+export class NvmlError extends GpuDraError {
+  /** The raw nvmlReturn_t. */
+  readonly returnCode: number;
+  /** e.g. `GPU_IS_LOST`. */
+  readonly returnName: string;
+  readonly nvmlFunction: string;
+
+  constructor(nvmlFunction: string, returnCode: number, description: string) {
+    const returnName = nvmlReturnName(returnCode);
+    super(`NVML_${returnName}`, `${nvmlFunction} failed: ${description} (NVML_ERROR_${returnName})`);
+    this.returnCode = returnCode;
+    this.returnName = returnName;
+    this.nvmlFunction = nvmlFunction;
+  }
+}
+
+/** libnvidia-ml.so.1 could not be found or loaded anywhere we looked. */
+export class NvmlLibraryNotFoundError extends GpuDraError {
+  readonly searched: readonly string[];
+
+  constructor(searched: readonly string[], options?: { cause?: unknown }) {
+    super(
+      'NVML_LIBRARY_NOT_FOUND',
+      [
+        'cannot load libnvidia-ml.so.1 (the NVIDIA driver library).',
+        `Looked in: ${searched.join(', ')}.`,
+        'Point at it with --nvml-lib /path/to/libnvidia-ml.so.1, or set NVIDIA_DRIVER_ROOT to the',
+        "driver's install root (e.g. /run/nvidia/driver); without a GPU, try `gpu-dra demo`.",
+      ].join(' '),
+      options,
+    );
+    this.searched = searched;
+  }
+}

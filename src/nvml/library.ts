@@ -1,0 +1,346 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import koffi from 'koffi';
+import { NvmlError, NvmlLibraryNotFoundError } from './errors.js';
+import { NvmlReturn } from './returnCodes.js';
+
+/**
+ * The only module that touches koffi. It loads libnvidia-ml, binds the handful of NVML entry
+ * points discovery uses with their nvml.h signatures, and turns every non-success return into
+ * an `NvmlError` carrying nvmlErrorString. Nothing koffi-typed leaks out: callers see `NvmlApi`.
+ */
+
+/** Opaque NVML handles: koffi external pointers, only ever passed back to NVML. */
+export type DeviceHandle = { readonly __brand: 'nvmlDevice_t' };
+export type GpuInstanceHandle = { readonly __brand: 'nvmlGpuInstance_t' };
+
+export interface PciInfoRaw {
+  busId: string;
+  busIdLegacy: string;
+  domain: number;
+  bus: number;
+  device: number;
+  pciDeviceId: number;
+  pciSubSystemId: number;
+}
+
+export interface MemoryInfoRaw {
+  total: number;
+  free: number;
+  used: number;
+}
+
+export interface GpuInstanceInfoRaw {
+  id: number;
+  profileId: number;
+  placement: { start: number; size: number };
+}
+
+export interface GpuInstanceProfileInfoRaw {
+  id: number;
+  isP2pSupported: number;
+  sliceCount: number;
+  instanceCount: number;
+  multiprocessorCount: number;
+  copyEngineCount: number;
+  decoderCount: number;
+  encoderCount: number;
+  jpegCount: number;
+  ofaCount: number;
+  memorySizeMB: number;
+  name: string;
+}
+
+/** Typed NVML surface. Each method throws `NvmlError` on a non-success return. */
+export interface NvmlApi {
+  readonly path: string;
+  init(): void;
+  shutdown(): void;
+  systemGetDriverVersion(): string;
+  systemGetCudaDriverVersion(): number;
+  deviceGetCount(): number;
+  deviceGetHandleByIndex(index: number): DeviceHandle;
+  deviceGetName(dev: DeviceHandle): string;
+  deviceGetUUID(dev: DeviceHandle): string;
+  deviceGetBrand(dev: DeviceHandle): number;
+  deviceGetArchitecture(dev: DeviceHandle): number;
+  deviceGetCudaComputeCapability(dev: DeviceHandle): { major: number; minor: number };
+  deviceGetMemoryInfo(dev: DeviceHandle): MemoryInfoRaw;
+  deviceGetMinorNumber(dev: DeviceHandle): number;
+  deviceGetPciInfo(dev: DeviceHandle): PciInfoRaw;
+  deviceGetNumaNodeId(dev: DeviceHandle): number;
+  deviceGetMigMode(dev: DeviceHandle): { current: number; pending: number };
+  deviceGetMaxMigDeviceCount(dev: DeviceHandle): number;
+  deviceGetMigDeviceHandleByIndex(dev: DeviceHandle, index: number): DeviceHandle;
+  deviceGetGpuInstanceId(mig: DeviceHandle): number;
+  deviceGetComputeInstanceId(mig: DeviceHandle): number;
+  deviceGetGpuInstanceById(dev: DeviceHandle, id: number): GpuInstanceHandle;
+  gpuInstanceGetInfo(gi: GpuInstanceHandle): GpuInstanceInfoRaw;
+  deviceGetGpuInstanceProfileInfo(dev: DeviceHandle, profileIndex: number): GpuInstanceProfileInfoRaw;
+  /** Undefined when the driver's NVML predates nvmlDeviceGetAddressingMode. */
+  readonly deviceGetAddressingMode: ((dev: DeviceHandle) => number) | undefined;
+  errorString(code: number): string;
+}
+
+/** NVML_GPU_INSTANCE_PROFILE_COUNT in current nvml.h: indexes 0..16. */
+export const GPU_INSTANCE_PROFILE_INDEX_COUNT = 17;
+
+const NVML_DEVICE_NAME_V2_BUFFER_SIZE = 96;
+const NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE = 80;
+const NVML_DEVICE_UUID_V2_BUFFER_SIZE = 96;
+
+// koffi types are registered once per process: the names are global to koffi.
+const types = (() => {
+  const device = koffi.pointer('nvmlDevice_t', koffi.opaque('nvmlDevice_st'));
+  const gpuInstance = koffi.pointer('nvmlGpuInstance_t', koffi.opaque('nvmlGpuInstance_st'));
+  const memory = koffi.struct('nvmlMemory_t', {
+    total: 'unsigned long long',
+    free: 'unsigned long long',
+    used: 'unsigned long long',
+  });
+  const pciInfo = koffi.struct('nvmlPciInfo_t', {
+    busIdLegacy: koffi.array('char', 16),
+    domain: 'unsigned int',
+    bus: 'unsigned int',
+    device: 'unsigned int',
+    pciDeviceId: 'unsigned int',
+    pciSubSystemId: 'unsigned int',
+    busId: koffi.array('char', 32),
+  });
+  const placement = koffi.struct('nvmlGpuInstancePlacement_t', {
+    start: 'unsigned int',
+    size: 'unsigned int',
+  });
+  const gpuInstanceInfo = koffi.struct('nvmlGpuInstanceInfo_t', {
+    device: 'nvmlDevice_t',
+    id: 'unsigned int',
+    profileId: 'unsigned int',
+    placement,
+  });
+  const profileInfoV2 = koffi.struct('nvmlGpuInstanceProfileInfo_v2_t', {
+    version: 'unsigned int',
+    id: 'unsigned int',
+    isP2pSupported: 'unsigned int',
+    sliceCount: 'unsigned int',
+    instanceCount: 'unsigned int',
+    multiprocessorCount: 'unsigned int',
+    copyEngineCount: 'unsigned int',
+    decoderCount: 'unsigned int',
+    encoderCount: 'unsigned int',
+    jpegCount: 'unsigned int',
+    ofaCount: 'unsigned int',
+    memorySizeMB: 'unsigned long long',
+    name: koffi.array('char', NVML_DEVICE_NAME_V2_BUFFER_SIZE),
+  });
+  const addressingMode = koffi.struct('nvmlDeviceAddressingMode_v1_t', {
+    version: 'unsigned int',
+    value: 'unsigned int',
+  });
+  return { device, gpuInstance, memory, pciInfo, gpuInstanceInfo, profileInfoV2, addressingMode };
+})();
+
+/** NVML_STRUCT_VERSION(GpuInstanceProfileInfo, 2) = sizeof | 2 << 24. */
+const PROFILE_INFO_V2_VERSION = (koffi.sizeof(types.profileInfoV2) | (2 << 24)) >>> 0;
+const ADDRESSING_MODE_V1_VERSION = (koffi.sizeof(types.addressingMode) | (1 << 24)) >>> 0;
+
+const LIBRARY_NAME = 'libnvidia-ml.so.1';
+const LIBRARY_DIRS = [
+  'usr/lib64',
+  'usr/lib/x86_64-linux-gnu',
+  'usr/lib/aarch64-linux-gnu',
+  'usr/lib',
+  'lib64',
+  'lib/x86_64-linux-gnu',
+  'lib/aarch64-linux-gnu',
+  'usr/local/nvidia/lib64',
+  'usr/local/nvidia/lib',
+];
+
+export interface LocateOptions {
+  /** An explicit path from `--nvml-lib`: used alone, never second-guessed. */
+  readonly nvmlLib?: string | undefined;
+  /** NVIDIA_DRIVER_ROOT or --driver-root: searched before the host's own directories. */
+  readonly driverRoot?: string | undefined;
+}
+
+/** Candidate library paths in search order; the last entry is the bare name for the loader. */
+export function libraryCandidates(options: LocateOptions): string[] {
+  if (options.nvmlLib) return [path.resolve(options.nvmlLib)];
+  const roots = [options.driverRoot, process.env['NVIDIA_DRIVER_ROOT'], '/'].filter(
+    (r): r is string => typeof r === 'string' && r !== '',
+  );
+  const seen = new Set<string>();
+  for (const root of roots) {
+    for (const dir of LIBRARY_DIRS) seen.add(path.join(root, dir, LIBRARY_NAME));
+  }
+  return [...seen, LIBRARY_NAME];
+}
+
+const loaded = new Map<string, NvmlApi>();
+
+/** Finds and loads libnvidia-ml; throws `NvmlLibraryNotFoundError` naming every place tried. */
+export function loadNvml(options: LocateOptions = {}): NvmlApi {
+  const candidates = libraryCandidates(options);
+  const errors: unknown[] = [];
+  for (const candidate of candidates) {
+    const cached = loaded.get(candidate);
+    if (cached) return cached;
+    const isBareName = !candidate.includes('/');
+    if (!isBareName && !fs.existsSync(candidate)) continue;
+    try {
+      const api = bind(koffi.load(candidate), candidate);
+      loaded.set(candidate, api);
+      return api;
+    } catch (err) {
+      errors.push(err);
+    }
+  }
+  const searched = candidates.map((c) => (c.includes('/') ? c : `${c} (dynamic loader)`));
+  throw new NvmlLibraryNotFoundError(searched, errors.length > 0 ? { cause: errors.at(-1) } : undefined);
+}
+
+type Lib = ReturnType<typeof koffi.load>;
+type NvmlCall = (...args: unknown[]) => number;
+
+function bind(lib: Lib, libPath: string): NvmlApi {
+  const fn = (decl: string): NvmlCall => lib.func(decl) as NvmlCall;
+  const optionalFn = (decl: string): NvmlCall | undefined => {
+    try {
+      return fn(decl);
+    } catch {
+      return undefined; // symbol absent from this driver version
+    }
+  };
+
+  const errorStringFn = lib.func('const char *nvmlErrorString(int result)') as (code: number) => string;
+  const errorString = (code: number): string => {
+    try {
+      return errorStringFn(code);
+    } catch {
+      return `NVML error ${code}`;
+    }
+  };
+  const check = (name: string, rc: number): void => {
+    if (rc !== NvmlReturn.SUCCESS) throw new NvmlError(name, rc, errorString(rc));
+  };
+  /** Calls an NVML function with one trailing `_Out_` scalar and returns it. */
+  // Callers name the C out-type they declared in the prototype; koffi has already decoded it.
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters
+  const outScalar = <T>(name: string, call: NvmlCall, ...args: unknown[]): T => {
+    const out: unknown[] = [null];
+    check(name, call(...args, out));
+    return out[0] as T;
+  };
+  const outString = (name: string, call: NvmlCall, size: number, ...args: unknown[]): string => {
+    const buf = Buffer.alloc(size);
+    check(name, call(...args, buf, size));
+    const end = buf.indexOf(0);
+    return buf.toString('utf8', 0, end === -1 ? size : end);
+  };
+
+  const init = fn('int nvmlInit_v2()');
+  const shutdown = fn('int nvmlShutdown()');
+  const getDriverVersion = fn('int nvmlSystemGetDriverVersion(_Out_ char *version, unsigned int length)');
+  const getCudaDriverVersion = fn('int nvmlSystemGetCudaDriverVersion(_Out_ int *version)');
+  const getCount = fn('int nvmlDeviceGetCount_v2(_Out_ unsigned int *count)');
+  const getHandleByIndex = fn(
+    'int nvmlDeviceGetHandleByIndex_v2(unsigned int index, _Out_ nvmlDevice_t *device)',
+  );
+  const getName = fn('int nvmlDeviceGetName(nvmlDevice_t device, _Out_ char *name, unsigned int length)');
+  const getUuid = fn('int nvmlDeviceGetUUID(nvmlDevice_t device, _Out_ char *uuid, unsigned int length)');
+  const getBrand = fn('int nvmlDeviceGetBrand(nvmlDevice_t device, _Out_ int *type)');
+  const getArchitecture = fn('int nvmlDeviceGetArchitecture(nvmlDevice_t device, _Out_ unsigned int *arch)');
+  const getComputeCapability = fn(
+    'int nvmlDeviceGetCudaComputeCapability(nvmlDevice_t device, _Out_ int *major, _Out_ int *minor)',
+  );
+  const getMemoryInfo = fn('int nvmlDeviceGetMemoryInfo(nvmlDevice_t device, _Out_ nvmlMemory_t *memory)');
+  const getMinorNumber = fn('int nvmlDeviceGetMinorNumber(nvmlDevice_t device, _Out_ unsigned int *minor)');
+  const getPciInfo = fn('int nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, _Out_ nvmlPciInfo_t *pci)');
+  const getNumaNodeId = fn('int nvmlDeviceGetNumaNodeId(nvmlDevice_t device, _Out_ unsigned int *node)');
+  const getMigMode = fn(
+    'int nvmlDeviceGetMigMode(nvmlDevice_t device, _Out_ unsigned int *current, _Out_ unsigned int *pending)',
+  );
+  const getMaxMigDeviceCount = fn(
+    'int nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, _Out_ unsigned int *count)',
+  );
+  const getMigDeviceHandleByIndex = fn(
+    'int nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, unsigned int index, _Out_ nvmlDevice_t *mig)',
+  );
+  const getGpuInstanceId = fn('int nvmlDeviceGetGpuInstanceId(nvmlDevice_t device, _Out_ unsigned int *id)');
+  const getComputeInstanceId = fn(
+    'int nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, _Out_ unsigned int *id)',
+  );
+  const getGpuInstanceById = fn(
+    'int nvmlDeviceGetGpuInstanceById(nvmlDevice_t device, unsigned int id, _Out_ nvmlGpuInstance_t *gi)',
+  );
+  const gpuInstanceGetInfo = fn(
+    'int nvmlGpuInstanceGetInfo(nvmlGpuInstance_t gi, _Out_ nvmlGpuInstanceInfo_t *info)',
+  );
+  const getProfileInfoV = fn(
+    'int nvmlDeviceGetGpuInstanceProfileInfoV(nvmlDevice_t device, unsigned int profile, _Inout_ nvmlGpuInstanceProfileInfo_v2_t *info)',
+  );
+  const getAddressingMode = optionalFn(
+    'int nvmlDeviceGetAddressingMode(nvmlDevice_t device, _Inout_ nvmlDeviceAddressingMode_v1_t *mode)',
+  );
+
+  return {
+    path: libPath,
+    init: () => {
+      check('nvmlInit_v2', init());
+    },
+    shutdown: () => {
+      check('nvmlShutdown', shutdown());
+    },
+    systemGetDriverVersion: () =>
+      outString('nvmlSystemGetDriverVersion', getDriverVersion, NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE),
+    systemGetCudaDriverVersion: () =>
+      outScalar<number>('nvmlSystemGetCudaDriverVersion', getCudaDriverVersion),
+    deviceGetCount: () => outScalar<number>('nvmlDeviceGetCount_v2', getCount),
+    deviceGetHandleByIndex: (index) =>
+      outScalar<DeviceHandle>('nvmlDeviceGetHandleByIndex_v2', getHandleByIndex, index),
+    deviceGetName: (dev) => outString('nvmlDeviceGetName', getName, NVML_DEVICE_NAME_V2_BUFFER_SIZE, dev),
+    deviceGetUUID: (dev) => outString('nvmlDeviceGetUUID', getUuid, NVML_DEVICE_UUID_V2_BUFFER_SIZE, dev),
+    deviceGetBrand: (dev) => outScalar<number>('nvmlDeviceGetBrand', getBrand, dev),
+    deviceGetArchitecture: (dev) => outScalar<number>('nvmlDeviceGetArchitecture', getArchitecture, dev),
+    deviceGetCudaComputeCapability: (dev) => {
+      const major: number[] = [0];
+      const minor: number[] = [0];
+      check('nvmlDeviceGetCudaComputeCapability', getComputeCapability(dev, major, minor));
+      return { major: major[0] ?? 0, minor: minor[0] ?? 0 };
+    },
+    deviceGetMemoryInfo: (dev) => outScalar<MemoryInfoRaw>('nvmlDeviceGetMemoryInfo', getMemoryInfo, dev),
+    deviceGetMinorNumber: (dev) => outScalar<number>('nvmlDeviceGetMinorNumber', getMinorNumber, dev),
+    deviceGetPciInfo: (dev) => outScalar<PciInfoRaw>('nvmlDeviceGetPciInfo_v3', getPciInfo, dev),
+    deviceGetNumaNodeId: (dev) => outScalar<number>('nvmlDeviceGetNumaNodeId', getNumaNodeId, dev),
+    deviceGetMigMode: (dev) => {
+      const current: number[] = [0];
+      const pending: number[] = [0];
+      check('nvmlDeviceGetMigMode', getMigMode(dev, current, pending));
+      return { current: current[0] ?? 0, pending: pending[0] ?? 0 };
+    },
+    deviceGetMaxMigDeviceCount: (dev) =>
+      outScalar<number>('nvmlDeviceGetMaxMigDeviceCount', getMaxMigDeviceCount, dev),
+    deviceGetMigDeviceHandleByIndex: (dev, index) =>
+      outScalar<DeviceHandle>('nvmlDeviceGetMigDeviceHandleByIndex', getMigDeviceHandleByIndex, dev, index),
+    deviceGetGpuInstanceId: (mig) => outScalar<number>('nvmlDeviceGetGpuInstanceId', getGpuInstanceId, mig),
+    deviceGetComputeInstanceId: (mig) =>
+      outScalar<number>('nvmlDeviceGetComputeInstanceId', getComputeInstanceId, mig),
+    deviceGetGpuInstanceById: (dev, id) =>
+      outScalar<GpuInstanceHandle>('nvmlDeviceGetGpuInstanceById', getGpuInstanceById, dev, id),
+    gpuInstanceGetInfo: (gi) =>
+      outScalar<GpuInstanceInfoRaw>('nvmlGpuInstanceGetInfo', gpuInstanceGetInfo, gi),
+    deviceGetGpuInstanceProfileInfo: (dev, profileIndex) => {
+      const info = { version: PROFILE_INFO_V2_VERSION } as GpuInstanceProfileInfoRaw & { version: number };
+      check('nvmlDeviceGetGpuInstanceProfileInfoV', getProfileInfoV(dev, profileIndex, info));
+      return info;
+    },
+    deviceGetAddressingMode: getAddressingMode
+      ? (dev) => {
+          const mode = { version: ADDRESSING_MODE_V1_VERSION, value: 0 };
+          check('nvmlDeviceGetAddressingMode', getAddressingMode(dev, mode));
+          return mode.value;
+        }
+      : undefined,
+    errorString,
+  };
+}
