@@ -1,0 +1,304 @@
+/**
+ * The fake NVML (`libnvidia-ml.so.1` built from test/fake-nvml/fake_nvml.c) and its JSON
+ * configuration ("profiles"). Used by `gpu-dra demo` and by the tests, so that the real koffi
+ * code path runs against a library with the real nvml.h ABI.
+ */
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { z } from 'zod';
+
+import { GpuDraError } from '../util/errors.js';
+
+/** gcc flags; part of the cache key. */
+const CFLAGS = ['-shared', '-fPIC', '-O2', '-Wall', '-Wextra', '-Werror'] as const;
+
+/** A number, or a string such as `"0x233010DE"` (the C side accepts both). */
+const intLike = z.union([
+  z.number().int().nonnegative(),
+  z.string().regex(/^(0x[0-9a-fA-F]+|[0-9]+)$/, 'expected an integer or a "0x..." string'),
+]);
+
+/** NVML return code by name (`"GPU_IS_LOST"`, `"NVML_ERROR_GPU_IS_LOST"`) or number. */
+const returnCode = z.union([z.string().min(1), z.number().int().nonnegative()]);
+
+const placementSchema = z.object({
+  start: z.number().int().nonnegative(),
+  size: z.number().int().positive(),
+});
+
+const giProfileSchema = z.object({
+  /** NVML_GPU_INSTANCE_PROFILE_* index (0 = 1_SLICE, ..., 9 = 1_SLICE_REV2). */
+  index: z.number().int().min(0).max(16),
+  /** Profile id as nvidia-smi shows it (19 = 1g.*, 0 = 7g.*). */
+  id: z.number().int().nonnegative(),
+  /** As NVML reports it, with the `MIG ` prefix: `MIG 1g.10gb`. */
+  name: z.string().min(1).max(95),
+  sliceCount: z.number().int().positive(),
+  instanceCount: z.number().int().nonnegative(),
+  multiprocessorCount: z.number().int().nonnegative(),
+  copyEngineCount: z.number().int().nonnegative(),
+  decoderCount: z.number().int().nonnegative(),
+  encoderCount: z.number().int().nonnegative(),
+  jpegCount: z.number().int().nonnegative(),
+  ofaCount: z.number().int().nonnegative(),
+  memorySizeMB: z.number().int().nonnegative(),
+  isP2pSupported: z.number().int().nonnegative().optional(),
+  capabilities: z.number().int().nonnegative().optional(),
+  placements: z.array(placementSchema).max(8),
+});
+
+const migDeviceSchema = z.object({
+  uuid: z.string().regex(/^MIG-/),
+  gpuInstanceId: z.number().int().nonnegative(),
+  computeInstanceId: z.number().int().nonnegative(),
+  profileId: z.number().int().nonnegative(),
+  placement: placementSchema,
+  memory: z.object({ total: z.number().int().optional(), used: z.number().int().optional() }).optional(),
+  errors: z.record(z.string(), returnCode).optional(),
+});
+
+const gpuSchema = z.object({
+  name: z.string().min(1).max(95),
+  uuid: z.string().regex(/^GPU-/),
+  /** nvmlBrandType_t; absent: NOT_SUPPORTED. */
+  brand: z.number().int().nonnegative().optional(),
+  /** nvmlDeviceArchitecture_t; absent: NOT_SUPPORTED. */
+  architecture: z.number().int().nonnegative().optional(),
+  computeCapability: z.object({
+    major: z.number().int().nonnegative(),
+    minor: z.number().int().nonnegative(),
+  }),
+  memory: z.object({ total: z.number().int().positive(), used: z.number().int().nonnegative().optional() }),
+  /** /dev/nvidia<minor>. */
+  minor: z.number().int().nonnegative(),
+  pci: z.object({
+    domain: z.number().int().nonnegative().optional(),
+    bus: z.number().int().min(0).max(255),
+    device: z.number().int().min(0).max(31),
+    pciDeviceId: intLike,
+    pciSubSystemId: intLike.optional(),
+    /** For the simulated host only (sysfs layout): the PCIe root complex, e.g. `pci0000:80`. */
+    pcieRoot: z
+      .string()
+      .regex(/^pci[0-9a-f]{4}:[0-9a-f]{2}$/)
+      .optional(),
+  }),
+  /** Absent: nvmlDeviceGetNumaNodeId answers NOT_SUPPORTED. */
+  numaNode: z.number().int().nonnegative().optional(),
+  /** nvmlDeviceAddressingModeType_t (1 HMM, 2 ATS); absent: NOT_SUPPORTED. */
+  addressingMode: z.number().int().nonnegative().optional(),
+  /** SM count of the whole GPU (nvmlDeviceGetAttributes_v2); absent: NOT_SUPPORTED. */
+  multiprocessorCount: z.number().int().nonnegative().optional(),
+  migCapable: z.boolean().optional(),
+  migMode: z
+    .object({ current: z.number().int().min(0).max(1), pending: z.number().int().min(0).max(1) })
+    .optional(),
+  maxMigDeviceCount: z.number().int().min(0).max(16).optional(),
+  /** Inline table or the name of an entry in `giProfileTables`. */
+  giProfiles: z.union([z.string(), z.array(giProfileSchema)]).optional(),
+  migDevices: z.array(migDeviceSchema).optional(),
+  /** Injected errors: NVML function name (or `*`) to return code. */
+  errors: z.record(z.string(), returnCode).optional(),
+  /** Every per-device call after nvmlDeviceGetHandleByIndex_v2 answers GPU_IS_LOST. */
+  lost: z.boolean().optional(),
+});
+
+export const fakeNvmlConfigSchema = z.object({
+  description: z.string().optional(),
+  driverVersion: z.string().min(1).max(79),
+  /** As nvmlSystemGetCudaDriverVersion reports it: 13000 = CUDA 13.0. */
+  cudaDriverVersion: z.number().int().nonnegative(),
+  nvmlVersion: z.string().optional(),
+  /** nvmlInit fails with this code (e.g. `DRIVER_NOT_LOADED`). */
+  initError: returnCode.optional(),
+  /** System-wide injected errors (also apply to every device). */
+  errors: z.record(z.string(), returnCode).optional(),
+  giProfileTables: z.record(z.string(), z.array(giProfileSchema)).optional(),
+  gpus: z.array(gpuSchema).max(64),
+});
+
+export type FakeNvmlConfig = z.infer<typeof fakeNvmlConfigSchema>;
+export type FakeGpu = FakeNvmlConfig['gpus'][number];
+export type FakeGiProfile = z.infer<typeof giProfileSchema>;
+export type FakeMigDevice = z.infer<typeof migDeviceSchema>;
+
+/** The repository root, from this module's location (src/sim/ under vitest, dist/sim/ after tsc). */
+export function repoRoot(): string {
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+}
+
+export function fakeNvmlSourcePath(): string {
+  return path.join(repoRoot(), 'test', 'fake-nvml', 'fake_nvml.c');
+}
+
+export function profilesDir(): string {
+  return path.join(repoRoot(), 'test', 'fake-nvml', 'profiles');
+}
+
+export interface BuildFakeNvmlOptions {
+  /** Cache root; default `$GPU_DRA_CACHE` or `~/.cache/gpu-dra`. */
+  cacheDir?: string;
+  /** C compiler; default `$CC` or `gcc`. */
+  compiler?: string;
+  /** Source file; default test/fake-nvml/fake_nvml.c in this checkout. */
+  source?: string;
+}
+
+const builds = new Map<string, Promise<string>>();
+
+/**
+ * Compiles the fake NVML (once per source hash) into
+ * `<cache>/fake-nvml/<sha>/libnvidia-ml.so.1` and returns that path. Safe to call concurrently
+ * from several processes: the library is written to a temporary name and renamed into place.
+ */
+export async function buildFakeNvml(opts: BuildFakeNvmlOptions = {}): Promise<string> {
+  const source = opts.source ?? fakeNvmlSourcePath();
+  const cacheRoot =
+    opts.cacheDir ?? process.env.GPU_DRA_CACHE ?? path.join(os.homedir(), '.cache', 'gpu-dra');
+  const compiler = opts.compiler ?? process.env.CC ?? 'gcc';
+  const key = `${source}\0${cacheRoot}\0${compiler}`;
+  let pending = builds.get(key);
+  if (pending === undefined) {
+    pending = doBuild(source, cacheRoot, compiler);
+    builds.set(key, pending);
+    pending.catch(() => builds.delete(key));
+  }
+  return pending;
+}
+
+async function doBuild(source: string, cacheRoot: string, compiler: string): Promise<string> {
+  let code: Buffer;
+  try {
+    code = await readFile(source);
+  } catch (err) {
+    throw new GpuDraError(
+      'FAKE_NVML_SOURCE_NOT_FOUND',
+      `fake NVML source ${source} not found (it ships in the repository's test/fake-nvml/, not in the npm package)`,
+      { cause: err },
+    );
+  }
+  const sha = createHash('sha256').update(code).update(CFLAGS.join(' ')).digest('hex').slice(0, 16);
+  const dir = path.join(cacheRoot, 'fake-nvml', sha);
+  const out = path.join(dir, 'libnvidia-ml.so.1');
+  if (await isFile(out)) return out;
+  await mkdir(dir, { recursive: true });
+  const tmp = path.join(dir, `.libnvidia-ml.so.1.${process.pid}.${randomBytes(4).toString('hex')}`);
+  try {
+    await run(compiler, [...CFLAGS, '-o', tmp, source]);
+    await rename(tmp, out);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    if (err instanceof GpuDraError) throw err;
+    throw new GpuDraError('FAKE_NVML_BUILD_FAILED', `building the fake NVML failed: ${String(err)}`, {
+      cause: err,
+    });
+  }
+  return out;
+}
+
+async function isFile(p: string): Promise<boolean> {
+  try {
+    return (await stat(p)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function run(cmd: string, args: readonly string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { maxBuffer: 4 * 1024 * 1024 }, (err, _stdout, stderr) => {
+      if (err === null) {
+        resolve();
+        return;
+      }
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        reject(
+          new GpuDraError(
+            'FAKE_NVML_NO_COMPILER',
+            `C compiler '${cmd}' not found: the fake NVML needs gcc (apt-get install gcc, or set CC)`,
+            { cause: err },
+          ),
+        );
+        return;
+      }
+      reject(
+        new GpuDraError('FAKE_NVML_BUILD_FAILED', `${cmd} failed building the fake NVML:\n${stderr.trim()}`, {
+          cause: err,
+        }),
+      );
+    });
+  });
+}
+
+/** Names of the bundled profiles (test/fake-nvml/profiles/*.json), sorted. */
+export async function listProfiles(): Promise<string[]> {
+  const entries = await readdir(profilesDir());
+  return entries
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => f.slice(0, -'.json'.length))
+    .sort();
+}
+
+/** Validates a fake NVML configuration (a parsed profile). */
+export function parseFakeNvmlConfig(value: unknown, source = 'fake NVML config'): FakeNvmlConfig {
+  const res = fakeNvmlConfigSchema.safeParse(value);
+  if (!res.success) {
+    const issue = res.error.issues[0];
+    const where = issue?.path.join('.') ?? '';
+    throw new GpuDraError(
+      'FAKE_NVML_CONFIG_INVALID',
+      `${source}: ${where === '' ? '' : `${where}: `}${issue?.message ?? 'invalid'}`,
+      { cause: res.error },
+    );
+  }
+  const cfg = res.data;
+  for (const [i, gpu] of cfg.gpus.entries()) {
+    if (typeof gpu.giProfiles === 'string' && cfg.giProfileTables?.[gpu.giProfiles] === undefined) {
+      throw new GpuDraError(
+        'FAKE_NVML_CONFIG_INVALID',
+        `${source}: gpus.${i}.giProfiles: no giProfileTables entry '${gpu.giProfiles}'`,
+      );
+    }
+  }
+  return cfg;
+}
+
+/** Loads and validates a bundled profile by name (e.g. `h100-8x`). */
+export async function loadProfile(name: string): Promise<FakeNvmlConfig> {
+  if (!/^[a-z0-9][a-z0-9-]*$/.test(name)) {
+    throw new GpuDraError('FAKE_NVML_PROFILE_NOT_FOUND', `invalid fake NVML profile name '${name}'`);
+  }
+  const file = path.join(profilesDir(), `${name}.json`);
+  if (!existsSync(file)) {
+    const known = await listProfiles().catch(() => []);
+    throw new GpuDraError(
+      'FAKE_NVML_PROFILE_NOT_FOUND',
+      `unknown fake NVML profile '${name}' (known: ${known.join(', ')})`,
+    );
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    throw new GpuDraError('FAKE_NVML_CONFIG_INVALID', `${file}: ${String(err)}`, { cause: err });
+  }
+  return parseFakeNvmlConfig(parsed, file);
+}
+
+/** The GI profile table of a GPU, with `giProfileTables` references resolved. */
+export function gpuProfiles(cfg: FakeNvmlConfig, gpu: FakeGpu): FakeGiProfile[] {
+  if (gpu.giProfiles === undefined) return [];
+  if (typeof gpu.giProfiles === 'string') return cfg.giProfileTables?.[gpu.giProfiles] ?? [];
+  return gpu.giProfiles;
+}
+
+/** Parses an int-like config value (`590352606` or `"0x233010DE"`). */
+export function intValue(v: number | string): number {
+  return typeof v === 'number' ? v : Number(v);
+}

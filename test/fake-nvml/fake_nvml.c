@@ -1,0 +1,1496 @@
+/*
+ * fake_nvml.c: a fake libnvidia-ml.so.1 for tests and `gpu-dra demo`.
+ *
+ * Exports a subset of the real NVML C API with the real nvml.h signatures, struct layouts,
+ * return codes and error strings, answering from a JSON file named by $FAKE_NVML_CONFIG
+ * (read when the init reference count goes from 0 to 1). See README.md for the format.
+ *
+ * Build: gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o libnvidia-ml.so.1 fake_nvml.c
+ *
+ * No external dependencies: a small JSON parser is included. Handles (nvmlDevice_t,
+ * nvmlGpuInstance_t) are pointers into static arrays and are range-checked, so a stale or
+ * foreign handle yields NVML_ERROR_INVALID_ARGUMENT instead of a crash.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* ------------------------------------------------------------------------------------------ */
+/* nvml.h types                                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum nvmlReturn_enum {
+  NVML_SUCCESS = 0,
+  NVML_ERROR_UNINITIALIZED = 1,
+  NVML_ERROR_INVALID_ARGUMENT = 2,
+  NVML_ERROR_NOT_SUPPORTED = 3,
+  NVML_ERROR_NO_PERMISSION = 4,
+  NVML_ERROR_ALREADY_INITIALIZED = 5,
+  NVML_ERROR_NOT_FOUND = 6,
+  NVML_ERROR_INSUFFICIENT_SIZE = 7,
+  NVML_ERROR_INSUFFICIENT_POWER = 8,
+  NVML_ERROR_DRIVER_NOT_LOADED = 9,
+  NVML_ERROR_TIMEOUT = 10,
+  NVML_ERROR_IRQ_ISSUE = 11,
+  NVML_ERROR_LIBRARY_NOT_FOUND = 12,
+  NVML_ERROR_FUNCTION_NOT_FOUND = 13,
+  NVML_ERROR_CORRUPTED_INFOROM = 14,
+  NVML_ERROR_GPU_IS_LOST = 15,
+  NVML_ERROR_RESET_REQUIRED = 16,
+  NVML_ERROR_OPERATING_SYSTEM = 17,
+  NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18,
+  NVML_ERROR_IN_USE = 19,
+  NVML_ERROR_MEMORY = 20,
+  NVML_ERROR_NO_DATA = 21,
+  NVML_ERROR_VGPU_ECC_NOT_SUPPORTED = 22,
+  NVML_ERROR_INSUFFICIENT_RESOURCES = 23,
+  NVML_ERROR_FREQ_NOT_SUPPORTED = 24,
+  NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25,
+  NVML_ERROR_DEPRECATED = 26,
+  NVML_ERROR_NOT_READY = 27,
+  NVML_ERROR_GPU_NOT_FOUND = 28,
+  NVML_ERROR_INVALID_STATE = 29,
+  NVML_ERROR_UNKNOWN = 999
+} nvmlReturn_t;
+
+#define NVML_STRUCT_VERSION(size, ver) ((unsigned int)((size) | ((unsigned int)(ver) << 24U)))
+
+#define NVML_INIT_FLAG_NO_GPUS 1u
+#define NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE 80
+#define NVML_DEVICE_NAME_V2_BUFFER_SIZE 96
+#define NVML_DEVICE_UUID_V2_BUFFER_SIZE 96
+#define NVML_DEVICE_PCI_BUS_ID_BUFFER_SIZE 32
+#define NVML_DEVICE_PCI_BUS_ID_BUFFER_V2_SIZE 16
+#define NVML_GPU_INSTANCE_PROFILE_COUNT 17
+#define NVML_DEVICE_MIG_ENABLE 1
+
+typedef struct nvmlDevice_st *nvmlDevice_t;
+typedef struct nvmlGpuInstance_st *nvmlGpuInstance_t;
+
+typedef struct nvmlMemory_st {
+  unsigned long long total;
+  unsigned long long free;
+  unsigned long long used;
+} nvmlMemory_t;
+
+typedef struct nvmlMemory_v2_st {
+  unsigned int version;
+  unsigned long long total;
+  unsigned long long reserved;
+  unsigned long long free;
+  unsigned long long used;
+} nvmlMemory_v2_t;
+#define nvmlMemory_v2 NVML_STRUCT_VERSION(sizeof(nvmlMemory_v2_t), 2)
+
+typedef struct nvmlPciInfo_st {
+  char busIdLegacy[NVML_DEVICE_PCI_BUS_ID_BUFFER_V2_SIZE];
+  unsigned int domain;
+  unsigned int bus;
+  unsigned int device;
+  unsigned int pciDeviceId;
+  unsigned int pciSubSystemId;
+  char busId[NVML_DEVICE_PCI_BUS_ID_BUFFER_SIZE];
+} nvmlPciInfo_t;
+
+typedef struct nvmlGpuInstancePlacement_st {
+  unsigned int start;
+  unsigned int size;
+} nvmlGpuInstancePlacement_t;
+
+typedef struct nvmlGpuInstanceProfileInfo_st {
+  unsigned int id;
+  unsigned int isP2pSupported;
+  unsigned int sliceCount;
+  unsigned int instanceCount;
+  unsigned int multiprocessorCount;
+  unsigned int copyEngineCount;
+  unsigned int decoderCount;
+  unsigned int encoderCount;
+  unsigned int jpegCount;
+  unsigned int ofaCount;
+  unsigned long long memorySizeMB;
+} nvmlGpuInstanceProfileInfo_t;
+
+typedef struct nvmlGpuInstanceProfileInfo_v2_st {
+  unsigned int version;
+  unsigned int id;
+  unsigned int isP2pSupported;
+  unsigned int sliceCount;
+  unsigned int instanceCount;
+  unsigned int multiprocessorCount;
+  unsigned int copyEngineCount;
+  unsigned int decoderCount;
+  unsigned int encoderCount;
+  unsigned int jpegCount;
+  unsigned int ofaCount;
+  unsigned long long memorySizeMB;
+  char name[NVML_DEVICE_NAME_V2_BUFFER_SIZE];
+} nvmlGpuInstanceProfileInfo_v2_t;
+#define nvmlGpuInstanceProfileInfo_v2 NVML_STRUCT_VERSION(sizeof(nvmlGpuInstanceProfileInfo_v2_t), 2)
+
+typedef struct nvmlGpuInstanceProfileInfo_v3_st {
+  unsigned int version;
+  unsigned int id;
+  unsigned int sliceCount;
+  unsigned int instanceCount;
+  unsigned int multiprocessorCount;
+  unsigned int copyEngineCount;
+  unsigned int decoderCount;
+  unsigned int encoderCount;
+  unsigned int jpegCount;
+  unsigned int ofaCount;
+  unsigned long long memorySizeMB;
+  char name[NVML_DEVICE_NAME_V2_BUFFER_SIZE];
+  unsigned int capabilities;
+} nvmlGpuInstanceProfileInfo_v3_t;
+#define nvmlGpuInstanceProfileInfo_v3 NVML_STRUCT_VERSION(sizeof(nvmlGpuInstanceProfileInfo_v3_t), 3)
+
+typedef struct nvmlGpuInstanceInfo_st {
+  nvmlDevice_t device;
+  unsigned int id;
+  unsigned int profileId;
+  nvmlGpuInstancePlacement_t placement;
+} nvmlGpuInstanceInfo_t;
+
+typedef struct nvmlDeviceAttributes_st {
+  unsigned int multiprocessorCount;
+  unsigned int sharedCopyEngineCount;
+  unsigned int sharedDecoderCount;
+  unsigned int sharedEncoderCount;
+  unsigned int sharedJpegCount;
+  unsigned int sharedOfaCount;
+  unsigned int gpuInstanceSliceCount;
+  unsigned int computeInstanceSliceCount;
+  unsigned long long memorySizeMB;
+} nvmlDeviceAttributes_t;
+
+typedef struct nvmlDeviceAddressingMode_v1_st {
+  unsigned int version;
+  unsigned int value;
+} nvmlDeviceAddressingMode_v1_t;
+#define nvmlDeviceAddressingMode_v1 NVML_STRUCT_VERSION(sizeof(nvmlDeviceAddressingMode_v1_t), 1)
+
+/* Layout checks against the real ABI (x86_64 / aarch64 LP64). */
+_Static_assert(sizeof(nvmlPciInfo_t) == 68, "nvmlPciInfo_t layout");
+_Static_assert(sizeof(nvmlMemory_t) == 24, "nvmlMemory_t layout");
+_Static_assert(sizeof(nvmlGpuInstanceProfileInfo_t) == 48, "nvmlGpuInstanceProfileInfo_t layout");
+_Static_assert(sizeof(nvmlGpuInstanceProfileInfo_v2_t) == 152, "nvmlGpuInstanceProfileInfo_v2_t layout");
+_Static_assert(sizeof(nvmlGpuInstanceProfileInfo_v3_t) == 152, "nvmlGpuInstanceProfileInfo_v3_t layout");
+_Static_assert(sizeof(nvmlGpuInstanceInfo_t) == 24, "nvmlGpuInstanceInfo_t layout");
+_Static_assert(sizeof(nvmlDeviceAttributes_t) == 40, "nvmlDeviceAttributes_t layout");
+_Static_assert(sizeof(nvmlDeviceAddressingMode_v1_t) == 8, "nvmlDeviceAddressingMode_v1_t layout");
+
+/* ------------------------------------------------------------------------------------------ */
+/* Return codes: names (for the config) and real-style strings (nvmlErrorString)              */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+  nvmlReturn_t code;
+  const char *name;
+  const char *text;
+} code_desc;
+
+static const code_desc CODES[] = {
+    {NVML_SUCCESS, "SUCCESS", "Success"},
+    {NVML_ERROR_UNINITIALIZED, "UNINITIALIZED", "Uninitialized"},
+    {NVML_ERROR_INVALID_ARGUMENT, "INVALID_ARGUMENT", "Invalid Argument"},
+    {NVML_ERROR_NOT_SUPPORTED, "NOT_SUPPORTED", "Not Supported"},
+    {NVML_ERROR_NO_PERMISSION, "NO_PERMISSION", "Insufficient Permissions"},
+    {NVML_ERROR_ALREADY_INITIALIZED, "ALREADY_INITIALIZED", "Already Initialized"},
+    {NVML_ERROR_NOT_FOUND, "NOT_FOUND", "Not Found"},
+    {NVML_ERROR_INSUFFICIENT_SIZE, "INSUFFICIENT_SIZE", "Insufficient Size"},
+    {NVML_ERROR_INSUFFICIENT_POWER, "INSUFFICIENT_POWER", "Insufficient External Power"},
+    {NVML_ERROR_DRIVER_NOT_LOADED, "DRIVER_NOT_LOADED", "Driver Not Loaded"},
+    {NVML_ERROR_TIMEOUT, "TIMEOUT", "Timeout"},
+    {NVML_ERROR_IRQ_ISSUE, "IRQ_ISSUE", "Interrupt request issue"},
+    {NVML_ERROR_LIBRARY_NOT_FOUND, "LIBRARY_NOT_FOUND", "NVML Shared Library Not Found"},
+    {NVML_ERROR_FUNCTION_NOT_FOUND, "FUNCTION_NOT_FOUND", "Function Not Found"},
+    {NVML_ERROR_CORRUPTED_INFOROM, "CORRUPTED_INFOROM", "Corrupted infoROM"},
+    {NVML_ERROR_GPU_IS_LOST, "GPU_IS_LOST", "GPU is lost"},
+    {NVML_ERROR_RESET_REQUIRED, "RESET_REQUIRED", "GPU requires restart"},
+    {NVML_ERROR_OPERATING_SYSTEM, "OPERATING_SYSTEM", "The operating system has blocked the request."},
+    {NVML_ERROR_LIB_RM_VERSION_MISMATCH, "LIB_RM_VERSION_MISMATCH", "RM has detected an NVML/RM version mismatch."},
+    {NVML_ERROR_IN_USE, "IN_USE", "In use by another client"},
+    {NVML_ERROR_MEMORY, "MEMORY", "Insufficient Memory"},
+    {NVML_ERROR_NO_DATA, "NO_DATA", "No data"},
+    {NVML_ERROR_VGPU_ECC_NOT_SUPPORTED, "VGPU_ECC_NOT_SUPPORTED",
+     "The requested vgpu operation is not available on target device, becasue ECC is enabled"},
+    {NVML_ERROR_INSUFFICIENT_RESOURCES, "INSUFFICIENT_RESOURCES", "Insufficient resources for request"},
+    {NVML_ERROR_FREQ_NOT_SUPPORTED, "FREQ_NOT_SUPPORTED", "Frequency not supported"},
+    {NVML_ERROR_ARGUMENT_VERSION_MISMATCH, "ARGUMENT_VERSION_MISMATCH", "Argument version mismatch"},
+    {NVML_ERROR_DEPRECATED, "DEPRECATED", "Deprecated"},
+    {NVML_ERROR_NOT_READY, "NOT_READY", "Not Ready"},
+    {NVML_ERROR_GPU_NOT_FOUND, "GPU_NOT_FOUND", "GPU not found"},
+    {NVML_ERROR_INVALID_STATE, "INVALID_STATE", "Invalid state"},
+    {NVML_ERROR_UNKNOWN, "UNKNOWN", "Unknown Error"},
+};
+#define NCODES (sizeof(CODES) / sizeof(CODES[0]))
+
+/* "GPU_IS_LOST", "NVML_ERROR_GPU_IS_LOST" or a number; -1 if unknown. */
+static long code_from_name(const char *s) {
+  if (s == NULL || *s == '\0') return -1;
+  if (isdigit((unsigned char)*s)) {
+    char *end = NULL;
+    long v = strtol(s, &end, 0);
+    return (end != NULL && *end == '\0') ? v : -1;
+  }
+  if (strncmp(s, "NVML_ERROR_", 11) == 0) s += 11;
+  else if (strncmp(s, "NVML_", 5) == 0) s += 5;
+  for (size_t i = 0; i < NCODES; i++) {
+    if (strcmp(CODES[i].name, s) == 0) return (long)CODES[i].code;
+  }
+  return -1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Minimal JSON parser                                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ } jtype;
+
+typedef struct jval {
+  jtype t;
+  int b;
+  double num;
+  long long inum;
+  int is_int;
+  char *s;
+  struct jval **items;
+  char **keys;
+  size_t n, cap;
+} jval;
+
+typedef struct {
+  const char *p, *start;
+  char err[256];
+} jparser;
+
+static void jfree(jval *v) {
+  if (v == NULL) return;
+  free(v->s);
+  for (size_t i = 0; i < v->n; i++) {
+    jfree(v->items[i]);
+    if (v->keys != NULL) free(v->keys[i]);
+  }
+  free(v->items);
+  free(v->keys);
+  free(v);
+}
+
+static void jskip(jparser *ps) {
+  while (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r') ps->p++;
+}
+
+static jval *jfail(jparser *ps, const char *msg) {
+  if (ps->err[0] == '\0') {
+    int line = 1;
+    for (const char *q = ps->start; q < ps->p; q++)
+      if (*q == '\n') line++;
+    snprintf(ps->err, sizeof ps->err, "%s at line %d (offset %ld)", msg, line, (long)(ps->p - ps->start));
+  }
+  return NULL;
+}
+
+static jval *jnew(jtype t) {
+  jval *v = calloc(1, sizeof *v);
+  if (v != NULL) v->t = t;
+  return v;
+}
+
+static int jpush(jval *arr, jval *item, char *key) {
+  if (arr->n == arr->cap) {
+    size_t nc = arr->cap ? arr->cap * 2 : 8;
+    jval **ni = realloc(arr->items, nc * sizeof *ni);
+    if (ni == NULL) return -1;
+    arr->items = ni;
+    if (arr->t == J_OBJ) {
+      char **nk = realloc(arr->keys, nc * sizeof *nk);
+      if (nk == NULL) return -1;
+      arr->keys = nk;
+    }
+    arr->cap = nc;
+  }
+  arr->items[arr->n] = item;
+  if (arr->t == J_OBJ) arr->keys[arr->n] = key;
+  arr->n++;
+  return 0;
+}
+
+static void put_utf8(char **o, unsigned cp) {
+  char *q = *o;
+  if (cp < 0x80) {
+    *q++ = (char)cp;
+  } else if (cp < 0x800) {
+    *q++ = (char)(0xC0 | (cp >> 6));
+    *q++ = (char)(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    *q++ = (char)(0xE0 | (cp >> 12));
+    *q++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+    *q++ = (char)(0x80 | (cp & 0x3F));
+  } else {
+    *q++ = (char)(0xF0 | (cp >> 18));
+    *q++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+    *q++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+    *q++ = (char)(0x80 | (cp & 0x3F));
+  }
+  *o = q;
+}
+
+static char *jparse_string_raw(jparser *ps) {
+  if (*ps->p != '"') return (char *)jfail(ps, "expected string");
+  ps->p++;
+  const char *q = ps->p;
+  size_t len = 0;
+  while (*q != '"') {
+    if (*q == '\0') return (char *)jfail(ps, "unterminated string");
+    if (*q == '\\') q++;
+    if (*q == '\0') return (char *)jfail(ps, "unterminated string");
+    q++;
+    len++;
+  }
+  char *out = malloc(len * 4 + 1);
+  if (out == NULL) return (char *)jfail(ps, "out of memory");
+  char *o = out;
+  while (*ps->p != '"') {
+    char c = *ps->p++;
+    if ((unsigned char)c < 0x20) {
+      free(out);
+      return (char *)jfail(ps, "control character in string");
+    }
+    if (c != '\\') {
+      *o++ = c;
+      continue;
+    }
+    c = *ps->p++;
+    switch (c) {
+      case '"': *o++ = '"'; break;
+      case '\\': *o++ = '\\'; break;
+      case '/': *o++ = '/'; break;
+      case 'b': *o++ = '\b'; break;
+      case 'f': *o++ = '\f'; break;
+      case 'n': *o++ = '\n'; break;
+      case 'r': *o++ = '\r'; break;
+      case 't': *o++ = '\t'; break;
+      case 'u': {
+        unsigned cp = 0;
+        for (int i = 0; i < 4; i++) {
+          char h = *ps->p++;
+          cp <<= 4;
+          if (h >= '0' && h <= '9') cp |= (unsigned)(h - '0');
+          else if (h >= 'a' && h <= 'f') cp |= (unsigned)(h - 'a' + 10);
+          else if (h >= 'A' && h <= 'F') cp |= (unsigned)(h - 'A' + 10);
+          else {
+            free(out);
+            return (char *)jfail(ps, "bad \\u escape");
+          }
+        }
+        put_utf8(&o, cp);
+        break;
+      }
+      default: free(out); return (char *)jfail(ps, "bad escape");
+    }
+  }
+  ps->p++;
+  *o = '\0';
+  return out;
+}
+
+static jval *jparse_value(jparser *ps, int depth);
+
+static jval *jparse_value(jparser *ps, int depth) {
+  if (depth > 64) return jfail(ps, "nesting too deep");
+  jskip(ps);
+  char c = *ps->p;
+  if (c == '{' || c == '[') {
+    int obj = c == '{';
+    jval *v = jnew(obj ? J_OBJ : J_ARR);
+    if (v == NULL) return jfail(ps, "out of memory");
+    ps->p++;
+    jskip(ps);
+    if (*ps->p == (obj ? '}' : ']')) {
+      ps->p++;
+      return v;
+    }
+    for (;;) {
+      char *key = NULL;
+      jskip(ps);
+      if (obj) {
+        key = jparse_string_raw(ps);
+        if (key == NULL) goto fail;
+        jskip(ps);
+        if (*ps->p != ':') {
+          free(key);
+          jfail(ps, "expected ':'");
+          goto fail;
+        }
+        ps->p++;
+      }
+      jval *item = jparse_value(ps, depth + 1);
+      if (item == NULL || jpush(v, item, key) != 0) {
+        free(key);
+        jfree(item);
+        jfail(ps, "bad value");
+        goto fail;
+      }
+      jskip(ps);
+      if (*ps->p == ',') {
+        ps->p++;
+        continue;
+      }
+      if (*ps->p == (obj ? '}' : ']')) {
+        ps->p++;
+        return v;
+      }
+      jfail(ps, obj ? "expected ',' or '}'" : "expected ',' or ']'");
+      goto fail;
+    }
+  fail:
+    jfree(v);
+    return NULL;
+  }
+  if (c == '"') {
+    char *s = jparse_string_raw(ps);
+    if (s == NULL) return NULL;
+    jval *v = jnew(J_STR);
+    if (v == NULL) {
+      free(s);
+      return jfail(ps, "out of memory");
+    }
+    v->s = s;
+    return v;
+  }
+  if (strncmp(ps->p, "true", 4) == 0 || strncmp(ps->p, "false", 5) == 0) {
+    jval *v = jnew(J_BOOL);
+    if (v == NULL) return jfail(ps, "out of memory");
+    v->b = *ps->p == 't';
+    ps->p += v->b ? 4 : 5;
+    return v;
+  }
+  if (strncmp(ps->p, "null", 4) == 0) {
+    ps->p += 4;
+    return jnew(J_NULL);
+  }
+  if (c == '-' || isdigit((unsigned char)c)) {
+    const char *q = ps->p;
+    int is_int = 1;
+    if (*q == '-') q++;
+    while (isdigit((unsigned char)*q) || *q == '.' || *q == 'e' || *q == 'E' || *q == '+' || *q == '-') {
+      if (*q == '.' || *q == 'e' || *q == 'E') is_int = 0;
+      q++;
+    }
+    jval *v = jnew(J_NUM);
+    if (v == NULL) return jfail(ps, "out of memory");
+    char *end = NULL;
+    v->num = strtod(ps->p, &end);
+    if (end != q) {
+      free(v);
+      return jfail(ps, "bad number");
+    }
+    v->is_int = is_int;
+    if (is_int) {
+      errno = 0;
+      v->inum = strtoll(ps->p, NULL, 10);
+      if (errno != 0) {
+        free(v);
+        return jfail(ps, "integer out of range");
+      }
+    } else {
+      v->inum = (long long)v->num;
+    }
+    ps->p = q;
+    return v;
+  }
+  return jfail(ps, "unexpected character");
+}
+
+static jval *jget(const jval *obj, const char *key) {
+  if (obj == NULL || obj->t != J_OBJ) return NULL;
+  for (size_t i = 0; i < obj->n; i++)
+    if (strcmp(obj->keys[i], key) == 0) return obj->items[i];
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The simulated system                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+#define MAX_GPUS 64
+#define MAX_MIG 16
+#define MAX_ERRS 24
+#define MAX_PLACEMENTS 8
+#define FN_NAME_MAX 64
+#define DEV_MAGIC 0x4e564d4cu /* "NVML" */
+#define GI_MAGIC 0x47504949u  /* "GPII" */
+
+typedef struct {
+  char fn[FN_NAME_MAX]; /* function name or "*" */
+  nvmlReturn_t code;
+} err_entry;
+
+typedef struct {
+  err_entry e[MAX_ERRS];
+  unsigned n;
+} err_table;
+
+typedef struct {
+  int present;
+  unsigned id, isP2p, slices, instances, sms, ce, dec, enc, jpeg, ofa, capabilities;
+  unsigned long long memMB;
+  char name[NVML_DEVICE_NAME_V2_BUFFER_SIZE];
+  nvmlGpuInstancePlacement_t placements[MAX_PLACEMENTS];
+  unsigned nplacements;
+} profile_t;
+
+struct nvmlDevice_st {
+  unsigned magic;
+  int gpu;
+  int mig; /* -1: the full GPU */
+};
+
+struct nvmlGpuInstance_st {
+  unsigned magic;
+  int gpu;
+  int mig; /* the first MIG device of this GPU instance */
+};
+
+typedef struct {
+  struct nvmlDevice_st handle;
+  struct nvmlGpuInstance_st gi;
+  char uuid[NVML_DEVICE_UUID_V2_BUFFER_SIZE];
+  unsigned giId, ciId, profileId;
+  int profileIndex;
+  nvmlGpuInstancePlacement_t placement;
+  unsigned long long memTotal, memUsed;
+  err_table errs;
+} mig_t;
+
+typedef struct {
+  struct nvmlDevice_st handle;
+  char name[NVML_DEVICE_NAME_V2_BUFFER_SIZE];
+  char uuid[NVML_DEVICE_UUID_V2_BUFFER_SIZE];
+  int hasBrand, hasArch;
+  unsigned brand, arch;
+  int ccMajor, ccMinor;
+  unsigned long long memTotal, memUsed;
+  unsigned minor;
+  unsigned domain, bus, device, pciDeviceId, pciSubSystemId;
+  int hasNuma;
+  unsigned numa;
+  int hasAddressingMode;
+  unsigned addressingMode;
+  int hasSms;
+  unsigned sms;
+  int migCapable;
+  unsigned migCurrent, migPending, maxMig;
+  profile_t profiles[NVML_GPU_INSTANCE_PROFILE_COUNT];
+  mig_t migs[MAX_MIG];
+  unsigned nmigs;
+  int lost;
+  err_table errs;
+} gpu_t;
+
+typedef struct {
+  char driverVersion[NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE];
+  char nvmlVersion[NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE];
+  int cudaVersion;
+  unsigned ngpus;
+  err_table errs;
+  gpu_t gpus[MAX_GPUS];
+} system_t;
+
+static system_t S;
+static unsigned g_refcount;
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- config loading ---- */
+
+typedef struct {
+  char msg[512];
+} cfg_err;
+
+static int cfail(cfg_err *ce, const char *fmt, const char *a, const char *b) {
+  if (ce->msg[0] == '\0') snprintf(ce->msg, sizeof ce->msg, fmt, a ? a : "", b ? b : "");
+  return -1;
+}
+
+/* Integers may be JSON numbers or strings ("0x233010DE"). */
+static int get_u64(const jval *obj, const char *key, unsigned long long *out, int required, const char *where,
+                   cfg_err *ce) {
+  const jval *v = jget(obj, key);
+  if (v == NULL || v->t == J_NULL) {
+    if (required) return cfail(ce, "%s: missing required field '%s'", where, key);
+    return 1;
+  }
+  if (v->t == J_NUM) {
+    if (v->num < 0) return cfail(ce, "%s: field '%s' must not be negative", where, key);
+    *out = (unsigned long long)v->inum;
+    return 0;
+  }
+  if (v->t == J_STR) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = strtoull(v->s, &end, 0);
+    if (errno != 0 || end == v->s || *end != '\0')
+      return cfail(ce, "%s: field '%s' is not an integer", where, key);
+    *out = x;
+    return 0;
+  }
+  return cfail(ce, "%s: field '%s' must be a number", where, key);
+}
+
+static int get_u32(const jval *obj, const char *key, unsigned *out, int required, const char *where, cfg_err *ce) {
+  unsigned long long x = 0;
+  int r = get_u64(obj, key, &x, required, where, ce);
+  if (r == 0) {
+    if (x > 0xFFFFFFFFull) return cfail(ce, "%s: field '%s' does not fit in 32 bits", where, key);
+    *out = (unsigned)x;
+  }
+  return r;
+}
+
+static int get_str(const jval *obj, const char *key, char *out, size_t cap, int required, const char *where,
+                   cfg_err *ce) {
+  const jval *v = jget(obj, key);
+  if (v == NULL || v->t == J_NULL) {
+    if (required) return cfail(ce, "%s: missing required field '%s'", where, key);
+    return 1;
+  }
+  if (v->t != J_STR) return cfail(ce, "%s: field '%s' must be a string", where, key);
+  if (strlen(v->s) >= cap) return cfail(ce, "%s: field '%s' is too long", where, key);
+  strcpy(out, v->s);
+  return 0;
+}
+
+static int get_bool(const jval *obj, const char *key, int *out, const char *where, cfg_err *ce) {
+  const jval *v = jget(obj, key);
+  if (v == NULL || v->t == J_NULL) return 1;
+  if (v->t == J_BOOL) *out = v->b;
+  else if (v->t == J_NUM) *out = v->inum != 0;
+  else return cfail(ce, "%s: field '%s' must be a boolean", where, key);
+  return 0;
+}
+
+static int parse_code(const jval *v, nvmlReturn_t *out, const char *where, const char *key, cfg_err *ce) {
+  long code = -1;
+  if (v->t == J_STR) code = code_from_name(v->s);
+  else if (v->t == J_NUM && v->is_int) code = (long)v->inum;
+  if (code < 0) return cfail(ce, "%s: '%s' is not an NVML return code name (e.g. \"GPU_IS_LOST\")", where, key);
+  *out = (nvmlReturn_t)code;
+  return 0;
+}
+
+static int parse_errors(const jval *obj, err_table *t, const char *where, cfg_err *ce) {
+  const jval *e = jget(obj, "errors");
+  if (e == NULL || e->t == J_NULL) return 0;
+  if (e->t != J_OBJ) return cfail(ce, "%s: 'errors' must be an object", where, NULL);
+  for (size_t i = 0; i < e->n; i++) {
+    if (t->n >= MAX_ERRS) return cfail(ce, "%s: too many injected errors", where, NULL);
+    if (strlen(e->keys[i]) >= FN_NAME_MAX) return cfail(ce, "%s: function name '%s' too long", where, e->keys[i]);
+    err_entry *en = &t->e[t->n];
+    strcpy(en->fn, e->keys[i]);
+    if (parse_code(e->items[i], &en->code, where, e->keys[i], ce) != 0) return -1;
+    t->n++;
+  }
+  return 0;
+}
+
+static int parse_profile(const jval *p, gpu_t *g, const char *where, cfg_err *ce) {
+  unsigned index = 0;
+  if (p->t != J_OBJ) return cfail(ce, "%s: GI profile must be an object", where, NULL);
+  if (get_u32(p, "index", &index, 1, where, ce) != 0) return -1;
+  if (index >= NVML_GPU_INSTANCE_PROFILE_COUNT) return cfail(ce, "%s: GI profile index out of range", where, NULL);
+  profile_t *pr = &g->profiles[index];
+  if (pr->present) return cfail(ce, "%s: duplicate GI profile index", where, NULL);
+  memset(pr, 0, sizeof *pr);
+  pr->present = 1;
+  if (get_u32(p, "id", &pr->id, 1, where, ce) != 0) return -1;
+  if (get_str(p, "name", pr->name, sizeof pr->name, 1, where, ce) != 0) return -1;
+  if (get_u32(p, "sliceCount", &pr->slices, 1, where, ce) != 0) return -1;
+  if (get_u32(p, "instanceCount", &pr->instances, 1, where, ce) != 0) return -1;
+  if (get_u32(p, "multiprocessorCount", &pr->sms, 1, where, ce) != 0) return -1;
+  if (get_u32(p, "copyEngineCount", &pr->ce, 0, where, ce) < 0) return -1;
+  if (get_u32(p, "decoderCount", &pr->dec, 0, where, ce) < 0) return -1;
+  if (get_u32(p, "encoderCount", &pr->enc, 0, where, ce) < 0) return -1;
+  if (get_u32(p, "jpegCount", &pr->jpeg, 0, where, ce) < 0) return -1;
+  if (get_u32(p, "ofaCount", &pr->ofa, 0, where, ce) < 0) return -1;
+  if (get_u32(p, "isP2pSupported", &pr->isP2p, 0, where, ce) < 0) return -1;
+  if (get_u32(p, "capabilities", &pr->capabilities, 0, where, ce) < 0) return -1;
+  if (get_u64(p, "memorySizeMB", &pr->memMB, 1, where, ce) != 0) return -1;
+  const jval *pl = jget(p, "placements");
+  if (pl != NULL && pl->t == J_ARR) {
+    for (size_t i = 0; i < pl->n; i++) {
+      if (pr->nplacements >= MAX_PLACEMENTS) return cfail(ce, "%s: too many placements", where, NULL);
+      nvmlGpuInstancePlacement_t *x = &pr->placements[pr->nplacements++];
+      if (get_u32(pl->items[i], "start", &x->start, 1, where, ce) != 0) return -1;
+      if (get_u32(pl->items[i], "size", &x->size, 1, where, ce) != 0) return -1;
+    }
+  }
+  return 0;
+}
+
+static const profile_t *profile_by_id(const gpu_t *g, unsigned id, int *index) {
+  for (int i = 0; i < NVML_GPU_INSTANCE_PROFILE_COUNT; i++) {
+    if (g->profiles[i].present && g->profiles[i].id == id) {
+      if (index) *index = i;
+      return &g->profiles[i];
+    }
+  }
+  return NULL;
+}
+
+static int parse_gpu(const jval *root, const jval *gv, unsigned gi, cfg_err *ce) {
+  char where[64];
+  snprintf(where, sizeof where, "gpus[%u]", gi);
+  if (gv->t != J_OBJ) return cfail(ce, "%s: must be an object", where, NULL);
+  gpu_t *g = &S.gpus[gi];
+  g->handle.magic = DEV_MAGIC;
+  g->handle.gpu = (int)gi;
+  g->handle.mig = -1;
+  if (get_str(gv, "name", g->name, sizeof g->name, 1, where, ce) != 0) return -1;
+  if (get_str(gv, "uuid", g->uuid, sizeof g->uuid, 1, where, ce) != 0) return -1;
+  int r = get_u32(gv, "brand", &g->brand, 0, where, ce);
+  if (r < 0) return -1;
+  g->hasBrand = r == 0;
+  r = get_u32(gv, "architecture", &g->arch, 0, where, ce);
+  if (r < 0) return -1;
+  g->hasArch = r == 0;
+  const jval *cc = jget(gv, "computeCapability");
+  unsigned ccMajor = 0, ccMinor = 0;
+  if (cc == NULL || get_u32(cc, "major", &ccMajor, 1, where, ce) != 0 ||
+      get_u32(cc, "minor", &ccMinor, 1, where, ce) != 0)
+    return cfail(ce, "%s: 'computeCapability' {major, minor} is required", where, NULL);
+  g->ccMajor = (int)ccMajor;
+  g->ccMinor = (int)ccMinor;
+  const jval *mem = jget(gv, "memory");
+  if (mem == NULL || get_u64(mem, "total", &g->memTotal, 1, where, ce) != 0)
+    return cfail(ce, "%s: 'memory.total' is required", where, NULL);
+  if (get_u64(mem, "used", &g->memUsed, 0, where, ce) < 0) return -1;
+  if (g->memUsed > g->memTotal) return cfail(ce, "%s: memory.used exceeds memory.total", where, NULL);
+  if (get_u32(gv, "minor", &g->minor, 1, where, ce) != 0) return -1;
+  const jval *pci = jget(gv, "pci");
+  if (pci == NULL) return cfail(ce, "%s: 'pci' is required", where, NULL);
+  if (get_u32(pci, "domain", &g->domain, 0, where, ce) < 0) return -1;
+  if (get_u32(pci, "bus", &g->bus, 1, where, ce) != 0) return -1;
+  if (get_u32(pci, "device", &g->device, 1, where, ce) != 0) return -1;
+  if (get_u32(pci, "pciDeviceId", &g->pciDeviceId, 1, where, ce) != 0) return -1;
+  if (get_u32(pci, "pciSubSystemId", &g->pciSubSystemId, 0, where, ce) < 0) return -1;
+  r = get_u32(gv, "numaNode", &g->numa, 0, where, ce);
+  if (r < 0) return -1;
+  g->hasNuma = r == 0;
+  r = get_u32(gv, "addressingMode", &g->addressingMode, 0, where, ce);
+  if (r < 0) return -1;
+  g->hasAddressingMode = r == 0;
+  r = get_u32(gv, "multiprocessorCount", &g->sms, 0, where, ce);
+  if (r < 0) return -1;
+  g->hasSms = r == 0;
+  if (get_bool(gv, "migCapable", &g->migCapable, where, ce) < 0) return -1;
+  if (get_bool(gv, "lost", &g->lost, where, ce) < 0) return -1;
+  g->maxMig = g->migCapable ? 7 : 0;
+  if (get_u32(gv, "maxMigDeviceCount", &g->maxMig, 0, where, ce) < 0) return -1;
+  if (g->maxMig > MAX_MIG) return cfail(ce, "%s: maxMigDeviceCount too large", where, NULL);
+  const jval *mm = jget(gv, "migMode");
+  if (mm != NULL && mm->t == J_OBJ) {
+    if (get_u32(mm, "current", &g->migCurrent, 0, where, ce) < 0) return -1;
+    if (get_u32(mm, "pending", &g->migPending, 0, where, ce) < 0) return -1;
+  }
+  const jval *profs = jget(gv, "giProfiles");
+  if (profs != NULL && profs->t == J_STR) {
+    const jval *tables = jget(root, "giProfileTables");
+    const jval *t = jget(tables, profs->s);
+    if (t == NULL) return cfail(ce, "%s: unknown giProfileTables entry '%s'", where, profs->s);
+    profs = t;
+  }
+  if (profs != NULL && profs->t == J_ARR) {
+    for (size_t i = 0; i < profs->n; i++)
+      if (parse_profile(profs->items[i], g, where, ce) != 0) return -1;
+  } else if (profs != NULL && profs->t != J_NULL) {
+    return cfail(ce, "%s: 'giProfiles' must be an array or a giProfileTables name", where, NULL);
+  }
+  const jval *migs = jget(gv, "migDevices");
+  if (migs != NULL && migs->t == J_ARR) {
+    if (migs->n > g->maxMig) return cfail(ce, "%s: more migDevices than maxMigDeviceCount", where, NULL);
+    for (size_t i = 0; i < migs->n; i++) {
+      const jval *mv = migs->items[i];
+      mig_t *m = &g->migs[i];
+      char mwhere[96];
+      snprintf(mwhere, sizeof mwhere, "%s.migDevices[%u]", where, (unsigned)i);
+      m->handle.magic = DEV_MAGIC;
+      m->handle.gpu = (int)gi;
+      m->handle.mig = (int)i;
+      if (get_str(mv, "uuid", m->uuid, sizeof m->uuid, 1, mwhere, ce) != 0) return -1;
+      if (get_u32(mv, "gpuInstanceId", &m->giId, 1, mwhere, ce) != 0) return -1;
+      if (get_u32(mv, "computeInstanceId", &m->ciId, 1, mwhere, ce) != 0) return -1;
+      if (get_u32(mv, "profileId", &m->profileId, 1, mwhere, ce) != 0) return -1;
+      const profile_t *pr = profile_by_id(g, m->profileId, &m->profileIndex);
+      if (pr == NULL) return cfail(ce, "%s: profileId is not in this GPU's giProfiles", mwhere, NULL);
+      const jval *pl = jget(mv, "placement");
+      if (pl == NULL || get_u32(pl, "start", &m->placement.start, 1, mwhere, ce) != 0 ||
+          get_u32(pl, "size", &m->placement.size, 1, mwhere, ce) != 0)
+        return cfail(ce, "%s: 'placement' {start, size} is required", mwhere, NULL);
+      m->memTotal = pr->memMB * 1024ull * 1024ull;
+      m->memUsed = 0;
+      const jval *mmem = jget(mv, "memory");
+      if (mmem != NULL) {
+        if (get_u64(mmem, "total", &m->memTotal, 0, mwhere, ce) < 0) return -1;
+        if (get_u64(mmem, "used", &m->memUsed, 0, mwhere, ce) < 0) return -1;
+      }
+      if (parse_errors(mv, &m->errs, mwhere, ce) != 0) return -1;
+      /* GPU-instance handle: shared by all compute instances of one GI. */
+      m->gi.magic = GI_MAGIC;
+      m->gi.gpu = (int)gi;
+      m->gi.mig = (int)i;
+      for (size_t j = 0; j < i; j++) {
+        if (g->migs[j].giId == m->giId) {
+          m->gi.mig = (int)j;
+          break;
+        }
+      }
+      g->nmigs++;
+    }
+  }
+  return parse_errors(gv, &g->errs, where, ce);
+}
+
+static int load_config(cfg_err *ce, nvmlReturn_t *initError) {
+  const char *path = getenv("FAKE_NVML_CONFIG");
+  if (path == NULL || *path == '\0') return cfail(ce, "FAKE_NVML_CONFIG is not set", NULL, NULL);
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) return cfail(ce, "cannot open %s: %s", path, strerror(errno));
+  char *buf = NULL;
+  size_t len = 0, cap = 0;
+  for (;;) {
+    if (len + 4096 + 1 > cap) {
+      cap = cap ? cap * 2 : 65536;
+      char *nb = realloc(buf, cap);
+      if (nb == NULL) {
+        free(buf);
+        fclose(f);
+        return cfail(ce, "out of memory reading %s", path, NULL);
+      }
+      buf = nb;
+    }
+    size_t k = fread(buf + len, 1, cap - len - 1, f);
+    len += k;
+    if (k == 0) break;
+  }
+  int readErr = ferror(f);
+  fclose(f);
+  if (readErr) {
+    free(buf);
+    return cfail(ce, "cannot read %s", path, NULL);
+  }
+  buf[len] = '\0';
+  jparser ps = {buf, buf, {0}};
+  jval *root = jparse_value(&ps, 0);
+  if (root != NULL) {
+    jskip(&ps);
+    if (*ps.p != '\0') {
+      jfail(&ps, "trailing characters");
+      jfree(root);
+      root = NULL;
+    }
+  }
+  if (root == NULL) {
+    char msg[300];
+    snprintf(msg, sizeof msg, "%s", ps.err);
+    free(buf);
+    return cfail(ce, "invalid JSON in %s: %s", path, msg);
+  }
+  free(buf);
+  int rc = -1;
+  memset(&S, 0, sizeof S);
+  if (root->t != J_OBJ) {
+    cfail(ce, "%s: top level must be an object", path, NULL);
+    goto out;
+  }
+  const jval *ie = jget(root, "initError");
+  if (ie != NULL && ie->t != J_NULL) {
+    if (parse_code(ie, initError, "config", "initError", ce) != 0) goto out;
+    rc = 0;
+    goto out;
+  }
+  if (get_str(root, "driverVersion", S.driverVersion, sizeof S.driverVersion, 1, "config", ce) != 0) goto out;
+  unsigned cuda = 0;
+  if (get_u32(root, "cudaDriverVersion", &cuda, 1, "config", ce) != 0) goto out;
+  S.cudaVersion = (int)cuda;
+  if (get_str(root, "nvmlVersion", S.nvmlVersion, sizeof S.nvmlVersion, 0, "config", ce) < 0) goto out;
+  if (S.nvmlVersion[0] == '\0') {
+    char tmp[sizeof S.nvmlVersion + 16];
+    snprintf(tmp, sizeof tmp, "%d.%s", S.cudaVersion / 1000, S.driverVersion);
+    snprintf(S.nvmlVersion, sizeof S.nvmlVersion, "%.*s", (int)(sizeof S.nvmlVersion - 1), tmp);
+  }
+  if (parse_errors(root, &S.errs, "config", ce) != 0) goto out;
+  const jval *gpus = jget(root, "gpus");
+  if (gpus != NULL && gpus->t != J_ARR) {
+    cfail(ce, "config: 'gpus' must be an array", NULL, NULL);
+    goto out;
+  }
+  if (gpus != NULL) {
+    if (gpus->n > MAX_GPUS) {
+      cfail(ce, "config: too many GPUs", NULL, NULL);
+      goto out;
+    }
+    for (size_t i = 0; i < gpus->n; i++) {
+      if (parse_gpu(root, gpus->items[i], (unsigned)i, ce) != 0) goto out;
+      S.ngpus++;
+    }
+  }
+  rc = 0;
+out:
+  jfree(root);
+  if (rc != 0) memset(&S, 0, sizeof S);
+  return rc;
+}
+
+/* ---- call prologues ---- */
+
+static int err_lookup(const err_table *t, const char *fn, nvmlReturn_t *code) {
+  for (unsigned i = 0; i < t->n; i++) {
+    if (strcmp(t->e[i].fn, fn) == 0) {
+      *code = t->e[i].code;
+      return 1;
+    }
+  }
+  for (unsigned i = 0; i < t->n; i++) {
+    if (strcmp(t->e[i].fn, "*") == 0) {
+      *code = t->e[i].code;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static nvmlReturn_t sys_enter(const char *fn) {
+  if (g_refcount == 0) return NVML_ERROR_UNINITIALIZED;
+  nvmlReturn_t code;
+  if (err_lookup(&S.errs, fn, &code)) return code;
+  return NVML_SUCCESS;
+}
+
+/* Validates a device handle without dereferencing memory outside our arrays. */
+static int resolve(nvmlDevice_t d, gpu_t **g, mig_t **m) {
+  if (d == NULL) return 0;
+  uintptr_t p = (uintptr_t)d;
+  uintptr_t lo = (uintptr_t)&S.gpus[0], hi = (uintptr_t)&S.gpus[MAX_GPUS];
+  if (p < lo || p + sizeof(struct nvmlDevice_st) > hi) return 0;
+  if (d->magic != DEV_MAGIC || d->gpu < 0 || (unsigned)d->gpu >= S.ngpus) return 0;
+  gpu_t *gg = &S.gpus[d->gpu];
+  if (d->mig < 0) {
+    if (d != &gg->handle) return 0;
+    *g = gg;
+    *m = NULL;
+    return 1;
+  }
+  if ((unsigned)d->mig >= gg->nmigs || d != &gg->migs[d->mig].handle) return 0;
+  *g = gg;
+  *m = &gg->migs[d->mig];
+  return 1;
+}
+
+static nvmlReturn_t dev_enter(const char *fn, nvmlDevice_t d, gpu_t **g, mig_t **m) {
+  if (g_refcount == 0) return NVML_ERROR_UNINITIALIZED;
+  if (!resolve(d, g, m)) return NVML_ERROR_INVALID_ARGUMENT;
+  if ((*g)->lost) return NVML_ERROR_GPU_IS_LOST;
+  nvmlReturn_t code;
+  if (*m != NULL && err_lookup(&(*m)->errs, fn, &code)) return code;
+  if (err_lookup(&(*g)->errs, fn, &code)) return code;
+  if (err_lookup(&S.errs, fn, &code)) return code;
+  return NVML_SUCCESS;
+}
+
+#define DEV_ENTER(fn, dev)                         \
+  gpu_t *g = NULL;                                 \
+  mig_t *m = NULL;                                 \
+  do {                                             \
+    nvmlReturn_t r_ = dev_enter(fn, dev, &g, &m); \
+    if (r_ != NVML_SUCCESS) return r_;             \
+  } while (0)
+
+/* Parent-only queries on a MIG device handle answer INVALID_ARGUMENT (see README.md). */
+#define NOT_ON_MIG() \
+  if (m != NULL) return NVML_ERROR_INVALID_ARGUMENT
+
+static nvmlReturn_t copy_str(char *buf, unsigned length, const char *s) {
+  if (buf == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  size_t need = strlen(s) + 1;
+  if (length < need) return NVML_ERROR_INSUFFICIENT_SIZE;
+  memcpy(buf, s, need);
+  return NVML_SUCCESS;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Exported API                                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+EXPORT const char *nvmlErrorString(nvmlReturn_t result) {
+  for (size_t i = 0; i < NCODES; i++)
+    if (CODES[i].code == result) return CODES[i].text;
+  return "Unknown Error";
+}
+
+EXPORT nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
+  (void)flags;
+  pthread_mutex_lock(&g_lock);
+  if (g_refcount > 0) {
+    g_refcount++;
+    pthread_mutex_unlock(&g_lock);
+    return NVML_SUCCESS;
+  }
+  cfg_err ce;
+  memset(&ce, 0, sizeof ce);
+  nvmlReturn_t initError = NVML_SUCCESS;
+  nvmlReturn_t rc = NVML_SUCCESS;
+  if (load_config(&ce, &initError) != 0) {
+    fprintf(stderr, "fake-nvml: %s\n", ce.msg);
+    rc = (getenv("FAKE_NVML_CONFIG") == NULL || strstr(ce.msg, "cannot ") == ce.msg) ? NVML_ERROR_LIBRARY_NOT_FOUND
+                                                                                     : NVML_ERROR_UNKNOWN;
+  } else if (initError != NVML_SUCCESS) {
+    rc = initError;
+    memset(&S, 0, sizeof S);
+  } else {
+    g_refcount = 1;
+  }
+  pthread_mutex_unlock(&g_lock);
+  return rc;
+}
+
+EXPORT nvmlReturn_t nvmlInit_v2(void) { return nvmlInitWithFlags(0); }
+
+EXPORT nvmlReturn_t nvmlInit(void) { return nvmlInitWithFlags(0); }
+
+EXPORT nvmlReturn_t nvmlShutdown(void) {
+  pthread_mutex_lock(&g_lock);
+  nvmlReturn_t rc = NVML_SUCCESS;
+  if (g_refcount == 0) rc = NVML_ERROR_UNINITIALIZED;
+  else if (--g_refcount == 0) memset(&S, 0, sizeof S);
+  pthread_mutex_unlock(&g_lock);
+  return rc;
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length) {
+  nvmlReturn_t r = sys_enter("nvmlSystemGetDriverVersion");
+  if (r != NVML_SUCCESS) return r;
+  return copy_str(version, length, S.driverVersion);
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetNVMLVersion(char *version, unsigned int length) {
+  nvmlReturn_t r = sys_enter("nvmlSystemGetNVMLVersion");
+  if (r != NVML_SUCCESS) return r;
+  return copy_str(version, length, S.nvmlVersion);
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion(int *cudaDriverVersion) {
+  nvmlReturn_t r = sys_enter("nvmlSystemGetCudaDriverVersion");
+  if (r != NVML_SUCCESS) return r;
+  if (cudaDriverVersion == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  *cudaDriverVersion = S.cudaVersion;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *cudaDriverVersion) {
+  nvmlReturn_t r = sys_enter("nvmlSystemGetCudaDriverVersion_v2");
+  if (r != NVML_SUCCESS) return r;
+  if (cudaDriverVersion == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  *cudaDriverVersion = S.cudaVersion;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *deviceCount) {
+  nvmlReturn_t r = sys_enter("nvmlDeviceGetCount_v2");
+  if (r != NVML_SUCCESS) return r;
+  if (deviceCount == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  *deviceCount = S.ngpus;
+  return NVML_SUCCESS;
+}
+
+static nvmlReturn_t handle_out(const char *fn, gpu_t *g, nvmlDevice_t *device) {
+  nvmlReturn_t code;
+  if (err_lookup(&g->errs, fn, &code)) return code;
+  *device = &g->handle;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
+  nvmlReturn_t r = sys_enter("nvmlDeviceGetHandleByIndex_v2");
+  if (r != NVML_SUCCESS) return r;
+  if (device == NULL || index >= S.ngpus) return NVML_ERROR_INVALID_ARGUMENT;
+  return handle_out("nvmlDeviceGetHandleByIndex_v2", &S.gpus[index], device);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device) {
+  nvmlReturn_t r = sys_enter("nvmlDeviceGetHandleByUUID");
+  if (r != NVML_SUCCESS) return r;
+  if (uuid == NULL || device == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  for (unsigned i = 0; i < S.ngpus; i++) {
+    gpu_t *g = &S.gpus[i];
+    if (strcmp(g->uuid, uuid) == 0) return handle_out("nvmlDeviceGetHandleByUUID", g, device);
+    for (unsigned j = 0; j < g->nmigs; j++) {
+      if (strcmp(g->migs[j].uuid, uuid) == 0) {
+        *device = &g->migs[j].handle;
+        return NVML_SUCCESS;
+      }
+    }
+  }
+  return NVML_ERROR_NOT_FOUND;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByPciBusId_v2(const char *pciBusId, nvmlDevice_t *device) {
+  nvmlReturn_t r = sys_enter("nvmlDeviceGetHandleByPciBusId_v2");
+  if (r != NVML_SUCCESS) return r;
+  if (pciBusId == NULL || device == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  unsigned dom = 0, bus = 0, dev = 0, fn = 0;
+  if (sscanf(pciBusId, "%x:%x:%x.%x", &dom, &bus, &dev, &fn) != 4) {
+    dom = 0;
+    if (sscanf(pciBusId, "%x:%x.%x", &bus, &dev, &fn) != 3) return NVML_ERROR_INVALID_ARGUMENT;
+  }
+  for (unsigned i = 0; i < S.ngpus; i++) {
+    gpu_t *g = &S.gpus[i];
+    if (g->domain == dom && g->bus == bus && g->device == dev && fn == 0)
+      return handle_out("nvmlDeviceGetHandleByPciBusId_v2", g, device);
+  }
+  return NVML_ERROR_NOT_FOUND;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index) {
+  DEV_ENTER("nvmlDeviceGetIndex", device);
+  NOT_ON_MIG();
+  if (index == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  *index = (unsigned)g->handle.gpu;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length) {
+  DEV_ENTER("nvmlDeviceGetName", device);
+  if (m == NULL) return copy_str(name, length, g->name);
+  char full[NVML_DEVICE_NAME_V2_BUFFER_SIZE * 2 + 2];
+  snprintf(full, sizeof full, "%s %s", g->name, g->profiles[m->profileIndex].name);
+  return copy_str(name, length, full);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int length) {
+  DEV_ENTER("nvmlDeviceGetUUID", device);
+  return copy_str(uuid, length, m != NULL ? m->uuid : g->uuid);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetBrand(nvmlDevice_t device, unsigned int *type) {
+  DEV_ENTER("nvmlDeviceGetBrand", device);
+  if (type == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  if (!g->hasBrand) return NVML_ERROR_NOT_SUPPORTED;
+  *type = g->brand;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t device, unsigned int *arch) {
+  DEV_ENTER("nvmlDeviceGetArchitecture", device);
+  if (arch == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  if (!g->hasArch) return NVML_ERROR_NOT_SUPPORTED;
+  *arch = g->arch;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t device, int *major, int *minor) {
+  DEV_ENTER("nvmlDeviceGetCudaComputeCapability", device);
+  if (major == NULL || minor == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  *major = g->ccMajor;
+  *minor = g->ccMinor;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *memory) {
+  DEV_ENTER("nvmlDeviceGetMemoryInfo", device);
+  if (memory == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  unsigned long long total = m != NULL ? m->memTotal : g->memTotal;
+  unsigned long long used = m != NULL ? m->memUsed : g->memUsed;
+  memory->total = total;
+  memory->used = used;
+  memory->free = total - used;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory) {
+  DEV_ENTER("nvmlDeviceGetMemoryInfo_v2", device);
+  if (memory == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  if (memory->version != nvmlMemory_v2) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+  unsigned long long total = m != NULL ? m->memTotal : g->memTotal;
+  unsigned long long used = m != NULL ? m->memUsed : g->memUsed;
+  memory->total = total;
+  memory->reserved = used;
+  memory->used = used;
+  memory->free = total - used;
+  return NVML_SUCCESS;
+}
+
+/* Real NVML answers INVALID_ARGUMENT for a MIG device handle here (a MIG device has no
+ * /dev/nvidia<minor> of its own; use the parent's). */
+EXPORT nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t device, unsigned int *minorNumber) {
+  DEV_ENTER("nvmlDeviceGetMinorNumber", device);
+  NOT_ON_MIG();
+  if (minorNumber == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  *minorNumber = g->minor;
+  return NVML_SUCCESS;
+}
+
+static void fill_pci(const gpu_t *g, nvmlPciInfo_t *pci) {
+  memset(pci, 0, sizeof *pci);
+  snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%04X:%02X:%02X.0", g->domain & 0xFFFFu, g->bus & 0xFFu,
+           g->device & 0x1Fu);
+  snprintf(pci->busId, sizeof pci->busId, "%08X:%02X:%02X.0", g->domain, g->bus & 0xFFu, g->device & 0x1Fu);
+  pci->domain = g->domain;
+  pci->bus = g->bus;
+  pci->device = g->device;
+  pci->pciDeviceId = g->pciDeviceId;
+  pci->pciSubSystemId = g->pciSubSystemId;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci) {
+  DEV_ENTER("nvmlDeviceGetPciInfo_v3", device);
+  NOT_ON_MIG();
+  if (pci == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  fill_pci(g, pci);
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetNumaNodeId(nvmlDevice_t device, unsigned int *node) {
+  DEV_ENTER("nvmlDeviceGetNumaNodeId", device);
+  NOT_ON_MIG();
+  if (node == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  if (!g->hasNuma) return NVML_ERROR_NOT_SUPPORTED;
+  *node = g->numa;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetAddressingMode(nvmlDevice_t device, nvmlDeviceAddressingMode_v1_t *mode) {
+  DEV_ENTER("nvmlDeviceGetAddressingMode", device);
+  NOT_ON_MIG();
+  if (mode == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  if (mode->version != nvmlDeviceAddressingMode_v1) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+  if (!g->hasAddressingMode) return NVML_ERROR_NOT_SUPPORTED;
+  mode->value = g->addressingMode;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t device, nvmlDeviceAttributes_t *attributes) {
+  DEV_ENTER("nvmlDeviceGetAttributes_v2", device);
+  if (attributes == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  memset(attributes, 0, sizeof *attributes);
+  if (m != NULL) {
+    const profile_t *pr = &g->profiles[m->profileIndex];
+    attributes->multiprocessorCount = pr->sms;
+    attributes->sharedCopyEngineCount = pr->ce;
+    attributes->sharedDecoderCount = pr->dec;
+    attributes->sharedEncoderCount = pr->enc;
+    attributes->sharedJpegCount = pr->jpeg;
+    attributes->sharedOfaCount = pr->ofa;
+    attributes->gpuInstanceSliceCount = pr->slices;
+    attributes->computeInstanceSliceCount = pr->slices;
+    attributes->memorySizeMB = m->memTotal / (1024ull * 1024ull);
+    return NVML_SUCCESS;
+  }
+  if (!g->hasSms) return NVML_ERROR_NOT_SUPPORTED;
+  attributes->multiprocessorCount = g->sms;
+  attributes->memorySizeMB = g->memTotal / (1024ull * 1024ull);
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *currentMode, unsigned int *pendingMode) {
+  DEV_ENTER("nvmlDeviceGetMigMode", device);
+  NOT_ON_MIG();
+  if (currentMode == NULL || pendingMode == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  if (!g->migCapable) return NVML_ERROR_NOT_SUPPORTED;
+  *currentMode = g->migCurrent;
+  *pendingMode = g->migPending;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned int *count) {
+  DEV_ENTER("nvmlDeviceGetMaxMigDeviceCount", device);
+  NOT_ON_MIG();
+  if (count == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  *count = g->maxMig;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, unsigned int index,
+                                                        nvmlDevice_t *migDevice) {
+  DEV_ENTER("nvmlDeviceGetMigDeviceHandleByIndex", device);
+  NOT_ON_MIG();
+  if (migDevice == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  if (!g->migCapable) return NVML_ERROR_NOT_SUPPORTED;
+  if (index >= g->maxMig) return NVML_ERROR_INVALID_ARGUMENT;
+  if (g->migCurrent != NVML_DEVICE_MIG_ENABLE || index >= g->nmigs) return NVML_ERROR_NOT_FOUND;
+  *migDevice = &g->migs[index].handle;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t device, unsigned int *isMigDevice) {
+  DEV_ENTER("nvmlDeviceIsMigDeviceHandle", device);
+  if (isMigDevice == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  *isMigDevice = m != NULL;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t migDevice, nvmlDevice_t *device) {
+  DEV_ENTER("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", migDevice);
+  if (device == NULL || m == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  *device = &g->handle;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t device, unsigned int *id) {
+  DEV_ENTER("nvmlDeviceGetGpuInstanceId", device);
+  if (id == NULL || m == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  *id = m->giId;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, unsigned int *id) {
+  DEV_ENTER("nvmlDeviceGetComputeInstanceId", device);
+  if (id == NULL || m == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  *id = m->ciId;
+  return NVML_SUCCESS;
+}
+
+static nvmlReturn_t profile_enter(gpu_t *g, unsigned profile, const profile_t **out) {
+  if (!g->migCapable) return NVML_ERROR_NOT_SUPPORTED;
+  if (profile >= NVML_GPU_INSTANCE_PROFILE_COUNT) return NVML_ERROR_INVALID_ARGUMENT;
+  if (!g->profiles[profile].present) return NVML_ERROR_NOT_SUPPORTED;
+  *out = &g->profiles[profile];
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfo(nvmlDevice_t device, unsigned int profile,
+                                                        nvmlGpuInstanceProfileInfo_t *info) {
+  DEV_ENTER("nvmlDeviceGetGpuInstanceProfileInfo", device);
+  NOT_ON_MIG();
+  if (info == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  const profile_t *pr = NULL;
+  nvmlReturn_t r = profile_enter(g, profile, &pr);
+  if (r != NVML_SUCCESS) return r;
+  memset(info, 0, sizeof *info);
+  info->id = pr->id;
+  info->isP2pSupported = pr->isP2p;
+  info->sliceCount = pr->slices;
+  info->instanceCount = pr->instances;
+  info->multiprocessorCount = pr->sms;
+  info->copyEngineCount = pr->ce;
+  info->decoderCount = pr->dec;
+  info->encoderCount = pr->enc;
+  info->jpegCount = pr->jpeg;
+  info->ofaCount = pr->ofa;
+  info->memorySizeMB = pr->memMB;
+  return NVML_SUCCESS;
+}
+
+/* Accepts nvmlGpuInstanceProfileInfo_v2_t and _v3_t (both 152 bytes; told apart by version). */
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfoV(nvmlDevice_t device, unsigned int profile, void *info) {
+  DEV_ENTER("nvmlDeviceGetGpuInstanceProfileInfoV", device);
+  NOT_ON_MIG();
+  if (info == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  unsigned version = *(const unsigned *)info;
+  if (version != nvmlGpuInstanceProfileInfo_v2 && version != nvmlGpuInstanceProfileInfo_v3)
+    return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+  const profile_t *pr = NULL;
+  nvmlReturn_t r = profile_enter(g, profile, &pr);
+  if (r != NVML_SUCCESS) return r;
+  if (version == nvmlGpuInstanceProfileInfo_v2) {
+    nvmlGpuInstanceProfileInfo_v2_t *v = info;
+    memset(v, 0, sizeof *v);
+    v->version = version;
+    v->id = pr->id;
+    v->isP2pSupported = pr->isP2p;
+    v->sliceCount = pr->slices;
+    v->instanceCount = pr->instances;
+    v->multiprocessorCount = pr->sms;
+    v->copyEngineCount = pr->ce;
+    v->decoderCount = pr->dec;
+    v->encoderCount = pr->enc;
+    v->jpegCount = pr->jpeg;
+    v->ofaCount = pr->ofa;
+    v->memorySizeMB = pr->memMB;
+    snprintf(v->name, sizeof v->name, "%s", pr->name);
+  } else {
+    nvmlGpuInstanceProfileInfo_v3_t *v = info;
+    memset(v, 0, sizeof *v);
+    v->version = version;
+    v->id = pr->id;
+    v->sliceCount = pr->slices;
+    v->instanceCount = pr->instances;
+    v->multiprocessorCount = pr->sms;
+    v->copyEngineCount = pr->ce;
+    v->decoderCount = pr->dec;
+    v->encoderCount = pr->enc;
+    v->jpegCount = pr->jpeg;
+    v->ofaCount = pr->ofa;
+    v->memorySizeMB = pr->memMB;
+    snprintf(v->name, sizeof v->name, "%s", pr->name);
+    v->capabilities = pr->capabilities;
+  }
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstancePossiblePlacements_v2(nvmlDevice_t device, unsigned int profileId,
+                                                                  nvmlGpuInstancePlacement_t *placements,
+                                                                  unsigned int *count) {
+  DEV_ENTER("nvmlDeviceGetGpuInstancePossiblePlacements_v2", device);
+  NOT_ON_MIG();
+  if (count == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  if (!g->migCapable) return NVML_ERROR_NOT_SUPPORTED;
+  const profile_t *pr = profile_by_id(g, profileId, NULL);
+  if (pr == NULL) return NVML_ERROR_NOT_SUPPORTED;
+  if (placements == NULL) {
+    *count = pr->nplacements;
+    return NVML_SUCCESS;
+  }
+  if (*count < pr->nplacements) {
+    *count = pr->nplacements;
+    return NVML_ERROR_INSUFFICIENT_SIZE;
+  }
+  memcpy(placements, pr->placements, pr->nplacements * sizeof *placements);
+  *count = pr->nplacements;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceById(nvmlDevice_t device, unsigned int id,
+                                                 nvmlGpuInstance_t *gpuInstance) {
+  DEV_ENTER("nvmlDeviceGetGpuInstanceById", device);
+  NOT_ON_MIG();
+  if (gpuInstance == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  if (!g->migCapable || g->migCurrent != NVML_DEVICE_MIG_ENABLE) return NVML_ERROR_NOT_SUPPORTED;
+  for (unsigned i = 0; i < g->nmigs; i++) {
+    if (g->migs[i].giId == id) {
+      *gpuInstance = &g->migs[g->migs[i].gi.mig].gi;
+      return NVML_SUCCESS;
+    }
+  }
+  return NVML_ERROR_NOT_FOUND;
+}
+
+EXPORT nvmlReturn_t nvmlGpuInstanceGetInfo(nvmlGpuInstance_t gpuInstance, nvmlGpuInstanceInfo_t *info) {
+  if (g_refcount == 0) return NVML_ERROR_UNINITIALIZED;
+  if (gpuInstance == NULL || info == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  uintptr_t p = (uintptr_t)gpuInstance;
+  if (p < (uintptr_t)&S.gpus[0] || p + sizeof *gpuInstance > (uintptr_t)&S.gpus[MAX_GPUS])
+    return NVML_ERROR_INVALID_ARGUMENT;
+  if (gpuInstance->magic != GI_MAGIC || gpuInstance->gpu < 0 || (unsigned)gpuInstance->gpu >= S.ngpus)
+    return NVML_ERROR_INVALID_ARGUMENT;
+  gpu_t *g = &S.gpus[gpuInstance->gpu];
+  if (gpuInstance->mig < 0 || (unsigned)gpuInstance->mig >= g->nmigs) return NVML_ERROR_INVALID_ARGUMENT;
+  mig_t *m = &g->migs[gpuInstance->mig];
+  if (gpuInstance != &m->gi) return NVML_ERROR_INVALID_ARGUMENT;
+  if (g->lost) return NVML_ERROR_GPU_IS_LOST;
+  nvmlReturn_t code;
+  if (err_lookup(&m->errs, "nvmlGpuInstanceGetInfo", &code)) return code;
+  if (err_lookup(&g->errs, "nvmlGpuInstanceGetInfo", &code)) return code;
+  if (err_lookup(&S.errs, "nvmlGpuInstanceGetInfo", &code)) return code;
+  info->device = &g->handle;
+  info->id = m->giId;
+  info->profileId = m->profileId;
+  info->placement = m->placement;
+  return NVML_SUCCESS;
+}
