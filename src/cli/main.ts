@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { NvmlLibraryNotFoundError } from '../nvml/errors.js';
+import { ConfigError, GpuDraError, errorMessage } from '../util/errors.js';
+import { registerDemoCommand } from './commands/demo.js';
+import { registerDiscoverCommand } from './commands/discover.js';
+
+/** Exit codes: 1 runtime failure, 2 environment/usage problem (no NVML, bad flags). */
+export function exitCodeFor(err: unknown): number {
+  if (err instanceof NvmlLibraryNotFoundError || err instanceof ConfigError) return 2;
+  if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+  return 1;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('gpu-dra')
+    .description('Kubernetes DRA driver for NVIDIA GPUs')
+    .showHelpAfterError()
+    .exitOverride();
+  registerDiscoverCommand(program);
+  registerDemoCommand(program);
+  return program;
+}
+
+async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = exitCodeFor(err);
+      return;
+    }
+    const code = err instanceof GpuDraError ? ` [${err.code}]` : '';
+    process.stderr.write(`gpu-dra: ${errorMessage(err)}${code}\n`);
+    process.exitCode = exitCodeFor(err);
+  }
+}
+
+await main(process.argv);
