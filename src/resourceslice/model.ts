@@ -1,0 +1,448 @@
+/**
+ * The ResourceSlice model: discovered devices in, resource.k8s.io/v1 ResourceSlice objects out.
+ * Pure functions (no I/O, no clock); the publisher (publisher.ts) is the only place that talks
+ * to the apiserver.
+ *
+ * Device model (names and types copied from NVIDIA's `gpu.nvidia.com` driver so that selectors
+ * written for it work unchanged when this driver runs under the name `gpu.nvidia.com`):
+ *
+ * - Full GPU `gpu-<minor>`: `type`="gpu", `uuid`, `productName`, `brand`, `architecture`
+ *   (strings); `cudaComputeCapability`, `driverVersion`, `cudaDriverVersion` (versions);
+ *   `resource.kubernetes.io/pciBusID`, and where known `resource.kubernetes.io/pcieRoot` and
+ *   `addressingMode` (strings). Capacity `memory` (bytes).
+ * - MIG device `gpu-<parentMinor>-mig-<profile>-<giProfileId>-<placementStart>`: `type`="mig",
+ *   `uuid`, `parentUUID`, `profile`, and the parent's product/brand/architecture/versions/PCI
+ *   attributes. Capacities `multiprocessors`, `copyEngines`, `decoders`, `encoders`,
+ *   `jpegEngines`, `ofaEngines`, `memory`.
+ * - A GPU with MIG mode enabled publishes its MIG devices, not itself; a MIG-capable GPU with
+ *   MIG mode off publishes itself.
+ *
+ * Optional fields (`brand`, `architecture`, `cudaComputeCapability`, `pcieRoot`, `addressingMode`,
+ * GPU `memory`: whatever discovery may not know) follow an all-or-nothing rule per node: published
+ * only when known for *every* GPU on the node, otherwise omitted for all (with a warning). A selector that reads an attribute a device lacks fails with a CEL evaluation error
+ * that aborts scheduling of the claim, so within a pool every device of a type carries the same
+ * attribute set with the same types; {@link buildDevices} asserts this.
+ *
+ * Versions are normalized to Semantic Versioning 2.0.0 (see {@link normalizeVersion}):
+ * `580.159.04` is published as `580.159.4`, `9.0` as `9.0.0`, `13.0` as `13.0.0`, as NVIDIA does.
+ */
+import type { GpuDevice, MigDevice, NodeInventory } from '../nvml/types.js';
+import { GpuDraError } from '../util/errors.js';
+import {
+  gpuDeviceName,
+  isDnsLabel,
+  isDnsSubdomain,
+  migDeviceName,
+  naturalCompare,
+  sliceName,
+} from './names.js';
+import { formatQuantity, isSemver, normalizeVersion } from './values.js';
+
+export const DEFAULT_DRIVER_NAME = 'gpu.dra.dev';
+export const RESOURCE_API_VERSION = 'resource.k8s.io/v1';
+
+/** `ResourceSliceMaxDevices`. */
+export const MAX_DEVICES_PER_SLICE = 128;
+/** `ResourceSliceMaxDevicesWithAdvancedFeatures`: once any device uses taints or counters. */
+export const MAX_DEVICES_PER_SLICE_ADVANCED = 64;
+/** `ResourceSliceMaxAttributesAndCapacitiesPerDevice`. */
+export const MAX_ATTRIBUTES_AND_CAPACITIES = 32;
+export const MAX_STRING_LENGTH = 64;
+export const MAX_VERSION_LENGTH = 64;
+export const MAX_TAINTS_PER_DEVICE = 16;
+export const DRIVER_NAME_MAX = 63;
+
+export const PCI_BUS_ID_ATTRIBUTE = 'resource.kubernetes.io/pciBusID';
+export const PCIE_ROOT_ATTRIBUTE = 'resource.kubernetes.io/pcieRoot';
+
+/** Exactly one field set, as in `resource.k8s.io/v1` DeviceAttribute (lists not used). */
+export type AttributeValue =
+  | { readonly string: string }
+  | { readonly version: string }
+  | { readonly int: number }
+  | { readonly bool: boolean };
+
+export interface CapacityValue {
+  /** A Quantity in canonical form (see {@link formatQuantity}). */
+  readonly value: string;
+}
+
+export interface DeviceTaint {
+  readonly key: string;
+  readonly value?: string;
+  readonly effect: 'NoSchedule' | 'NoExecute' | 'None';
+  readonly timeAdded?: string;
+}
+
+export interface SliceDevice {
+  readonly name: string;
+  readonly attributes: Readonly<Record<string, AttributeValue>>;
+  readonly capacity: Readonly<Record<string, CapacityValue>>;
+  readonly taints?: readonly DeviceTaint[];
+}
+
+export interface ResourceSliceSpec {
+  readonly driver: string;
+  readonly nodeName: string;
+  readonly pool: { readonly name: string; readonly generation: number; readonly resourceSliceCount: number };
+  readonly devices: readonly SliceDevice[];
+}
+
+/** A ResourceSlice as the model wants it stored (the publisher adds the owner reference). */
+export interface ResourceSliceObject {
+  readonly apiVersion: typeof RESOURCE_API_VERSION;
+  readonly kind: 'ResourceSlice';
+  readonly metadata: { readonly name: string };
+  readonly spec: ResourceSliceSpec;
+}
+
+export interface ModelOptions {
+  /** Default {@link DEFAULT_DRIVER_NAME}. With `gpu.nvidia.com`, NVIDIA-style CEL selects these devices. */
+  readonly driverName?: string;
+  readonly nodeName: string;
+  /** Pool generation to stamp on every slice; default 1. The publisher bumps it on every change. */
+  readonly generation?: number;
+  /** Override the per-slice device limit (tests); never above the API limit. */
+  readonly maxDevicesPerSlice?: number;
+  /** Device taints by device name (KEP-5055); tainted pools use the 64-device slice limit. */
+  readonly taints?: Readonly<Record<string, readonly DeviceTaint[]>>;
+}
+
+export interface DeviceModel {
+  /** Sorted in natural name order (`gpu-2` before `gpu-10`). */
+  readonly devices: readonly SliceDevice[];
+  /** Things an operator should know (GPUs left out, attributes omitted); log them. */
+  readonly warnings: readonly string[];
+}
+
+export interface SliceModel extends DeviceModel {
+  readonly slices: readonly ResourceSliceObject[];
+}
+
+/** The model refused the input: a value outside the API's limits, a duplicate name, etc. */
+export class ResourceSliceModelError extends GpuDraError {
+  /** Device name (or `driver`/`node`/`pool` for pool-level problems). */
+  readonly device: string;
+  /** The offending field, e.g. `attributes.productName`, `name`, `capacity.memory`. */
+  readonly field: string;
+
+  constructor(device: string, field: string, message: string) {
+    super('RESOURCESLICE_INVALID', `ResourceSlice device ${device}: ${field}: ${message}`);
+    this.device = device;
+    this.field = field;
+  }
+}
+
+function invalid(device: string, field: string, message: string): never {
+  throw new ResourceSliceModelError(device, field, message);
+}
+
+function version(device: string, field: string, raw: string): AttributeValue {
+  const v = normalizeVersion(raw);
+  if (v === undefined)
+    invalid(device, `attributes.${field}`, `"${raw}" is not a version (expected N[.N[.N]])`);
+  return { version: v };
+}
+
+/**
+ * Fields discovery may not know for a GPU. Each is published only if every GPU on the node
+ * reports it (see the module comment); the value is read from the GPU (a MIG device uses its
+ * parent's).
+ */
+export const OPTIONAL_GPU_FIELDS = {
+  brand: (g: GpuDevice) => g.brand || undefined,
+  architecture: (g: GpuDevice) => g.architecture || undefined,
+  cudaComputeCapability: (g: GpuDevice) => g.cudaComputeCapability || undefined,
+  [PCIE_ROOT_ATTRIBUTE]: (g: GpuDevice) => g.pci.pcieRoot || undefined,
+  addressingMode: (g: GpuDevice) => g.addressingMode || undefined,
+  memory: (g: GpuDevice) => g.memoryBytes,
+} as const;
+export type OptionalGpuField = keyof typeof OPTIONAL_GPU_FIELDS;
+
+type Included = ReadonlySet<OptionalGpuField>;
+
+function str(field: OptionalGpuField, gpu: GpuDevice, included: Included): AttributeValue | undefined {
+  if (!included.has(field)) return undefined;
+  const v = OPTIONAL_GPU_FIELDS[field](gpu);
+  return typeof v === 'string' ? { string: v } : undefined;
+}
+
+/** Attributes a MIG device inherits from its parent, in publication order. */
+function parentAttributes(
+  device: string,
+  gpu: GpuDevice,
+  inv: NodeInventory,
+  included: Included,
+): Record<string, AttributeValue> {
+  const entries: [string, AttributeValue | undefined][] = [
+    ['productName', { string: gpu.productName }],
+    ['brand', str('brand', gpu, included)],
+    ['architecture', str('architecture', gpu, included)],
+    [
+      'cudaComputeCapability',
+      included.has('cudaComputeCapability') && gpu.cudaComputeCapability
+        ? version(device, 'cudaComputeCapability', gpu.cudaComputeCapability)
+        : undefined,
+    ],
+    ['driverVersion', version(device, 'driverVersion', inv.driverVersion)],
+    ['cudaDriverVersion', version(device, 'cudaDriverVersion', inv.cudaDriverVersion)],
+    [PCI_BUS_ID_ATTRIBUTE, { string: gpu.pci.busId }],
+    [PCIE_ROOT_ATTRIBUTE, str(PCIE_ROOT_ATTRIBUTE, gpu, included)],
+    ['addressingMode', str('addressingMode', gpu, included)],
+  ];
+  const a: Record<string, AttributeValue> = {};
+  for (const [k, v] of entries) if (v !== undefined) a[k] = v;
+  return a;
+}
+
+function gpuToDevice(gpu: GpuDevice, inv: NodeInventory, included: Included): SliceDevice {
+  const name = gpuDeviceName(gpu.minor);
+  return {
+    name,
+    attributes: {
+      type: { string: 'gpu' },
+      uuid: { string: gpu.uuid },
+      ...parentAttributes(name, gpu, inv, included),
+    },
+    capacity:
+      included.has('memory') && gpu.memoryBytes !== undefined
+        ? { memory: quantity(name, 'memory', gpu.memoryBytes) }
+        : {},
+  };
+}
+
+function migToDevice(mig: MigDevice, parent: GpuDevice, inv: NodeInventory, included: Included): SliceDevice {
+  const name = migDeviceName(parent.minor, mig.profile, mig.profileId, mig.placement.start);
+  return {
+    name,
+    attributes: {
+      type: { string: 'mig' },
+      uuid: { string: mig.uuid },
+      parentUUID: { string: parent.uuid },
+      profile: { string: mig.profile },
+      ...parentAttributes(name, parent, inv, included),
+    },
+    capacity: {
+      multiprocessors: quantity(name, 'multiprocessors', mig.multiprocessors),
+      copyEngines: quantity(name, 'copyEngines', mig.copyEngines),
+      decoders: quantity(name, 'decoders', mig.decoders),
+      encoders: quantity(name, 'encoders', mig.encoders),
+      jpegEngines: quantity(name, 'jpegEngines', mig.jpegEngines),
+      ofaEngines: quantity(name, 'ofaEngines', mig.ofaEngines),
+      memory: quantity(name, 'memory', mig.memoryBytes),
+    },
+  };
+}
+
+function quantity(device: string, field: string, n: number): CapacityValue {
+  if (!Number.isSafeInteger(n) || n < 0)
+    invalid(device, `capacity.${field}`, `${n} is not a non-negative integer`);
+  return { value: formatQuantity(n) };
+}
+
+/** Whether the GPU is published as MIG devices (MIG mode currently enabled) rather than whole. */
+export function publishesMigDevices(gpu: GpuDevice): boolean {
+  return gpu.migMode?.current === true;
+}
+
+/**
+ * All devices this node publishes, validated and in natural name order. Throws
+ * {@link ResourceSliceModelError} when a device would break an API limit or two devices would
+ * share a name.
+ */
+export function buildDevices(
+  inventory: NodeInventory,
+  options: Pick<ModelOptions, 'taints'> = {},
+): DeviceModel {
+  const warnings: string[] = [];
+  for (const f of inventory.failures) {
+    warnings.push(`GPU at index ${f.index} left out: ${f.error}${f.code ? ` (${f.code})` : ''}`);
+  }
+  const gpus = [...inventory.gpus].sort((a, b) => a.minor - b.minor);
+  const included = new Set<OptionalGpuField>();
+  for (const field of Object.keys(OPTIONAL_GPU_FIELDS) as OptionalGpuField[]) {
+    const get = OPTIONAL_GPU_FIELDS[field];
+    const missing = gpus.filter((g) => get(g) === undefined).map((g) => gpuDeviceName(g.minor));
+    if (missing.length === 0) included.add(field);
+    else if (missing.length < gpus.length) {
+      warnings.push(
+        `${field} omitted on all devices: unknown for ${missing.join(', ')} (every device must carry the same attributes)`,
+      );
+    }
+  }
+
+  const devices: SliceDevice[] = [];
+  for (const gpu of gpus) {
+    if (publishesMigDevices(gpu)) {
+      if (gpu.migDevices.length === 0) {
+        warnings.push(
+          `${gpuDeviceName(gpu.minor)} has MIG mode enabled but no MIG devices: nothing published for it`,
+        );
+      }
+      for (const mig of gpu.migDevices) devices.push(migToDevice(mig, gpu, inventory, included));
+    } else {
+      devices.push(gpuToDevice(gpu, inventory, included));
+    }
+  }
+
+  const taints = options.taints ?? {};
+  const withTaints = devices.map((d) => {
+    const t = taints[d.name];
+    return t && t.length > 0 ? { ...d, taints: [...t] } : d;
+  });
+  withTaints.sort((a, b) => naturalCompare(a.name, b.name));
+
+  const seen = new Set<string>();
+  for (const d of withTaints) {
+    if (seen.has(d.name)) {
+      invalid(
+        d.name,
+        'name',
+        'two devices map to this name (e.g. several compute instances in one GPU instance)',
+      );
+    }
+    seen.add(d.name);
+    validateDevice(d);
+  }
+  assertUniformAttributes(withTaints);
+  return { devices: withTaints, warnings };
+}
+
+const C_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+function validateQualifiedName(device: string, kind: string, key: string): void {
+  const slash = key.indexOf('/');
+  const id = slash < 0 ? key : key.slice(slash + 1);
+  if (slash >= 0) {
+    const domain = key.slice(0, slash);
+    if (!isDnsSubdomain(domain) || domain.length > 63)
+      invalid(device, `${kind}.${key}`, 'domain is not a DNS subdomain of <= 63 characters');
+  }
+  if (id.length > 32 || !C_IDENTIFIER.test(id))
+    invalid(device, `${kind}.${key}`, 'name is not a C identifier of <= 32 characters');
+}
+
+/** Checks one device against the resource.k8s.io/v1 validation limits. */
+export function validateDevice(d: SliceDevice): void {
+  if (!isDnsLabel(d.name)) invalid(d.name, 'name', `"${d.name}" is not a DNS label of <= 63 characters`);
+  const attrs = Object.entries(d.attributes);
+  const caps = Object.entries(d.capacity);
+  if (attrs.length + caps.length > MAX_ATTRIBUTES_AND_CAPACITIES) {
+    invalid(
+      d.name,
+      'attributes',
+      `${attrs.length} attributes + ${caps.length} capacities exceed the limit of ${MAX_ATTRIBUTES_AND_CAPACITIES}`,
+    );
+  }
+  for (const [key, value] of attrs) {
+    validateQualifiedName(d.name, 'attributes', key);
+    const field = `attributes.${key}`;
+    // The apiserver counts bytes (Go len()), not characters.
+    if ('string' in value) {
+      const n = Buffer.byteLength(value.string, 'utf8');
+      if (n > MAX_STRING_LENGTH) {
+        invalid(d.name, field, `string of ${n} bytes exceeds ${MAX_STRING_LENGTH}: "${value.string}"`);
+      }
+    } else if ('version' in value) {
+      const n = Buffer.byteLength(value.version, 'utf8');
+      if (n > MAX_VERSION_LENGTH)
+        invalid(d.name, field, `version of ${n} bytes exceeds ${MAX_VERSION_LENGTH}`);
+      if (!isSemver(value.version)) invalid(d.name, field, `"${value.version}" is not semver 2.0.0`);
+    } else if ('int' in value) {
+      if (!Number.isSafeInteger(value.int)) invalid(d.name, field, `${value.int} is not an integer`);
+    }
+  }
+  for (const [key] of caps) validateQualifiedName(d.name, 'capacity', key);
+  if ((d.taints?.length ?? 0) > MAX_TAINTS_PER_DEVICE) {
+    invalid(d.name, 'taints', `${d.taints?.length} taints exceed ${MAX_TAINTS_PER_DEVICE}`);
+  }
+}
+
+function attributeSignature(d: SliceDevice): string {
+  const attrs = Object.entries(d.attributes)
+    .map(([k, v]) => `${k}:${Object.keys(v)[0] ?? ''}`)
+    .sort();
+  const caps = Object.keys(d.capacity).sort();
+  return `${attrs.join(',')}|${caps.join(',')}`;
+}
+
+function assertUniformAttributes(devices: readonly SliceDevice[]): void {
+  const byType = new Map<string, { sig: string; device: string }>();
+  for (const d of devices) {
+    const t = d.attributes['type'];
+    const type = t && 'string' in t ? t.string : '';
+    const sig = attributeSignature(d);
+    const first = byType.get(type);
+    if (!first) byType.set(type, { sig, device: d.name });
+    else if (first.sig !== sig) {
+      invalid(
+        d.name,
+        'attributes',
+        `attribute set differs from ${first.device} of the same type (${sig} vs ${first.sig})`,
+      );
+    }
+  }
+}
+
+/** The slice device limit that applies to these devices. */
+export function maxDevicesPerSlice(devices: readonly SliceDevice[]): number {
+  return devices.some((d) => (d.taints?.length ?? 0) > 0)
+    ? MAX_DEVICES_PER_SLICE_ADVANCED
+    : MAX_DEVICES_PER_SLICE;
+}
+
+/** Splits devices (already sorted) into chunks of at most `limit`; always at least one chunk. */
+function chunk<T>(items: readonly T[], limit: number): T[][] {
+  if (items.length === 0) return [[]];
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += limit) out.push(items.slice(i, i + limit));
+  return out;
+}
+
+export function validatePoolOptions(driverName: string, nodeName: string, generation: number): void {
+  if (driverName.length > DRIVER_NAME_MAX || !isDnsSubdomain(driverName)) {
+    invalid(
+      'driver',
+      'spec.driver',
+      `"${driverName}" is not a DNS subdomain of <= ${DRIVER_NAME_MAX} characters`,
+    );
+  }
+  if (!isDnsSubdomain(nodeName)) invalid('node', 'spec.nodeName', `"${nodeName}" is not a node name`);
+  if (!Number.isSafeInteger(generation) || generation < 0) {
+    invalid('pool', 'spec.pool.generation', `${generation} is not a non-negative integer`);
+  }
+}
+
+/**
+ * Slices for already-built devices: one pool named after the node, devices in order, split at
+ * the per-slice limit, slice `i` named {@link sliceName}(node, driver, i). An empty device list
+ * still yields one (empty) slice: "no devices" is not the same as "no pool".
+ */
+export function slicesFromDevices(
+  devices: readonly SliceDevice[],
+  options: ModelOptions,
+): ResourceSliceObject[] {
+  const driver = options.driverName ?? DEFAULT_DRIVER_NAME;
+  const generation = options.generation ?? 1;
+  validatePoolOptions(driver, options.nodeName, generation);
+  const apiLimit = maxDevicesPerSlice(devices);
+  const limit = Math.max(1, Math.min(apiLimit, options.maxDevicesPerSlice ?? apiLimit));
+  const chunks = chunk(devices, limit);
+  return chunks.map((devs, i) => ({
+    apiVersion: RESOURCE_API_VERSION,
+    kind: 'ResourceSlice',
+    metadata: { name: sliceName(options.nodeName, driver, i) },
+    spec: {
+      driver,
+      nodeName: options.nodeName,
+      pool: { name: options.nodeName, generation, resourceSliceCount: chunks.length },
+      devices: devs,
+    },
+  }));
+}
+
+/** Inventory in, ResourceSlices out. Throws {@link ResourceSliceModelError} on invalid input. */
+export function buildSlices(inventory: NodeInventory, options: ModelOptions): SliceModel {
+  const model = buildDevices(inventory, options);
+  return { ...model, slices: slicesFromDevices(model.devices, options) };
+}

@@ -1,0 +1,124 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * Names: device names (DNS labels, stable across restarts), slice names (DNS subdomains,
+ * deterministic per node, driver and index) and the natural order devices are listed in.
+ */
+
+export const DNS_LABEL_MAX = 63;
+export const DNS_SUBDOMAIN_MAX = 253;
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+export function isDnsLabel(s: string): boolean {
+  return s.length <= DNS_LABEL_MAX && DNS_LABEL.test(s);
+}
+
+/** Kubernetes' IsDNS1123Subdomain (object names): dot-separated labels, <= 253 characters in all. */
+export function isDnsSubdomain(s: string): boolean {
+  return (
+    s.length > 0 &&
+    s.length <= DNS_SUBDOMAIN_MAX &&
+    s.split('.').every((l) => /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(l))
+  );
+}
+
+/** A full GPU: `gpu-<minor>`. The minor (/dev/nvidia<minor>) survives re-enumeration; the index does not. */
+export function gpuDeviceName(minor: number): string {
+  return `gpu-${minor}`;
+}
+
+/** `1g.10gb+me` -> `1g10gbme`: the profile as it appears in a device name. */
+export function profileNamePart(profile: string): string {
+  return profile.toLowerCase().replace(/[^a-z0-9]/g, '');
+}
+
+/**
+ * A MIG device: `gpu-<parentMinor>-mig-<profile without non-alphanumerics>-<giProfileId>-<placementStart>`,
+ * e.g. `gpu-0-mig-1g10gb-19-0`. Same scheme as NVIDIA's driver, so claims and tooling that know
+ * one know the other. Parse it back with {@link parseDeviceName}.
+ */
+export function migDeviceName(
+  parentMinor: number,
+  profile: string,
+  profileId: number,
+  placementStart: number,
+): string {
+  return `gpu-${parentMinor}-mig-${profileNamePart(profile)}-${profileId}-${placementStart}`;
+}
+
+export type ParsedDeviceName =
+  | { readonly kind: 'gpu'; readonly minor: number }
+  | {
+      readonly kind: 'mig';
+      readonly parentMinor: number;
+      readonly profile: string;
+      readonly profileId: number;
+      readonly placementStart: number;
+    };
+
+/** Inverse of {@link gpuDeviceName} / {@link migDeviceName}; undefined for other names. */
+export function parseDeviceName(name: string): ParsedDeviceName | undefined {
+  let m = /^gpu-(\d+)$/.exec(name);
+  if (m) return { kind: 'gpu', minor: Number(m[1]) };
+  m = /^gpu-(\d+)-mig-([a-z0-9]+)-(\d+)-(\d+)$/.exec(name);
+  if (m) {
+    return {
+      kind: 'mig',
+      parentMinor: Number(m[1]),
+      profile: m[2] ?? '',
+      profileId: Number(m[3]),
+      placementStart: Number(m[4]),
+    };
+  }
+  return undefined;
+}
+
+/**
+ * Natural order: digit runs compare numerically, so `gpu-2` < `gpu-10` and
+ * `gpu-1-mig-1g10gb-19-2` < `gpu-1-mig-1g10gb-19-10`. Ties (never for valid names) fall back to
+ * plain string order, so the order is total.
+ */
+export function naturalCompare(a: string, b: string): number {
+  const ta = a.match(/\d+|\D+/g) ?? [];
+  const tb = b.match(/\d+|\D+/g) ?? [];
+  const n = Math.min(ta.length, tb.length);
+  for (let i = 0; i < n; i++) {
+    const x = ta[i] ?? '';
+    const y = tb[i] ?? '';
+    if (x === y) continue;
+    const dx = /^\d/.test(x);
+    const dy = /^\d/.test(y);
+    if (dx && dy) {
+      const bx = BigInt(x);
+      const by = BigInt(y);
+      if (bx !== by) return bx < by ? -1 : 1;
+      // Same value, different leading zeros: shorter first.
+      if (x.length !== y.length) return x.length - y.length;
+    } else {
+      return x < y ? -1 : 1;
+    }
+  }
+  if (ta.length !== tb.length) return ta.length - tb.length;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * Deterministic name of slice `index` of this node's pool: `<node>-<driver>-<hash>-<index>`, with
+ * `<hash>` = first 8 hex digits of sha256(`<node>\0<driver>`). The readable prefix is cut so the
+ * name stays a DNS subdomain of <= 253 characters (Kubernetes checks no per-label length for
+ * object names); the hash keeps names collision-free even when the prefix is cut or two
+ * (node, driver) pairs concatenate to the same text (`a-b` + `c.io` vs `a` + `b-c.io`).
+ */
+export function sliceName(nodeName: string, driverName: string, index: number): string {
+  const hash = createHash('sha256').update(`${nodeName}\0${driverName}`).digest('hex').slice(0, 8);
+  const tail = `${hash}-${index}`;
+  const prefix = `${nodeName}-${driverName}`
+    .toLowerCase()
+    .replace(/[^a-z0-9.-]/g, '-')
+    .slice(0, DNS_SUBDOMAIN_MAX - tail.length - 1)
+    .split('.')
+    .map((l) => l.replace(/^-+|-+$/g, ''))
+    .filter((l) => l.length > 0)
+    .join('.');
+  return prefix.length > 0 ? `${prefix}-${tail}` : tail;
+}

@@ -1,0 +1,751 @@
+/**
+ * Keeps this node's ResourceSlices on the apiserver equal to the model.
+ *
+ * - One reconcile at a time: list this node's slices of this driver (field selector
+ *   `spec.nodeName=<node>,spec.driver=<driver>`), compare them *semantically* with the model
+ *   (map order and Quantity spelling ignored, device order not), and write only when they differ.
+ * - Any difference bumps `pool.generation` past everything seen and rewrites the whole pool:
+ *   stale slices are deleted first (uid/resourceVersion preconditions), then existing ones
+ *   updated and missing ones created. Unchanged pools cause no writes at all.
+ * - A watch on the same selector triggers a reconcile on any foreign change (someone deleted or
+ *   edited a slice, the kubelet wiped the node's slices); a periodic resync covers lost watches.
+ * - Conflicts (409) and other failures are retried with capped exponential backoff.
+ * - Slices are owned by the Node (ownerReference with the Node's UID), so they go away with it.
+ * - After each write the stored object is compared with what was sent: fields the apiserver
+ *   dropped (a disabled feature gate) are logged once with the likely gate, and not re-sent in a
+ *   loop.
+ */
+import type { Registry } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { NodeInventory } from '../nvml/types.js';
+import { errorMessage, GpuDraError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import {
+  backoffDelay,
+  discoverWithRetry,
+  sleep,
+  type BackoffOptions,
+  type InventoryProvider,
+} from './discovery.js';
+import {
+  httpStatus,
+  kubeSliceClient,
+  type SliceClient,
+  type WireDevice,
+  type WireSlice,
+} from './kubeclient.js';
+import {
+  buildDevices,
+  DEFAULT_DRIVER_NAME,
+  slicesFromDevices,
+  validatePoolOptions,
+  type DeviceTaint,
+  type ResourceSliceObject,
+  type SliceDevice,
+} from './model.js';
+import { quantityKey } from './values.js';
+
+/** The only API access the publisher needs; deploy RBAC is generated from this. */
+export const PUBLISHER_RBAC_RULES = [
+  {
+    apiGroups: ['resource.k8s.io'],
+    resources: ['resourceslices'],
+    verbs: ['create', 'update', 'delete', 'list', 'watch'],
+  },
+  { apiGroups: [''], resources: ['nodes'], verbs: ['get'] },
+] as const;
+
+export interface PublisherCounters {
+  creates: number;
+  updates: number;
+  deletes: number;
+  /** 409 answers (stale list, concurrent writer); each leads to a retried reconcile. */
+  conflicts: number;
+  /** Failed reconciles of any kind. */
+  errors: number;
+  /** Completed reconciles (with or without writes). */
+  reconciles: number;
+  /** Fields the apiserver dropped from what was sent. */
+  droppedFields: number;
+}
+
+export interface PublisherOptions {
+  readonly nodeName: string;
+  /** Default {@link DEFAULT_DRIVER_NAME}. */
+  readonly driverName?: string;
+  /** Either a KubeConfig (the real client is built from it) or a {@link SliceClient} (tests). */
+  readonly kubeConfig?: KubeConfig;
+  readonly client?: SliceClient;
+  readonly logger?: Logger;
+  /** Registers `gpu_dra_resourceslice_*` metrics here when given. */
+  readonly registry?: Registry;
+  /** Full re-list interval, default 60 s (covers missed watch events). */
+  readonly resyncIntervalMs?: number;
+  /** Delay that coalesces bursts of triggers into one reconcile, default 100 ms. */
+  readonly debounceMs?: number;
+  /** Retry backoff for failed reconciles; default 200 ms doubling to 10 s. */
+  readonly backoff?: BackoffOptions;
+  /** Retry backoff for discovery when `start()` gets a provider; default 500 ms to 30 s. */
+  readonly discoveryBackoff?: BackoffOptions;
+  /** Publish an inventory without GPUs (a node that truly has none). Default false. */
+  readonly allowEmpty?: boolean;
+  /** Override the per-slice device limit (tests). */
+  readonly maxDevicesPerSlice?: number;
+}
+
+/** Device taints by device name, applied on the next reconcile. */
+export type TaintMap = Readonly<Record<string, readonly DeviceTaint[]>>;
+
+export class PublisherStoppedError extends GpuDraError {
+  constructor() {
+    super('PUBLISHER_STOPPED', 'ResourceSlice publisher stopped');
+  }
+}
+
+interface Waiter {
+  readonly version: number;
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/** The part of a slice the publisher owns, in a canonical form for comparison. */
+interface Projection {
+  driver: string;
+  nodeName: string | undefined;
+  pool: { name: string; generation: number; resourceSliceCount: number };
+  owner: string | undefined;
+  devices: unknown[];
+}
+
+function sortedEntries<T>(rec: Record<string, T> | undefined): [string, T][] {
+  return Object.entries(rec ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+function projectDevice(d: WireDevice): unknown {
+  const attributes = sortedEntries(d.attributes).map(([k, v]) => [k, sortedEntries(v)]);
+  const capacity = sortedEntries(d.capacity).map(([k, v]) => [k, quantityKey(v.value) ?? v.value]);
+  const rawTaints = Array.isArray(d['taints']) ? (d['taints'] as Record<string, unknown>[]) : [];
+  // timeAdded is filled in by the apiserver; it is not ours to compare.
+  const taints = rawTaints.map((t) => [t['key'], t['value'] ?? '', t['effect']]);
+  return taints.length > 0
+    ? { name: d.name, attributes, capacity, taints }
+    : { name: d.name, attributes, capacity };
+}
+
+function project(s: WireSlice, nodeName: string): Projection {
+  const owner = s.metadata.ownerReferences?.find(
+    (r) => r.kind === 'Node' && r.apiVersion === 'v1' && r.name === nodeName,
+  );
+  return {
+    driver: s.spec.driver,
+    nodeName: s.spec.nodeName,
+    pool: {
+      name: s.spec.pool.name,
+      generation: s.spec.pool.generation,
+      resourceSliceCount: s.spec.pool.resourceSliceCount,
+    },
+    owner: owner?.uid,
+    devices: (s.spec.devices ?? []).map(projectDevice),
+  };
+}
+
+function key(p: Projection): string {
+  return JSON.stringify(p);
+}
+
+const GATE_BY_FIELD: Readonly<Record<string, string>> = {
+  taints: 'DRADeviceTaints',
+  consumesCounters: 'DRAPartitionableDevices',
+  sharedCounters: 'DRAPartitionableDevices',
+  perDeviceNodeSelection: 'DRAPartitionableDevices',
+  partitionTypeAttribute: 'DRAPartitionableDevicesType',
+  allowMultipleAllocations: 'DRAConsumableCapacity',
+  requestPolicy: 'DRAConsumableCapacity',
+  bindsToNode: 'DRADeviceBindingConditions',
+  bindingConditions: 'DRADeviceBindingConditions',
+  bindingFailureConditions: 'DRADeviceBindingConditions',
+  ints: 'DRAListTypeAttributes',
+  bools: 'DRAListTypeAttributes',
+  strings: 'DRAListTypeAttributes',
+  versions: 'DRAListTypeAttributes',
+  nodeAllocatableResources: 'DRANodeAllocatableResources',
+  nodeAllocatableResourceMappings: 'DRANodeAllocatableResources',
+  skipNodeOperations: 'DRAOptionalNodeOperations',
+};
+
+/** The feature gate that most likely explains a dropped field path such as `spec.devices[3].taints`. */
+export function likelyFeatureGate(path: string): string | undefined {
+  const parts = path.split(/[.[\]]+/).filter((p) => p && !/^\d+$/.test(p));
+  for (let i = parts.length - 1; i >= 0; i--) {
+    const gate = GATE_BY_FIELD[parts[i] ?? ''];
+    if (gate) return gate;
+  }
+  return undefined;
+}
+
+function isEmpty(v: unknown): boolean {
+  return (
+    v === undefined ||
+    v === null ||
+    (Array.isArray(v) && v.length === 0) ||
+    (typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length === 0)
+  );
+}
+
+/** JSON paths present (non-empty) in `sent` but missing in `stored`. */
+export function droppedPaths(sent: unknown, stored: unknown, path = ''): string[] {
+  if (Array.isArray(sent)) {
+    const arr = Array.isArray(stored) ? stored : [];
+    return sent.flatMap((v, i) => droppedPaths(v, arr[i], `${path}[${i}]`));
+  }
+  if (sent !== null && typeof sent === 'object') {
+    const obj = stored !== null && typeof stored === 'object' ? (stored as Record<string, unknown>) : {};
+    const out: string[] = [];
+    for (const [k, v] of Object.entries(sent)) {
+      if (isEmpty(v)) continue;
+      const p = path ? `${path}.${k}` : k;
+      if (isEmpty(obj[k])) out.push(p);
+      else out.push(...droppedPaths(v, obj[k], p));
+    }
+    return out;
+  }
+  return [];
+}
+
+function toWire(s: ResourceSliceObject, nodeUid: string): WireSlice {
+  const devices: WireDevice[] = s.spec.devices.map((d: SliceDevice) => {
+    const w: WireDevice = {
+      name: d.name,
+      attributes: Object.fromEntries(Object.entries(d.attributes).map(([k, v]) => [k, { ...v }])),
+      capacity: Object.fromEntries(Object.entries(d.capacity).map(([k, v]) => [k, { ...v }])),
+    };
+    if (d.taints && d.taints.length > 0) w['taints'] = d.taints.map((t) => ({ ...t }));
+    return w;
+  });
+  return {
+    apiVersion: s.apiVersion,
+    kind: s.kind,
+    metadata: {
+      name: s.metadata.name,
+      ownerReferences: [
+        { apiVersion: 'v1', kind: 'Node', name: s.spec.nodeName, uid: nodeUid, controller: true },
+      ],
+    },
+    spec: {
+      driver: s.spec.driver,
+      nodeName: s.spec.nodeName,
+      pool: { ...s.spec.pool },
+      devices,
+    },
+  };
+}
+
+export class ResourceSlicePublisher {
+  readonly driverName: string;
+  readonly nodeName: string;
+  readonly counters: PublisherCounters = {
+    creates: 0,
+    updates: 0,
+    deletes: 0,
+    conflicts: 0,
+    errors: 0,
+    reconciles: 0,
+    droppedFields: 0,
+  };
+
+  private readonly client: SliceClient;
+  private readonly log: Logger;
+  private readonly opts: PublisherOptions;
+  private readonly fieldSelector: string;
+  private readonly prom?: { ops: Counter<'operation'>; ready: Gauge };
+
+  private devices?: readonly SliceDevice[];
+  private inventory?: NodeInventory;
+  private taints: TaintMap = {};
+  /** Bumped on every model change; waiters resolve once a reconcile of their version succeeds. */
+  private version = 0;
+  private syncedVersion = 0;
+  private waiters: Waiter[] = [];
+  private readyWaiters: Waiter[] = [];
+
+  private ready = false;
+  private started = false;
+  private stopped = false;
+  private readonly abort = new AbortController();
+  private dirty = false;
+  private wake?: () => void;
+  private loopDone?: Promise<void>;
+  private resyncTimer?: NodeJS.Timeout;
+  private watchHandle?: { stop(): void };
+  private watchRv?: string;
+  private lastListRv?: string;
+  private watchAttempt = 0;
+
+  private nodeUid?: string;
+  /** Highest pool generation seen or written; new generations always go past it. */
+  private maxGeneration = 0;
+  /** resourceVersions of our own writes: their watch events trigger nothing. */
+  private readonly ownWrites = new Set<string>();
+  /** Slices the apiserver stored differently from what we sent: name -> [sentKey, storedKey]. */
+  private readonly accepted = new Map<string, [string, string]>();
+  private readonly warnedPaths = new Set<string>();
+
+  constructor(opts: PublisherOptions) {
+    this.opts = opts;
+    this.driverName = opts.driverName ?? DEFAULT_DRIVER_NAME;
+    this.nodeName = opts.nodeName;
+    validatePoolOptions(this.driverName, this.nodeName, 0);
+    if (opts.client) this.client = opts.client;
+    else if (opts.kubeConfig) this.client = kubeSliceClient(opts.kubeConfig);
+    else throw new GpuDraError('CONFIG_INVALID', 'ResourceSlicePublisher needs kubeConfig or client');
+    this.log = (opts.logger ?? silentLogger()).child({
+      component: 'resourceslice',
+      driver: this.driverName,
+      node: this.nodeName,
+    });
+    this.fieldSelector = `spec.nodeName=${this.nodeName},spec.driver=${this.driverName}`;
+    if (opts.registry) {
+      this.prom = {
+        ops: new Counter({
+          name: 'gpu_dra_resourceslice_operations_total',
+          help: 'ResourceSlice writes by operation (create, update, delete, conflict, error)',
+          labelNames: ['operation'],
+          registers: [opts.registry],
+        }),
+        ready: new Gauge({
+          name: 'gpu_dra_resourceslice_ready',
+          help: '1 once the first ResourceSlice publish succeeded',
+          registers: [opts.registry],
+        }),
+      };
+    }
+  }
+
+  /** True once a publish of a real inventory has succeeded. */
+  isReady(): boolean {
+    return this.ready;
+  }
+
+  /** Resolves once {@link isReady} is true; rejects if the publisher stops first. */
+  whenReady(): Promise<void> {
+    if (this.ready) return Promise.resolve();
+    if (this.stopped) return Promise.reject(new PublisherStoppedError());
+    return new Promise((resolve, reject) => this.readyWaiters.push({ version: 0, resolve, reject }));
+  }
+
+  /**
+   * Starts publishing. With an inventory, publishing starts right away; with a provider,
+   * discovery is retried with backoff until it yields GPUs (nothing is published meanwhile and
+   * {@link isReady} stays false). Returns at once; await {@link whenReady} to wait for the first publish.
+   */
+  start(source: NodeInventory | InventoryProvider): void {
+    if (this.started) throw new GpuDraError('PUBLISHER_STARTED', 'ResourceSlice publisher already started');
+    this.started = true;
+    this.loopDone = this.loop();
+    this.resyncTimer = setInterval(() => {
+      this.kick();
+    }, this.opts.resyncIntervalMs ?? 60_000);
+    this.resyncTimer.unref();
+    if (typeof source === 'function') {
+      discoverWithRetry(source, {
+        ...this.opts.discoveryBackoff,
+        allowEmpty: this.opts.allowEmpty,
+        signal: this.abort.signal,
+        logger: this.log,
+      }).then(
+        (inv) => {
+          // update() may have supplied a newer inventory meanwhile.
+          if (this.inventory !== undefined) return;
+          try {
+            this.setInventory(inv).catch(() => undefined);
+          } catch (err) {
+            this.log.error({ err: errorMessage(err) }, 'discovered inventory cannot be published');
+          }
+        },
+        (err: unknown) => {
+          if (!this.stopped) this.log.error({ err: errorMessage(err) }, 'GPU discovery gave up');
+        },
+      );
+    } else {
+      // The returned promise only matters to update() callers; failures are retried and logged.
+      this.setInventory(source).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Republishes for a new inventory: recomputes the model and writes only what differs.
+   * Rejects with {@link ResourceSliceModelError} for an invalid inventory (the previous model
+   * stays published). Resolves when the apiserver holds the new model; rejects with
+   * {@link PublisherStoppedError} if the publisher stops first. Starts the publisher if needed.
+   */
+  update(inventory: NodeInventory): Promise<void> {
+    try {
+      if (!this.started) {
+        this.start(inventory);
+        return this.sync();
+      }
+      return this.setInventory(inventory);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  /** Replaces the device taints (KEP-5055) and republishes; tainted pools use 64-device slices. */
+  setTaints(taints: TaintMap): Promise<void> {
+    if (!this.inventory) {
+      this.taints = taints;
+      return Promise.resolve();
+    }
+    const devices = buildDevices(this.inventory, { taints }).devices;
+    this.taints = taints;
+    return this.setDevices(devices);
+  }
+
+  /** Triggers a reconcile now and resolves when one completes successfully. */
+  sync(): Promise<void> {
+    return this.waitFor(this.version, true);
+  }
+
+  private setInventory(inventory: NodeInventory): Promise<void> {
+    const model = buildDevices(inventory, { taints: this.taints });
+    for (const w of model.warnings) this.log.warn(w);
+    this.inventory = inventory;
+    return this.setDevices(model.devices);
+  }
+
+  private setDevices(devices: readonly SliceDevice[]): Promise<void> {
+    this.devices = devices;
+    this.version++;
+    return this.waitFor(this.version, true);
+  }
+
+  private waitFor(version: number, kick: boolean): Promise<void> {
+    if (this.stopped) return Promise.reject(new PublisherStoppedError());
+    const p = new Promise<void>((resolve, reject) => this.waiters.push({ version, resolve, reject }));
+    if (kick) this.kick();
+    return p;
+  }
+
+  private kick(): void {
+    this.dirty = true;
+    this.wake?.();
+  }
+
+  private async loop(): Promise<void> {
+    let attempt = 0;
+    while (!this.stopped) {
+      if (!this.dirty) {
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = undefined;
+        continue;
+      }
+      try {
+        await sleep(this.opts.debounceMs ?? 100, this.abort.signal);
+      } catch {
+        break;
+      }
+      this.dirty = false;
+      if (!this.devices) continue;
+      const version = this.version;
+      try {
+        await this.reconcile();
+        attempt = 0;
+        this.counters.reconciles++;
+        this.syncedVersion = Math.max(this.syncedVersion, version);
+        this.markReady();
+        this.settle();
+        if (!this.watchHandle) this.startWatch();
+      } catch (err) {
+        if (this.stopped) break;
+        this.counters.errors++;
+        this.prom?.ops.inc({ operation: 'error' });
+        const status = httpStatus(err);
+        if (status === 409) {
+          this.counters.conflicts++;
+          this.prom?.ops.inc({ operation: 'conflict' });
+        }
+        const delay = backoffDelay(attempt++, {
+          initialDelayMs: 200,
+          maxDelayMs: 10_000,
+          ...this.opts.backoff,
+        });
+        this.log.warn(
+          { err: errorMessage(err), status, retryInMs: delay },
+          'ResourceSlice publish failed; retrying',
+        );
+        this.dirty = true;
+        try {
+          await sleep(delay, this.abort.signal);
+        } catch {
+          break;
+        }
+      }
+    }
+  }
+
+  private markReady(): void {
+    if (this.ready) return;
+    this.ready = true;
+    this.prom?.ready.set(1);
+    this.log.info('ResourceSlices published');
+    for (const w of this.readyWaiters) w.resolve();
+    this.readyWaiters = [];
+  }
+
+  private settle(): void {
+    const done = this.waiters.filter((w) => w.version <= this.syncedVersion);
+    this.waiters = this.waiters.filter((w) => w.version > this.syncedVersion);
+    for (const w of done) w.resolve();
+  }
+
+  private startWatch(): void {
+    if (this.stopped) return;
+    const rv = this.watchRv ?? this.lastListRv;
+    this.watchRv = rv;
+    let ended = false;
+    const restart = (err: unknown): void => {
+      if (ended) return;
+      ended = true;
+      this.watchHandle?.stop();
+      this.watchHandle = undefined;
+      if (this.stopped) return;
+      const delay = backoffDelay(this.watchAttempt++, { initialDelayMs: 500, maxDelayMs: 30_000 });
+      this.log.debug(
+        { err: err === undefined ? undefined : errorMessage(err), retryInMs: delay },
+        'ResourceSlice watch ended',
+      );
+      // Events may have been missed: resync, then watch again from the list's resourceVersion.
+      this.watchRv = undefined;
+      this.kick();
+      sleep(delay, this.abort.signal).then(
+        () => {
+          this.startWatch();
+        },
+        () => undefined,
+      );
+    };
+    this.client
+      .watch(
+        this.fieldSelector,
+        rv,
+        (phase, obj) => {
+          const meta = (obj as { metadata?: { resourceVersion?: string } } | undefined)?.metadata;
+          if (phase === 'BOOKMARK') {
+            if (meta?.resourceVersion) this.watchRv = meta.resourceVersion;
+            return;
+          }
+          if (phase === 'ERROR') {
+            // Usually 410 Gone: the resourceVersion is too old. Re-list and re-watch.
+            restart(new Error(`watch error: ${JSON.stringify(obj)}`));
+            return;
+          }
+          this.watchAttempt = 0;
+          const rvSeen = meta?.resourceVersion;
+          if (rvSeen) this.watchRv = rvSeen;
+          if (phase !== 'DELETED' && rvSeen && this.ownWrites.delete(rvSeen)) return;
+          this.log.debug({ phase, rv: rvSeen }, 'foreign ResourceSlice change; reconciling');
+          this.kick();
+        },
+        restart,
+      )
+      .then((handle) => {
+        if (ended || this.stopped) handle.stop();
+        else this.watchHandle = handle;
+      }, restart);
+  }
+
+  private async ensureNodeUid(force: boolean): Promise<string> {
+    if (!force && this.nodeUid) return this.nodeUid;
+    const uid = await this.client.getNodeUid(this.nodeName);
+    if (this.nodeUid && uid !== this.nodeUid) this.log.info({ uid }, 'Node UID changed; re-owning slices');
+    this.nodeUid = uid;
+    return uid;
+  }
+
+  private desired(generation: number, nodeUid: string): WireSlice[] {
+    const slices = slicesFromDevices(this.devices ?? [], {
+      driverName: this.driverName,
+      nodeName: this.nodeName,
+      generation,
+      maxDevicesPerSlice: this.opts.maxDevicesPerSlice,
+    });
+    return slices.map((s) => toWire(s, nodeUid));
+  }
+
+  private inSync(existing: WireSlice | undefined, want: WireSlice): boolean {
+    if (!existing) return false;
+    const have = key(project(existing, this.nodeName));
+    const wantKey = key(project(want, this.nodeName));
+    if (have === wantKey) return true;
+    const acc = this.accepted.get(want.metadata.name);
+    return acc !== undefined && acc[0] === wantKey && acc[1] === have;
+  }
+
+  private poolInSync(
+    current: number,
+    nodeUid: string | undefined,
+    existing: readonly WireSlice[],
+    byName: ReadonlyMap<string, WireSlice>,
+  ): boolean {
+    if (current === 0 || nodeUid === undefined) return false;
+    if (!existing.every((s) => s.spec.pool.generation === current)) return false;
+    const want = this.desired(current, nodeUid);
+    return want.length === existing.length && want.every((w) => this.inSync(byName.get(w.metadata.name), w));
+  }
+
+  /** One list-compare-write pass. Throws on API errors (the loop retries). */
+  private async reconcile(): Promise<void> {
+    const { items, resourceVersion } = await this.client.list(this.fieldSelector);
+    this.lastListRv = resourceVersion;
+    // The field selector is authoritative, but stay defensive: only ever touch our own slices.
+    const existing = items.filter(
+      (s) => s.spec.driver === this.driverName && s.spec.nodeName === this.nodeName,
+    );
+    const byName = new Map(existing.map((s) => [s.metadata.name, s]));
+    const current = existing.reduce((m, s) => Math.max(m, s.spec.pool.generation), 0);
+    this.maxGeneration = Math.max(this.maxGeneration, current);
+
+    // Is the stored pool exactly the model at its current generation? (No node GET needed.)
+    if (this.poolInSync(current, this.nodeUid, existing, byName)) return;
+    // Something differs: learn the Node's UID afresh (the Node may have been re-created), and
+    // check once more, since on the first pass the UID was not known yet.
+    const nodeUid = await this.ensureNodeUid(true);
+    if (this.poolInSync(current, nodeUid, existing, byName)) return;
+    const generation = this.maxGeneration + 1;
+    const want = this.desired(generation, nodeUid);
+    this.log.info(
+      { generation, slices: want.length, devices: this.devices?.length ?? 0, existing: existing.length },
+      'publishing ResourceSlices',
+    );
+    const wantNames = new Set(want.map((w) => w.metadata.name));
+
+    // 1. Delete slices that are no longer part of the pool (or have an immutable field wrong).
+    for (const s of existing) {
+      const w = want.find((x) => x.metadata.name === s.metadata.name);
+      const immutableDiffers =
+        w !== undefined && (s.spec.pool.name !== w.spec.pool.name || s.spec.nodeName !== w.spec.nodeName);
+      if (wantNames.has(s.metadata.name) && !immutableDiffers) continue;
+      await this.deleteSlice(s);
+      byName.delete(s.metadata.name);
+    }
+    // 2. Update the rest, create what is missing; every slice carries the new generation.
+    for (const w of want) {
+      const s = byName.get(w.metadata.name);
+      let stored: WireSlice;
+      if (s) {
+        w.metadata.resourceVersion = s.metadata.resourceVersion;
+        stored = await this.client.update(w);
+        this.counters.updates++;
+        this.prom?.ops.inc({ operation: 'update' });
+      } else {
+        // A 409 AlreadyExists (created behind our back) fails this pass; the retry re-lists.
+        stored = await this.client.create(w);
+        this.counters.creates++;
+        this.prom?.ops.inc({ operation: 'create' });
+      }
+      delete w.metadata.resourceVersion;
+      if (stored.metadata.resourceVersion) this.rememberOwnWrite(stored.metadata.resourceVersion);
+      this.checkStored(w, stored);
+    }
+    this.maxGeneration = generation;
+  }
+
+  private rememberOwnWrite(rv: string): void {
+    this.ownWrites.add(rv);
+    if (this.ownWrites.size > 1000) {
+      const first = this.ownWrites.values().next().value;
+      if (first !== undefined) this.ownWrites.delete(first);
+    }
+  }
+
+  private async deleteSlice(s: WireSlice): Promise<void> {
+    try {
+      await this.client.delete(s.metadata.name, {
+        uid: s.metadata.uid,
+        resourceVersion: s.metadata.resourceVersion,
+      });
+      this.counters.deletes++;
+      this.prom?.ops.inc({ operation: 'delete' });
+    } catch (err) {
+      if (httpStatus(err) !== 404) throw err;
+    }
+    this.accepted.delete(s.metadata.name);
+  }
+
+  /** Compares what the apiserver stored with what was sent; warns about dropped fields. */
+  private checkStored(sent: WireSlice, stored: WireSlice): void {
+    const sentKey = key(project(sent, this.nodeName));
+    const storedKey = key(project(stored, this.nodeName));
+    const dropped = droppedPaths(sent.spec, stored.spec, 'spec');
+    if (sentKey === storedKey && dropped.length === 0) {
+      this.accepted.delete(sent.metadata.name);
+      return;
+    }
+    this.accepted.set(sent.metadata.name, [sentKey, storedKey]);
+    const fresh = dropped.filter((p) => !this.warnedPaths.has(p.replace(/\[\d+\]/g, '[]')));
+    if (fresh.length === 0 && dropped.length > 0) return;
+    for (const p of dropped) this.warnedPaths.add(p.replace(/\[\d+\]/g, '[]'));
+    this.counters.droppedFields += dropped.length;
+    const gates = [...new Set(dropped.map(likelyFeatureGate).filter((g): g is string => g !== undefined))];
+    this.log.warn(
+      {
+        slice: sent.metadata.name,
+        dropped: dropped.slice(0, 10),
+        droppedCount: dropped.length,
+        likelyFeatureGates: gates,
+      },
+      dropped.length > 0
+        ? `the apiserver dropped ${dropped.length} field(s) of ResourceSlice ${sent.metadata.name}` +
+            (gates.length > 0 ? `; is the feature gate ${gates.join('/')} enabled on kube-apiserver?` : '')
+        : `the apiserver stored ResourceSlice ${sent.metadata.name} differently from what was sent`,
+    );
+  }
+
+  /**
+   * Stops publishing and deletes every slice of this driver on this node (`--cleanup-on-exit`).
+   * Returns how many were deleted.
+   */
+  async deleteAll(): Promise<number> {
+    await this.stop();
+    let deleted = 0;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const { items } = await this.client.list(this.fieldSelector);
+        for (const s of items) {
+          if (s.spec.driver !== this.driverName || s.spec.nodeName !== this.nodeName) continue;
+          try {
+            await this.client.delete(s.metadata.name);
+            deleted++;
+            this.counters.deletes++;
+            this.prom?.ops.inc({ operation: 'delete' });
+          } catch (err) {
+            if (httpStatus(err) !== 404) throw err;
+          }
+        }
+        this.log.info({ deleted }, 'deleted ResourceSlices');
+        return deleted;
+      } catch (err) {
+        if (attempt >= 4) throw err;
+        await sleep(backoffDelay(attempt, { initialDelayMs: 200, maxDelayMs: 2_000 }));
+      }
+    }
+  }
+
+  /** Stops the watch, timers and loop; pending update()/whenReady() promises reject. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.abort.abort(new PublisherStoppedError());
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    this.watchHandle?.stop();
+    this.watchHandle = undefined;
+    this.wake?.();
+    await this.loopDone;
+    const err = new PublisherStoppedError();
+    for (const w of [...this.waiters, ...this.readyWaiters]) w.reject(err);
+    this.waiters = [];
+    this.readyWaiters = [];
+    this.prom?.ready.set(0);
+  }
+}

@@ -1,0 +1,560 @@
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { afterEach, describe, expect, it } from 'vitest';
+
+import type { NodeInventory } from '../../src/nvml/types.js';
+import { inventoryFixture } from '../../src/resourceslice/fixtures.js';
+import type { SliceClient, WatchPhase, WireSlice } from '../../src/resourceslice/kubeclient.js';
+import { fromClientObject, toClientObject } from '../../src/resourceslice/kubeclient.js';
+import {
+  droppedPaths,
+  likelyFeatureGate,
+  PUBLISHER_RBAC_RULES,
+  ResourceSlicePublisher,
+  type PublisherOptions,
+} from '../../src/resourceslice/publisher.js';
+
+const NODE = 'node-a';
+const DRIVER = 'gpu.dra.dev';
+
+class ApiError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+type Watcher = {
+  selector: Record<string, string>;
+  onEvent: (phase: WatchPhase, obj: unknown) => void;
+  onDone: (err: unknown) => void;
+};
+
+/** An in-memory apiserver for ResourceSlices and Nodes, with write counting and fault injection. */
+class FakeApi implements SliceClient {
+  readonly slices = new Map<string, WireSlice>();
+  readonly nodes = new Map<string, string>([[NODE, 'node-uid-1']]);
+  readonly calls = { list: 0, create: 0, update: 0, delete: 0, watch: 0, getNode: 0 };
+  /** Errors to throw from the next calls of a verb. */
+  readonly faults: Partial<Record<'list' | 'create' | 'update' | 'delete', number[]>> = {};
+  /** Simulates a disabled feature gate: the apiserver drops these device fields. */
+  dropDeviceFields: string[] = [];
+  private rv = 100;
+  private uid = 0;
+  private watchers = new Set<Watcher>();
+
+  writes(): number {
+    return this.calls.create + this.calls.update + this.calls.delete;
+  }
+
+  private fault(verb: 'list' | 'create' | 'update' | 'delete'): void {
+    const code = this.faults[verb]?.shift();
+    if (code !== undefined) throw new ApiError(code, `injected ${code} on ${verb}`);
+  }
+
+  private emit(phase: WatchPhase, s: WireSlice): void {
+    for (const w of this.watchers) {
+      if (w.selector['spec.nodeName'] === s.spec.nodeName && w.selector['spec.driver'] === s.spec.driver) {
+        w.onEvent(phase, structuredClone(s));
+      }
+    }
+  }
+
+  private store(s: WireSlice): WireSlice {
+    const copy = structuredClone(s);
+    const devices = (copy.spec.devices ?? []).map((d) =>
+      Object.fromEntries(Object.entries(d).filter(([k]) => !this.dropDeviceFields.includes(k))),
+    );
+    if (copy.spec.devices) copy.spec.devices = devices as typeof copy.spec.devices;
+    copy.metadata.resourceVersion = String(++this.rv);
+    this.slices.set(copy.metadata.name, copy);
+    return structuredClone(copy);
+  }
+
+  /** An outside writer (another tool, an admin, the kubelet). */
+  outsideCreate(s: WireSlice): void {
+    const stored = this.store({ ...s, metadata: { ...s.metadata, uid: `uid-${++this.uid}` } });
+    this.emit('ADDED', stored);
+  }
+
+  outsideDelete(name: string): void {
+    const s = this.slices.get(name);
+    if (!s) throw new Error(`no slice ${name}`);
+    this.slices.delete(name);
+    this.emit('DELETED', s);
+  }
+
+  outsideEdit(name: string, edit: (s: WireSlice) => void): void {
+    const s = structuredClone(this.slices.get(name));
+    if (!s) throw new Error(`no slice ${name}`);
+    edit(s);
+    this.emit('MODIFIED', this.store(s));
+  }
+
+  /** The kubelet's wipe: DeleteCollection with spec.nodeName. */
+  wipeNode(node: string): void {
+    for (const s of [...this.slices.values()])
+      if (s.spec.nodeName === node) this.outsideDelete(s.metadata.name);
+  }
+
+  mine(): WireSlice[] {
+    return [...this.slices.values()]
+      .filter((s) => s.spec.nodeName === NODE && s.spec.driver === DRIVER)
+      .sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
+  }
+
+  private parse(selector: string): Record<string, string> {
+    return Object.fromEntries(selector.split(',').map((kv) => kv.split('=') as [string, string]));
+  }
+
+  list(fieldSelector: string): Promise<{ items: WireSlice[]; resourceVersion: string | undefined }> {
+    this.calls.list++;
+    this.fault('list');
+    const sel = this.parse(fieldSelector);
+    const items = [...this.slices.values()].filter(
+      (s) => s.spec.nodeName === sel['spec.nodeName'] && s.spec.driver === sel['spec.driver'],
+    );
+    return Promise.resolve({ items: structuredClone(items), resourceVersion: String(this.rv) });
+  }
+
+  create(slice: WireSlice): Promise<WireSlice> {
+    this.calls.create++;
+    this.fault('create');
+    if (this.slices.has(slice.metadata.name)) return Promise.reject(new ApiError(409, 'AlreadyExists'));
+    if (slice.metadata.resourceVersion)
+      return Promise.reject(new ApiError(400, 'resourceVersion set on create'));
+    const stored = this.store({ ...slice, metadata: { ...slice.metadata, uid: `uid-${++this.uid}` } });
+    this.emit('ADDED', stored);
+    return Promise.resolve(stored);
+  }
+
+  update(slice: WireSlice): Promise<WireSlice> {
+    this.calls.update++;
+    this.fault('update');
+    const cur = this.slices.get(slice.metadata.name);
+    if (!cur) return Promise.reject(new ApiError(404, 'NotFound'));
+    if (cur.metadata.resourceVersion !== slice.metadata.resourceVersion)
+      return Promise.reject(new ApiError(409, 'Conflict'));
+    if (cur.spec.nodeName !== slice.spec.nodeName || cur.spec.pool.name !== slice.spec.pool.name) {
+      return Promise.reject(new ApiError(422, 'field is immutable'));
+    }
+    const stored = this.store({ ...slice, metadata: { ...slice.metadata, uid: cur.metadata.uid } });
+    this.emit('MODIFIED', stored);
+    return Promise.resolve(stored);
+  }
+
+  delete(name: string, pre?: { uid?: string; resourceVersion?: string }): Promise<void> {
+    this.calls.delete++;
+    this.fault('delete');
+    const cur = this.slices.get(name);
+    if (!cur) return Promise.reject(new ApiError(404, 'NotFound'));
+    if (pre?.uid !== undefined && pre.uid !== cur.metadata.uid)
+      return Promise.reject(new ApiError(409, 'uid precondition'));
+    if (pre?.resourceVersion !== undefined && pre.resourceVersion !== cur.metadata.resourceVersion) {
+      return Promise.reject(new ApiError(409, 'resourceVersion precondition'));
+    }
+    this.slices.delete(name);
+    this.emit('DELETED', cur);
+    return Promise.resolve();
+  }
+
+  watch(
+    fieldSelector: string,
+    _rv: string | undefined,
+    onEvent: (phase: WatchPhase, obj: unknown) => void,
+    onDone: (err: unknown) => void,
+  ): Promise<{ stop(): void }> {
+    this.calls.watch++;
+    const w: Watcher = { selector: this.parse(fieldSelector), onEvent, onDone };
+    this.watchers.add(w);
+    return Promise.resolve({ stop: () => this.watchers.delete(w) });
+  }
+
+  /** Ends every watch as a network error would. */
+  breakWatches(): void {
+    for (const w of [...this.watchers]) {
+      this.watchers.delete(w);
+      w.onDone(new Error('connection reset'));
+    }
+  }
+
+  watcherCount(): number {
+    return this.watchers.size;
+  }
+
+  getNodeUid(name: string): Promise<string> {
+    this.calls.getNode++;
+    const uid = this.nodes.get(name);
+    return uid ? Promise.resolve(uid) : Promise.reject(new ApiError(404, `node ${name} not found`));
+  }
+}
+
+interface LogLine {
+  level: number;
+  msg: string;
+  [k: string]: unknown;
+}
+
+function capturingLogger(): { logger: pino.Logger; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const logger = pino(
+    { level: 'debug' },
+    {
+      write(msg: string) {
+        lines.push(JSON.parse(msg) as LogLine);
+      },
+    },
+  );
+  return { logger, lines };
+}
+
+async function eventually(check: () => void, timeoutMs = 3000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      check();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+}
+
+const publishers: ResourceSlicePublisher[] = [];
+
+function newPublisher(api: FakeApi, extra: Partial<PublisherOptions> = {}): ResourceSlicePublisher {
+  const p = new ResourceSlicePublisher({
+    nodeName: NODE,
+    driverName: DRIVER,
+    client: api,
+    debounceMs: 2,
+    backoff: { initialDelayMs: 5, maxDelayMs: 50 },
+    discoveryBackoff: { initialDelayMs: 5, maxDelayMs: 20 },
+    ...extra,
+  });
+  publishers.push(p);
+  return p;
+}
+
+afterEach(async () => {
+  await Promise.all(publishers.splice(0).map((p) => p.stop()));
+});
+
+const inv = (p: Parameters<typeof inventoryFixture>[0]): NodeInventory => inventoryFixture(p);
+
+describe('ResourceSlicePublisher', () => {
+  it('exports exactly the RBAC it needs', () => {
+    expect(PUBLISHER_RBAC_RULES).toEqual([
+      {
+        apiGroups: ['resource.k8s.io'],
+        resources: ['resourceslices'],
+        verbs: ['create', 'update', 'delete', 'list', 'watch'],
+      },
+      { apiGroups: [''], resources: ['nodes'], verbs: ['get'] },
+    ]);
+  });
+
+  it('publishes the model, owned by the Node, and becomes ready', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api);
+    expect(pub.isReady()).toBe(false);
+    pub.start(inv('h100-8x'));
+    await pub.whenReady();
+    expect(pub.isReady()).toBe(true);
+    const [s] = api.mine();
+    expect(api.mine()).toHaveLength(1);
+    expect(s?.spec.pool).toEqual({ name: NODE, generation: 1, resourceSliceCount: 1 });
+    expect(s?.spec.devices?.map((d) => d.name)).toEqual(Array.from({ length: 8 }, (_, i) => `gpu-${i}`));
+    expect(s?.metadata.ownerReferences).toEqual([
+      { apiVersion: 'v1', kind: 'Node', name: NODE, uid: 'node-uid-1', controller: true },
+    ]);
+    expect(pub.counters).toMatchObject({ creates: 1, updates: 0, deletes: 0 });
+  });
+
+  it('does not rewrite unchanged slices (no churn), even across restarts', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api);
+    pub.start(inv('h100-mig-224'));
+    await pub.whenReady();
+    expect(api.mine()).toHaveLength(2);
+    const writes = api.writes();
+    await pub.sync();
+    await pub.update(inv('h100-mig-224'));
+    await pub.sync();
+    expect(api.writes()).toBe(writes);
+    await pub.stop();
+
+    // A restarted driver with the same devices writes nothing either.
+    const again = newPublisher(api);
+    again.start(inv('h100-mig-224'));
+    await again.whenReady();
+    await again.sync();
+    expect(api.writes()).toBe(writes);
+    expect(again.counters).toMatchObject({ creates: 0, updates: 0, deletes: 0 });
+  });
+
+  it('republishes on inventory change with a bumped generation, deleting stale slices', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api);
+    pub.start(inv('h100-mig-224'));
+    await pub.whenReady();
+    expect(api.mine().map((s) => s.spec.pool.generation)).toEqual([1, 1]);
+    await pub.update(inv('h100-8x'));
+    const mine = api.mine();
+    expect(mine).toHaveLength(1);
+    expect(mine[0]?.spec.pool).toEqual({ name: NODE, generation: 2, resourceSliceCount: 1 });
+    expect(pub.counters).toMatchObject({ creates: 2, updates: 1, deletes: 1 });
+  });
+
+  it('removes stale slices of this driver on this node after a restart with fewer devices, and nothing else', async () => {
+    const api = new FakeApi();
+    const old = newPublisher(api);
+    old.start(inv('h100-mig-224'));
+    await old.whenReady();
+    await old.stop();
+    // Someone else's slices: another driver on this node, and this driver on another node.
+    const foreign = (name: string, node: string, driver: string): WireSlice => ({
+      metadata: { name },
+      spec: {
+        driver,
+        nodeName: node,
+        pool: { name: node, generation: 1, resourceSliceCount: 1 },
+        devices: [],
+      },
+    });
+    api.outsideCreate(foreign('other-driver', NODE, 'net.example.com'));
+    api.outsideCreate(foreign('other-node', 'node-b', DRIVER));
+    // A slice left by some older naming scheme.
+    api.outsideCreate(foreign('node-a-gpu.dra.dev-x7k2q', NODE, DRIVER));
+
+    const pub = newPublisher(api);
+    pub.start(inv('h100'));
+    await pub.whenReady();
+    const mine = api.mine();
+    expect(mine).toHaveLength(1);
+    expect(mine[0]?.spec.devices?.map((d) => d.name)).toEqual(['gpu-0']);
+    expect(mine[0]?.spec.pool.generation).toBe(2);
+    expect(api.slices.has('other-driver')).toBe(true);
+    expect(api.slices.has('other-node')).toBe(true);
+  });
+
+  it('repairs a slice deleted or edited by someone else, and re-creates after the kubelet wipes the node', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api, { resyncIntervalMs: 3_600_000 });
+    pub.start(inv('h100-mig-224'));
+    await pub.whenReady();
+    await eventually(() => {
+      expect(api.watcherCount()).toBe(1);
+    });
+    const [first, second] = api.mine();
+    if (!first || !second) throw new Error('expected two slices');
+
+    api.outsideDelete(second.metadata.name);
+    await eventually(() => {
+      expect(api.mine()).toHaveLength(2);
+    });
+    expect(api.mine().map((s) => s.spec.pool.generation)).toEqual([2, 2]);
+
+    api.outsideEdit(first.metadata.name, (s) => {
+      s.spec.devices = s.spec.devices?.slice(1);
+    });
+    await eventually(() => {
+      expect(api.mine()[0]?.spec.devices).toHaveLength(128);
+      expect(api.mine().map((s) => s.spec.pool.generation)).toEqual([3, 3]);
+    });
+
+    api.wipeNode(NODE);
+    expect(api.mine()).toHaveLength(0);
+    await eventually(() => {
+      expect(api.mine()).toHaveLength(2);
+    }, 2000);
+    // Never back to an older generation than what consumers have seen.
+    expect(api.mine()[0]?.spec.pool.generation).toBe(4);
+  });
+
+  it('resyncs and re-watches when the watch breaks', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api, { resyncIntervalMs: 3_600_000 });
+    pub.start(inv('h100'));
+    await pub.whenReady();
+    await eventually(() => {
+      expect(api.watcherCount()).toBe(1);
+    });
+    const lists = api.calls.list;
+    api.breakWatches();
+    api.wipeNode(NODE); // missed: nobody is watching
+    await eventually(() => {
+      expect(api.calls.list).toBeGreaterThan(lists);
+      expect(api.mine()).toHaveLength(1);
+      expect(api.watcherCount()).toBe(1);
+    });
+  });
+
+  it('retries conflicts and server errors with backoff', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api);
+    api.faults.create = [409, 500];
+    api.faults.list = [503];
+    pub.start(inv('h100-8x'));
+    await pub.whenReady();
+    expect(api.mine()).toHaveLength(1);
+    expect(pub.counters.conflicts).toBe(1);
+    expect(pub.counters.errors).toBe(3);
+    api.faults.update = [409];
+    await pub.update(inv('h100'));
+    expect(api.mine()[0]?.spec.devices).toHaveLength(1);
+    expect(pub.counters.conflicts).toBe(2);
+  });
+
+  it('never publishes an empty pool while discovery is not ready', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api);
+    let calls = 0;
+    pub.start(() => {
+      calls++;
+      if (calls === 1) return Promise.reject(new Error('NVML not loaded'));
+      if (calls === 2) return Promise.resolve({ ...inv('h100'), gpus: [] });
+      return Promise.resolve(inv('h100'));
+    });
+    expect(pub.isReady()).toBe(false);
+    await pub.whenReady();
+    expect(calls).toBe(3);
+    expect(api.calls.create).toBe(1);
+    expect(api.mine()[0]?.spec.devices).toHaveLength(1);
+  });
+
+  it('publishes an empty pool for a GPU-less node only when allowed', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api, { allowEmpty: true });
+    pub.start(() => Promise.resolve({ ...inv('h100'), gpus: [] }));
+    await pub.whenReady();
+    expect(api.mine()).toHaveLength(1);
+    expect(api.mine()[0]?.spec.devices ?? []).toEqual([]);
+  });
+
+  it('stays not ready while the Node cannot be read, then publishes', async () => {
+    const api = new FakeApi();
+    api.nodes.delete(NODE);
+    const pub = newPublisher(api);
+    pub.start(inv('h100'));
+    await eventually(() => {
+      expect(api.calls.getNode).toBeGreaterThan(1);
+    });
+    expect(pub.isReady()).toBe(false);
+    expect(api.mine()).toHaveLength(0);
+    api.nodes.set(NODE, 'node-uid-2');
+    await pub.whenReady();
+    expect(api.mine()[0]?.metadata.ownerReferences?.[0]?.uid).toBe('node-uid-2');
+  });
+
+  it('re-owns slices when the Node was re-created with a new UID', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api);
+    pub.start(inv('h100'));
+    await pub.whenReady();
+    api.nodes.set(NODE, 'node-uid-new');
+    // The garbage collector deletes slices owned by the old Node object.
+    api.wipeNode(NODE);
+    await eventually(() => {
+      expect(api.mine()[0]?.metadata.ownerReferences?.[0]?.uid).toBe('node-uid-new');
+    });
+  });
+
+  it('warns about fields dropped by a disabled feature gate, once, and does not rewrite in a loop', async () => {
+    const api = new FakeApi();
+    api.dropDeviceFields = ['taints'];
+    const { logger, lines } = capturingLogger();
+    const pub = newPublisher(api, { logger });
+    pub.start(inv('h100-8x'));
+    await pub.whenReady();
+    await pub.setTaints({ 'gpu-3': [{ key: 'gpu.dra.dev/xid', value: '79', effect: 'NoSchedule' }] });
+    const warn = lines.find((l) => l.level === 40 && /dropped/.test(l.msg));
+    expect(warn?.msg).toMatch(/dropped 1 field\(s\).*DRADeviceTaints/);
+    expect(warn?.['dropped']).toEqual(['spec.devices[3].taints']);
+    const writes = api.writes();
+    await pub.sync();
+    await pub.sync();
+    expect(api.writes()).toBe(writes);
+    expect(lines.filter((l) => /dropped/.test(l.msg))).toHaveLength(1);
+    expect(pub.counters.droppedFields).toBe(1);
+  });
+
+  it('deleteAll removes only this driver’s slices on this node and stops publishing', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api);
+    pub.start(inv('h100-mig-224'));
+    await pub.whenReady();
+    api.outsideCreate({
+      metadata: { name: 'keep-me' },
+      spec: {
+        driver: 'net.example.com',
+        nodeName: NODE,
+        pool: { name: NODE, generation: 1, resourceSliceCount: 1 },
+      },
+    });
+    expect(await pub.deleteAll()).toBe(2);
+    expect(api.mine()).toHaveLength(0);
+    expect(api.slices.has('keep-me')).toBe(true);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(api.mine()).toHaveLength(0);
+    await expect(pub.update(inv('h100'))).rejects.toThrow(/stopped/);
+  });
+
+  it('rejects an invalid inventory on update and keeps the published model', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api);
+    pub.start(inv('h100'));
+    await pub.whenReady();
+    const bad = { ...inv('h100'), driverVersion: 'not-a-version' };
+    await expect(pub.update(bad)).rejects.toMatchObject({
+      code: 'RESOURCESLICE_INVALID',
+      field: 'attributes.driverVersion',
+    });
+    await pub.sync();
+    expect(api.mine()[0]?.spec.devices).toHaveLength(1);
+  });
+
+  it('counts writes in a prom-client registry when given one', async () => {
+    const api = new FakeApi();
+    const registry = new Registry();
+    const pub = newPublisher(api, { registry });
+    pub.start(inv('h100-mig-224'));
+    await pub.whenReady();
+    const text = await registry.metrics();
+    expect(text).toContain('gpu_dra_resourceslice_operations_total{operation="create"} 2');
+    expect(text).toContain('gpu_dra_resourceslice_ready 1');
+  });
+});
+
+describe('publisher helpers', () => {
+  it('finds dropped paths and names the likely gate', () => {
+    const sent = {
+      devices: [{ name: 'a', taints: [{ key: 'k' }], attributes: { x: { string: 'y' } } }],
+      sharedCounters: [{}],
+    };
+    const stored = { devices: [{ name: 'a', attributes: { x: { string: 'y' } } }] };
+    expect(droppedPaths(sent, stored, 'spec')).toEqual(['spec.devices[0].taints', 'spec.sharedCounters']);
+    expect(likelyFeatureGate('spec.devices[0].taints')).toBe('DRADeviceTaints');
+    expect(likelyFeatureGate('spec.devices[2].consumesCounters')).toBe('DRAPartitionableDevices');
+    expect(likelyFeatureGate('spec.devices[0].capacity.memory.requestPolicy')).toBe('DRAConsumableCapacity');
+    expect(likelyFeatureGate('spec.devices[0].attributes.x')).toBeUndefined();
+  });
+
+  it('converts int attributes between wire form and the generated client', () => {
+    const wire: WireSlice = {
+      metadata: { name: 's' },
+      spec: {
+        driver: DRIVER,
+        nodeName: NODE,
+        pool: { name: NODE, generation: 1, resourceSliceCount: 1 },
+        devices: [{ name: 'gpu-0', attributes: { numa: { int: 1 }, type: { string: 'gpu' } } }],
+      },
+    };
+    const client = toClientObject(wire);
+    expect(client.spec.devices?.[0]?.attributes?.['numa']?._int).toBe(1);
+    expect(fromClientObject(client)).toEqual(wire);
+  });
+});
