@@ -4,10 +4,16 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { discoverInventory } from '../../nvml/discover.js';
 import { createSimulatedNode } from '../../sim/fakeHost.js';
+import { buildSlices, DEFAULT_DRIVER_NAME } from '../../resourceslice/model.js';
 import { renderInventoryTable } from './discover.js';
+import { renderSlicesYaml } from './slices.js';
+
+/** Node name of the simulated node (and so its ResourceSlice pool). */
+const DEMO_NODE = 'demo-node';
 
 export interface DemoOptions {
   readonly profile: string;
+  readonly driverName: string;
   readonly json?: boolean;
   readonly keep?: boolean;
 }
@@ -26,11 +32,14 @@ export async function runDemo(
     process.env['FAKE_NVML_CONFIG'] = node.configPath;
     const inventory = discoverInventory({ nvmlLib: node.libPath, hostPaths: node.hostPaths });
     if (options.json) {
-      out.write(JSON.stringify({ profile: options.profile, inventory }, null, 2) + '\n');
+      const { slices } = buildSlices(inventory, { nodeName: DEMO_NODE, driverName: options.driverName });
+      out.write(JSON.stringify({ profile: options.profile, inventory, slices }, null, 2) + '\n');
       return;
     }
     out.write(`# Simulated node (fake NVML profile "${options.profile}", files under ${dir})\n\n`);
     out.write(renderInventoryTable(inventory));
+    out.write(`\n# The ResourceSlices node "${DEMO_NODE}" publishes for driver ${options.driverName}:\n`);
+    out.write(renderSlicesYaml(inventory, { nodeName: DEMO_NODE, driverName: options.driverName }));
   } finally {
     if (!options.keep) fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -41,6 +50,7 @@ export function registerDemoCommand(program: Command): void {
     .command('demo')
     .description('run the driver on a simulated node with fake GPUs (no GPU, no cluster needed)')
     .option('--profile <name>', 'fake NVML profile (h100-8x, a100-mig, mixed, ...)', 'h100-8x')
+    .option('--driver-name <name>', 'DRA driver name', DEFAULT_DRIVER_NAME)
     .option('--json', 'print machine-readable output')
     .option('--keep', 'keep the simulated node directory for inspection')
     .action(async (opts: DemoOptions) => {
