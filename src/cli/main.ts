@@ -4,6 +4,7 @@ import { NvmlLibraryNotFoundError } from '../nvml/errors.js';
 import { ConfigError, GpuDraError, errorMessage } from '../util/errors.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerDiscoverCommand } from './commands/discover.js';
+import { registerDriverCommand } from './commands/driver.js';
 import { registerSlicesCommand } from './commands/slices.js';
 
 /** Exit codes: 1 runtime failure, 2 environment/usage problem (no NVML, bad flags). */
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerDiscoverCommand(program);
+  registerDriverCommand(program);
   registerSlicesCommand(program);
   registerDemoCommand(program);
   return program;

@@ -1,0 +1,238 @@
+/**
+ * CDI naming and the pure per-claim spec builder. No I/O: what exists on the host (driver
+ * files, device-node numbers) is passed in, so the output is deterministic and golden-tested.
+ *
+ * Naming (all derived from the driver name and the validated claim UID, never from the
+ * claim's name or namespace):
+ * - kind:      `k8s.<driver>/claim`
+ * - device:    `<claimUID>-<deviceName>`, qualified `k8s.<driver>/claim=<claimUID>-<deviceName>`
+ * - spec file: `k8s.<driver>-claim_<claimUID>.json` (CDI's transient-spec naming)
+ *
+ * Layout of a claim's spec: each CDI device carries only its own device nodes (the GPU's
+ * `/dev/nvidia<minor>`, or a MIG device's parent node and GI/CI access caps). Everything the
+ * claim's devices share goes into the spec-level containerEdits, which CDI applies whenever any
+ * device of the spec is injected: control nodes (`/dev/nvidiactl`, `/dev/nvidia-uvm`,
+ * `/dev/nvidia-uvm-tools`), read-only mounts of the driver's user-space files, the ldcache
+ * hook, and the env (`NVIDIA_VISIBLE_DEVICES` with every UUID of the claim, comma-joined, plus
+ * `GPU_DRA_CLAIM_UID` and `GPU_DRA_DEVICES`). A single env value per claim is deliberate: CDI
+ * merges env by key, so per-device values of one key would overwrite each other.
+ */
+import path from 'node:path';
+import { underRoot, type HostPaths } from '../nvml/hostPaths.js';
+import type { GpuDevice, MigDevice } from '../nvml/types.js';
+import { naturalCompare } from '../resourceslice/names.js';
+
+export const CDI_VERSION = '0.6.0';
+export const CDI_CLASS = 'claim';
+
+export interface CdiDeviceNode {
+  path: string;
+  hostPath?: string;
+  type?: 'c' | 'b';
+  major?: number;
+  minor?: number;
+}
+export interface CdiMount {
+  hostPath: string;
+  containerPath: string;
+  options?: string[];
+}
+export interface CdiHook {
+  hookName: string;
+  path: string;
+  args?: string[];
+}
+export interface CdiContainerEdits {
+  env?: string[];
+  deviceNodes?: CdiDeviceNode[];
+  mounts?: CdiMount[];
+  hooks?: CdiHook[];
+}
+export interface CdiDevice {
+  name: string;
+  containerEdits: CdiContainerEdits;
+}
+export interface CdiSpec {
+  cdiVersion: string;
+  kind: string;
+  devices: CdiDevice[];
+  containerEdits?: CdiContainerEdits;
+}
+
+/** The NVIDIA driver's user-space files found under the driver root, as container paths. */
+export interface DriverFiles {
+  /** e.g. `/usr/lib/x86_64-linux-gnu/libcuda.so.580.105.08`. */
+  readonly libraries: readonly string[];
+  readonly binaries: readonly string[];
+  /** GSP firmware directories, e.g. `/lib/firmware/nvidia/580.105.08`. */
+  readonly firmware: readonly string[];
+  /** `nvidia-cdi-hook` (preferred) or `nvidia-ctk`, when present. */
+  readonly hook?: { readonly path: string; readonly kind: 'nvidia-cdi-hook' | 'nvidia-ctk' };
+}
+
+export const NO_DRIVER_FILES: DriverFiles = Object.freeze({ libraries: [], binaries: [], firmware: [] });
+
+/** Character-device numbers of a host device node, when it is a real one. */
+export interface DeviceNodeInfo {
+  readonly type: 'c' | 'b';
+  readonly major: number;
+  readonly minor: number;
+}
+
+export function cdiVendor(driverName: string): string {
+  return `k8s.${driverName}`;
+}
+export function cdiKind(driverName: string): string {
+  return `${cdiVendor(driverName)}/${CDI_CLASS}`;
+}
+export function cdiDeviceName(claimUid: string, deviceName: string): string {
+  return `${claimUid}-${deviceName}`;
+}
+export function qualifiedCdiId(driverName: string, claimUid: string, deviceName: string): string {
+  return `${cdiKind(driverName)}=${cdiDeviceName(claimUid, deviceName)}`;
+}
+/** Prefix shared by every spec file this driver writes (used by the orphan sweep). */
+export function claimSpecFilePrefix(driverName: string): string {
+  return `${cdiVendor(driverName)}-${CDI_CLASS}_`;
+}
+export function claimSpecFileName(driverName: string, claimUid: string): string {
+  return `${claimSpecFilePrefix(driverName)}${claimUid}.json`;
+}
+
+/** Kubernetes UIDs are UUIDs; accept DNS-label-like strings, never anything with `/` or `.`. */
+const CLAIM_UID = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+export function isValidClaimUid(uid: string): boolean {
+  return CLAIM_UID.test(uid);
+}
+
+export interface CdiClaimDevice {
+  readonly deviceName: string;
+  readonly device: GpuDevice | MigDevice;
+}
+
+export interface ClaimCdiInput {
+  readonly driverName: string;
+  readonly claimUid: string;
+  readonly devices: readonly CdiClaimDevice[];
+  readonly hostPaths: Pick<HostPaths, 'devRoot' | 'driverRoot'>;
+  readonly driverFiles: DriverFiles;
+  /** Keyed by container path (`/dev/nvidia0`); absent entries get no type/major/minor. */
+  readonly nodeInfo?: ReadonlyMap<string, DeviceNodeInfo>;
+}
+
+export interface ClaimCdiSpec {
+  readonly spec: CdiSpec;
+  readonly fileName: string;
+  /** Device name → fully qualified CDI id. */
+  readonly cdiIds: ReadonlyMap<string, string>;
+  /** Every device node the spec references, for the existence check before writing. */
+  readonly deviceNodes: readonly CdiDeviceNode[];
+}
+
+export const CONTROL_NODES: readonly string[] = Object.freeze([
+  '/dev/nvidiactl',
+  '/dev/nvidia-uvm',
+  '/dev/nvidia-uvm-tools',
+]);
+
+const RO_BIND = ['ro', 'nosuid', 'nodev', 'bind'];
+
+function node(containerPath: string, input: ClaimCdiInput): CdiDeviceNode {
+  const hostPath = underRoot(input.hostPaths.devRoot, containerPath.replace(/^\/dev\//, ''));
+  const info = input.nodeInfo?.get(containerPath);
+  return info
+    ? { path: containerPath, hostPath, type: info.type, major: info.major, minor: info.minor }
+    : { path: containerPath, hostPath };
+}
+
+/** Device nodes of one device (container paths). */
+export function deviceNodePaths(device: GpuDevice | MigDevice): string[] {
+  if (device.kind === 'gpu') return [`/dev/nvidia${device.minor}`];
+  const paths = [`/dev/nvidia${device.parentMinor}`];
+  if (device.accessCaps) {
+    paths.push(
+      `/dev/nvidia-caps/nvidia-cap${device.accessCaps.gi}`,
+      `/dev/nvidia-caps/nvidia-cap${device.accessCaps.ci}`,
+    );
+  }
+  return paths;
+}
+
+function ldcacheFolders(libraries: readonly string[]): string[] {
+  return [...new Set(libraries.map((lib) => path.posix.dirname(lib)))].sort();
+}
+
+function commonEdits(input: ClaimCdiInput, devices: readonly CdiClaimDevice[]): CdiContainerEdits {
+  const uuids = devices.map((d) => d.device.uuid);
+  const edits: CdiContainerEdits = {
+    env: [
+      `NVIDIA_VISIBLE_DEVICES=${uuids.join(',')}`,
+      `GPU_DRA_CLAIM_UID=${input.claimUid}`,
+      `GPU_DRA_DEVICES=${devices.map((d) => d.deviceName).join(',')}`,
+    ],
+    deviceNodes: CONTROL_NODES.map((p) => node(p, input)),
+  };
+  const files = [
+    ...input.driverFiles.libraries,
+    ...input.driverFiles.binaries,
+    ...input.driverFiles.firmware,
+  ];
+  if (files.length > 0) {
+    edits.mounts = [...new Set(files)].sort().map((containerPath) => ({
+      hostPath: underRoot(input.hostPaths.driverRoot, containerPath),
+      containerPath,
+      options: [...RO_BIND],
+    }));
+  }
+  const hook = input.driverFiles.hook;
+  const folders = ldcacheFolders(input.driverFiles.libraries);
+  if (hook && folders.length > 0) {
+    const verb =
+      hook.kind === 'nvidia-ctk'
+        ? ['nvidia-ctk', 'hook', 'update-ldcache']
+        : ['nvidia-cdi-hook', 'update-ldcache'];
+    edits.hooks = [
+      {
+        hookName: 'createContainer',
+        path: underRoot(input.hostPaths.driverRoot, hook.path),
+        args: [...verb, ...folders.flatMap((f) => ['--folder', f])],
+      },
+    ];
+  }
+  return edits;
+}
+
+/**
+ * Builds the claim's CDI spec. Devices are sorted by name (natural order) and de-duplicated (a device listed
+ * by two results of one claim is one CDI device), so the same claim always gives the same bytes.
+ */
+export function buildClaimCdiSpec(input: ClaimCdiInput): ClaimCdiSpec {
+  if (!isValidClaimUid(input.claimUid))
+    throw new Error(`invalid claim UID ${JSON.stringify(input.claimUid)}`);
+  const byName = new Map<string, CdiClaimDevice>();
+  for (const d of input.devices) byName.set(d.deviceName, d);
+  const devices = [...byName.values()].sort((a, b) => naturalCompare(a.deviceName, b.deviceName));
+
+  const cdiIds = new Map<string, string>();
+  const allNodes = new Map<string, CdiDeviceNode>();
+  const cdiDevices: CdiDevice[] = devices.map((d) => {
+    cdiIds.set(d.deviceName, qualifiedCdiId(input.driverName, input.claimUid, d.deviceName));
+    const nodes = deviceNodePaths(d.device).map((p) => node(p, input));
+    for (const n of nodes) allNodes.set(n.path, n);
+    return { name: cdiDeviceName(input.claimUid, d.deviceName), containerEdits: { deviceNodes: nodes } };
+  });
+  const containerEdits = commonEdits(input, devices);
+  for (const n of containerEdits.deviceNodes ?? []) allNodes.set(n.path, n);
+
+  return {
+    spec: { cdiVersion: CDI_VERSION, kind: cdiKind(input.driverName), devices: cdiDevices, containerEdits },
+    fileName: claimSpecFileName(input.driverName, input.claimUid),
+    cdiIds,
+    deviceNodes: [...allNodes.values()],
+  };
+}
+
+/** Stable serialization (2-space JSON + newline); CDI reads `.json` specs. */
+export function serializeCdiSpec(spec: CdiSpec): string {
+  return `${JSON.stringify(spec, null, 2)}\n`;
+}

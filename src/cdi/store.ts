@@ -1,0 +1,64 @@
+/**
+ * The CDI spec directory: atomic write, durable removal and listing of this driver's
+ * per-claim spec files. File names come only from spec.ts naming (driver + validated UID).
+ */
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { atomicWriteFile, removeFileDurably } from '../util/atomicWrite.js';
+import { claimSpecFilePrefix, serializeCdiSpec, type CdiSpec } from './spec.js';
+
+export class CdiStore {
+  constructor(
+    readonly root: string,
+    readonly driverName: string,
+  ) {}
+
+  pathOf(fileName: string): string {
+    if (fileName !== path.basename(fileName) || !fileName.startsWith(claimSpecFilePrefix(this.driverName))) {
+      throw new Error(`refusing CDI spec file name ${JSON.stringify(fileName)}`);
+    }
+    return path.join(this.root, fileName);
+  }
+
+  /** Writes a spec atomically (0644: container runtimes read it). */
+  async write(fileName: string, spec: CdiSpec): Promise<void> {
+    await fsp.mkdir(this.root, { recursive: true, mode: 0o755 });
+    await atomicWriteFile(this.pathOf(fileName), serializeCdiSpec(spec), { mode: 0o644 });
+  }
+
+  async exists(fileName: string): Promise<boolean> {
+    try {
+      await fsp.access(this.pathOf(fileName));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async read(fileName: string): Promise<string | undefined> {
+    try {
+      return await fsp.readFile(this.pathOf(fileName), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  /** Removes a spec; returns whether it existed. */
+  async remove(fileName: string): Promise<boolean> {
+    return removeFileDurably(this.pathOf(fileName));
+  }
+
+  /** This driver's per-claim spec files (by prefix), sorted. */
+  async list(): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.root);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const prefix = claimSpecFilePrefix(this.driverName);
+    return names.filter((n) => n.startsWith(prefix) && (n.endsWith('.json') || n.endsWith('.yaml'))).sort();
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * The checkpoint document: what this driver has prepared on this node, so that repeated and
+ * post-restart calls are answered from facts, and a crash mid-prepare can be undone.
+ *
+ * Compatibility rules (the NVIDIA driver's users lost nodes to a checksum over re-marshalled
+ * JSON, #1080; we do not repeat that):
+ * - There is no checksum. Atomic replace (temp + fsync + rename) is what guards against torn
+ *   writes; a file that does not parse is quarantined, not fatal.
+ * - Readers ignore fields they do not know and writers keep them: every object is parsed
+ *   "loose" and rewritten from the parsed object, so a downgrade followed by an upgrade loses
+ *   nothing a newer version stored.
+ * - `version` is the writer's format version. A writer that makes a change older readers would
+ *   misread (not merely an added field) must raise `minReaderVersion`; a reader refuses a
+ *   document whose `minReaderVersion` is above its own version instead of guessing.
+ * - Adding an optional field never changes either number.
+ * - A claim `state` this version does not know is treated as PrepareStarted (rolled back, so
+ *   the kubelet's retry prepares it afresh).
+ */
+import { z } from 'zod';
+
+export const CHECKPOINT_KIND = 'GpuDraCheckpoint';
+export const CHECKPOINT_VERSION = 1;
+export const CHECKPOINT_MIN_READER_VERSION = 1;
+export const CHECKPOINT_FILE = 'checkpoint.json';
+
+export type ClaimState = 'PrepareStarted' | 'PrepareCompleted';
+
+const sharingSchema = z.looseObject({
+  strategy: z.string(),
+  interval: z.string().optional(),
+  mps: z.looseObject({}).optional(),
+});
+
+export const checkpointDeviceSchema = z.looseObject({
+  requestNames: z.array(z.string()).default([]),
+  poolName: z.string(),
+  deviceName: z.string(),
+  cdiDeviceIds: z.array(z.string()).default([]),
+  /** UUID of the GPU/MIG device when prepared: detects a different device under the same name. */
+  uuid: z.string().optional(),
+  adminAccess: z.boolean().default(false),
+  shareId: z.string().optional(),
+  sharing: sharingSchema.optional(),
+});
+
+export const checkpointClaimSchema = z.looseObject({
+  state: z.string(),
+  namespace: z.string().default(''),
+  name: z.string().default(''),
+  /** Spec file name in the CDI root (derived from the UID; kept so rollback needs nothing else). */
+  cdiSpecFile: z.string().optional(),
+  devices: z.array(checkpointDeviceSchema).default([]),
+  /** The spec exactly as written; lets a restart restore a lost file without recomputing. */
+  cdiSpec: z.unknown().optional(),
+  /** ISO time of the last state change (informational). */
+  updated: z.string().optional(),
+});
+
+export const checkpointSchema = z.looseObject({
+  kind: z.literal(CHECKPOINT_KIND),
+  version: z.number().int().min(1),
+  minReaderVersion: z.number().int().min(1).default(1),
+  /** Kernel boot id when the claims were prepared; a different one means the node rebooted. */
+  bootId: z.string().optional(),
+  claims: z.record(z.string(), checkpointClaimSchema).default({}),
+});
+
+export type CheckpointDevice = z.infer<typeof checkpointDeviceSchema>;
+export type CheckpointClaim = z.infer<typeof checkpointClaimSchema>;
+export type CheckpointDocument = z.infer<typeof checkpointSchema>;
+
+export function emptyCheckpoint(bootId?: string): CheckpointDocument {
+  return {
+    kind: CHECKPOINT_KIND,
+    version: CHECKPOINT_VERSION,
+    minReaderVersion: CHECKPOINT_MIN_READER_VERSION,
+    ...(bootId ? { bootId } : {}),
+    claims: {},
+  };
+}
+
+export function claimState(claim: CheckpointClaim): ClaimState {
+  return claim.state === 'PrepareCompleted' ? 'PrepareCompleted' : 'PrepareStarted';
+}

@@ -1,0 +1,109 @@
+/**
+ * The ResourceClaim as the driver needs it, and the one edge that fetches it from the API
+ * server. Only the fields read here are typed; the shapes match resource.k8s.io/v1 JSON (and
+ * client-node's ResourceV1ResourceClaim, so its objects pass straight through).
+ */
+import type { KubeConfig } from '@kubernetes/client-node';
+import { GpuDraError } from '../util/errors.js';
+
+export interface DeviceRequestAllocationResult {
+  readonly request: string;
+  readonly driver: string;
+  readonly pool: string;
+  readonly device: string;
+  readonly adminAccess?: boolean;
+  readonly shareID?: string;
+}
+
+export interface OpaqueDeviceConfiguration {
+  readonly driver: string;
+  readonly parameters: unknown;
+}
+
+export interface DeviceAllocationConfiguration {
+  /** `FromClass` or `FromClaim`. */
+  readonly source: string;
+  readonly requests?: readonly string[];
+  readonly opaque?: OpaqueDeviceConfiguration;
+}
+
+export interface ResourceClaim {
+  readonly metadata?: { readonly name?: string; readonly namespace?: string; readonly uid?: string };
+  readonly status?: {
+    readonly allocation?: {
+      readonly devices?: {
+        readonly results?: readonly DeviceRequestAllocationResult[];
+        readonly config?: readonly DeviceAllocationConfiguration[];
+      };
+    };
+  };
+}
+
+/** Reads a ResourceClaim by namespace/name. Implementations throw when it cannot be read. */
+export interface ClaimGetter {
+  get(namespace: string, name: string): Promise<ResourceClaim>;
+}
+
+export class ClaimError extends GpuDraError {
+  readonly claimUid: string;
+
+  constructor(code: string, claimUid: string, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.claimUid = claimUid;
+  }
+}
+
+/** Thin edge over client-node's ResourceV1Api (resource.k8s.io/v1). */
+export async function kubeClaimGetter(kubeConfig: KubeConfig): Promise<ClaimGetter> {
+  const { ResourceV1Api } = await import('@kubernetes/client-node');
+  const api = kubeConfig.makeApiClient(ResourceV1Api);
+  return {
+    async get(namespace, name) {
+      return await api.readNamespacedResourceClaim({ namespace, name });
+    },
+  };
+}
+
+/** In-memory getter for tests, demos and the simulator. */
+export class MemoryClaimGetter implements ClaimGetter {
+  private readonly claims = new Map<string, ResourceClaim>();
+
+  set(claim: ResourceClaim): void {
+    const { namespace = '', name = '' } = claim.metadata ?? {};
+    this.claims.set(`${namespace}/${name}`, claim);
+  }
+
+  delete(namespace: string, name: string): void {
+    this.claims.delete(`${namespace}/${name}`);
+  }
+
+  get(namespace: string, name: string): Promise<ResourceClaim> {
+    const claim = this.claims.get(`${namespace}/${name}`);
+    if (!claim)
+      return Promise.reject(new Error(`resourceclaims "${name}" not found in namespace "${namespace}"`));
+    return Promise.resolve(structuredClone(claim));
+  }
+}
+
+/**
+ * Checks what the kubelet helper checks: the claim is allocated and still the one the kubelet
+ * asked for (same UID; a different UID means it was deleted and re-created).
+ */
+export function checkFetchedClaim(claim: ResourceClaim, expectedUid: string): void {
+  const uid = claim.metadata?.uid;
+  const where = `${claim.metadata?.namespace ?? '?'}/${claim.metadata?.name ?? '?'}`;
+  if (uid !== expectedUid) {
+    throw new ClaimError(
+      'CLAIM_REPLACED',
+      expectedUid,
+      `claim ${where} has UID ${uid ?? '<none>'}, expected ${expectedUid}: it was replaced`,
+    );
+  }
+  if (!claim.status?.allocation) {
+    throw new ClaimError(
+      'CLAIM_NOT_ALLOCATED',
+      expectedUid,
+      `claim ${where} (${expectedUid}) is not allocated`,
+    );
+  }
+}

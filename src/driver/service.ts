@@ -1,0 +1,152 @@
+/**
+ * DRAPlugin handlers (v1 and v1beta1; identical except v1's `share_id`). Each call gets a
+ * request id and a child logger; each claim is prepared independently and its failure becomes
+ * that claim's `error`, so one bad claim never fails the RPC.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { errorMessage, GpuDraError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import type { ClaimGetter } from './claims.js';
+import type { DriverMetrics } from './metrics.js';
+import type {
+  ClaimRef,
+  NodePrepareResourcesRequest,
+  NodePrepareResourcesResponse,
+  NodeUnprepareResourcesRequest,
+  NodeUnprepareResourcesResponse,
+  ProtoDevice,
+} from './proto.js';
+import type { DeviceState, PreparedDevice } from './state.js';
+
+export interface DraServiceOptions {
+  readonly state: DeviceState;
+  readonly claims: ClaimGetter;
+  readonly logger: Logger;
+  readonly metrics?: DriverMetrics;
+}
+
+type ApiVersion = 'v1' | 'v1beta1';
+
+function toProto(device: PreparedDevice, version: ApiVersion): ProtoDevice {
+  return {
+    request_names: [...device.requestNames],
+    pool_name: device.poolName,
+    device_name: device.deviceName,
+    cdi_device_ids: [...device.cdiDeviceIds],
+    ...(version === 'v1' && device.shareId ? { share_id: device.shareId } : {}),
+  };
+}
+
+function claimWhere(ref: ClaimRef): string {
+  return `${ref.namespace}/${ref.name}`;
+}
+
+function checkRef(ref: ClaimRef): void {
+  const missing = (['uid', 'namespace', 'name'] as const).filter((k) => !ref[k]);
+  if (missing.length > 0) {
+    throw new GpuDraError('CLAIM_REF_INVALID', `claim reference lacks ${missing.join(', ')}`);
+  }
+}
+
+export class DraService {
+  private requestSeq = 0;
+
+  constructor(private readonly opts: DraServiceOptions) {}
+
+  async prepare(
+    request: NodePrepareResourcesRequest,
+    logger: Logger,
+    version: ApiVersion,
+  ): Promise<NodePrepareResourcesResponse> {
+    const claims: NodePrepareResourcesResponse['claims'] = {};
+    await Promise.all(
+      request.claims.map(async (ref) => {
+        const clog = logger.child({ claimUid: ref.uid, namespace: ref.namespace, name: ref.name });
+        try {
+          checkRef(ref);
+          const devices = await this.opts.state.prepare(
+            ref,
+            () => this.opts.claims.get(ref.namespace, ref.name),
+            clog,
+          );
+          claims[ref.uid] = { devices: devices.map((d) => toProto(d, version)), error: '' };
+          this.opts.metrics?.claimOperations.inc({ operation: 'prepare', result: 'success' });
+        } catch (err) {
+          const message = `prepare claim ${claimWhere(ref)} (${ref.uid}): ${errorMessage(err)}`;
+          clog.error({ err: errorMessage(err), code: (err as { code?: string }).code }, 'prepare failed');
+          claims[ref.uid] = { devices: [], error: message };
+          this.opts.metrics?.claimOperations.inc({ operation: 'prepare', result: 'error' });
+        }
+      }),
+    );
+    this.opts.metrics?.preparedClaims.set(this.opts.state.preparedClaimUids().length);
+    return { claims };
+  }
+
+  async unprepare(
+    request: NodeUnprepareResourcesRequest,
+    logger: Logger,
+  ): Promise<NodeUnprepareResourcesResponse> {
+    const claims: NodeUnprepareResourcesResponse['claims'] = {};
+    await Promise.all(
+      request.claims.map(async (ref) => {
+        const clog = logger.child({ claimUid: ref.uid, namespace: ref.namespace, name: ref.name });
+        try {
+          await this.opts.state.unprepare(ref, clog);
+          claims[ref.uid] = { error: '' };
+          this.opts.metrics?.claimOperations.inc({ operation: 'unprepare', result: 'success' });
+        } catch (err) {
+          clog.error({ err: errorMessage(err) }, 'unprepare failed');
+          claims[ref.uid] = {
+            error: `unprepare claim ${claimWhere(ref)} (${ref.uid}): ${errorMessage(err)}`,
+          };
+          this.opts.metrics?.claimOperations.inc({ operation: 'unprepare', result: 'error' });
+        }
+      }),
+    );
+    this.opts.metrics?.preparedClaims.set(this.opts.state.preparedClaimUids().length);
+    return { claims };
+  }
+
+  private unary<Req, Res>(
+    method: string,
+    version: ApiVersion,
+    handler: (req: Req, logger: Logger) => Promise<Res>,
+  ): grpc.handleUnaryCall<Req, Res> {
+    return (call, callback) => {
+      const requestId = ++this.requestSeq;
+      const logger = this.opts.logger.child({ method, version, requestId });
+      const end = this.opts.metrics?.grpcDuration.startTimer({ method });
+      logger.debug({ request: call.request }, 'request');
+      handler(call.request, logger).then(
+        (response) => {
+          end?.();
+          this.opts.metrics?.grpcRequests.inc({ service: `${version}.DRAPlugin`, method, code: 'OK' });
+          logger.debug({ response }, 'response');
+          callback(null, response);
+        },
+        (err: unknown) => {
+          end?.();
+          this.opts.metrics?.grpcRequests.inc({ service: `${version}.DRAPlugin`, method, code: 'INTERNAL' });
+          logger.error({ err: errorMessage(err) }, 'request failed');
+          callback({ code: grpc.status.INTERNAL, details: errorMessage(err) });
+        },
+      );
+    };
+  }
+
+  implementation(version: ApiVersion): grpc.UntypedServiceImplementation {
+    return {
+      NodePrepareResources: this.unary<NodePrepareResourcesRequest, NodePrepareResourcesResponse>(
+        'NodePrepareResources',
+        version,
+        (req, log) => this.prepare(req, log, version),
+      ),
+      NodeUnprepareResources: this.unary<NodeUnprepareResourcesRequest, NodeUnprepareResourcesResponse>(
+        'NodeUnprepareResources',
+        version,
+        (req, log) => this.unprepare(req, log),
+      ),
+    };
+  }
+}

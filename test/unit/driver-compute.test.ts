@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { devicesOverlap, mayShare, planClaim } from '../../src/driver/compute.js';
+import { indexInventory } from '../../src/driver/deviceNames.js';
+import { opaque, testClaim, testInventory, TEST_DRIVER, TEST_NODE } from '../../src/driver/testing.js';
+
+const devices = indexInventory(testInventory());
+const plan = (claim: ReturnType<typeof testClaim>): ReturnType<typeof planClaim> =>
+  planClaim({ driverName: TEST_DRIVER, poolName: TEST_NODE, claim, devices });
+
+describe('device names', () => {
+  it('indexes full GPUs and MIG devices by their published names', () => {
+    expect([...devices.keys()]).toEqual(['gpu-0', 'gpu-1', 'gpu-1-mig-1g10gb-19-0', 'gpu-1-mig-1g10gb-19-1']);
+  });
+});
+
+describe('planClaim', () => {
+  it('takes only our driver and pool, strips subrequests, maps devices', () => {
+    const claim = testClaim({
+      uid: 'u1',
+      devices: [
+        'gpus/big:gpu-0',
+        { device: 'x', driver: 'other.example.com', pool: 'p' },
+        'mig:gpu-1-mig-1g10gb-19-0',
+      ],
+    });
+    const planned = plan(claim);
+    expect(planned.map((p) => [p.requestNames, p.deviceName, p.device.kind])).toEqual([
+      [['gpus'], 'gpu-0', 'gpu'],
+      [['mig'], 'gpu-1-mig-1g10gb-19-0', 'mig'],
+    ]);
+  });
+
+  it('fails for an unknown device, naming it', () => {
+    expect(() => plan(testClaim({ uid: 'u1', devices: ['gpu-9'] }))).toThrow(
+      /gpu-9 \(request gpu\) does not exist/,
+    );
+  });
+
+  it("fails when our devices are in another node's pool", () => {
+    expect(() => plan(testClaim({ uid: 'u1', devices: [{ device: 'gpu-0', pool: 'node-b' }] }))).toThrow(
+      /pool\(s\) node-b/,
+    );
+  });
+
+  it('attaches sharing and admin access', () => {
+    const planned = plan(
+      testClaim({
+        uid: 'u1',
+        devices: [{ device: 'gpu-0', adminAccess: true }],
+        config: [
+          opaque({ apiVersion: 'gpu.dra.dev/v1alpha1', kind: 'GpuConfig', sharing: { strategy: 'MPS' } }),
+        ],
+      }),
+    );
+    expect(planned[0]).toMatchObject({ adminAccess: true, sharing: { strategy: 'MPS' } });
+  });
+});
+
+describe('overlap rules', () => {
+  it('devicesOverlap: same device, or full GPU vs its MIG devices', () => {
+    expect(devicesOverlap('gpu-0', 'gpu-0')).toBe(true);
+    expect(devicesOverlap('gpu-1', 'gpu-1-mig-1g10gb-19-0')).toBe(true);
+    expect(devicesOverlap('gpu-1-mig-1g10gb-19-0', 'gpu-1')).toBe(true);
+    expect(devicesOverlap('gpu-1-mig-1g10gb-19-0', 'gpu-1-mig-1g10gb-19-1')).toBe(false);
+    expect(devicesOverlap('gpu-10', 'gpu-1-mig-1g10gb-19-0')).toBe(false);
+  });
+
+  it('mayShare: admin access on either side, or the same sharing strategy on both', () => {
+    const none = { adminAccess: false };
+    expect(mayShare(none, none)).toBe(false);
+    expect(mayShare({ adminAccess: true }, none)).toBe(true);
+    expect(mayShare(none, { adminAccess: true })).toBe(true);
+    expect(
+      mayShare(
+        { adminAccess: false, sharing: { strategy: 'MPS' } },
+        { adminAccess: false, sharing: { strategy: 'MPS' } },
+      ),
+    ).toBe(true);
+    expect(
+      mayShare(
+        { adminAccess: false, sharing: { strategy: 'MPS' } },
+        { adminAccess: false, sharing: { strategy: 'TimeSlicing' } },
+      ),
+    ).toBe(false);
+    expect(mayShare({ adminAccess: false, sharing: { strategy: 'MPS' } }, none)).toBe(false);
+  });
+});

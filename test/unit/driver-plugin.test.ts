@@ -1,0 +1,352 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import * as grpc from '@grpc/grpc-js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CdiStore } from '../../src/cdi/store.js';
+import { CheckpointStore } from '../../src/checkpoint/store.js';
+import { MemoryClaimGetter, type ClaimGetter, type ResourceClaim } from '../../src/driver/claims.js';
+import { createDriverMetrics } from '../../src/driver/metrics.js';
+import { startKubeletPlugin, type KubeletPlugin } from '../../src/driver/plugin.js';
+import {
+  loadProtos,
+  type NodePrepareResourcesResponse,
+  type NodeUnprepareResourcesResponse,
+  type PluginInfo,
+} from '../../src/driver/proto.js';
+import { DeviceState } from '../../src/driver/state.js';
+import {
+  createTestHost,
+  opaque,
+  testClaim,
+  testInventory,
+  TEST_DRIVER,
+  TEST_NODE,
+  type TestHost,
+} from '../../src/driver/testing.js';
+import { silentLogger } from '../../src/util/log.js';
+
+type Unary = (req: unknown, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
+
+function call<T>(client: grpc.Client, method: string, request: unknown): Promise<T> {
+  const fn = (client as unknown as Record<string, Unary>)[method];
+  if (!fn) throw new Error(`no method ${method}`);
+  return new Promise((resolve, reject) => {
+    fn.call(client, request, (err, res) => {
+      if (err) reject(err);
+      else resolve(res as T);
+    });
+  });
+}
+
+/** Counts GETs so tests can tell whether a prepare went to the API server. */
+class CountingGetter implements ClaimGetter {
+  gets = 0;
+  readonly inner = new MemoryClaimGetter();
+  set(claim: ResourceClaim): void {
+    this.inner.set(claim);
+  }
+  get(namespace: string, name: string): Promise<ResourceClaim> {
+    this.gets++;
+    return this.inner.get(namespace, name);
+  }
+}
+
+let host: TestHost;
+let plugin: KubeletPlugin;
+let claims: CountingGetter;
+let v1: grpc.Client;
+let v1beta1: grpc.Client;
+let reg: grpc.Client;
+const clients: grpc.Client[] = [];
+
+async function start(): Promise<void> {
+  const logger = silentLogger();
+  const cdi = new CdiStore(host.cdiRoot, TEST_DRIVER);
+  const checkpoint = new CheckpointStore(path.join(host.pluginsDir, TEST_DRIVER, 'checkpoint.json'), logger);
+  const inventory = testInventory();
+  const state = new DeviceState({
+    driverName: TEST_DRIVER,
+    poolName: TEST_NODE,
+    hostPaths: host.hostPaths,
+    cdi,
+    checkpoint,
+    inventory: { current: () => inventory },
+    logger,
+  });
+  await state.recover();
+  plugin = await startKubeletPlugin({
+    driverName: TEST_DRIVER,
+    registryDir: host.registryDir,
+    pluginsDir: host.pluginsDir,
+    state,
+    claims,
+    logger,
+    metrics: createDriverMetrics(),
+  });
+  const protos = loadProtos();
+  const creds = grpc.credentials.createInsecure();
+  v1 = new protos.draV1(`unix:${plugin.draSocket}`, creds);
+  v1beta1 = new protos.draV1beta1(`unix:${plugin.draSocket}`, creds);
+  reg = new protos.registration(`unix:${plugin.registrationSocket}`, creds);
+  clients.push(v1, v1beta1, reg);
+}
+
+const prepare = (client: grpc.Client, ...refs: ResourceClaim[]): Promise<NodePrepareResourcesResponse> =>
+  call(client, 'NodePrepareResources', {
+    claims: refs.map((c) => ({
+      uid: c.metadata?.uid,
+      namespace: c.metadata?.namespace,
+      name: c.metadata?.name,
+    })),
+  });
+const unprepare = (client: grpc.Client, ...refs: ResourceClaim[]): Promise<NodeUnprepareResourcesResponse> =>
+  call(client, 'NodeUnprepareResources', {
+    claims: refs.map((c) => ({
+      uid: c.metadata?.uid,
+      namespace: c.metadata?.namespace,
+      name: c.metadata?.name,
+    })),
+  });
+
+const specPath = (uid: string): string => path.join(host.cdiRoot, `k8s.gpu.dra.dev-claim_${uid}.json`);
+
+beforeEach(async () => {
+  host = createTestHost();
+  claims = new CountingGetter();
+  await start();
+});
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.close();
+  await plugin.stop();
+  host.cleanup();
+});
+
+describe('sockets and registration', () => {
+  it('GetInfo advertises the DRA socket and both API versions', async () => {
+    const info = await call<PluginInfo>(reg, 'GetInfo', {});
+    expect(info).toEqual({
+      type: 'DRAPlugin',
+      name: TEST_DRIVER,
+      endpoint: path.join(host.pluginsDir, TEST_DRIVER, 'dra.sock'),
+      supported_versions: ['v1.DRAPlugin', 'v1beta1.DRAPlugin'],
+    });
+    expect(path.isAbsolute(info.endpoint)).toBe(true);
+    expect(plugin.registrationSocket).toBe(path.join(host.registryDir, `${TEST_DRIVER}-reg.sock`));
+  });
+
+  it('records NotifyRegistrationStatus and errors when not registered', async () => {
+    await call(reg, 'NotifyRegistrationStatus', { plugin_registered: true });
+    expect(plugin.registration.status.registered).toBe(true);
+    await expect(
+      call(reg, 'NotifyRegistrationStatus', { plugin_registered: false, error: 'boom' }),
+    ).rejects.toThrow(/boom/);
+    expect(plugin.registration.status).toMatchObject({ registered: false, error: 'boom' });
+  });
+
+  it('sockets are 0600 in a 0700 plugin dir and vanish on stop', async () => {
+    const mode = (p: string): string => (fs.statSync(p).mode & 0o777).toString(8);
+    expect(mode(plugin.draSocket)).toBe('600');
+    expect(mode(plugin.registrationSocket)).toBe('600');
+    expect(mode(path.dirname(plugin.draSocket))).toBe('700');
+    await plugin.stop();
+    expect(fs.existsSync(plugin.draSocket)).toBe(false);
+    expect(fs.existsSync(plugin.registrationSocket)).toBe(false);
+  });
+
+  it('replaces stale socket files but refuses to delete a non-socket', async () => {
+    await plugin.stop();
+    const sock = path.join(host.registryDir, `${TEST_DRIVER}-reg.sock`);
+    const py = spawnSync('python3', [
+      '-c',
+      `import socket;socket.socket(socket.AF_UNIX).bind(${JSON.stringify(sock)})`,
+    ]);
+    expect(py.status).toBe(0);
+    expect(fs.lstatSync(sock).isSocket()).toBe(true);
+    await start();
+    expect(await call<PluginInfo>(reg, 'GetInfo', {})).toMatchObject({ name: TEST_DRIVER });
+    await plugin.stop();
+    fs.writeFileSync(sock, 'not a socket');
+    await expect(start()).rejects.toThrow(/not a socket/);
+    expect(fs.existsSync(path.join(host.pluginsDir, TEST_DRIVER, 'dra.sock'))).toBe(false);
+    fs.rmSync(sock);
+    await start();
+  });
+});
+
+describe('NodePrepareResources / NodeUnprepareResources', () => {
+  it('an empty request answers {claims: {}} on both versions', async () => {
+    expect(await prepare(v1)).toEqual({ claims: {} });
+    expect(await prepare(v1beta1)).toEqual({ claims: {} });
+    expect(await unprepare(v1)).toEqual({ claims: {} });
+  });
+
+  it('prepares a GPU claim: devices, CDI ids, spec file', async () => {
+    const claim = testClaim({ uid: 'a0000000-0000-0000-0000-000000000001', devices: ['gpus/one:gpu-0'] });
+    claims.set(claim);
+    const res = await prepare(v1, claim);
+    const uid = 'a0000000-0000-0000-0000-000000000001';
+    expect(res.claims[uid]).toEqual({
+      error: '',
+      devices: [
+        {
+          request_names: ['gpus'],
+          pool_name: TEST_NODE,
+          device_name: 'gpu-0',
+          cdi_device_ids: [`k8s.gpu.dra.dev/claim=${uid}-gpu-0`],
+        },
+      ],
+    });
+    const spec = JSON.parse(fs.readFileSync(specPath(uid), 'utf8')) as {
+      devices: { name: string }[];
+      containerEdits: { env: string[] };
+    };
+    expect(spec.devices.map((d) => d.name)).toEqual([`${uid}-gpu-0`]);
+    expect(spec.containerEdits.env).toContain(`GPU_DRA_CLAIM_UID=${uid}`);
+  });
+
+  it('two claims, one failing: the failure is that claim’s error only', async () => {
+    const good = testClaim({ uid: 'good', devices: ['gpu-0'] });
+    const unknownDevice = testClaim({ uid: 'bad1', devices: ['gpu-9'] });
+    const notAllocated = testClaim({ uid: 'bad2', devices: [], allocated: false });
+    const replaced = { ...testClaim({ uid: 'bad3-new', devices: ['gpu-1-mig-1g10gb-19-0'] }) };
+    const badConfig = testClaim({
+      uid: 'bad4',
+      devices: ['gpu-1-mig-1g10gb-19-1'],
+      config: [opaque({ apiVersion: 'gpu.dra.dev/v1alpha1', kind: 'MigDeviceConfig', bogus: 1 })],
+    });
+    for (const c of [good, unknownDevice, notAllocated, replaced, badConfig]) claims.set(c);
+    const res = await prepare(v1, good, unknownDevice, notAllocated, badConfig, {
+      metadata: { ...replaced.metadata, uid: 'bad3' },
+    });
+    expect(Object.keys(res.claims).sort()).toEqual(['bad1', 'bad2', 'bad3', 'bad4', 'good']);
+    expect(res.claims['good']?.error).toBe('');
+    expect(res.claims['good']?.devices).toHaveLength(1);
+    expect(res.claims['bad1']?.error).toMatch(/default\/claim-bad1 \(bad1\).*gpu-9/);
+    expect(res.claims['bad2']?.error).toMatch(/not allocated/);
+    expect(res.claims['bad3']?.error).toMatch(/has UID bad3-new, expected bad3: it was replaced/);
+    expect(res.claims['bad4']?.error).toMatch(/config\[0\]\.opaque\.parameters\.bogus: unknown field/);
+    for (const uid of ['bad1', 'bad2', 'bad3', 'bad4']) {
+      expect(res.claims[uid]?.devices).toEqual([]);
+      expect(fs.existsSync(specPath(uid))).toBe(false);
+    }
+  });
+
+  it('a claim the API server does not know is that claim’s error', async () => {
+    const ghost = testClaim({ uid: 'ghost', devices: ['gpu-0'] });
+    const res = await prepare(v1, ghost);
+    expect(res.claims['ghost']?.error).toMatch(/not found/);
+  });
+
+  it('is idempotent: a repeat returns the same devices without a GET or a rewrite', async () => {
+    const claim = testClaim({ uid: 'idem', devices: ['a:gpu-0', 'b:gpu-1-mig-1g10gb-19-0'] });
+    claims.set(claim);
+    const first = await prepare(v1, claim);
+    const before = fs.statSync(specPath('idem'));
+    const getsBefore = claims.gets;
+    const second = await prepare(v1, claim);
+    const third = await prepare(v1beta1, claim);
+    expect(second).toEqual(first);
+    expect(third.claims['idem']?.devices).toEqual(first.claims['idem']?.devices);
+    expect(claims.gets).toBe(getsBefore);
+    const after = fs.statSync(specPath('idem'));
+    expect([after.ino, after.mtimeMs]).toEqual([before.ino, before.mtimeMs]);
+  });
+
+  it('restores a prepared claim’s spec file if something deleted it', async () => {
+    const claim = testClaim({ uid: 'restore', devices: ['gpu-0'] });
+    claims.set(claim);
+    await prepare(v1, claim);
+    const content = fs.readFileSync(specPath('restore'), 'utf8');
+    fs.rmSync(specPath('restore'));
+    expect((await prepare(v1, claim)).claims['restore']?.error).toBe('');
+    expect(fs.readFileSync(specPath('restore'), 'utf8')).toBe(content);
+  });
+
+  it('never hands one device to two claims without sharing, even when prepared concurrently', async () => {
+    const a = testClaim({ uid: 'conc-a', name: 'a', devices: ['gpu-0'] });
+    const b = testClaim({ uid: 'conc-b', name: 'b', devices: ['gpu-0'] });
+    claims.set(a);
+    claims.set(b);
+    const [ra, rb] = await Promise.all([prepare(v1, a), prepare(v1, b)]);
+    const results = [ra.claims['conc-a'], rb.claims['conc-b']];
+    const winners = results.filter((r) => r?.error === '');
+    const losers = results.filter((r) => r?.error !== '');
+    expect(winners).toHaveLength(1);
+    expect(losers).toHaveLength(1);
+    expect(losers[0]?.error).toMatch(/gpu-0.*already prepared for claim default\/[ab] \(conc-[ab]\)/);
+    // Same thing inside one request, and a MIG device of a GPU another claim holds in full.
+    const c = testClaim({ uid: 'conc-c', devices: ['gpu-1'] });
+    const d = testClaim({ uid: 'conc-d', devices: ['gpu-1-mig-1g10gb-19-0'] });
+    claims.set(c);
+    claims.set(d);
+    const rcd = await prepare(v1, c, d);
+    expect([rcd.claims['conc-c']?.error, rcd.claims['conc-d']?.error].filter((e) => e === '')).toHaveLength(
+      1,
+    );
+  });
+
+  it('allows sharing when both claims configure the same strategy, or with admin access', async () => {
+    const mps = opaque({
+      apiVersion: 'gpu.dra.dev/v1alpha1',
+      kind: 'GpuConfig',
+      sharing: { strategy: 'MPS' },
+    });
+    const a = testClaim({ uid: 'share-a', devices: ['gpu-0'], config: [mps] });
+    const b = testClaim({ uid: 'share-b', devices: ['gpu-0'], config: [mps] });
+    const admin = testClaim({ uid: 'share-admin', devices: [{ device: 'gpu-0', adminAccess: true }] });
+    for (const c of [a, b, admin]) claims.set(c);
+    const res = await prepare(v1, a, b, admin);
+    expect(Object.values(res.claims).map((r) => r.error)).toEqual(['', '', '']);
+  });
+
+  it('the same claim prepared concurrently is prepared once', async () => {
+    const claim = testClaim({ uid: 'twice', devices: ['gpu-0'] });
+    claims.set(claim);
+    const [r1, r2] = await Promise.all([prepare(v1, claim), prepare(v1beta1, claim)]);
+    expect(r1.claims['twice']?.error).toBe('');
+    expect(r2.claims['twice']?.error).toBe('');
+    expect(claims.gets).toBe(1);
+  });
+
+  it('a missing device node is that claim’s error, naming it', async () => {
+    fs.rmSync(path.join(host.hostPaths.devRoot, 'nvidia-caps', 'nvidia-cap101'));
+    const claim = testClaim({ uid: 'nodes', devices: ['gpu-1-mig-1g10gb-19-0'] });
+    claims.set(claim);
+    const res = await prepare(v1, claim);
+    expect(res.claims['nodes']?.error).toContain(
+      path.join(host.hostPaths.devRoot, 'nvidia-caps', 'nvidia-cap101'),
+    );
+    expect(fs.existsSync(specPath('nodes'))).toBe(false);
+  });
+
+  it('unprepare removes the spec and frees the device; unknown claims succeed', async () => {
+    const a = testClaim({ uid: 'un-a', devices: ['gpu-0'] });
+    const b = testClaim({ uid: 'un-b', devices: ['gpu-0'] });
+    claims.set(a);
+    claims.set(b);
+    await prepare(v1, a);
+    expect((await prepare(v1, b)).claims['un-b']?.error).not.toBe('');
+    const res = await unprepare(
+      v1,
+      a,
+      testClaim({ uid: 'never-seen', devices: [] }),
+      testClaim({ uid: '../evil', devices: [] }),
+    );
+    expect(res).toEqual({
+      claims: { 'un-a': { error: '' }, 'never-seen': { error: '' }, '../evil': { error: '' } },
+    });
+    expect(fs.existsSync(specPath('un-a'))).toBe(false);
+    expect((await prepare(v1, b)).claims['un-b']?.error).toBe('');
+    expect((await unprepare(v1beta1, b)).claims['un-b']).toEqual({ error: '' });
+    expect(fs.readdirSync(host.cdiRoot)).toEqual([]);
+  });
+
+  it('rejects a UID that is not a plain identifier before touching anything', async () => {
+    const claim = testClaim({ uid: '../../etc', devices: ['gpu-0'] });
+    claims.set(claim);
+    const res = await prepare(v1, claim);
+    expect(res.claims['../../etc']?.error).toMatch(/invalid claim UID/);
+    expect(claims.gets).toBe(0);
+  });
+});

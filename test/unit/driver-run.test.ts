@@ -1,0 +1,225 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  parseDriverConfig,
+  runDriver,
+  type DriverConfig,
+  type RunningDriver,
+  type SlicePublisher,
+} from '../../src/cli/commands/driver.js';
+import type { CdiSpec } from '../../src/cdi/spec.js';
+import { MemoryClaimGetter } from '../../src/driver/claims.js';
+import { loadProtos, type NodePrepareResourcesResponse, type PluginInfo } from '../../src/driver/proto.js';
+import { testClaim, TEST_DRIVER } from '../../src/driver/testing.js';
+import { discoverInventory } from '../../src/nvml/discover.js';
+import type { NodeInventory } from '../../src/nvml/types.js';
+import { ConfigError } from '../../src/util/errors.js';
+import { silentLogger } from '../../src/util/log.js';
+import { fakeNvmlLib, withSimulatedNode, type TempSimulatedNode } from '../support/sim.js';
+
+describe('parseDriverConfig', () => {
+  const inCluster = { KUBERNETES_SERVICE_HOST: '10.0.0.1' };
+
+  it('applies defaults and freezes the result', () => {
+    const config = parseDriverConfig({ nodeName: 'node-a' }, inCluster);
+    expect(config).toEqual({
+      nodeName: 'node-a',
+      driverName: 'gpu.dra.dev',
+      kubeletRegistryDir: '/var/lib/kubelet/plugins_registry',
+      kubeletPluginsDir: '/var/lib/kubelet/plugins',
+      cdiRoot: '/var/run/cdi',
+      hostPaths: { devRoot: '/dev', procRoot: '/proc', sysRoot: '/sys', driverRoot: '/' },
+      cleanupOnExit: false,
+      logLevel: 'info',
+    });
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(Object.isFrozen(config.hostPaths)).toBe(true);
+  });
+
+  it('parses every option', () => {
+    const config = parseDriverConfig(
+      {
+        nodeName: 'n1',
+        kubeconfig: '/k',
+        driverName: 'gpu.example.com',
+        kubeletRegistryDir: '/r',
+        kubeletPluginsDir: '/p',
+        cdiRoot: '/c',
+        nvmlLib: '/lib/libnvidia-ml.so.1',
+        devRoot: '/h/dev',
+        procRoot: '/h/proc',
+        sysRoot: '/h/sys',
+        driverRoot: '/run/nvidia/driver',
+        httpListen: ':8080',
+        cleanupOnExit: 'true',
+        logLevel: 'debug',
+      },
+      {},
+    );
+    expect(config.httpListen).toEqual({ host: '0.0.0.0', port: 8080 });
+    expect(config.cleanupOnExit).toBe(true);
+    expect(config.hostPaths.driverRoot).toBe('/run/nvidia/driver');
+  });
+
+  it('reports every bad flag at once', () => {
+    let caught: unknown;
+    try {
+      parseDriverConfig(
+        {
+          driverName: 'Bad_Name',
+          kubeletRegistryDir: 'relative/dir',
+          cdiRoot: 'cdi',
+          httpListen: 'nope',
+          cleanupOnExit: 'maybe',
+          logLevel: 'loud',
+        },
+        {},
+      );
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(ConfigError);
+    const message = (caught as Error).message;
+    for (const flag of [
+      '--node-name',
+      '--driver-name',
+      '--kubelet-registry-dir',
+      '--cdi-root',
+      '--http-listen',
+      '--cleanup-on-exit',
+      '--log-level',
+    ]) {
+      expect(message).toContain(`${flag}:`);
+    }
+  });
+
+  it('needs a kubeconfig outside a cluster', () => {
+    expect(() => parseDriverConfig({ nodeName: 'n' }, {})).toThrow(/--kubeconfig: required/);
+  });
+});
+
+class RecordingPublisher implements SlicePublisher {
+  started?: NodeInventory;
+  stopped = false;
+  deleted = false;
+  start(inventory: NodeInventory): void {
+    this.started = inventory;
+  }
+  update(): Promise<void> {
+    return Promise.resolve();
+  }
+  isReady(): boolean {
+    return this.started !== undefined;
+  }
+  stop(): Promise<void> {
+    this.stopped = true;
+    return Promise.resolve();
+  }
+  deleteAll(): Promise<number> {
+    this.deleted = true;
+    return Promise.resolve(1);
+  }
+}
+
+describe('runDriver on a simulated node', () => {
+  let node: TempSimulatedNode | undefined;
+  let running: RunningDriver | undefined;
+  let dir: string | undefined;
+  afterEach(async () => {
+    await running?.stop();
+    await node?.cleanup();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    running = undefined;
+    node = undefined;
+  });
+
+  it('discovers, serves both sockets and HTTP, prepares a MIG claim with real caps, stops cleanly', async () => {
+    node = await withSimulatedNode('a100-mig');
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-run-'));
+    const config: DriverConfig = parseDriverConfig(
+      {
+        nodeName: 'sim-node',
+        kubeletRegistryDir: path.join(dir, 'reg'),
+        kubeletPluginsDir: path.join(dir, 'plugins'),
+        cdiRoot: path.join(dir, 'cdi'),
+        devRoot: node.hostPaths.devRoot,
+        procRoot: node.hostPaths.procRoot,
+        sysRoot: node.hostPaths.sysRoot,
+        driverRoot: node.hostPaths.driverRoot,
+        httpListen: '127.0.0.1:0',
+        cleanupOnExit: true,
+      },
+      { KUBERNETES_SERVICE_HOST: 'x' },
+    );
+    const hostPaths = node.hostPaths;
+    const claims = new MemoryClaimGetter();
+    const publisher = new RecordingPublisher();
+    running = await runDriver(config, {
+      logger: silentLogger(),
+      discover: () => discoverInventory({ nvmlLib: fakeNvmlLib(), hostPaths }),
+      claims,
+      publisher,
+    });
+    expect(publisher.started?.gpus.length).toBeGreaterThan(0);
+
+    const protos = loadProtos();
+    const creds = grpc.credentials.createInsecure();
+    const reg = new protos.registration(`unix:${running.plugin.registrationSocket}`, creds);
+    const dra = new protos.draV1(`unix:${running.plugin.draSocket}`, creds);
+    const info = await new Promise<PluginInfo>((resolve, reject) => {
+      (
+        reg as unknown as { GetInfo: (r: object, cb: (e: Error | null, r: PluginInfo) => void) => void }
+      ).GetInfo({}, (e, r) => {
+        if (e) reject(e);
+        else resolve(r);
+      });
+    });
+    expect(info.endpoint).toBe(path.join(dir, 'plugins', TEST_DRIVER, 'dra.sock'));
+
+    const base = `http://127.0.0.1:${running.httpAddress?.port ?? 0}`;
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    expect(await (await fetch(`${base}/metrics`)).text()).toContain('gpu_dra_grpc_requests_total');
+
+    const migName = 'gpu-0-mig-1g5gb-19-2';
+    const claim = testClaim({ uid: 'run-1', devices: [{ device: migName, pool: 'sim-node' }] });
+    claims.set(claim);
+    const res = await new Promise<NodePrepareResourcesResponse>((resolve, reject) => {
+      (
+        dra as unknown as {
+          NodePrepareResources: (
+            r: object,
+            cb: (e: Error | null, r: NodePrepareResourcesResponse) => void,
+          ) => void;
+        }
+      ).NodePrepareResources(
+        { claims: [{ uid: 'run-1', namespace: 'default', name: 'claim-run-1' }] },
+        (e, r) => {
+          if (e) reject(e);
+          else resolve(r);
+        },
+      );
+    });
+    reg.close();
+    dra.close();
+    expect(res.claims['run-1']?.error).toBe('');
+    const spec = JSON.parse(
+      fs.readFileSync(path.join(dir, 'cdi', `k8s.gpu.dra.dev-claim_run-1.json`), 'utf8'),
+    ) as CdiSpec;
+    const nodes = spec.devices[0]?.containerEdits.deviceNodes ?? [];
+    expect(nodes[0]?.path).toBe('/dev/nvidia0');
+    expect(nodes.slice(1).map((n) => n.path)).toHaveLength(2);
+    for (const n of nodes) expect(fs.existsSync(n.hostPath ?? '')).toBe(true);
+    // The simulated driver root has the libraries: they are mounted.
+    expect(spec.containerEdits?.mounts?.some((m) => m.containerPath.includes('libnvidia-ml.so'))).toBe(true);
+
+    const sockets = [running.plugin.draSocket, running.plugin.registrationSocket];
+    await running.stop();
+    for (const s of sockets) expect(fs.existsSync(s)).toBe(false);
+    expect(publisher.deleted).toBe(true);
+    expect(fs.readdirSync(path.join(dir, 'cdi'))).toEqual([]);
+  });
+});

@@ -1,0 +1,212 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { CdiSpec } from '../../src/cdi/spec.js';
+import { CdiStore } from '../../src/cdi/store.js';
+import { CheckpointStore } from '../../src/checkpoint/store.js';
+import { MemoryClaimGetter } from '../../src/driver/claims.js';
+import { DeviceState, readBootId, type InventorySource } from '../../src/driver/state.js';
+import {
+  createTestHost,
+  testClaim,
+  testGpu,
+  testInventory,
+  TEST_DRIVER,
+  TEST_NODE,
+  type TestHost,
+} from '../../src/driver/testing.js';
+import type { NodeInventory } from '../../src/nvml/types.js';
+import { silentLogger } from '../../src/util/log.js';
+
+const log = silentLogger();
+let host: TestHost;
+let getter: MemoryClaimGetter;
+let checkpointFile: string;
+
+function makeState(options: { inventory?: InventorySource; cdi?: CdiStore } = {}): DeviceState {
+  const inventory = testInventory();
+  return new DeviceState({
+    driverName: TEST_DRIVER,
+    poolName: TEST_NODE,
+    hostPaths: host.hostPaths,
+    cdi: options.cdi ?? new CdiStore(host.cdiRoot, TEST_DRIVER),
+    checkpoint: new CheckpointStore(checkpointFile, log),
+    inventory: options.inventory ?? { current: () => inventory },
+    logger: log,
+  });
+}
+
+const specFile = (uid: string): string => `k8s.gpu.dra.dev-claim_${uid}.json`;
+const specPath = (uid: string): string => path.join(host.cdiRoot, specFile(uid));
+const readCheckpoint = (): {
+  bootId?: string;
+  claims: Record<string, { state: string; cdiSpec?: CdiSpec }>;
+} => JSON.parse(fs.readFileSync(checkpointFile, 'utf8')) as never;
+
+async function prepareVia(state: DeviceState, uid: string, devices: string[]): Promise<string[]> {
+  const claim = testClaim({ uid, devices });
+  getter.set(claim);
+  const out = await state.prepare(
+    { uid, namespace: 'default', name: `claim-${uid}` },
+    () => getter.get('default', `claim-${uid}`),
+    log,
+  );
+  return out.map((d) => d.deviceName);
+}
+
+beforeEach(() => {
+  host = createTestHost();
+  getter = new MemoryClaimGetter();
+  checkpointFile = path.join(host.pluginsDir, TEST_DRIVER, 'checkpoint.json');
+});
+afterEach(() => {
+  host.cleanup();
+});
+
+describe('start-up recovery', () => {
+  it('records the boot id and removes orphaned specs of ours only', async () => {
+    fs.writeFileSync(path.join(host.cdiRoot, specFile('orphan')), '{}');
+    fs.writeFileSync(path.join(host.cdiRoot, 'nvidia.yaml'), 'x');
+    const state = makeState();
+    const report = await state.recover();
+    expect(report).toMatchObject({
+      checkpoint: 'missing',
+      rebooted: false,
+      orphansRemoved: [specFile('orphan')],
+    });
+    expect(fs.readdirSync(host.cdiRoot)).toEqual(['nvidia.yaml']);
+    expect(readCheckpoint().bootId).toBe(readBootId(host.hostPaths));
+  });
+
+  it('crash after PrepareStarted but before the spec was written: rolled back', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepareVia(state, 'c1', ['gpu-0']);
+    const doc = readCheckpoint();
+    (doc.claims['c1'] as { state: string }).state = 'PrepareStarted';
+    fs.writeFileSync(checkpointFile, JSON.stringify(doc));
+    fs.rmSync(specPath('c1'));
+    const report = await makeState().recover();
+    expect(report.rolledBack).toEqual(['c1']);
+    expect(readCheckpoint().claims).toEqual({});
+  });
+
+  it('crash after the spec was written but before PrepareCompleted: rolled back, spec removed', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepareVia(state, 'c2', ['gpu-0']);
+    const doc = readCheckpoint();
+    (doc.claims['c2'] as { state: string }).state = 'PrepareStarted';
+    fs.writeFileSync(checkpointFile, JSON.stringify(doc));
+    const fresh = makeState();
+    expect((await fresh.recover()).rolledBack).toEqual(['c2']);
+    expect(fs.existsSync(specPath('c2'))).toBe(false);
+    // gpu-0 is free again and the kubelet's retry prepares afresh.
+    expect(await prepareVia(fresh, 'c3', ['gpu-0'])).toEqual(['gpu-0']);
+  });
+
+  it('same boot, spec file lost: restored byte for byte from the checkpoint', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepareVia(state, 'c4', ['gpu-1-mig-1g10gb-19-0']);
+    const content = fs.readFileSync(specPath('c4'), 'utf8');
+    fs.rmSync(specPath('c4'));
+    expect((await makeState().recover()).restored).toEqual(['c4']);
+    expect(fs.readFileSync(specPath('c4'), 'utf8')).toBe(content);
+  });
+
+  it('after a reboot, specs are rebuilt against the current host, not trusted', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepareVia(state, 'c5', ['gpu-0']);
+    fs.rmSync(host.cdiRoot, { recursive: true }); // /var/run is a tmpfs
+    host.setBootId('99999999-0000-0000-0000-000000000000');
+    // The driver moved: specs must point at today's files.
+    fs.renameSync(
+      path.join(host.hostPaths.driverRoot, 'usr/bin/nvidia-smi'),
+      path.join(host.hostPaths.driverRoot, 'usr/bin/nvidia-smi.old'),
+    );
+    const report = await makeState().recover();
+    expect(report).toMatchObject({ rebooted: true, rebuilt: ['c5'], dropped: [] });
+    const spec = JSON.parse(fs.readFileSync(specPath('c5'), 'utf8')) as CdiSpec;
+    expect(spec.containerEdits?.mounts?.map((m) => m.containerPath)).not.toContain('/usr/bin/nvidia-smi');
+    expect(readCheckpoint().bootId).toBe('99999999-0000-0000-0000-000000000000');
+    expect(readCheckpoint().claims['c5']?.cdiSpec).toEqual(spec);
+  });
+
+  it('after a reboot, a claim whose device vanished or changed identity is dropped', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepareVia(state, 'gone', ['gpu-0']);
+    await prepareVia(state, 'swapped', ['gpu-1-mig-1g10gb-19-1']);
+    host.setBootId('reboot-2');
+    const base = testInventory();
+    const changed: NodeInventory = {
+      ...base,
+      gpus: [
+        testGpu(1, {
+          migMode: { current: true, pending: true },
+          migDevices: (base.gpus[1]?.migDevices ?? []).map((m) =>
+            m.gpuInstanceId === 1 ? { ...m, uuid: 'MIG-new' } : m,
+          ),
+        }),
+      ],
+    };
+    const report = await makeState({ inventory: { current: () => changed } }).recover();
+    expect([...report.dropped].sort()).toEqual(['gone', 'swapped']);
+    expect(readCheckpoint().claims).toEqual({});
+    expect(fs.readdirSync(host.cdiRoot)).toEqual([]);
+  });
+
+  it('an unreadable checkpoint is quarantined and existing specs are kept', async () => {
+    fs.mkdirSync(path.dirname(checkpointFile), { recursive: true });
+    fs.writeFileSync(checkpointFile, '{torn');
+    fs.writeFileSync(path.join(host.cdiRoot, specFile('in-use')), '{}');
+    const report = await makeState().recover();
+    expect(report.checkpoint).toBe('quarantined');
+    expect(report.orphansRemoved).toEqual([]);
+    expect(fs.existsSync(path.join(host.cdiRoot, specFile('in-use')))).toBe(true);
+  });
+});
+
+describe('prepare failure paths', () => {
+  it('a failed spec write leaves neither a checkpoint entry nor a file', async () => {
+    class FailingStore extends CdiStore {
+      override async write(fileName: string, spec: CdiSpec): Promise<void> {
+        await super.write(fileName, spec);
+        throw new Error('disk full');
+      }
+    }
+    const state = makeState({ cdi: new FailingStore(host.cdiRoot, TEST_DRIVER) });
+    await state.recover();
+    await expect(prepareVia(state, 'fail', ['gpu-0'])).rejects.toThrow('disk full');
+    expect(readCheckpoint().claims).toEqual({});
+    expect(fs.existsSync(specPath('fail'))).toBe(false);
+  });
+
+  it('re-discovers once when an allocated device is unknown (e.g. a MIG device created later)', async () => {
+    let refreshed = 0;
+    const small: NodeInventory = { ...testInventory(), gpus: [testGpu(0)] };
+    const state = makeState({
+      inventory: {
+        current: () => small,
+        refresh: () => {
+          refreshed++;
+          return testInventory();
+        },
+      },
+    });
+    await state.recover();
+    expect(await prepareVia(state, 'late', ['gpu-1-mig-1g10gb-19-0'])).toEqual(['gpu-1-mig-1g10gb-19-0']);
+    expect(refreshed).toBe(1);
+  });
+
+  it('cleanupAll removes every spec of ours and the checkpoint', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepareVia(state, 'x1', ['gpu-0']);
+    await state.cleanupAll();
+    expect(fs.readdirSync(host.cdiRoot)).toEqual([]);
+    expect(fs.existsSync(checkpointFile)).toBe(false);
+  });
+});
