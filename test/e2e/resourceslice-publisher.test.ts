@@ -1,0 +1,352 @@
+/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
+   data-only classes; plain object literals are the documented way to build request bodies. */
+// The ResourceSlice publisher against a real kube-apiserver and kube-scheduler: the apiserver's
+// validation accepts every slice we build, the publisher keeps the pool equal to the model
+// (stale slices removed, outside deletes/edits/wipes repaired, no writes when nothing changed),
+// runs with exactly PUBLISHER_RBAC_RULES, and the real scheduler allocates claims whose CEL
+// (NVIDIA-style, driver gpu.nvidia.com) selects our devices by productName, memory, driverVersion
+// and MIG profile.
+import {
+  CoreV1Api,
+  RbacAuthorizationV1Api,
+  ResourceV1Api,
+  type ResourceV1ResourceClaim,
+  type V1ResourceSlice,
+} from '@kubernetes/client-node';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+
+import type { NodeInventory } from '../../src/nvml/types.js';
+import { inventoryFixture, type InventoryProfile } from '../../src/resourceslice/fixtures.js';
+import { buildSlices } from '../../src/resourceslice/model.js';
+import { PUBLISHER_RBAC_RULES, ResourceSlicePublisher } from '../../src/resourceslice/publisher.js';
+import { startCluster, type Cluster } from './support/cluster.js';
+import { startNode, type NodeHarness } from './support/node.js';
+import { ensurePeersBinary, peersLog } from './support/peers.js';
+import { eventually } from './support/wait.js';
+
+const DRIVER = 'gpu.dra.dev';
+const NVIDIA_DRIVER = 'gpu.nvidia.com';
+
+/** The only place this file gets inventories from (switch to fake-NVML discovery here). */
+function inventoryOf(profile: InventoryProfile): NodeInventory {
+  return inventoryFixture(profile);
+}
+
+describe('ResourceSlice publisher against a real apiserver and scheduler', () => {
+  let cluster: Cluster | undefined;
+  let core: CoreV1Api;
+  let resource: ResourceV1Api;
+  const publishers: ResourceSlicePublisher[] = [];
+  const harnesses: NodeHarness[] = [];
+
+  function c(): Cluster {
+    if (cluster === undefined) throw new Error('cluster not started');
+    return cluster;
+  }
+
+  /** A publisher running as the driver's identity, with only PUBLISHER_RBAC_RULES granted. */
+  function publisher(nodeName: string, driverName = DRIVER): ResourceSlicePublisher {
+    const p = new ResourceSlicePublisher({
+      nodeName,
+      driverName,
+      kubeConfig: c().kubeConfigFor(c().driverToken),
+      debounceMs: 50,
+      backoff: { initialDelayMs: 100, maxDelayMs: 2000 },
+    });
+    publishers.push(p);
+    return p;
+  }
+
+  async function slicesOf(nodeName: string, driverName = DRIVER): Promise<V1ResourceSlice[]> {
+    const list = await resource.listResourceSlice({
+      fieldSelector: `spec.nodeName=${nodeName},spec.driver=${driverName}`,
+    });
+    return list.items.sort((a, b) => ((a.metadata?.name ?? '') < (b.metadata?.name ?? '') ? -1 : 1));
+  }
+
+  async function createNode(name: string): Promise<void> {
+    await core.createNode({ body: { metadata: { name } } });
+  }
+
+  beforeAll(async () => {
+    const buildStart = Date.now();
+    const binary = await ensurePeersBinary();
+    peersLog(`ensurePeersBinary took ${String(Date.now() - buildStart)}ms`);
+    cluster = await startCluster({ binary });
+    core = cluster.kubeConfig.makeApiClient(CoreV1Api);
+    resource = cluster.kubeConfig.makeApiClient(ResourceV1Api);
+    const rbac = cluster.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
+    await rbac.createClusterRole({
+      body: {
+        metadata: { name: 'gpu-dra-resourceslice-publisher' },
+        rules: PUBLISHER_RBAC_RULES.map((r) => ({
+          apiGroups: [...r.apiGroups],
+          resources: [...r.resources],
+          verbs: [...r.verbs],
+        })),
+      },
+    });
+    await rbac.createClusterRoleBinding({
+      body: {
+        metadata: { name: 'gpu-dra-resourceslice-publisher' },
+        roleRef: {
+          apiGroup: 'rbac.authorization.k8s.io',
+          kind: 'ClusterRole',
+          name: 'gpu-dra-resourceslice-publisher',
+        },
+        subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: cluster.driverUser }],
+      },
+    });
+  }, 3_600_000);
+
+  afterEach(async () => {
+    await Promise.all(publishers.splice(0).map((p) => p.stop()));
+  });
+
+  afterAll(async () => {
+    await Promise.all(harnesses.map((h) => h.stop()));
+    await cluster?.stop();
+  });
+
+  it('gets every slice of a 224-device, an 8-GPU and a MIG inventory accepted by the apiserver', async () => {
+    onTestFailed(() => {
+      c().dumpLogs();
+    });
+    await createNode('node-b');
+    const pub = publisher('node-b');
+    pub.start(inventoryOf('h100-mig-224'));
+    await pub.whenReady();
+    let slices = await slicesOf('node-b');
+    expect(slices.map((s) => s.spec.devices?.length)).toEqual([128, 96]);
+    const node = await core.readNode({ name: 'node-b' });
+    for (const s of slices) {
+      expect(s.spec.pool).toEqual({ name: 'node-b', generation: 1, resourceSliceCount: 2 });
+      expect(s.metadata?.ownerReferences?.[0]).toMatchObject({
+        kind: 'Node',
+        name: 'node-b',
+        uid: node.metadata?.uid,
+      });
+    }
+    // What the apiserver stored is exactly the model: nothing dropped, quantities canonical.
+    expect(pub.counters.droppedFields).toBe(0);
+    const model = buildSlices(inventoryOf('h100-mig-224'), { nodeName: 'node-b' }).slices;
+    expect(slices.map((s) => s.spec.devices)).toEqual(model.map((m) => m.spec.devices));
+
+    for (const profile of ['h100-8x', 'a100-mig', 'h100'] as const) {
+      await pub.update(inventoryOf(profile));
+      slices = await slicesOf('node-b');
+      const want = buildSlices(inventoryOf(profile), { nodeName: 'node-b' }).slices;
+      expect(slices.map((s) => s.spec.devices)).toEqual(want.map((m) => m.spec.devices));
+      expect(slices.every((s) => s.spec.pool.resourceSliceCount === want.length)).toBe(true);
+    }
+    expect(pub.counters.droppedFields).toBe(0);
+    expect(new Set(slices.map((s) => s.spec.pool.generation))).toEqual(new Set([4]));
+  });
+
+  it('writes nothing when nothing changed, also after a restart', async () => {
+    await createNode('node-c');
+    const first = publisher('node-c');
+    first.start(inventoryOf('h100-mig-224'));
+    await first.whenReady();
+    const before = (await slicesOf('node-c')).map((s) => s.metadata?.resourceVersion);
+    const writes = { ...first.counters };
+    await first.sync();
+    await first.update(inventoryOf('h100-mig-224'));
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(first.counters).toMatchObject({
+      creates: writes.creates,
+      updates: writes.updates,
+      deletes: writes.deletes,
+    });
+    await first.stop();
+
+    const second = publisher('node-c');
+    second.start(inventoryOf('h100-mig-224'));
+    await second.whenReady();
+    await second.sync();
+    expect(second.counters).toMatchObject({ creates: 0, updates: 0, deletes: 0 });
+    expect((await slicesOf('node-c')).map((s) => s.metadata?.resourceVersion)).toEqual(before);
+  });
+
+  it('removes stale slices after a restart with fewer devices', async () => {
+    await createNode('node-d');
+    const old = publisher('node-d');
+    old.start(inventoryOf('h100-mig-224'));
+    await old.whenReady();
+    await old.stop();
+    expect(await slicesOf('node-d')).toHaveLength(2);
+
+    const restarted = publisher('node-d');
+    restarted.start(inventoryOf('h100-8x'));
+    await restarted.whenReady();
+    const slices = await slicesOf('node-d');
+    expect(slices).toHaveLength(1);
+    expect(slices[0]?.spec.devices?.map((d) => d.name)).toEqual(
+      Array.from({ length: 8 }, (_, i) => `gpu-${i}`),
+    );
+    expect(slices[0]?.spec.pool).toEqual({ name: 'node-d', generation: 2, resourceSliceCount: 1 });
+    expect(restarted.counters).toMatchObject({ deletes: 1, updates: 1, creates: 0 });
+  });
+
+  it('repairs outside deletes and edits, re-creates after a node-wide wipe, and cleans up on exit', async () => {
+    await createNode('node-e');
+    const pub = publisher('node-e');
+    pub.start(inventoryOf('h100-mig-224'));
+    await pub.whenReady();
+    const [a, b] = await slicesOf('node-e');
+    const nameA = a?.metadata?.name ?? '';
+    const nameB = b?.metadata?.name ?? '';
+
+    await resource.deleteResourceSlice({ name: nameB });
+    const t0 = Date.now();
+    await eventually(
+      'deleted slice re-created',
+      async () => ((await slicesOf('node-e')).length === 2 ? true : undefined),
+      10_000,
+      100,
+    );
+    peersLog(`outside delete repaired in ${String(Date.now() - t0)}ms`);
+
+    const current = await resource.readResourceSlice({ name: nameA });
+    current.spec.devices = current.spec.devices?.slice(0, 3);
+    await resource.replaceResourceSlice({ name: nameA, body: current });
+    await eventually(
+      'edited slice repaired',
+      async () =>
+        (await resource.readResourceSlice({ name: nameA })).spec.devices?.length === 128 ? true : undefined,
+      10_000,
+      100,
+    );
+
+    // The kubelet's wipe: DeleteCollection with spec.nodeName (all drivers).
+    await resource.deleteCollectionResourceSlice({ fieldSelector: 'spec.nodeName=node-e' });
+    const t1 = Date.now();
+    await eventually(
+      'wiped slices re-created',
+      async () => ((await slicesOf('node-e')).length === 2 ? true : undefined),
+      10_000,
+      100,
+    );
+    peersLog(`node-wide wipe repaired in ${String(Date.now() - t1)}ms`);
+    const generations = new Set((await slicesOf('node-e')).map((s) => s.spec.pool.generation));
+    expect(generations.size).toBe(1);
+    expect([...generations][0]).toBeGreaterThanOrEqual(4);
+
+    expect(await pub.deleteAll()).toBe(2);
+    expect(await slicesOf('node-e')).toHaveLength(0);
+  });
+
+  it('lets the real scheduler allocate devices selected with NVIDIA-style CEL', async () => {
+    const nodeName = 'node-a';
+    const ns = 'rs-sched';
+    const h = await startNode(c(), nodeName); // registers a Ready node; wipes its slices first
+    harnesses.push(h);
+    onTestFailed(() => {
+      c().dumpLogs();
+      h.dumpLogs();
+    });
+    const pub = publisher(nodeName, NVIDIA_DRIVER);
+    pub.start(inventoryOf('a100-mig'));
+    await pub.whenReady();
+
+    // NVIDIA's DeviceClasses, verbatim.
+    for (const [name, type] of [
+      ['gpu.nvidia.com', 'gpu'],
+      ['mig.nvidia.com', 'mig'],
+    ] as const) {
+      await resource.createDeviceClass({
+        body: {
+          metadata: { name },
+          spec: {
+            selectors: [
+              {
+                cel: {
+                  expression: `device.driver == 'gpu.nvidia.com' && device.attributes['gpu.nvidia.com'].type == '${type}'`,
+                },
+              },
+            ],
+          },
+        },
+      });
+    }
+    await core.createNamespace({ body: { metadata: { name: ns } } });
+    await eventually(
+      'default ServiceAccount',
+      async () =>
+        (await core.readNamespacedServiceAccount({ namespace: ns, name: 'default' })).metadata?.name,
+    );
+
+    const claims: Record<string, { deviceClassName: string; cel: string }> = {
+      'big-a100': {
+        deviceClassName: 'gpu.nvidia.com',
+        cel:
+          "device.attributes['gpu.nvidia.com'].productName.matches('^NVIDIA A100') && " +
+          "device.capacity['gpu.nvidia.com'].memory.compareTo(quantity('40Gi')) >= 0 && " +
+          "device.attributes['gpu.nvidia.com'].driverVersion.compareTo(semver('580.159.4')) >= 0 && " +
+          "device.attributes['gpu.nvidia.com'].cudaComputeCapability.isGreaterThan(semver('7.9.0'))",
+      },
+      'mig-3g': {
+        deviceClassName: 'mig.nvidia.com',
+        cel:
+          "device.attributes['gpu.nvidia.com'].profile == '3g.20gb' && " +
+          "device.capacity['gpu.nvidia.com'].multiprocessors.compareTo(quantity('42')) == 0",
+      },
+    };
+    for (const [name, { deviceClassName, cel }] of Object.entries(claims)) {
+      await resource.createNamespacedResourceClaim({
+        namespace: ns,
+        body: {
+          metadata: { name },
+          spec: {
+            devices: {
+              requests: [
+                { name: 'dev', exactly: { deviceClassName, selectors: [{ cel: { expression: cel } }] } },
+              ],
+            },
+          },
+        },
+      });
+      await core.createNamespacedPod({
+        namespace: ns,
+        body: {
+          metadata: { name: `pod-${name}` },
+          spec: {
+            containers: [
+              { name: 'ctr', image: 'registry.k8s.io/pause:3.10', resources: { claims: [{ name: 'dev' }] } },
+            ],
+            resourceClaims: [{ name: 'dev', resourceClaimName: name }],
+          },
+        },
+      });
+    }
+
+    const allocated = async (name: string): Promise<string | undefined> => {
+      const rc: ResourceV1ResourceClaim = await resource.readNamespacedResourceClaim({ namespace: ns, name });
+      const r = rc.status?.allocation?.devices?.results?.[0];
+      return r ? `${r.driver}/${r.pool}/${r.device}` : undefined;
+    };
+    /** Waits for the claim's allocation; on timeout the error carries the pod's scheduling verdict. */
+    const allocation = async (name: string): Promise<string> => {
+      try {
+        return await eventually(`${name} allocated`, () => allocated(name), 60_000);
+      } catch (err) {
+        const p = await core.readNamespacedPod({ namespace: ns, name: `pod-${name}` });
+        const cond = p.status?.conditions?.find((x) => x.type === 'PodScheduled');
+        const slices = await slicesOf(nodeName, NVIDIA_DRIVER);
+        throw new Error(
+          `${(err as Error).message}; PodScheduled=${JSON.stringify(cond)}; slices=${String(slices.length)}`,
+          {
+            cause: err,
+          },
+        );
+      }
+    };
+    expect(await allocation('big-a100')).toBe(`${NVIDIA_DRIVER}/${nodeName}/gpu-1`);
+    expect(await allocation('mig-3g')).toBe(`${NVIDIA_DRIVER}/${nodeName}/gpu-0-mig-3g20gb-9-4`);
+    const bound = await eventually('pod bound', async () => {
+      const p = await core.readNamespacedPod({ namespace: ns, name: 'pod-mig-3g' });
+      return p.spec?.nodeName || undefined;
+    });
+    expect(bound).toBe(nodeName);
+  });
+});
