@@ -12,7 +12,14 @@ import {
   migProfileName,
 } from './names.js';
 import { NvmlReturn } from './returnCodes.js';
-import type { GpuDevice, GpuFailure, MigDevice, MigProfileInfo, NodeInventory } from './types.js';
+import type {
+  GpuDevice,
+  GpuFailure,
+  MigDevice,
+  MigProfileInfo,
+  MigResources,
+  NodeInventory,
+} from './types.js';
 
 const MIB = 1024 * 1024;
 
@@ -152,6 +159,12 @@ function readMigProfiles(nvml: NvmlApi, dev: DeviceHandle): MigProfileInfo[] {
   return [...profiles.values()];
 }
 
+/** The capacities a GPU instance of this profile has (a MIG device is exactly that). */
+function migResources(profile: MigResources): MigResources {
+  const { memoryBytes, multiprocessors, copyEngines, decoders, encoders, jpegEngines, ofaEngines } = profile;
+  return { memoryBytes, multiprocessors, copyEngines, decoders, encoders, jpegEngines, ofaEngines };
+}
+
 function readMigDevices(
   nvml: NvmlApi,
   dev: DeviceHandle,
@@ -192,13 +205,7 @@ function readMigDevices(
       profile: profile.name,
       profileId: profile.id,
       placement: { start: gi.placement.start, size: gi.placement.size },
-      memoryBytes: profile.memoryBytes,
-      multiprocessors: profile.multiprocessors,
-      copyEngines: profile.copyEngines,
-      decoders: profile.decoders,
-      encoders: profile.encoders,
-      jpegEngines: profile.jpegEngines,
-      ofaEngines: profile.ofaEngines,
+      ...migResources(profile),
       ...(accessCaps === undefined ? {} : { accessCaps }),
     });
   }

@@ -4,14 +4,8 @@
  * report (NVML answered NOT_SUPPORTED, or sysfs had no answer).
  */
 
-/** One MIG GPU-instance profile a MIG-capable GPU supports (`nvidia-smi mig -lgip`). */
-export interface MigProfileInfo {
-  /** Profile name without the "MIG " prefix, e.g. `1g.10gb`. */
-  readonly name: string;
-  /** NVML GPU-instance profile id, e.g. 19 for 1g.10gb on Hopper/Ampere. */
-  readonly id: number;
-  readonly instanceCount: number;
-  readonly sliceCount: number;
+/** What one MIG GPU instance of a profile gets: the capacities a MIG device publishes. */
+export interface MigResources {
   readonly memoryBytes: number;
   readonly multiprocessors: number;
   readonly copyEngines: number;
@@ -19,6 +13,16 @@ export interface MigProfileInfo {
   readonly encoders: number;
   readonly jpegEngines: number;
   readonly ofaEngines: number;
+}
+
+/** One MIG GPU-instance profile a MIG-capable GPU supports (`nvidia-smi mig -lgip`). */
+export interface MigProfileInfo extends MigResources {
+  /** Profile name without the "MIG " prefix, e.g. `1g.10gb`. */
+  readonly name: string;
+  /** NVML GPU-instance profile id, e.g. 19 for 1g.10gb on Hopper/Ampere. */
+  readonly id: number;
+  readonly instanceCount: number;
+  readonly sliceCount: number;
 }
 
 export interface MigMode {
@@ -69,7 +73,8 @@ export interface MigPlacement {
   readonly size: number;
 }
 
-export interface MigDevice {
+/** A MIG device that exists now; its capacities are its GPU-instance profile's. */
+export interface MigDevice extends MigResources {
   readonly kind: 'mig';
   /** `MIG-...` UUID. */
   readonly uuid: string;
@@ -83,13 +88,6 @@ export interface MigDevice {
   readonly profile: string;
   readonly profileId: number;
   readonly placement: MigPlacement;
-  readonly memoryBytes: number;
-  readonly multiprocessors: number;
-  readonly copyEngines: number;
-  readonly decoders: number;
-  readonly encoders: number;
-  readonly jpegEngines: number;
-  readonly ofaEngines: number;
   /**
    * Minors of /dev/nvidia-caps/nvidia-cap<N> granting access to this device's GPU instance
    * and compute instance, from /proc/driver/nvidia-caps/mig-minors. Absent when that file
