@@ -5,6 +5,7 @@ import { ConfigError, GpuDraError, errorMessage } from '../util/errors.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerDiscoverCommand } from './commands/discover.js';
 import { registerDriverCommand } from './commands/driver.js';
+import { registerExplainCommand } from './commands/explain.js';
 import { registerSlicesCommand } from './commands/slices.js';
 
 /** Exit codes: 1 runtime failure, 2 environment/usage problem (no NVML, bad flags). */
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   registerDiscoverCommand(program);
   registerDriverCommand(program);
   registerSlicesCommand(program);
+  registerExplainCommand(program);
   registerDemoCommand(program);
   return program;
 }

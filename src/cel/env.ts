@@ -1,0 +1,317 @@
+/**
+ * Kubernetes-DRA-compatible CEL evaluation of device selectors on @marcbachmann/cel-js.
+ *
+ * The environment mirrors the one the scheduler uses (dynamic-resource-allocation
+ * `cel/compile.go`): one variable `device` of object type `kubernetes.DRADevice`, standard
+ * CEL with macros, optional types (`.?x`, `.orValue()`), `cel.bind`, strings (`startsWith`,
+ * `endsWith`, `contains`, `matches`, `lowerAscii`, ...), regex `find`/`findAll`, and the
+ * Kubernetes `quantity()` and `semver()` libraries. Verdicts follow Kubernetes:
+ *
+ * - an expression that does not compile (syntax, unknown function, non-bool type) is a
+ *   compile error; so is one longer than 10 KiB;
+ * - referencing a missing attribute is an evaluation *error*, not false (`no such key`);
+ *   `&&`/`||` absorb an error when the other side decides the result, as CEL specifies;
+ * - a result that is not a bool is an error.
+ *
+ * `has(device.attributes["d"].x)` is supported through {@link rewriteHasMacros}.
+ */
+import {
+  Environment,
+  EvaluationError,
+  Optional,
+  type ASTNode,
+  type TypeCheckResult,
+} from '@marcbachmann/cel-js';
+import { CelDevice, DeviceConversionError, toCelDevice, type DeviceInput } from './device.js';
+import { Quantity } from './quantity.js';
+import { rewriteHasMacros } from './rewrite.js';
+import { Semver } from './semver.js';
+
+/** `CELSelectorExpressionMaxLength`. */
+export const MAX_EXPRESSION_LENGTH = 10 * 1024;
+
+const QUANTITY = 'kubernetes.Quantity';
+const SEMVER = 'kubernetes.Semver';
+
+function evalError(message: string): EvaluationError {
+  return new EvaluationError(message);
+}
+
+function toQuantity(v: Quantity | bigint): Quantity {
+  return v instanceof Quantity ? v : Quantity.fromInteger(v);
+}
+
+function parseQuantity(s: string): Quantity {
+  const q = Quantity.tryParse(s);
+  if (!q)
+    throw evalError(
+      `quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': "${s}"`,
+    );
+  return q;
+}
+
+function parseSemver(s: string, normalize: boolean): Semver {
+  try {
+    return normalize ? Semver.parseNormalized(s) : Semver.parse(s);
+  } catch (err) {
+    throw evalError(err instanceof Error ? err.message : String(err));
+  }
+}
+
+function regex(pattern: string): RegExp {
+  try {
+    return new RegExp(pattern, 'g');
+  } catch {
+    throw evalError(`invalid regular expression: ${pattern}`);
+  }
+}
+
+function buildEnvironment(): Environment {
+  const env = new Environment({
+    enableOptionalTypes: true,
+    homogeneousAggregateLiterals: false,
+    limits: { maxAstNodes: 100_000 },
+  });
+  env
+    .registerType(QUANTITY, Quantity)
+    .registerType(SEMVER, Semver)
+    .registerType('kubernetes.DRADevice', {
+      ctor: CelDevice,
+      fields: {
+        driver: 'string',
+        attributes: 'map<string, map<string, dyn>>',
+        capacity: `map<string, map<string, ${QUANTITY}>>`,
+        allowMultipleAllocations: 'bool',
+      },
+    })
+    .registerVariable('device', 'kubernetes.DRADevice');
+
+  const method = (
+    receiverType: string,
+    name: string,
+    params: string[],
+    returnType: string,
+    handler: (...args: never[]) => unknown,
+  ): void => {
+    env.registerFunction({
+      name,
+      receiverType,
+      returnType,
+      params: params.map((type, i) => ({ name: `arg${i}`, type })),
+      handler: handler as (...args: unknown[]) => unknown,
+    });
+  };
+  const fn = (
+    name: string,
+    params: string[],
+    returnType: string,
+    handler: (...args: never[]) => unknown,
+  ): void => {
+    env.registerFunction({
+      name,
+      returnType,
+      params: params.map((type, i) => ({ name: `arg${i}`, type })),
+      handler: handler as (...args: unknown[]) => unknown,
+    });
+  };
+
+  // Quantity library (k8s.io/apiserver/pkg/cel/library/quantity.go).
+  fn('quantity', ['string'], QUANTITY, (s: string) => parseQuantity(s));
+  fn('isQuantity', ['string'], 'bool', (s: string) => Quantity.tryParse(s) !== undefined);
+  method(QUANTITY, 'sign', [], 'int', (q: Quantity) => BigInt(q.sign()));
+  method(QUANTITY, 'isInteger', [], 'bool', (q: Quantity) => q.isInteger());
+  method(QUANTITY, 'asInteger', [], 'int', (q: Quantity) => {
+    const v = q.asInt64();
+    if (v === undefined) throw evalError(`cannot convert value to integer: ${q.toString()}`);
+    return v;
+  });
+  method(QUANTITY, 'asApproximateFloat', [], 'double', (q: Quantity) => q.asApproximateFloat());
+  for (const other of [QUANTITY, 'int']) {
+    method(QUANTITY, 'add', [other], QUANTITY, (a: Quantity, b: Quantity | bigint) => a.add(toQuantity(b)));
+    method(QUANTITY, 'sub', [other], QUANTITY, (a: Quantity, b: Quantity | bigint) => a.sub(toQuantity(b)));
+  }
+  method(QUANTITY, 'isLessThan', [QUANTITY], 'bool', (a: Quantity, b: Quantity) => a.compareTo(b) < 0);
+  method(QUANTITY, 'isGreaterThan', [QUANTITY], 'bool', (a: Quantity, b: Quantity) => a.compareTo(b) > 0);
+  method(QUANTITY, 'compareTo', [QUANTITY], 'int', (a: Quantity, b: Quantity) => BigInt(a.compareTo(b)));
+  env.registerOperator(`${QUANTITY} == ${QUANTITY}`, (a: Quantity, b: Quantity) => a.equals(b));
+
+  // Semver library (k8s.io/apiserver/pkg/cel/library/semverlib.go).
+  fn('semver', ['string'], SEMVER, (s: string) => parseSemver(s, false));
+  fn('semver', ['string', 'bool'], SEMVER, (s: string, normalize: boolean) => parseSemver(s, normalize));
+  fn('isSemver', ['string'], 'bool', (s: string) => Semver.tryParse(s) !== undefined);
+  fn(
+    'isSemver',
+    ['string', 'bool'],
+    'bool',
+    (s: string, normalize: boolean) => Semver.tryParse(s, normalize) !== undefined,
+  );
+  method(SEMVER, 'major', [], 'int', (v: Semver) => v.major);
+  method(SEMVER, 'minor', [], 'int', (v: Semver) => v.minor);
+  method(SEMVER, 'patch', [], 'int', (v: Semver) => v.patch);
+  method(SEMVER, 'isLessThan', [SEMVER], 'bool', (a: Semver, b: Semver) => a.compareTo(b) < 0);
+  method(SEMVER, 'isGreaterThan', [SEMVER], 'bool', (a: Semver, b: Semver) => a.compareTo(b) > 0);
+  method(SEMVER, 'compareTo', [SEMVER], 'int', (a: Semver, b: Semver) => BigInt(a.compareTo(b)));
+  env.registerOperator(`${SEMVER} == ${SEMVER}`, (a: Semver, b: Semver) => a.equals(b));
+
+  // Regex library (k8s.io/apiserver/pkg/cel/library/regex.go).
+  method('string', 'find', ['string'], 'string', (s: string, p: string) => regex(p).exec(s)?.[0] ?? '');
+  method('string', 'findAll', ['string'], 'list<string>', (s: string, p: string) =>
+    [...s.matchAll(regex(p))].map((m) => m[0]),
+  );
+  method('string', 'findAll', ['string', 'int'], 'list<string>', (s: string, p: string, n: bigint) => {
+    const all = [...s.matchAll(regex(p))].map((m) => m[0]);
+    return n < 0n ? all : all.slice(0, Number(n));
+  });
+  return env;
+}
+
+let sharedEnv: Environment | undefined;
+
+/** The (lazily built, shared) selector environment. */
+export function selectorEnvironment(): Environment {
+  sharedEnv ??= buildEnvironment();
+  return sharedEnv;
+}
+
+/** Parses an expression with the selector environment, without type checking. */
+export function parseAst(expression: string): ASTNode {
+  return selectorEnvironment().parse(expression).ast;
+}
+
+export type SelectorVerdict =
+  { readonly ok: true; readonly matches: boolean } | { readonly ok: false; readonly error: string };
+
+export interface CompiledSelector {
+  readonly expression: string;
+  /** What is actually evaluated (after the `has()` rewrite); equal to `expression` usually. */
+  readonly evaluated: string;
+  readonly ast: ASTNode;
+  /** The checked result type (`bool` or `dyn`). */
+  readonly type: string;
+  /** Evaluates against a prepared `device` value. */
+  run(device: CelDevice): SelectorVerdict;
+  /** Evaluates against a ResourceSlice device of `driver`. */
+  evaluate(driver: string, device: DeviceInput): SelectorVerdict;
+}
+
+export type CompileResult =
+  { readonly ok: true; readonly selector: CompiledSelector } | { readonly ok: false; readonly error: string };
+
+/** First line of a cel-js error message (the rest is a source excerpt). */
+export function celErrorMessage(err: unknown): string {
+  if (err instanceof Error) {
+    const line = err.message.split('\n')[0] ?? err.message;
+    return line.trim();
+  }
+  return String(err);
+}
+
+/** Evaluates a value expression against `device` (for reports); throws on evaluation errors. */
+export function evaluateValue(expression: string, device: CelDevice): unknown {
+  const env = selectorEnvironment();
+  return env.parse(rewriteHasMacros(expression, parseAst))({ device });
+}
+
+/** Whether a CEL runtime value is the bool Kubernetes requires. */
+function describeType(v: unknown): string {
+  if (v instanceof Quantity) return QUANTITY;
+  if (v instanceof Semver) return SEMVER;
+  if (v instanceof Optional) return 'optional_type';
+  if (v === null) return 'null_type';
+  if (Array.isArray(v)) return 'list';
+  switch (typeof v) {
+    case 'bigint':
+      return 'int';
+    case 'number':
+      return 'double';
+    case 'object':
+      return 'map';
+    default:
+      return typeof v;
+  }
+}
+
+const cache = new Map<string, CompileResult>();
+const CACHE_LIMIT = 1000;
+
+/**
+ * Compiles a selector as Kubernetes validates it: length limit, syntax, types; the result
+ * type must be bool (or dyn, checked again at run time). Results are cached by expression.
+ */
+export function compileSelector(expression: string): CompileResult {
+  const hit = cache.get(expression);
+  if (hit) return hit;
+  const result = compileUncached(expression);
+  if (cache.size >= CACHE_LIMIT) cache.clear();
+  cache.set(expression, result);
+  return result;
+}
+
+function compileUncached(expression: string): CompileResult {
+  if (expression.length > MAX_EXPRESSION_LENGTH) {
+    return {
+      ok: false,
+      error: `expression too long (${expression.length} > ${MAX_EXPRESSION_LENGTH} bytes)`,
+    };
+  }
+  if (expression.trim() === '') return { ok: false, error: 'expression is empty' };
+  const env = selectorEnvironment();
+  let evaluated: string;
+  let program: ReturnType<Environment['parse']>;
+  let original: ASTNode;
+  try {
+    original = parseAst(expression);
+    evaluated = rewriteHasMacros(expression, parseAst);
+    program = env.parse(evaluated);
+  } catch (err) {
+    return { ok: false, error: `compilation failed: ${celErrorMessage(err)}` };
+  }
+  let checked: TypeCheckResult;
+  try {
+    checked = program.check();
+  } catch (err) {
+    return { ok: false, error: `compilation failed: ${celErrorMessage(err)}` };
+  }
+  if (!checked.valid) return { ok: false, error: `compilation failed: ${celErrorMessage(checked.error)}` };
+  const type = checked.type ?? 'dyn';
+  if (type !== 'bool' && type !== 'dyn') {
+    return { ok: false, error: `must evaluate to bool, but the expression has type ${type}` };
+  }
+  const run = (device: CelDevice): SelectorVerdict => {
+    let value: unknown;
+    try {
+      value = program({ device });
+    } catch (err) {
+      return { ok: false, error: `CEL runtime error: ${celErrorMessage(err)}` };
+    }
+    if (typeof value !== 'boolean') {
+      return { ok: false, error: `CEL result of type ${describeType(value)} could not be converted to bool` };
+    }
+    return { ok: true, matches: value };
+  };
+  const selector: CompiledSelector = {
+    expression,
+    evaluated,
+    ast: original,
+    type,
+    run,
+    evaluate(driver, device) {
+      let celDevice: CelDevice;
+      try {
+        celDevice = toCelDevice(driver, device);
+      } catch (err) {
+        if (err instanceof DeviceConversionError) return { ok: false, error: err.message };
+        throw err;
+      }
+      return run(celDevice);
+    },
+  };
+  return { ok: true, selector };
+}
+
+/** Compiles (cached) and evaluates one selector against one device. */
+export function evaluateSelector(expression: string, driver: string, device: DeviceInput): SelectorVerdict {
+  const compiled = compileSelector(expression);
+  if (!compiled.ok) return { ok: false, error: compiled.error };
+  return compiled.selector.evaluate(driver, device);
+}
