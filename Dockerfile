@@ -1,0 +1,50 @@
+# syntax=docker/dockerfile:1
+#
+# gpu-dra: the kubelet plugin image (deploy/daemonset.yaml runs `gpu-dra driver` from it).
+#
+#   docker build -t ghcr.io/gpu-dra/gpu-dra:0.1.0 .
+#
+# Three stages: `build` compiles the TypeScript, `deps` installs the production dependencies
+# only (npm ci --omit=dev), and the runtime image holds node, those dependencies, dist/ and
+# proto/ (the gRPC protocols are loaded at run time). Build stages run as the unprivileged
+# `node` user.
+#
+# The runtime runs as root, on purpose: the plugin opens /dev/nvidia* and /dev/nvidia-caps/*
+# through NVML, creates its unix sockets in the root-owned kubelet directories
+# /var/lib/kubelet/plugins_registry and /var/lib/kubelet/plugins/<driver>, and writes CDI
+# specs to /var/run/cdi, which the container runtime reads. The DaemonSet runs it privileged
+# for the same reasons; nothing else in the cluster runs this image.
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+FROM ${NODE_IMAGE} AS build
+WORKDIR /src
+RUN chown node:node /src
+USER node
+COPY --chown=node:node package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY --chown=node:node tsconfig.json tsconfig.build.json ./
+COPY --chown=node:node src ./src
+RUN npx tsc -p tsconfig.build.json
+
+FROM ${NODE_IMAGE} AS deps
+WORKDIR /src
+RUN chown node:node /src
+USER node
+COPY --chown=node:node package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+
+FROM ${NODE_IMAGE}
+LABEL org.opencontainers.image.title="gpu-dra" \
+      org.opencontainers.image.description="Kubernetes DRA driver for NVIDIA GPUs" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json ./
+COPY proto ./proto
+COPY --from=deps /src/node_modules ./node_modules
+COPY --from=build /src/dist ./dist
+RUN ln -s /app/dist/cli/main.js /usr/local/bin/gpu-dra && chmod +x /app/dist/cli/main.js
+# Root on purpose (see the header): device nodes, kubelet plugin sockets, CDI specs.
+USER 0:0
+ENTRYPOINT ["node", "/app/dist/cli/main.js"]
+CMD ["driver"]
