@@ -1,0 +1,384 @@
+/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
+   data-only classes; plain objects are the documented way to build request bodies. */
+// deploy/ and examples/claims/ against a real control plane (apiserver, scheduler,
+// resourceclaim-controller):
+// - every deploy/ object passes the apiserver's validation (server-side dry-run; the
+//   DeviceClasses are created for real);
+// - every example is accepted, and for every `# expect:` line the real scheduler allocates
+//   what the line says from the ResourceSlices the driver's model publishes for that fake NVML
+//   profile (one Node per example and profile, pods pinned to it), or leaves the pod
+//   unschedulable. No kubelet runs the pods: allocation is the scheduler's job.
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  CoreV1Api,
+  KubernetesObjectApi,
+  ResourceV1Api,
+  type KubernetesObject,
+  type ResourceV1ResourceClaim,
+  type V1Pod,
+} from '@kubernetes/client-node';
+import { parseAllDocuments } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { explainClaim, type DeviceClassObject } from '../../src/cel/explain.js';
+import { discoverInventory } from '../../src/nvml/discover.js';
+import { toClientObject, type WireSlice } from '../../src/resourceslice/kubeclient.js';
+import { buildSlices } from '../../src/resourceslice/model.js';
+import { withSimulatedNode } from '../support/sim.js';
+import { startCluster, type Cluster } from './support/cluster.js';
+import { ensurePeersBinary } from './support/peers.js';
+import { eventually } from './support/wait.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const DRIVER = 'gpu.dra.dev';
+const PROFILES = ['h100-8x', 'a100-mig', 'mixed'] as const;
+type Profile = (typeof PROFILES)[number];
+
+type Obj = KubernetesObject & {
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  spec?: Record<string, unknown>;
+};
+
+function loadYaml(file: string): Obj[] {
+  return parseAllDocuments(fs.readFileSync(file, 'utf8'))
+    .map((d) => d.toJS() as Obj | null)
+    .filter((o): o is Obj => o !== null);
+}
+
+interface Expectation {
+  profile: Profile;
+  unsatisfiable: boolean;
+  request?: string;
+  devices?: number;
+  match?: RegExp;
+  chosen?: string;
+}
+
+function expectations(file: string): Expectation[] {
+  const text = fs.readFileSync(file, 'utf8');
+  return [...text.matchAll(/^# expect: (.*)$/gm)].map((m) => {
+    const f = new Map<string, string>();
+    for (const part of (m[1] ?? '').trim().split(/\s+/)) {
+      const eq = part.indexOf('=');
+      if (eq > 0) f.set(part.slice(0, eq), part.slice(eq + 1));
+    }
+    const devices = f.get('devices');
+    const match = f.get('match');
+    return {
+      profile: f.get('profile') as Profile,
+      unsatisfiable: /\bunsatisfiable\b/.test(m[1] ?? ''),
+      ...(f.has('request') ? { request: f.get('request') } : {}),
+      ...(devices ? { devices: Number(devices) } : {}),
+      ...(match ? { match: new RegExp(match) } : {}),
+      ...(f.has('chosen') ? { chosen: f.get('chosen') } : {}),
+    };
+  });
+}
+
+const EXAMPLES = fs
+  .readdirSync(path.join(ROOT, 'examples/claims'))
+  .filter((f) => f.endsWith('.yaml'))
+  .sort()
+  .map((f) => ({
+    file: f,
+    stem: f.replace(/\.yaml$/, ''),
+    objects: loadYaml(path.join(ROOT, 'examples/claims', f)),
+    expect: expectations(path.join(ROOT, 'examples/claims', f)),
+  }));
+
+const CASES = EXAMPLES.flatMap((ex, i) =>
+  ex.expect.map((e) => ({ ...e, ex, id: `ex${String(i)}-${e.profile}`, name: `${ex.file} on ${e.profile}` })),
+);
+
+describe('deploy/ and examples/claims on a real control plane', () => {
+  let cluster: Cluster | undefined;
+  const slicesByProfile = new Map<Profile, WireSlice[]>();
+
+  beforeAll(async () => {
+    for (const profile of PROFILES) {
+      const inventory = await withSimulatedNode(profile, (node) =>
+        discoverInventory({ nvmlLib: node.libPath, hostPaths: node.hostPaths }),
+      );
+      slicesByProfile.set(
+        profile,
+        buildSlices(inventory, { nodeName: 'placeholder', driverName: DRIVER })
+          .slices as unknown as WireSlice[],
+      );
+    }
+    // The DaemonSet is privileged; the fixture's apiserver refuses that unless told otherwise.
+    cluster = await startCluster({
+      binary: await ensurePeersBinary(),
+      apiserverArgs: ['--allow-privileged=true'],
+    });
+    // The examples' DeviceClasses, before any example runs (the cases run concurrently).
+    const objects = KubernetesObjectApi.makeApiClient(cluster.kubeConfig);
+    for (const o of loadYaml(path.join(ROOT, 'deploy/deviceclass.yaml'))) await objects.create(o);
+  }, 3_600_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  const c = (): Cluster => {
+    if (!cluster) throw new Error('cluster not started');
+    return cluster;
+  };
+
+  /** A Ready Node named `nodeName`, labelled for pinning, with the slices of `profile`. */
+  async function addNode(nodeName: string, profile: Profile): Promise<void> {
+    const core = c().kubeConfig.makeApiClient(CoreV1Api);
+    const resource = c().kubeConfig.makeApiClient(ResourceV1Api);
+    await core.createNode({
+      body: { metadata: { name: nodeName, labels: { 'kubernetes.io/hostname': nodeName } } },
+    });
+    const now = new Date();
+    // Read-modify-write: a status PUT carries the whole object, labels included.
+    const node = await core.readNode({ name: nodeName });
+    node.status = {
+      capacity: { cpu: '64', memory: '512Gi', pods: '110' },
+      allocatable: { cpu: '64', memory: '512Gi', pods: '110' },
+      conditions: [
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'KubeletReady',
+          message: 'e2e',
+          lastHeartbeatTime: now,
+          lastTransitionTime: now,
+        },
+      ],
+    };
+    await core.replaceNodeStatus({ name: nodeName, body: node });
+    for (const s of slicesByProfile.get(profile) ?? []) {
+      const slice: WireSlice = JSON.parse(JSON.stringify(s)) as WireSlice;
+      slice.metadata = { name: `${nodeName}-${slice.metadata.name.split('-').pop() ?? '0'}` };
+      slice.spec.nodeName = nodeName;
+      slice.spec.pool = { ...slice.spec.pool, name: nodeName };
+      await resource.createResourceSlice({ body: toClientObject(slice) });
+    }
+  }
+
+  it('deploy/ objects pass server-side validation', async () => {
+    const objects = KubernetesObjectApi.makeApiClient(c().kubeConfig);
+    const files = [
+      'namespace.yaml',
+      'deviceclass.yaml',
+      'rbac.yaml',
+      'validatingadmissionpolicy.yaml',
+      'daemonset.yaml',
+    ];
+    const all = files.flatMap((f) => loadYaml(path.join(ROOT, 'deploy', f)));
+    // Namespaced objects need their namespace to exist even for a dry run.
+    const ns = all.find((o) => o.kind === 'Namespace');
+    if (ns) await objects.create(ns);
+    for (const o of all) {
+      // The Namespace was created above and the DeviceClasses in beforeAll.
+      if (o.kind === 'Namespace' || o.kind === 'DeviceClass') continue;
+      await expect(
+        objects.create(o, undefined, 'All'),
+        `${o.kind} ${o.metadata.name}`,
+      ).resolves.toBeDefined();
+    }
+    const classes = await c().kubeConfig.makeApiClient(ResourceV1Api).listDeviceClass();
+    expect(classes.items.map((d) => d.metadata?.name).sort()).toEqual(['gpu.gpu.dra.dev', 'mig.gpu.dra.dev']);
+  });
+
+  it.concurrent.each(CASES)('$name', async (tc) => {
+    const core = c().kubeConfig.makeApiClient(CoreV1Api);
+    const resource = c().kubeConfig.makeApiClient(ResourceV1Api);
+    const objects = KubernetesObjectApi.makeApiClient(c().kubeConfig);
+    const nodeName = tc.id;
+    const namespace = tc.id;
+
+    await addNode(nodeName, tc.profile);
+
+    // The example's objects, moved to a namespace of their own (keeping its labels).
+    const exNs = tc.ex.objects.find((o) => o.kind === 'Namespace');
+    await core.createNamespace({
+      body: { metadata: { name: namespace, labels: { ...(exNs?.metadata.labels ?? {}) } } },
+    });
+    await eventually(
+      'default ServiceAccount',
+      async () => (await core.readNamespacedServiceAccount({ namespace, name: 'default' })).metadata?.name,
+    );
+    const pods: string[] = [];
+    for (const o of tc.ex.objects) {
+      if (o.kind === 'Namespace') continue;
+      const copy = JSON.parse(JSON.stringify(o)) as Obj;
+      copy.metadata.namespace = namespace;
+      if (copy.kind === 'Pod') {
+        (copy.spec as { nodeSelector?: Record<string, string> }).nodeSelector = {
+          'kubernetes.io/hostname': nodeName,
+        };
+        pods.push(copy.metadata.name);
+      }
+      await objects.create(copy);
+    }
+
+    const podObjs = async (): Promise<V1Pod[]> =>
+      Promise.all(pods.map((name) => core.readNamespacedPod({ namespace, name })));
+
+    if (tc.unsatisfiable) {
+      await eventually(
+        'pods reported unschedulable',
+        async () => {
+          const ps = await podObjs();
+          return (
+            ps.every((p) =>
+              p.status?.conditions?.some(
+                (cd) => cd.type === 'PodScheduled' && cd.status === 'False' && cd.reason === 'Unschedulable',
+              ),
+            ) || undefined
+          );
+        },
+        60_000,
+      );
+      for (const p of await podObjs()) {
+        expect(p.spec?.nodeName ?? '').toBe('');
+        const why = p.status?.conditions?.find((cd) => cd.type === 'PodScheduled')?.message ?? '';
+        // Unschedulable for lack of matching devices, not because of a broken class or claim.
+        expect(why).toMatch(/cannot allocate all claims/);
+      }
+      return;
+    }
+
+    const claimName = await eventually('claim name', async () => {
+      const [p] = await podObjs();
+      const st = p?.status?.resourceClaimStatuses?.[0];
+      return st?.resourceClaimName ?? p?.spec?.resourceClaims?.[0]?.resourceClaimName;
+    });
+    const claim: ResourceV1ResourceClaim = await eventually(
+      'allocated claim reserved for every pod',
+      async () => {
+        const rc = await resource.readNamespacedResourceClaim({ namespace, name: claimName });
+        return rc.status?.allocation && (rc.status.reservedFor?.length ?? 0) === pods.length ? rc : undefined;
+      },
+      60_000,
+    );
+    const results = (claim.status?.allocation?.devices?.results ?? []).filter(
+      (r) => r.request === tc.request || r.request.startsWith(`${tc.request ?? ''}/`),
+    );
+    expect(results.length).toBe(tc.devices);
+    for (const r of results) {
+      expect(r).toMatchObject({ driver: DRIVER, pool: nodeName });
+      if (tc.match) expect(r.device).toMatch(tc.match);
+      if (tc.chosen) expect(r.request).toBe(tc.chosen);
+    }
+    for (const p of await eventually('pods bound', async () => {
+      const ps = await podObjs();
+      return ps.every((x) => x.spec?.nodeName === nodeName) ? ps : undefined;
+    })) {
+      expect(p.spec?.nodeName).toBe(nodeName);
+    }
+  });
+  // The evaluator's verdicts against the real scheduler's, selector by selector, on h100-8x
+  // slices: satisfiable → allocated; not → unschedulable (with "no such key" when explain
+  // reports an evaluation error); a compile error → the apiserver rejects the claim.
+  const H = "device.attributes['gpu.dra.dev']";
+  const SELECTORS = [
+    `${H}.profile == '1g.10gb'`,
+    `has(${H}.profile) && ${H}.profile == '1g.10gb'`,
+    `!has(${H}.profile)`,
+    `${H}.?profile.orValue('none') == 'none'`,
+    `device.capacity['gpu.dra.dev'].memory.compareTo(quantity('80Gi')) >= 0`,
+    `device.capacity['gpu.dra.dev'].memory.compareTo(quantity('79Gi')) >= 0`,
+    `device.capacity['gpu.dra.dev'].memory == quantity('81559Mi')`,
+    `device.capacity['gpu.dra.dev'].memory.isLessThan(quantity('80Gi'))`,
+    `${H}.driverVersion.isGreaterThan(semver('580.0.0'))`,
+    `${H}.cudaComputeCapability.compareTo(semver('9.0.0')) >= 0 && ${H}.cudaComputeCapability.major() == 9`,
+    `${H}.cudaComputeCapability == semver('9.0.0')`,
+    `cel.bind(a, ${H}, a.architecture == 'Hopper' && a.brand == 'Nvidia')`,
+    `device.attributes['resource.kubernetes.io'].pcieRoot.matches('^pci0000:[0-9a-f]{2}$')`,
+    `device.attributes['other.example.com'].x == 1`,
+    `has(device.attributes['other.example.com'].x)`,
+    `${H}.productName.lowerAscii().contains('h100') && ${H}.productName.endsWith('HBM3')`,
+    `${H}.productName`,
+    `${H}.profile == 'x' || true`,
+    `${H}.profile == 'x' && false`,
+  ];
+  it.concurrent.each(SELECTORS.map((expression, i) => ({ expression, i })))(
+    'selector agrees with the scheduler: $expression',
+    async ({ expression, i }) => {
+      const core = c().kubeConfig.makeApiClient(CoreV1Api);
+      const resource = c().kubeConfig.makeApiClient(ResourceV1Api);
+      const name = `sel${String(i)}`;
+      const claim = {
+        apiVersion: 'resource.k8s.io/v1',
+        kind: 'ResourceClaim',
+        metadata: { name, namespace: name },
+        spec: {
+          devices: {
+            requests: [
+              {
+                name: 'gpu',
+                exactly: { deviceClassName: 'gpu.gpu.dra.dev', selectors: [{ cel: { expression } }] },
+              },
+            ],
+          },
+        },
+      };
+      const classes = loadYaml(path.join(ROOT, 'deploy/deviceclass.yaml')) as unknown as DeviceClassObject[];
+      const report = explainClaim(claim, classes, slicesByProfile.get('h100-8x') ?? []);
+      const compileError = report.requests[0]?.selectors.find((s) => s.compileError);
+
+      await addNode(name, 'h100-8x');
+      await core.createNamespace({ body: { metadata: { name } } });
+      await eventually(
+        'default ServiceAccount',
+        async () =>
+          (await core.readNamespacedServiceAccount({ namespace: name, name: 'default' })).metadata?.name,
+      );
+      const created = resource.createNamespacedResourceClaim({ namespace: name, body: claim });
+      if (compileError) {
+        await expect(created).rejects.toThrow();
+        return;
+      }
+      await created;
+      await core.createNamespacedPod({
+        namespace: name,
+        body: {
+          metadata: { name },
+          spec: {
+            nodeSelector: { 'kubernetes.io/hostname': name },
+            resourceClaims: [{ name: 'gpu', resourceClaimName: name }],
+            containers: [
+              { name: 'ctr', image: 'registry.k8s.io/pause:3.10', resources: { claims: [{ name: 'gpu' }] } },
+            ],
+          },
+        },
+      });
+      if (report.satisfiable) {
+        await eventually(
+          'claim allocated',
+          async () =>
+            (await resource.readNamespacedResourceClaim({ namespace: name, name })).status?.allocation,
+          60_000,
+        );
+        return;
+      }
+      const why = await eventually(
+        'pod unschedulable',
+        async () => {
+          const p = await core.readNamespacedPod({ namespace: name, name });
+          const cond = p.status?.conditions?.find(
+            (cd) => cd.type === 'PodScheduled' && cd.status === 'False',
+          );
+          return cond ? `${cond.reason ?? ''}: ${cond.message ?? ''}` : undefined;
+        },
+        60_000,
+      );
+      const evalError = report.requests[0]?.devices.find((d) => d.outcome === 'error')?.failure?.error;
+      if (evalError !== undefined) {
+        // An evaluation error is a scheduling *error* (retried), with the message explain gives.
+        expect(why).toMatch(/^SchedulerError: /);
+        expect(why.toLowerCase()).toContain(evalError.toLowerCase());
+      } else {
+        expect(why).toMatch(/^Unschedulable: .*cannot allocate all claims/);
+      }
+      expect(
+        (await resource.readNamespacedResourceClaim({ namespace: name, name })).status?.allocation,
+      ).toBeUndefined();
+    },
+  );
+});

@@ -1,0 +1,124 @@
+/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
+   data-only classes; plain objects are the documented way to build request bodies. */
+// deploy/rbac.yaml and deploy/validatingadmissionpolicy.yaml on a real apiserver, with the
+// driver authenticated as the DaemonSet's ServiceAccount user:
+// - RBAC allows exactly the calls the code makes (SubjectAccessReview, verb by verb);
+// - the admission policy denies ResourceSlice writes from the plugin when the request carries
+//   no node name (static tokens cannot carry the `authentication.kubernetes.io/node-name`
+//   extra that real bound ServiceAccount tokens have), and leaves other users alone.
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  AuthorizationV1Api,
+  KubernetesObjectApi,
+  ResourceV1Api,
+  type KubernetesObject,
+} from '@kubernetes/client-node';
+import { parseAllDocuments } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCluster, type Cluster } from './support/cluster.js';
+import { ensurePeersBinary } from './support/peers.js';
+import { eventually } from './support/wait.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const SA_USER = 'system:serviceaccount:gpu-dra:gpu-dra-kubelet-plugin';
+const GROUPS = ['system:serviceaccounts', 'system:serviceaccounts:gpu-dra', 'system:authenticated'];
+
+const load = (file: string): KubernetesObject[] =>
+  parseAllDocuments(fs.readFileSync(path.join(ROOT, 'deploy', file), 'utf8'))
+    .map((d) => d.toJS() as KubernetesObject | null)
+    .filter((o): o is KubernetesObject => o !== null);
+
+function slice(name: string, nodeName: string): Parameters<ResourceV1Api['createResourceSlice']>[0]['body'] {
+  return {
+    metadata: { name },
+    spec: {
+      driver: 'gpu.dra.dev',
+      nodeName,
+      pool: { name: nodeName, generation: 1, resourceSliceCount: 1 },
+      devices: [{ name: 'gpu-0' }],
+    },
+  };
+}
+
+describe('deploy/ RBAC and admission policy on a real apiserver', () => {
+  let cluster: Cluster | undefined;
+  beforeAll(async () => {
+    cluster = await startCluster({ binary: await ensurePeersBinary(), driverUser: SA_USER });
+    const objects = KubernetesObjectApi.makeApiClient(cluster.kubeConfig);
+    for (const o of [...load('namespace.yaml'), ...load('rbac.yaml')]) await objects.create(o);
+  }, 3_600_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+  const c = (): Cluster => {
+    if (!cluster) throw new Error('cluster not started');
+    return cluster;
+  };
+
+  it('grants exactly the calls the driver makes', async () => {
+    const authz = c().kubeConfig.makeApiClient(AuthorizationV1Api);
+    const allowed = async (group: string, resource: string, verb: string): Promise<boolean> => {
+      const r = await authz.createSubjectAccessReview({
+        body: {
+          spec: {
+            user: SA_USER,
+            groups: GROUPS,
+            resourceAttributes: {
+              group,
+              resource,
+              verb,
+              ...(resource === 'resourceclaims' ? { namespace: 'default' } : {}),
+            },
+          },
+        },
+      });
+      return r.status?.allowed === true;
+    };
+    for (const verb of ['create', 'update', 'delete', 'list', 'watch'])
+      expect(await allowed('resource.k8s.io', 'resourceslices', verb), verb).toBe(true);
+    expect(await allowed('resource.k8s.io', 'resourceclaims', 'get')).toBe(true);
+    expect(await allowed('', 'nodes', 'get')).toBe(true);
+    for (const [group, resource, verb] of [
+      ['resource.k8s.io', 'resourceslices', 'patch'],
+      ['resource.k8s.io', 'resourceslices', 'deletecollection'],
+      ['resource.k8s.io', 'resourceclaims', 'update'],
+      ['resource.k8s.io', 'resourceclaims', 'list'],
+      ['resource.k8s.io', 'deviceclasses', 'create'],
+      ['', 'nodes', 'update'],
+      ['', 'secrets', 'get'],
+      ['', 'pods', 'list'],
+    ] as const) {
+      expect(await allowed(group, resource, verb), `${resource} ${verb}`).toBe(false);
+    }
+  });
+
+  it('lets the plugin write slices before the policy, and denies node-less requests after it', async () => {
+    const asDriver = c().kubeConfigFor(c().driverToken).makeApiClient(ResourceV1Api);
+    const asAdmin = c().kubeConfig.makeApiClient(ResourceV1Api);
+    await asDriver.createResourceSlice({ body: slice('before-policy', 'node-a') });
+
+    const objects = KubernetesObjectApi.makeApiClient(c().kubeConfig);
+    for (const o of load('validatingadmissionpolicy.yaml')) await objects.create(o);
+
+    // Policies take effect asynchronously once the apiserver has compiled them.
+    const denial = await eventually(
+      'policy enforced',
+      async () => {
+        try {
+          await asDriver.createResourceSlice({ body: slice(`probe-${String(Date.now())}`, 'node-a') });
+          return undefined;
+        } catch (err) {
+          return String((err as { body?: unknown }).body ?? err);
+        }
+      },
+      60_000,
+      500,
+    );
+    expect(denial).toMatch(/no node name in the request's user info/);
+    await expect(asDriver.deleteResourceSlice({ name: 'before-policy' })).rejects.toThrow();
+    // Other users are not affected.
+    await asAdmin.createResourceSlice({ body: slice('by-admin', 'node-b') });
+    await asAdmin.deleteResourceSlice({ name: 'before-policy' });
+  });
+});
