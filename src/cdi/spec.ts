@@ -209,6 +209,9 @@ function commonEdits(input: ClaimCdiInput, devices: readonly CdiClaimDevice[]): 
 export function buildClaimCdiSpec(input: ClaimCdiInput): ClaimCdiSpec {
   if (!isValidClaimUid(input.claimUid))
     throw new Error(`invalid claim UID ${JSON.stringify(input.claimUid)}`);
+  // CDI rejects a spec without devices ("invalid spec, no devices"): never write one.
+  if (input.devices.length === 0)
+    throw new Error(`claim ${input.claimUid} has no devices to put in a CDI spec`);
   const byName = new Map<string, CdiClaimDevice>();
   for (const d of input.devices) byName.set(d.deviceName, d);
   const devices = [...byName.values()].sort((a, b) => naturalCompare(a.deviceName, b.deviceName));

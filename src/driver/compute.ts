@@ -32,12 +32,24 @@ export interface PlanInput {
   readonly devices: ReadonlyMap<string, AllocatableDevice>;
 }
 
-/** This driver's results on this node's pool. */
+/**
+ * This driver's results on this node's pool. A claim with none of this driver's devices is an
+ * error, not an empty success: there is nothing to inject, and a CDI spec without devices is
+ * invalid (the CDI library rejects the file: "invalid spec, no devices").
+ */
 export function ourResults(input: Omit<PlanInput, 'devices'>): DeviceRequestAllocationResult[] {
   const all = input.claim.status?.allocation?.devices?.results ?? [];
   const mine = all.filter((r) => r.driver === input.driverName);
+  if (mine.length === 0) {
+    const drivers = [...new Set(all.map((r) => r.driver))].sort();
+    throw new GpuDraError(
+      'CLAIM_NO_DEVICES',
+      `claim has no devices of driver ${input.driverName}` +
+        (drivers.length > 0 ? ` (allocated from ${drivers.join(', ')})` : ' (no devices allocated)'),
+    );
+  }
   const here = mine.filter((r) => r.pool === input.poolName);
-  if (mine.length > 0 && here.length === 0) {
+  if (here.length === 0) {
     const pools = [...new Set(mine.map((r) => r.pool))].sort().join(', ');
     throw new GpuDraError(
       'CLAIM_WRONG_POOL',

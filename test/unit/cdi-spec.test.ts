@@ -249,3 +249,9 @@ describe('host I/O', () => {
     expect(await store.remove(built.fileName)).toBe(false);
   });
 });
+
+describe('buildClaimCdiSpec refuses a spec CDI would reject', () => {
+  it('no devices', () => {
+    expect(() => buildClaimCdiSpec({ ...base, claimUid: UID, devices: [] })).toThrow(/no devices/);
+  });
+});

@@ -36,6 +36,12 @@ describe('planClaim', () => {
     );
   });
 
+  it('fails when the claim has none of our devices (nothing to inject, no empty CDI spec)', () => {
+    expect(() =>
+      plan(testClaim({ uid: 'u1', devices: [{ device: 'x', driver: 'other.example.com', pool: 'p' }] })),
+    ).toThrow(/no devices of driver gpu\.dra\.dev \(allocated from other\.example\.com\)/);
+  });
+
   it("fails when our devices are in another node's pool", () => {
     expect(() => plan(testClaim({ uid: 'u1', devices: [{ device: 'gpu-0', pool: 'node-b' }] }))).toThrow(
       /pool\(s\) node-b/,

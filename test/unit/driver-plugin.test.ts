@@ -232,6 +232,20 @@ describe('NodePrepareResources / NodeUnprepareResources', () => {
     }
   });
 
+  it('a claim with none of our devices fails, and writes no (invalid, device-less) CDI spec', async () => {
+    // The CDI library rejects a spec without devices ("invalid spec, no devices"); such a file in
+    // the CDI root is an error on every refresh of every runtime's CDI cache.
+    const foreign = testClaim({ uid: 'foreign', devices: [{ device: 'nic-0', driver: 'net.example.com' }] });
+    const empty = testClaim({ uid: 'empty', devices: [] });
+    for (const c of [foreign, empty]) claims.set(c);
+    const res = await prepare(v1, foreign, empty);
+    expect(res.claims['foreign']?.error).toMatch(
+      /no devices of driver gpu\.dra\.dev \(allocated from net\.example\.com\)/,
+    );
+    expect(res.claims['empty']?.error).toMatch(/no devices of driver gpu\.dra\.dev \(no devices allocated\)/);
+    expect(fs.readdirSync(host.cdiRoot)).toEqual([]);
+  });
+
   it('a claim the API server does not know is that claim’s error', async () => {
     const ghost = testClaim({ uid: 'ghost', devices: ['gpu-0'] });
     const res = await prepare(v1, ghost);

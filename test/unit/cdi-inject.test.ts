@@ -1,0 +1,104 @@
+import { describe, expect, it } from 'vitest';
+import { injectCdiDevices, parseQualifiedName } from '../../src/cdi/inject.js';
+import { buildClaimCdiSpec, NO_DRIVER_FILES, type CdiSpec } from '../../src/cdi/spec.js';
+import { testGpu, testMig, TEST_DRIVER } from '../../src/driver/testing.js';
+
+const UID = '0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9';
+
+describe('parseQualifiedName', () => {
+  it('splits vendor/class=name and rejects unqualified ids', () => {
+    expect(parseQualifiedName('k8s.gpu.dra.dev/claim=abc-gpu-0')).toEqual({
+      vendor: 'k8s.gpu.dra.dev',
+      class: 'claim',
+      name: 'abc-gpu-0',
+    });
+    for (const bad of ['gpu-0', 'vendor/class', '=x', 'a/b=', 'a/b/c=d']) {
+      expect(parseQualifiedName(bad), bad).toBeUndefined();
+    }
+  });
+});
+
+describe('injectCdiDevices (the CDI library’s merge, in memory)', () => {
+  const spec = buildClaimCdiSpec({
+    driverName: TEST_DRIVER,
+    claimUid: UID,
+    devices: [
+      { deviceName: 'gpu-0', device: testGpu(0) },
+      { deviceName: 'gpu-1-mig-1g10gb-19-0', device: testMig(1, 0) },
+    ],
+    hostPaths: { devRoot: '/host/dev', driverRoot: '/drv' },
+    driverFiles: NO_DRIVER_FILES,
+  });
+
+  it('adds the spec-wide edits once, then each device’s own nodes', () => {
+    const ids = [...spec.cdiIds.values()];
+    const { edits, unresolved } = injectCdiDevices([spec.spec], ids);
+    expect(unresolved).toEqual([]);
+    expect(edits.deviceNodes.map((n) => n.path)).toEqual([
+      '/dev/nvidiactl',
+      '/dev/nvidia-uvm',
+      '/dev/nvidia-uvm-tools',
+      '/dev/nvidia0',
+      '/dev/nvidia1',
+      '/dev/nvidia-caps/nvidia-cap100',
+      '/dev/nvidia-caps/nvidia-cap101',
+    ]);
+    expect(edits.deviceNodes[3]?.hostPath).toBe('/host/dev/nvidia0');
+    expect(edits.env).toContain(`NVIDIA_VISIBLE_DEVICES=${testGpu(0).uuid},${testMig(1, 0).uuid}`);
+  });
+
+  it('one device of the spec still gets the spec-wide edits; unknown ids are reported', () => {
+    const id = spec.cdiIds.get('gpu-0') ?? '';
+    const { edits, unresolved } = injectCdiDevices(
+      [spec.spec],
+      [id, `k8s.${TEST_DRIVER}/claim=${UID}-gpu-9`, 'not-qualified'],
+    );
+    expect(unresolved).toEqual([`k8s.${TEST_DRIVER}/claim=${UID}-gpu-9`, 'not-qualified']);
+    expect(edits.deviceNodes.map((n) => n.path)).toContain('/dev/nvidiactl');
+    expect(edits.deviceNodes.map((n) => n.path)).not.toContain('/dev/nvidia1');
+  });
+
+  it('later env values, nodes and mounts replace earlier ones by key; mounts sort by depth, stably', () => {
+    const a: CdiSpec = {
+      cdiVersion: '0.6.0',
+      kind: 'example.com/a',
+      containerEdits: {
+        env: ['A=1', 'B=1'],
+        mounts: [
+          { hostPath: '/h/x', containerPath: '/usr/lib/x' },
+          { hostPath: '/h/d', containerPath: '/opt' },
+        ],
+      },
+      devices: [
+        {
+          name: 'one',
+          containerEdits: {
+            env: ['B=2', 'C=2'],
+            deviceNodes: [{ path: '/dev/x', hostPath: '/h/dev/x1' }],
+            hooks: [{ hookName: 'createContainer', path: '/bin/h1' }],
+          },
+        },
+        {
+          name: 'two',
+          containerEdits: {
+            deviceNodes: [{ path: '/dev/x', hostPath: '/h/dev/x2' }, { path: '/dev/y' }],
+            mounts: [
+              { hostPath: '/h/x2', containerPath: '/usr/lib/x' },
+              { hostPath: '/h/b', containerPath: '/b' },
+            ],
+            hooks: [{ hookName: 'createContainer', path: '/bin/h2' }],
+          },
+        },
+      ],
+    };
+    const { edits } = injectCdiDevices([a], ['example.com/a=one', 'example.com/a=two']);
+    expect(edits.env).toEqual(['A=1', 'B=2', 'C=2']);
+    expect(edits.deviceNodes).toEqual([{ path: '/dev/x', hostPath: '/h/dev/x2' }, { path: '/dev/y' }]);
+    expect(edits.mounts.map((m) => `${m.containerPath}<-${m.hostPath}`)).toEqual([
+      '/opt<-/h/d',
+      '/b<-/h/b',
+      '/usr/lib/x<-/h/x2',
+    ]);
+    expect(edits.hooks.map((h) => h.path)).toEqual(['/bin/h1', '/bin/h2']);
+  });
+});
