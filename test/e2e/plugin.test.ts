@@ -14,16 +14,18 @@ import {
   type V1Pod,
   type V1ResourceClaimTemplateSpec,
 } from '@kubernetes/client-node';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 
 import { parseDriverConfig, runDriver, type RunningDriver } from '../../src/cli/commands/driver.js';
 import type { CdiSpec } from '../../src/cdi/spec.js';
+import type { NodePrepareResourcesRequest, NodePrepareResourcesResponse } from '../../src/driver/proto.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
 import { PUBLISHER_RBAC_RULES } from '../../src/resourceslice/publisher.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { loadProfile, parseFakeNvmlConfig } from '../../src/sim/fakeNvml.js';
-import { createLogger } from '../../src/util/log.js';
+import type { Logger } from '../../src/util/log.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { startCluster, type Cluster } from './support/cluster.js';
 import { preparedContainers, startNode, type KubeletEvent, type NodeHarness } from './support/node.js';
@@ -41,22 +43,45 @@ interface OciSpec {
   hooks?: { createContainer?: { path: string; args?: string[] }[] };
 }
 
-/** An H100 with MIG off (gpu-0) next to an A100 in MIG mode (gpu-1 and its MIG devices). */
+/** Two full GPUs (H100 gpu-0, L4 gpu-1) next to an A100 in MIG mode (gpu-2 and its MIG devices). */
 async function mixedMigConfig(): Promise<ReturnType<typeof parseFakeNvmlConfig>> {
   const mixed = await loadProfile('mixed');
   const mig = await loadProfile('a100-mig');
   const h100 = mixed.gpus[0];
+  const l4 = mixed.gpus[1];
   const a100 = mig.gpus[0];
-  if (!h100 || !a100) throw new Error('profiles changed');
+  if (!h100 || !l4 || !a100) throw new Error('profiles changed');
   return parseFakeNvmlConfig({
     ...mig,
-    description: 'e2e: H100 (full GPU) + A100 in MIG mode',
+    description: 'e2e: H100 and L4 (full GPUs) + A100 in MIG mode',
     giProfileTables: { ...mixed.giProfileTables, ...mig.giProfileTables },
     gpus: [
       { ...h100, minor: 0 },
-      { ...a100, minor: 1, pci: { ...a100.pci, bus: 0x41 } },
+      { ...l4, minor: 1 },
+      { ...a100, minor: 2, pci: { ...a100.pci, bus: 0xc1 } },
     ],
   });
+}
+
+/** A driver log record (pino JSON line). */
+type LogRecord = Record<string, unknown> & { level: number; msg?: string };
+
+/**
+ * The driver's logger: everything at debug goes to `records` (the gRPC layer logs each request
+ * and response there), and what reaches GPU_DRA_E2E_LOG (default warn) also goes to stderr.
+ */
+function recordingLogger(records: LogRecord[]): Logger {
+  const threshold = pino.levels.values[process.env['GPU_DRA_E2E_LOG'] ?? 'warn'] ?? 40;
+  return pino(
+    { level: 'debug', name: 'driver' },
+    {
+      write(line: string): void {
+        const record = JSON.parse(line) as LogRecord;
+        records.push(record);
+        if (record.level >= threshold) process.stderr.write(line);
+      },
+    },
+  );
 }
 
 describe('kubelet plugin end to end', () => {
@@ -68,6 +93,7 @@ describe('kubelet plugin end to end', () => {
   let inventory: NodeInventory | undefined;
   let core: CoreV1Api;
   let resource: ResourceV1Api;
+  const driverLog: LogRecord[] = [];
 
   beforeAll(async () => {
     const binary = await ensurePeersBinary();
@@ -148,7 +174,7 @@ describe('kubelet plugin end to end', () => {
     );
     const started = Date.now();
     driver = await runDriver(config, {
-      logger: createLogger({ level: process.env['GPU_DRA_E2E_LOG'] ?? 'warn', name: 'driver' }),
+      logger: recordingLogger(driverLog),
       discover: () => {
         inventory = discoverInventory({ nvmlLib: fakeNvmlLib(), hostPaths: s.hostPaths });
         return inventory;
@@ -171,15 +197,17 @@ describe('kubelet plugin end to end', () => {
     });
   }
 
-  async function runPod(
+  /** Creates one template per claim and a pod using them all; resolves with the node's verdict. */
+  async function runPodWithClaims(
     name: string,
-    template: V1ResourceClaimTemplateSpec,
-    claimRequests: string[] = [],
-  ): Promise<{ prepared: KubeletEvent; claim: ResourceV1ResourceClaim; uid: string }> {
-    await resource.createNamespacedResourceClaimTemplate({
-      namespace: NS,
-      body: { metadata: { name }, spec: template },
-    });
+    podClaims: { name: string; template: V1ResourceClaimTemplateSpec; requests?: string[] }[],
+  ): Promise<{ prepared: KubeletEvent; claims: Map<string, ResourceV1ResourceClaim>; uid: string }> {
+    for (const c of podClaims) {
+      await resource.createNamespacedResourceClaimTemplate({
+        namespace: NS,
+        body: { metadata: { name: `${name}-${c.name}` }, spec: c.template },
+      });
+    }
     const pod: V1Pod = {
       metadata: { name, namespace: NS },
       spec: {
@@ -188,13 +216,18 @@ describe('kubelet plugin end to end', () => {
             name: 'ctr',
             image: 'registry.k8s.io/pause:3.10',
             resources: {
-              claims: claimRequests.length
-                ? claimRequests.map((request) => ({ name: 'gpus', request }))
-                : [{ name: 'gpus' }],
+              claims: podClaims.flatMap((c) =>
+                c.requests?.length
+                  ? c.requests.map((request) => ({ name: c.name, request }))
+                  : [{ name: c.name }],
+              ),
             },
           },
         ],
-        resourceClaims: [{ name: 'gpus', resourceClaimTemplateName: name }],
+        resourceClaims: podClaims.map((c) => ({
+          name: c.name,
+          resourceClaimTemplateName: `${name}-${c.name}`,
+        })),
       },
     };
     const created = await core.createNamespacedPod({ namespace: NS, body: pod });
@@ -217,12 +250,45 @@ describe('kubelet plugin end to end', () => {
           `${String(err)}\npod status: ${JSON.stringify(p.status)}\nclaims: ${JSON.stringify(claims.items.map((c) => ({ name: c.metadata?.name, status: c.status })))}`,
         );
       });
-    const claimName = await eventually('claim name', async () => {
-      const p = await core.readNamespacedPod({ namespace: NS, name });
-      return p.status?.resourceClaimStatuses?.find((s) => s.name === 'gpus')?.resourceClaimName;
-    });
-    const claim = await resource.readNamespacedResourceClaim({ namespace: NS, name: claimName });
+    const claims = new Map<string, ResourceV1ResourceClaim>();
+    for (const c of podClaims) {
+      const claimName = await eventually('claim name', async () => {
+        const p = await core.readNamespacedPod({ namespace: NS, name });
+        return p.status?.resourceClaimStatuses?.find((s) => s.name === c.name)?.resourceClaimName;
+      });
+      claims.set(c.name, await resource.readNamespacedResourceClaim({ namespace: NS, name: claimName }));
+    }
+    return { prepared, claims, uid };
+  }
+
+  async function runPod(
+    name: string,
+    template: V1ResourceClaimTemplateSpec,
+    claimRequests: string[] = [],
+  ): Promise<{ prepared: KubeletEvent; claim: ResourceV1ResourceClaim; uid: string }> {
+    const { prepared, claims, uid } = await runPodWithClaims(name, [
+      { name: 'gpus', template, requests: claimRequests },
+    ]);
+    const claim = claims.get('gpus');
+    if (!claim) throw new Error('claim gpus not found');
     return { prepared, claim, uid };
+  }
+
+  /** The driver's NodePrepareResources calls: request and response, paired by request id. */
+  function prepareCalls(): {
+    request: NodePrepareResourcesRequest;
+    response?: NodePrepareResourcesResponse;
+  }[] {
+    const grpc = driverLog.filter((r) => r['method'] === 'NodePrepareResources');
+    return grpc
+      .filter((r) => r.msg === 'request')
+      .map((req) => {
+        const res = grpc.find((r) => r.msg === 'response' && r['requestId'] === req['requestId']);
+        return {
+          request: req['request'] as NodePrepareResourcesRequest,
+          ...(res ? { response: res['response'] as NodePrepareResourcesResponse } : {}),
+        };
+      });
   }
 
   async function deletePodAndWaitUnprepared(name: string, uid: string): Promise<void> {
@@ -251,7 +317,8 @@ describe('kubelet plugin end to end', () => {
       return devices.length > 0 ? devices.sort() : undefined;
     });
     expect(names).toContain('gpu-0');
-    expect(names.some((d) => d.startsWith('gpu-1-mig-'))).toBe(true);
+    expect(names).toContain('gpu-1');
+    expect(names.some((d) => d.startsWith('gpu-2-mig-'))).toBe(true);
   });
 
   it('prepares a full GPU: CDI ids resolve to exactly its nodes and env, and unprepare removes the spec', async () => {
@@ -317,7 +384,7 @@ describe('kubelet plugin end to end', () => {
       .flatMap((m) => [m.accessCaps?.gi, m.accessCaps?.ci])
       .map((n) => `/dev/nvidia-caps/nvidia-cap${String(n)}`);
     expect(paths).toEqual(
-      ['/dev/nvidia-uvm', '/dev/nvidia-uvm-tools', '/dev/nvidia1', '/dev/nvidiactl', ...caps].sort(),
+      ['/dev/nvidia-uvm', '/dev/nvidia-uvm-tools', '/dev/nvidia2', '/dev/nvidiactl', ...caps].sort(),
     );
     const visible = (oci.process?.env ?? [])
       .find((e) => e.startsWith('NVIDIA_VISIBLE_DEVICES='))
@@ -360,6 +427,130 @@ describe('kubelet plugin end to end', () => {
       (e) => (e.event === 'podDeleted' || e.event === 'podGone') && e['uid'] === uid,
       60_000,
     );
+  });
+
+  it('prepares a claim of two GPUs: both nodes injected, both UUIDs visible, one CDI device each', async () => {
+    dumpOnFailure();
+    const { prepared, claim, uid } = await runPod('two-gpus', {
+      spec: {
+        devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: `gpu.${DRIVER}`, count: 2 } }] },
+      },
+    });
+    expect(prepared.event, JSON.stringify(prepared)).toBe('prepared');
+    const claimUid = claim.metadata?.uid ?? '';
+    const allocated = (claim.status?.allocation?.devices?.results ?? []).map((r) => r.device).sort();
+    expect(allocated).toEqual(['gpu-0', 'gpu-1']);
+
+    const [ctr] = preparedContainers(prepared);
+    expect(ctr?.cdiError).toBeUndefined();
+    expect([...(ctr?.cdiDevices ?? [])].sort()).toEqual(
+      allocated.map((d) => `k8s.${DRIVER}/claim=${claimUid}-${d}`),
+    );
+    const oci = ctr?.ociSpec as OciSpec;
+    expect(
+      (oci.linux?.devices ?? []).map((d) => `${d.path} ${String(d.major)}:${String(d.minor)}`).sort(),
+    ).toEqual([
+      '/dev/nvidia-uvm 238:0',
+      '/dev/nvidia-uvm-tools 238:1',
+      '/dev/nvidia0 195:0',
+      '/dev/nvidia1 195:1',
+      '/dev/nvidiactl 195:255',
+    ]);
+    const env = oci.process?.env ?? [];
+    const visible = env
+      .find((e) => e.startsWith('NVIDIA_VISIBLE_DEVICES='))
+      ?.split('=')[1]
+      ?.split(',')
+      .sort();
+    const uuids = (inventory?.gpus ?? []).filter((g) => g.minor === 0 || g.minor === 1).map((g) => g.uuid);
+    expect(uuids).toHaveLength(2);
+    expect(visible).toEqual(uuids.sort());
+    expect(env).toContain('GPU_DRA_DEVICES=gpu-0,gpu-1');
+
+    const specFile = path.join((node as NodeHarness).cdiDir, `k8s.${DRIVER}-claim_${claimUid}.json`);
+    const spec = JSON.parse(fs.readFileSync(specFile, 'utf8')) as CdiSpec;
+    expect(spec.devices.map((d) => d.name)).toEqual(allocated.map((d) => `${claimUid}-${d}`));
+
+    await deletePodAndWaitUnprepared('two-gpus', uid);
+    expect(fs.existsSync(specFile)).toBe(false);
+  });
+
+  it('a bad claim next to a good one in one NodePrepareResources call fails alone; the good one is prepared', async () => {
+    dumpOnFailure();
+    const gpu = { name: 'gpu', exactly: { deviceClassName: `gpu.${DRIVER}` } };
+    const { prepared, claims, uid } = await runPodWithClaims('pair', [
+      { name: 'good', template: { spec: { devices: { requests: [gpu] } } } },
+      {
+        name: 'bad',
+        template: {
+          spec: {
+            devices: {
+              requests: [gpu],
+              config: [
+                {
+                  requests: ['gpu'],
+                  opaque: {
+                    driver: DRIVER,
+                    parameters: { apiVersion: 'gpu.dra.dev/v1alpha1', kind: 'GpuConfig', timeSlicing: {} },
+                  },
+                },
+              ],
+            },
+          },
+        },
+      },
+    ]);
+    const good = claims.get('good');
+    const bad = claims.get('bad');
+    const goodUid = good?.metadata?.uid ?? '';
+    const badUid = bad?.metadata?.uid ?? '';
+    const goodDevice = good?.status?.allocation?.devices?.results?.[0]?.device ?? '';
+
+    // The kubelet reports the pod's prepare as failed, naming the bad claim and the field.
+    expect(prepared.event, JSON.stringify(prepared)).toBe('prepareFailed');
+    const error = String(prepared['error']);
+    expect(error).toContain(bad?.metadata?.name ?? '?');
+    expect(error).toMatch(/config\[0\]\.opaque\.parameters\.timeSlicing: unknown field/);
+    expect(error).not.toContain(good?.metadata?.name ?? '?');
+
+    // Both claims went to the driver in one call; its answer carried the good claim's devices
+    // next to the bad claim's error (the kubelet gives up on the whole pod when any entry has one).
+    const call = prepareCalls().find((c) => c.request.claims.some((r) => r.uid === badUid));
+    expect(call?.request.claims.map((r) => r.uid).sort()).toEqual([goodUid, badUid].sort());
+    expect(call?.response?.claims[goodUid]).toEqual({
+      error: '',
+      devices: [
+        {
+          request_names: ['gpu'],
+          pool_name: NODE,
+          device_name: goodDevice,
+          cdi_device_ids: [`k8s.${DRIVER}/claim=${goodUid}-${goodDevice}`],
+        },
+      ],
+    });
+    expect(call?.response?.claims[badUid]?.devices).toEqual([]);
+    expect(call?.response?.claims[badUid]?.error).toMatch(/timeSlicing: unknown field/);
+
+    // The good claim stays prepared on the node; nothing was written for the bad one.
+    const cdiDir = (node as NodeHarness).cdiDir;
+    expect(fs.readdirSync(cdiDir)).toEqual([`k8s.${DRIVER}-claim_${goodUid}.json`]);
+    expect(driver?.state.preparedClaimUids()).toEqual([goodUid]);
+
+    // The kubelet retries with both claims (none is marked prepared on its side); the good one is
+    // answered again, identically, from the checkpoint.
+    await (node as NodeHarness).waitForEvent(
+      (e) => e.event === 'prepareFailed' && e['uid'] === uid && Number(e['attempt']) >= 2,
+      30_000,
+    );
+    const retries = prepareCalls().filter((c) => c.request.claims.some((r) => r.uid === badUid));
+    expect(retries.length).toBeGreaterThanOrEqual(2);
+    for (const r of retries) expect(r.response?.claims[goodUid]).toEqual(call?.response?.claims[goodUid]);
+    expect(driver?.state.preparedClaimUids()).toEqual([goodUid]);
+
+    // Deleting the pod unprepares both (the bad one was never prepared: a no-op) and removes the spec.
+    await deletePodAndWaitUnprepared('pair', uid);
+    expect(fs.readdirSync(cdiDir)).toEqual([]);
+    expect(driver?.state.preparedClaimUids()).toEqual([]);
   });
 
   it('stopping the driver removes its sockets and the kubelet deregisters it', async () => {

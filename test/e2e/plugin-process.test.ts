@@ -1,0 +1,245 @@
+/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
+   data-only classes; plain object literals are the documented way to build request bodies. */
+// The real driver process (`node dist/cli/main.js driver`) on a simulated node, against the real
+// peers: it becomes ready, prepares a pod's claim, and on SIGTERM exits 0 with its sockets gone.
+// Without --cleanup-on-exit (a rolling restart) the CDI spec, checkpoint and ResourceSlices stay
+// for the pods still running; a restarted driver recovers them, and with --cleanup-on-exit
+// (uninstall) SIGTERM removes them all.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { CoreV1Api, ResourceV1Api } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+
+import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
+import { fakeNvmlLib } from '../support/sim.js';
+import { startCluster, type Cluster } from './support/cluster.js';
+import { preparedContainers, startNode, type NodeHarness } from './support/node.js';
+import { ensurePeersBinary } from './support/peers.js';
+import { freePort, httpGet } from './support/process.js';
+import { eventually } from './support/wait.js';
+
+const DRIVER = 'gpu.dra.dev';
+const NODE = 'node-a';
+const NS = 'process';
+const repo = path.resolve(import.meta.dirname, '../..');
+
+interface DriverProcess {
+  readonly child: ChildProcess;
+  readonly port: number;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stderr(): string;
+}
+
+describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
+  let cluster: Cluster | undefined;
+  let node: NodeHarness | undefined;
+  let sim: SimulatedNode | undefined;
+  let simDir: string | undefined;
+  let core: CoreV1Api;
+  let resource: ResourceV1Api;
+  const running = new Set<ChildProcess>();
+  let last: DriverProcess | undefined;
+
+  beforeAll(async () => {
+    cluster = await startCluster({ binary: await ensurePeersBinary() });
+    core = cluster.kubeConfig.makeApiClient(CoreV1Api);
+    resource = cluster.kubeConfig.makeApiClient(ResourceV1Api);
+    await resource.createDeviceClass({
+      body: {
+        metadata: { name: `gpu.${DRIVER}` },
+        spec: { selectors: [{ cel: { expression: `device.driver == "${DRIVER}"` } }] },
+      },
+    });
+    await core.createNamespace({ body: { metadata: { name: NS } } });
+    await eventually(
+      'default ServiceAccount',
+      async () =>
+        (await core.readNamespacedServiceAccount({ namespace: NS, name: 'default' })).metadata?.name,
+    );
+    simDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-e2e-proc-'));
+    sim = await createSimulatedNode('h100-8x', simDir, { libPath: fakeNvmlLib() });
+    node = await startNode(cluster, NODE);
+  }, 3_600_000);
+
+  afterAll(async () => {
+    for (const child of running) child.kill('SIGKILL');
+    await node?.stop();
+    await cluster?.stop();
+    if (simDir) fs.rmSync(simDir, { recursive: true, force: true });
+  });
+
+  function dumpOnFailure(): void {
+    onTestFailed(() => {
+      cluster?.dumpLogs();
+      node?.dumpLogs();
+      process.stderr.write(`===== driver process stderr\n${last?.stderr() ?? '(not started)'}\n`);
+    });
+  }
+
+  /** Starts `gpu-dra driver` the way the DaemonSet does, with every host path in the simulated node. */
+  async function startDriver(extraArgs: string[] = []): Promise<DriverProcess> {
+    const c = cluster as Cluster;
+    const n = node as NodeHarness;
+    const s = sim as SimulatedNode;
+    const port = await freePort();
+    const env: NodeJS.ProcessEnv = { ...process.env, FAKE_NVML_CONFIG: s.configPath };
+    delete env['CLEANUP_ON_EXIT'];
+    const child = spawn(
+      process.execPath,
+      [
+        path.join(repo, 'dist/cli/main.js'),
+        'driver',
+        `--node-name=${NODE}`,
+        `--kubeconfig=${c.adminKubeconfigPath}`,
+        `--driver-name=${DRIVER}`,
+        `--kubelet-registry-dir=${n.registryDir}`,
+        `--kubelet-plugins-dir=${n.pluginsDir}`,
+        `--cdi-root=${n.cdiDir}`,
+        `--nvml-lib=${fakeNvmlLib()}`,
+        `--dev-root=${s.hostPaths.devRoot}`,
+        `--proc-root=${s.hostPaths.procRoot}`,
+        `--sys-root=${s.hostPaths.sysRoot}`,
+        `--driver-root=${s.hostPaths.driverRoot}`,
+        `--http-listen=127.0.0.1:${String(port)}`,
+        '--log-level=info',
+        ...extraArgs,
+      ],
+      { env, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    running.add(child);
+    let stderr = '';
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+      child.on('exit', (code, signal) => {
+        running.delete(child);
+        resolve({ code, signal });
+      });
+    });
+    last = { child, port, exited, stderr: () => stderr };
+    // Ready: registered with the kubelet (not rejected) and ResourceSlices published.
+    await eventually(
+      'driver /readyz',
+      async () => {
+        if (child.exitCode !== null) throw new Error(`driver exited ${String(child.exitCode)}:\n${stderr}`);
+        return (await httpGet(`http://127.0.0.1:${String(port)}/readyz`)).status === 200 ? true : undefined;
+      },
+      60_000,
+    );
+    return last;
+  }
+
+  async function sigterm(
+    p: DriverProcess,
+  ): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
+    const started = Date.now();
+    p.child.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => {
+        reject(new Error(`driver did not exit within 15 s of SIGTERM:\n${p.stderr()}`));
+      }, 15_000);
+    });
+    try {
+      const result = await Promise.race([p.exited, timeout]);
+      return { ...result, ms: Date.now() - started };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  const ourSlices = async (): Promise<string[]> =>
+    (
+      await resource.listResourceSlice({ fieldSelector: `spec.nodeName=${NODE},spec.driver=${DRIVER}` })
+    ).items.map((s) => s.metadata?.name ?? '');
+  const sockets = (): string[] => [
+    path.join((node as NodeHarness).registryDir, `${DRIVER}-reg.sock`),
+    path.join((node as NodeHarness).pluginsDir, DRIVER, 'dra.sock'),
+  ];
+  const checkpointFile = (): string => path.join((node as NodeHarness).pluginsDir, DRIVER, 'checkpoint.json');
+  const specFiles = (): string[] => fs.readdirSync((node as NodeHarness).cdiDir);
+
+  let claimUid = '';
+
+  it('SIGTERM (rolling restart): exit 0, sockets removed, the running pod’s spec, checkpoint and slices kept', async () => {
+    dumpOnFailure();
+    const n = node as NodeHarness;
+    const p = await startDriver();
+    for (const s of sockets()) expect(fs.existsSync(s), s).toBe(true);
+    await n.waitForEvent((e) => e.event === 'registered' && e['driver'] === DRIVER, 30_000);
+    expect((await ourSlices()).length).toBeGreaterThan(0);
+    expect((await httpGet(`http://127.0.0.1:${String(p.port)}/healthz`)).status).toBe(200);
+
+    // A pod gets a GPU through the process's sockets.
+    await resource.createNamespacedResourceClaimTemplate({
+      namespace: NS,
+      body: {
+        metadata: { name: 'one' },
+        spec: {
+          spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: `gpu.${DRIVER}` } }] } },
+        },
+      },
+    });
+    await core.createNamespacedPod({
+      namespace: NS,
+      body: {
+        metadata: { name: 'worker' },
+        spec: {
+          containers: [
+            { name: 'ctr', image: 'registry.k8s.io/pause:3.10', resources: { claims: [{ name: 'gpu' }] } },
+          ],
+          resourceClaims: [{ name: 'gpu', resourceClaimTemplateName: 'one' }],
+        },
+      },
+    });
+    const prepared = await n.waitForEvent(
+      (e) => e['pod'] === `${NS}/worker` && e.event === 'prepared',
+      60_000,
+    );
+    const cdiId = preparedContainers(prepared)[0]?.cdiDevices[0] ?? '';
+    claimUid = /claim=([0-9a-f-]{36})-/.exec(cdiId)?.[1] ?? '';
+    expect(claimUid).not.toBe('');
+    expect(specFiles()).toEqual([`k8s.${DRIVER}-claim_${claimUid}.json`]);
+
+    const exit = await sigterm(p);
+    expect(exit, p.stderr()).toMatchObject({ code: 0, signal: null });
+    expect(p.stderr()).toContain('SIGTERM, shutting down');
+    for (const s of sockets()) expect(fs.existsSync(s), s).toBe(false);
+    await n.waitForEvent((e) => e.event === 'deregistered' && e['driver'] === DRIVER, 30_000);
+    // What the running pod depends on survives a driver restart.
+    expect(specFiles()).toEqual([`k8s.${DRIVER}-claim_${claimUid}.json`]);
+    const checkpoint = JSON.parse(fs.readFileSync(checkpointFile(), 'utf8')) as {
+      claims: Record<string, unknown>;
+    };
+    expect(Object.keys(checkpoint.claims)).toEqual([claimUid]);
+    expect((await ourSlices()).length).toBeGreaterThan(0);
+  });
+
+  it('restarted with --cleanup-on-exit it recovers the claim; SIGTERM then removes slices, specs and checkpoint', async () => {
+    dumpOnFailure();
+    expect(claimUid).not.toBe('');
+    const n = node as NodeHarness;
+    const registrations = n.events.filter((e) => e.event === 'registered').length;
+    const p = await startDriver(['--cleanup-on-exit']);
+    await n.waitForEvent(
+      (e) =>
+        e.event === 'registered' &&
+        n.events.filter((x) => x.event === 'registered').indexOf(e) >= registrations,
+      30_000,
+    );
+    // Recovery kept the prepared claim: its spec is still there.
+    expect(specFiles()).toEqual([`k8s.${DRIVER}-claim_${claimUid}.json`]);
+    expect((await ourSlices()).length).toBeGreaterThan(0);
+
+    const exit = await sigterm(p);
+    expect(exit, p.stderr()).toMatchObject({ code: 0, signal: null });
+    for (const s of sockets()) expect(fs.existsSync(s), s).toBe(false);
+    expect(await ourSlices()).toEqual([]);
+    expect(specFiles()).toEqual([]);
+    expect(fs.existsSync(checkpointFile())).toBe(false);
+  });
+});
