@@ -16,7 +16,7 @@ import {
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 
 import type { NodeInventory } from '../../src/nvml/types.js';
-import { inventoryFixture, type InventoryProfile } from '../../src/resourceslice/fixtures.js';
+import { inventoryFixture, type InventoryProfile } from '../support/inventoryFixture.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 import { PUBLISHER_RBAC_RULES, ResourceSlicePublisher } from '../../src/resourceslice/publisher.js';
 import { startCluster, type Cluster } from './support/cluster.js';

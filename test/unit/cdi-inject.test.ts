@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { injectCdiDevices, parseQualifiedName } from '../../src/cdi/inject.js';
 import { buildClaimCdiSpec, NO_DRIVER_FILES, type CdiSpec } from '../../src/cdi/spec.js';
-import { testGpu, testMig, TEST_DRIVER } from '../../src/driver/testing.js';
+import { testGpu, testMig, TEST_DRIVER } from '../support/driverFixtures.js';
 
 const UID = '0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9';
 

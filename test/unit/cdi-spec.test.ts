@@ -24,7 +24,7 @@ import {
   TEST_DRIVER,
   TEST_DRIVER_VERSION,
   type TestHost,
-} from '../../src/driver/testing.js';
+} from '../support/driverFixtures.js';
 
 const golden = (name: string): string => path.join(import.meta.dirname, '../fixtures/golden/cdi', name);
 

@@ -6,7 +6,7 @@ import {
   validateClaimConfigs,
   validateOpaqueParameters,
 } from '../../src/driver/opaqueConfig.js';
-import { opaque, testGpu, testMig, TEST_DRIVER } from '../../src/driver/testing.js';
+import { opaque, testGpu, testMig, TEST_DRIVER } from '../support/driverFixtures.js';
 
 const V = 'gpu.dra.dev/v1alpha1';
 

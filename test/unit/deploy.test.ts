@@ -16,7 +16,7 @@ import { defaultDeviceClasses } from '../../src/cel/classes.js';
 import { explainClaim, type DeviceClassObject } from '../../src/cel/explain.js';
 import { compileSelector } from '../../src/cel/index.js';
 import { registerDriverCommand } from '../../src/cli/commands/driver.js';
-import { inventoryFixture } from '../../src/resourceslice/fixtures.js';
+import { inventoryFixture } from '../support/inventoryFixture.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 import { PUBLISHER_RBAC_RULES } from '../../src/resourceslice/publisher.js';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { devicesOverlap, mayShare, planClaim } from '../../src/driver/compute.js';
 import { indexInventory } from '../../src/driver/deviceNames.js';
-import { opaque, testClaim, testInventory, TEST_DRIVER, TEST_NODE } from '../../src/driver/testing.js';
+import { opaque, testClaim, testInventory, TEST_DRIVER, TEST_NODE } from '../support/driverFixtures.js';
 
 const devices = indexInventory(testInventory());
 const plan = (claim: ReturnType<typeof testClaim>): ReturnType<typeof planClaim> =>

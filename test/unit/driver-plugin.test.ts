@@ -23,7 +23,7 @@ import {
   TEST_DRIVER,
   TEST_NODE,
   type TestHost,
-} from '../../src/driver/testing.js';
+} from '../support/driverFixtures.js';
 import { silentLogger } from '../../src/util/log.js';
 
 type Unary = (req: unknown, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;

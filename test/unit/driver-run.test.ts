@@ -13,7 +13,7 @@ import {
 import type { CdiSpec } from '../../src/cdi/spec.js';
 import { MemoryClaimGetter } from '../../src/driver/claims.js';
 import { loadProtos, type NodePrepareResourcesResponse, type PluginInfo } from '../../src/driver/proto.js';
-import { testClaim, TEST_DRIVER } from '../../src/driver/testing.js';
+import { testClaim, TEST_DRIVER } from '../support/driverFixtures.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
 import { ConfigError } from '../../src/util/errors.js';

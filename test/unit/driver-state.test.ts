@@ -14,7 +14,7 @@ import {
   TEST_DRIVER,
   TEST_NODE,
   type TestHost,
-} from '../../src/driver/testing.js';
+} from '../support/driverFixtures.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
 import { silentLogger } from '../../src/util/log.js';
 

@@ -19,7 +19,7 @@ import {
   renderExplainReport,
   runExplain,
 } from '../../src/cli/commands/explain.js';
-import { inventoryFixture } from '../../src/resourceslice/fixtures.js';
+import { inventoryFixture } from '../support/inventoryFixture.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 
 const D = 'gpu.dra.dev';

@@ -11,7 +11,7 @@ import {
   migOf,
   withMig,
   type InventoryProfile,
-} from '../../src/resourceslice/fixtures.js';
+} from '../support/inventoryFixture.js';
 import {
   buildDevices,
   buildSlices,

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
 import type { GpuDevice, NodeInventory } from '../../src/nvml/types.js';
-import { a100Gpu, h100Gpu, migOf } from '../../src/resourceslice/fixtures.js';
+import { a100Gpu, h100Gpu, migOf } from '../support/inventoryFixture.js';
 import { buildSlices, MAX_DEVICES_PER_SLICE, validateDevice } from '../../src/resourceslice/model.js';
 import {
   isDnsLabel,

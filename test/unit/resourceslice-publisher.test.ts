@@ -3,7 +3,7 @@ import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import type { NodeInventory } from '../../src/nvml/types.js';
-import { inventoryFixture } from '../../src/resourceslice/fixtures.js';
+import { inventoryFixture } from '../support/inventoryFixture.js';
 import type { SliceClient, WatchPhase, WireSlice } from '../../src/resourceslice/kubeclient.js';
 import { fromClientObject, toClientObject } from '../../src/resourceslice/kubeclient.js';
 import {

@@ -6,13 +6,13 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { HostPaths } from '../nvml/hostPaths.js';
-import type { GpuDevice, MigDevice, NodeInventory } from '../nvml/types.js';
+import type { HostPaths } from '../../src/nvml/hostPaths.js';
+import type { GpuDevice, MigDevice, NodeInventory } from '../../src/nvml/types.js';
 import type {
   DeviceAllocationConfiguration,
   DeviceRequestAllocationResult,
   ResourceClaim,
-} from './claims.js';
+} from '../../src/driver/claims.js';
 
 export const TEST_DRIVER = 'gpu.dra.dev';
 export const TEST_DRIVER_VERSION = '580.105.08';

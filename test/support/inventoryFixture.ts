@@ -5,7 +5,7 @@
  * inventory by hand lives here, so switching tests to real discovery from the fake NVML means
  * replacing {@link inventoryFixture} only.
  */
-import type { GpuDevice, MigDevice, MigProfileInfo, NodeInventory } from '../nvml/types.js';
+import type { GpuDevice, MigDevice, MigProfileInfo, NodeInventory } from '../../src/nvml/types.js';
 
 const MiB = 1024 * 1024;
 
