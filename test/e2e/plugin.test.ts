@@ -17,7 +17,8 @@ import {
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 
-import { parseDriverConfig, runDriver, type RunningDriver } from '../../src/cli/commands/driver.js';
+import { parseDriverConfig } from '../../src/driver/config.js';
+import { runDriver, type RunningDriver } from '../../src/driver/run.js';
 import type { CdiSpec } from '../../src/cdi/spec.js';
 import type { NodePrepareResourcesRequest, NodePrepareResourcesResponse } from '../../src/driver/proto.js';
 import { discoverInventory } from '../../src/nvml/discover.js';

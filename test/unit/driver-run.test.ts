@@ -3,13 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  parseDriverConfig,
-  runDriver,
-  type DriverConfig,
-  type RunningDriver,
-  type SlicePublisher,
-} from '../../src/cli/commands/driver.js';
+import { parseDriverConfig, type DriverConfig } from '../../src/driver/config.js';
+import { runDriver, type RunningDriver, type SlicePublisher } from '../../src/driver/run.js';
 import type { CdiSpec } from '../../src/cdi/spec.js';
 import { MemoryClaimGetter } from '../../src/driver/claims.js';
 import { loadProtos, type NodePrepareResourcesResponse, type PluginInfo } from '../../src/driver/proto.js';

@@ -1,0 +1,268 @@
+/**
+ * The node plugin process: `runDriver` wires discovery, recovery, the kubelet sockets, the
+ * ResourceSlice publisher and the HTTP endpoints, and returns a handle whose `stop()` undoes it
+ * all.
+ *
+ * Start order: discover (retried until GPUs appear, so no empty pool is ever published) →
+ * recover the checkpoint (before any socket exists, so the kubelet never sees half-recovered
+ * state) → DRA socket → registration socket → publish slices → HTTP.
+ */
+import http from 'node:http';
+import path from 'node:path';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { CdiStore } from '../cdi/store.js';
+import { CheckpointStore } from '../checkpoint/store.js';
+import { CHECKPOINT_FILE } from '../checkpoint/schema.js';
+import { kubeClaimGetter, type ClaimGetter } from './claims.js';
+import type { DriverConfig } from './config.js';
+import { startHttp } from './health.js';
+import { createDriverMetrics, type DriverMetrics } from './metrics.js';
+import { pluginDataDir, startKubeletPlugin, type KubeletPlugin } from './plugin.js';
+import { loadProtos, type NodePrepareResourcesResponse } from './proto.js';
+import { DeviceState, type InventorySource, type RecoveryReport } from './state.js';
+import { discoverInventory } from '../nvml/discover.js';
+import type { NodeInventory } from '../nvml/types.js';
+import { discoverWithRetry } from '../resourceslice/discovery.js';
+import { ResourceSlicePublisher } from '../resourceslice/publisher.js';
+import { errorMessage } from '../util/errors.js';
+import { createLogger, type Logger } from '../util/log.js';
+
+/** What the driver needs from a ResourceSlice publisher (src/resourceslice/publisher.ts). */
+export interface SlicePublisher {
+  start(inventory: NodeInventory): void;
+  update(inventory: NodeInventory): Promise<void>;
+  isReady(): boolean;
+  stop(): Promise<void>;
+  deleteAll(): Promise<number>;
+}
+
+/** Everything runDriver would otherwise build from the config; tests and `demo` inject them. */
+export interface DriverDeps {
+  readonly logger?: Logger;
+  /** Synchronous discovery (default: NVML via discoverInventory). */
+  readonly discover?: () => NodeInventory;
+  readonly kubeConfig?: KubeConfig;
+  readonly claims?: ClaimGetter;
+  /** `null` = do not publish ResourceSlices (tests); default: ResourceSlicePublisher. */
+  readonly publisher?: SlicePublisher | null;
+  readonly metrics?: DriverMetrics;
+  /** Aborts start-up (discovery retry) early, e.g. on SIGTERM during start. */
+  readonly signal?: AbortSignal;
+  /** Minimum time between re-discoveries triggered by unknown devices (default 5 s). */
+  readonly rediscoverIntervalMs?: number;
+}
+
+export interface RunningDriver {
+  readonly config: DriverConfig;
+  readonly plugin: KubeletPlugin;
+  readonly state: DeviceState;
+  readonly recovery: RecoveryReport;
+  readonly metrics: DriverMetrics;
+  /** Bound HTTP address when `httpListen` was set. */
+  readonly httpAddress?: { readonly host: string; readonly port: number };
+  /** Self-check like the kubelet would: GetInfo on the registration socket, empty prepare on dra.sock. */
+  healthCheck(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+function loadKubeConfig(config: DriverConfig): Promise<KubeConfig> {
+  return import('@kubernetes/client-node').then(({ KubeConfig: KC }) => {
+    const kc = new KC();
+    if (config.kubeconfig) kc.loadFromFile(config.kubeconfig);
+    else kc.loadFromCluster();
+    return kc;
+  });
+}
+
+/** Caches the inventory; re-discovers at most once per interval when asked to. */
+class InventoryCache implements InventorySource {
+  private lastRefresh = Date.now();
+
+  constructor(
+    private inventory: NodeInventory,
+    private readonly discover: () => NodeInventory,
+    private readonly minIntervalMs: number,
+    private readonly onChange: (inv: NodeInventory) => void,
+  ) {}
+
+  current(): NodeInventory {
+    return this.inventory;
+  }
+
+  refresh(): NodeInventory {
+    if (Date.now() - this.lastRefresh < this.minIntervalMs) return this.inventory;
+    this.lastRefresh = Date.now();
+    const next = this.discover();
+    if (JSON.stringify(next) !== JSON.stringify(this.inventory)) {
+      this.inventory = next;
+      this.onChange(next);
+    }
+    return this.inventory;
+  }
+}
+
+function unaryCall<T>(client: object, method: string, request: unknown, deadlineMs: number): Promise<T> {
+  const fn = (
+    client as Record<string, (req: unknown, opts: object, cb: (e: Error | null, r: T) => void) => void>
+  )[method];
+  return new Promise((resolve, reject) => {
+    if (!fn) {
+      reject(new Error(`no method ${method}`));
+      return;
+    }
+    fn.call(client, request, { deadline: Date.now() + deadlineMs }, (err, res) => {
+      if (err) reject(err);
+      else resolve(res);
+    });
+  });
+}
+
+export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Promise<RunningDriver> {
+  const logger = (deps.logger ?? createLogger({ level: config.logLevel })).child({
+    driver: config.driverName,
+    node: config.nodeName,
+  });
+  const metrics = deps.metrics ?? createDriverMetrics({ defaultMetrics: true });
+  const discover =
+    deps.discover ??
+    (() =>
+      discoverInventory({
+        nvmlLib: config.nvmlLib,
+        hostPaths: config.hostPaths,
+        logger: logger.child({ component: 'nvml' }),
+      }));
+
+  let kubeConfig = deps.kubeConfig;
+  const needKube = !deps.claims || deps.publisher === undefined;
+  if (needKube && !kubeConfig) kubeConfig = await loadKubeConfig(config);
+  const claims = deps.claims ?? (await kubeClaimGetter(kubeConfig as KubeConfig));
+  const publisher: SlicePublisher | undefined =
+    deps.publisher === null
+      ? undefined
+      : (deps.publisher ??
+        new ResourceSlicePublisher({
+          nodeName: config.nodeName,
+          driverName: config.driverName,
+          ...(kubeConfig ? { kubeConfig } : {}),
+          logger,
+          registry: metrics.registry,
+        }));
+
+  const inventory = await discoverWithRetry(() => Promise.resolve().then(discover), {
+    logger: logger.child({ component: 'discovery' }),
+    ...(deps.signal ? { signal: deps.signal } : {}),
+  });
+  logger.info(
+    {
+      gpus: inventory.gpus.length,
+      failures: inventory.failures.length,
+      driverVersion: inventory.driverVersion,
+    },
+    'GPUs discovered',
+  );
+  const cache = new InventoryCache(inventory, discover, deps.rediscoverIntervalMs ?? 5_000, (inv) => {
+    publisher?.update(inv).catch((err: unknown) => {
+      logger.warn({ err: errorMessage(err) }, 'republish after re-discovery failed');
+    });
+  });
+
+  const state = new DeviceState({
+    driverName: config.driverName,
+    poolName: config.nodeName,
+    hostPaths: config.hostPaths,
+    cdi: new CdiStore(config.cdiRoot, config.driverName),
+    checkpoint: new CheckpointStore(
+      path.join(pluginDataDir({ pluginsDir: config.kubeletPluginsDir }, config.driverName), CHECKPOINT_FILE),
+      logger.child({ component: 'checkpoint' }),
+    ),
+    inventory: cache,
+    logger: logger.child({ component: 'state' }),
+  });
+  const recovery = await state.recover();
+  logger.info({ recovery }, 'checkpoint recovered');
+  metrics.preparedClaims.set(state.preparedClaimUids().length);
+
+  const plugin = await startKubeletPlugin({
+    driverName: config.driverName,
+    registryDir: config.kubeletRegistryDir,
+    pluginsDir: config.kubeletPluginsDir,
+    state,
+    claims,
+    logger: logger.child({ component: 'grpc' }),
+    metrics,
+  });
+  publisher?.start(inventory);
+
+  const protos = loadProtos();
+  const { credentials } = await import('@grpc/grpc-js');
+  const selfDra = new protos.draV1(`unix:${plugin.draSocket}`, credentials.createInsecure());
+  const selfReg = new protos.registration(`unix:${plugin.registrationSocket}`, credentials.createInsecure());
+  const healthCheck = async (): Promise<void> => {
+    await unaryCall(selfReg, 'GetInfo', {}, 2_000);
+    await unaryCall<NodePrepareResourcesResponse>(selfDra, 'NodePrepareResources', { claims: [] }, 2_000);
+  };
+  const notReady = (): string | undefined => {
+    if (plugin.registration.status.registered === false)
+      return `kubelet rejected registration: ${plugin.registration.status.error ?? ''}`;
+    if (publisher && !publisher.isReady()) return 'ResourceSlices not published yet';
+    return undefined;
+  };
+
+  let httpServer: http.Server | undefined;
+  try {
+    if (config.httpListen)
+      httpServer = await startHttp(
+        config.httpListen,
+        { health: healthCheck, ready: notReady, metrics },
+        logger,
+      );
+  } catch (err) {
+    await plugin.stop();
+    await publisher?.stop();
+    throw err;
+  }
+  const address = httpServer?.address();
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      logger.info('stopping');
+      await plugin.stop();
+      selfDra.close();
+      selfReg.close();
+      if (publisher) {
+        if (config.cleanupOnExit) {
+          await publisher.deleteAll().catch((err: unknown) => {
+            logger.error({ err: errorMessage(err) }, 'deleting ResourceSlices failed');
+          });
+        } else {
+          await publisher.stop();
+        }
+      }
+      if (config.cleanupOnExit) await state.cleanupAll();
+      if (httpServer) {
+        httpServer.closeAllConnections();
+        await new Promise<void>((resolve) =>
+          httpServer?.close(() => {
+            resolve();
+          }),
+        );
+      }
+      logger.info('stopped');
+    })();
+    return stopping;
+  };
+
+  return {
+    config,
+    plugin,
+    state,
+    recovery,
+    metrics,
+    ...(address && typeof address === 'object'
+      ? { httpAddress: { host: address.address, port: address.port } }
+      : {}),
+    healthCheck,
+    stop,
+  };
+}
