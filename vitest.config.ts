@@ -2,6 +2,10 @@ import { defineConfig } from 'vitest/config';
 
 // Two projects: `unit` is fast and needs only gcc (the fake NVML); `e2e` starts the real
 // Kubernetes peers built from test/peers (first run compiles them, hence the long hook timeout).
+// A third, `bench` (test/bench/, measurements rather than tests), exists only when
+// GPU_DRA_BENCH=1, so plain `vitest run` / `npm test` never runs it; `npm run bench` sets it.
+const bench = process.env['GPU_DRA_BENCH'] === '1';
+
 export default defineConfig({
   test: {
     projects: [
@@ -23,6 +27,20 @@ export default defineConfig({
           fileParallelism: false,
         },
       },
+      ...(bench
+        ? [
+            {
+              test: {
+                name: 'bench',
+                include: ['test/bench/**/*.bench.ts'],
+                globalSetup: ['test/support/global-setup.ts'],
+                testTimeout: 1_800_000,
+                hookTimeout: 3_600_000,
+                fileParallelism: false,
+              },
+            },
+          ]
+        : []),
     ],
   },
 });

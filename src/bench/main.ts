@@ -4,20 +4,15 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { discoverInventory } from '../nvml/discover.js';
 import { createSimulatedNode } from '../sim/fakeHost.js';
-import { summarize, type LatencySummary } from './stats.js';
+import { mergeResults, startRun, type BenchResult } from './results.js';
+import { summarize } from './stats.js';
 
 /**
- * `npm run bench`: performance figures of the driver on a simulated node, written to
- * bench-results/ (JSON + a Markdown table). Never run from unit tests: timings on a shared
- * 2-core CI box are not assertions.
+ * `npm run bench`, first part: in-process figures on a simulated node. Starts a new run in
+ * bench-results/ (JSON + Markdown); the `bench` vitest project (test/bench/) then adds the
+ * driver's figures against real Kubernetes peers. Never run from unit tests: timings on a
+ * shared 2-core CI box are not assertions.
  */
-
-interface BenchResult {
-  readonly name: string;
-  readonly unit: string;
-  readonly summary: LatencySummary;
-  readonly note?: string;
-}
 
 async function benchDiscovery(profile: string, iterations: number): Promise<BenchResult> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gpu-dra-bench-'));
@@ -34,39 +29,27 @@ async function benchDiscovery(profile: string, iterations: number): Promise<Benc
       samples.push(performance.now() - start);
     }
     return {
+      id: `discovery-${profile}`,
       name: `discovery (${profile}, in process, nvmlInit→nvmlShutdown)`,
       unit: 'ms',
       summary: summarize(samples),
       note: `first call (dlopen, koffi binding, JIT) ${coldMs.toFixed(1)} ms`,
+      measuredAt: new Date().toISOString(),
     };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
-function renderMarkdown(results: readonly BenchResult[]): string {
-  const lines = [
-    `# gpu-dra benchmark (${new Date().toISOString()}, ${os.cpus().length} CPUs, Node ${process.version})`,
-    '',
-    '| benchmark | n | p50 | p90 | p99 | max | unit | note |',
-    '|---|---|---|---|---|---|---|---|',
-    ...results.map(
-      (r) =>
-        `| ${r.name} | ${r.summary.count} | ${r.summary.p50} | ${r.summary.p90} | ${r.summary.p99} | ${r.summary.max} | ${r.unit} | ${r.note ?? ''} |`,
-    ),
-  ];
-  return lines.join('\n') + '\n';
-}
-
 async function main(): Promise<void> {
-  const outDir = path.resolve(process.env['BENCH_OUT'] ?? 'bench-results');
+  startRun();
   const results: BenchResult[] = [];
   for (const profile of ['h100-8x', 'a100-mig']) results.push(await benchDiscovery(profile, 200));
-  fs.mkdirSync(outDir, { recursive: true });
-  fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2) + '\n');
-  const markdown = renderMarkdown(results);
-  fs.writeFileSync(path.join(outDir, 'results.md'), markdown);
-  process.stdout.write(markdown);
+  const run = mergeResults(results);
+  for (const r of run.results) {
+    const s = r.summary;
+    if (s) process.stdout.write(`${r.name}: p50 ${s.p50} ${r.unit}, p99 ${s.p99} ${r.unit} (n=${s.count})\n`);
+  }
 }
 
 await main();

@@ -23,3 +23,30 @@ export function summarize(samples: readonly number[]): LatencySummary {
     mean: round(sorted.reduce((a, b) => a + b, 0) / sorted.length),
   };
 }
+
+/** Least-squares slope of `y` over `x` (0 with fewer than two distinct x). */
+export function slope(points: readonly { x: number; y: number }[]): number {
+  const n = points.length;
+  if (n < 2) return 0;
+  const mx = points.reduce((a, p) => a + p.x, 0) / n;
+  const my = points.reduce((a, p) => a + p.y, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const p of points) {
+    num += (p.x - mx) * (p.y - my);
+    den += (p.x - mx) ** 2;
+  }
+  return den === 0 ? 0 : num / den;
+}
+
+/**
+ * The upper bound of the histogram bucket holding quantile `q`, from cumulative Prometheus
+ * bucket counts (`le` → count, `+Inf` included). Undefined without observations.
+ */
+export function bucketQuantile(buckets: ReadonlyMap<number, number>, q: number): number | undefined {
+  const sorted = [...buckets.entries()].sort(([a], [b]) => a - b);
+  const total = sorted.at(-1)?.[1] ?? 0;
+  if (total === 0) return undefined;
+  const rank = Math.ceil(q * total);
+  return sorted.find(([, count]) => count >= rank)?.[0];
+}
