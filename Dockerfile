@@ -4,7 +4,7 @@
 #
 #   docker build -t ghcr.io/gpu-dra/gpu-dra:0.1.0 .
 #
-# Three stages: `build` compiles the TypeScript, `deps` installs the production dependencies
+# Three stages: `build` compiles and bundles the TypeScript, `deps` installs the production dependencies
 # only (npm ci --omit=dev), and the runtime image holds node, those dependencies, dist/ and
 # proto/ (the gRPC protocols are loaded at run time). Build stages run as the unprivileged
 # `node` user.
@@ -24,7 +24,9 @@ COPY --chown=node:node package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY --chown=node:node tsconfig.json tsconfig.build.json ./
 COPY --chown=node:node src ./src
-RUN npx tsc -p tsconfig.build.json
+COPY --chown=node:node scripts ./scripts
+# tsc type-checks; scripts/bundle.mjs writes dist/gpu-dra.mjs, the one file the image runs.
+RUN npm run build
 
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /src
@@ -43,8 +45,8 @@ COPY package.json ./
 COPY proto ./proto
 COPY --from=deps /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
-RUN ln -s /app/dist/cli/main.js /usr/local/bin/gpu-dra && chmod +x /app/dist/cli/main.js
+RUN ln -s /app/dist/gpu-dra.mjs /usr/local/bin/gpu-dra && chmod +x /app/dist/gpu-dra.mjs
 # Root on purpose (see the header): device nodes, kubelet plugin sockets, CDI specs.
 USER 0:0
-ENTRYPOINT ["node", "/app/dist/cli/main.js"]
+ENTRYPOINT ["node", "/app/dist/gpu-dra.mjs"]
 CMD ["driver"]

@@ -7,12 +7,12 @@
  * `defaults: true` (absent scalars and repeated fields read as ''/[]), `oneofs: true`.
  */
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { packageRoot } from '../util/packageRoot.js';
 
-/** proto/ sits two levels above both src/driver and dist/driver. */
-export const PROTO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../proto');
+/** proto/ at the package root (shipped in the npm package and the image). */
+export const PROTO_ROOT = path.join(packageRoot(), 'proto');
 
 export const LOADER_OPTIONS: protoLoader.Options = Object.freeze({
   keepCase: true,

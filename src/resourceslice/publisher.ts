@@ -440,8 +440,10 @@ export class ResourceSlicePublisher {
         this.wake = undefined;
         continue;
       }
+      // Coalesce bursts of watch events and inventory changes; the first publish goes out at
+      // once, since a node without slices cannot be scheduled on.
       try {
-        await sleep(this.opts.debounceMs ?? 100, this.abort.signal);
+        if (this.isReady()) await sleep(this.opts.debounceMs ?? 100, this.abort.signal);
       } catch {
         break;
       }

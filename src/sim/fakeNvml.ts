@@ -9,11 +9,11 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { z } from 'zod';
 
 import { GpuDraError } from '../util/errors.js';
+import { packageRoot } from '../util/packageRoot.js';
 
 /** gcc flags; part of the cache key. */
 const CFLAGS = ['-shared', '-fPIC', '-O2', '-Wall', '-Wextra', '-Werror'] as const;
@@ -128,9 +128,9 @@ export type FakeGpu = FakeNvmlConfig['gpus'][number];
 export type FakeGiProfile = z.infer<typeof giProfileSchema>;
 export type FakeMigDevice = z.infer<typeof migDeviceSchema>;
 
-/** The repository root, from this module's location (src/sim/ under vitest, dist/sim/ after tsc). */
+/** The repository root (the fake's C source and profiles live under test/fake-nvml/). */
 export function repoRoot(): string {
-  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+  return packageRoot();
 }
 
 export function fakeNvmlSourcePath(): string {

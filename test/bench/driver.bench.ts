@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
    data-only classes; plain object literals are the documented way to build request bodies. */
-// `npm run bench`, second part: the driver process (`node dist/cli/main.js driver`) on a
+// `npm run bench`, second part: the driver process (`node dist/gpu-dra.mjs driver`) on a
 // simulated h100-8x node against the real control plane built from test/peers.
 //
 //   1. start → first ResourceSlice  (spawn → ADDED on a watch opened before the spawn)

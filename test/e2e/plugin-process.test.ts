@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
    data-only classes; plain object literals are the documented way to build request bodies. */
-// The real driver process (`node dist/cli/main.js driver`) on a simulated node, against the real
+// The real driver process (`node dist/gpu-dra.mjs driver`) on a simulated node, against the real
 // peers: it becomes ready, prepares a pod's claim, and on SIGTERM exits 0 with its sockets gone.
 // Without --cleanup-on-exit (a rolling restart) the CDI spec, checkpoint and ResourceSlices stay
 // for the pods still running; a restarted driver recovers them, and with --cleanup-on-exit
@@ -89,7 +89,7 @@ describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
     const child = spawn(
       process.execPath,
       [
-        path.join(repo, 'dist/cli/main.js'),
+        path.join(repo, 'dist/gpu-dra.mjs'),
         'driver',
         `--node-name=${NODE}`,
         `--kubeconfig=${c.adminKubeconfigPath}`,

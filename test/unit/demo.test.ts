@@ -39,7 +39,7 @@ interface DemoJson {
 describe('gpu-dra demo (the embedded default)', () => {
   it('discovers the simulated h100-8x node, prints its ResourceSlices, and prepares a claim over the plugin socket', async () => {
     const started = Date.now();
-    const { stdout } = await run('node', [path.join(repo, 'dist/cli/main.js'), 'demo']);
+    const { stdout } = await run('node', [path.join(repo, 'dist/gpu-dra.mjs'), 'demo']);
     const elapsed = Date.now() - started;
     expect(stdout).toContain('driver 580.159.04, CUDA 13.0, 8 GPU(s)');
     expect(stdout).toContain('GPU-6a5915e5-c913-b8b9-41dc-75d55806210b');
@@ -107,7 +107,7 @@ describe('gpu-dra demo (the embedded default)', () => {
 
   it('runs another profile as JSON, preparing a MIG device', async () => {
     const { stdout } = await run('node', [
-      path.join(repo, 'dist/cli/main.js'),
+      path.join(repo, 'dist/gpu-dra.mjs'),
       'demo',
       '--profile',
       'a100-mig',
@@ -147,7 +147,7 @@ describe('gpu-dra demo (the embedded default)', () => {
   });
 
   it('names an unknown profile and lists the known ones', async () => {
-    const err = (await run('node', [path.join(repo, 'dist/cli/main.js'), 'demo', '--profile', 'nope']).catch(
+    const err = (await run('node', [path.join(repo, 'dist/gpu-dra.mjs'), 'demo', '--profile', 'nope']).catch(
       (e: unknown) => e,
     )) as { code: number; stderr: string };
     expect(err.code).not.toBe(0);

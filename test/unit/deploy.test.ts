@@ -434,7 +434,7 @@ describe('Dockerfile', () => {
     expect(text.match(/^FROM /gm)?.length).toBe(3);
     expect(text).toMatch(/npm ci --omit=dev/);
     expect(text).toMatch(/^COPY proto \.\/proto$/m);
-    expect(text).toMatch(/^ENTRYPOINT \["node", "\/app\/dist\/cli\/main\.js"\]$/m);
+    expect(text).toMatch(/^ENTRYPOINT \["node", "\/app\/dist\/gpu-dra\.mjs"\]$/m);
     expect(text).toMatch(/^CMD \["driver"\]$/m);
     expect(text).toMatch(/^USER 0:0$/m);
     expect(text).toMatch(/Root on purpose/);

@@ -201,7 +201,7 @@ describe('faults', () => {
 
   it('`gpu-dra discover` without a library exits 2 with a message saying how to point at it', async () => {
     const error = (await run('node', [
-      path.join(repo, 'dist/cli/main.js'),
+      path.join(repo, 'dist/gpu-dra.mjs'),
       'discover',
       '--nvml-lib',
       '/nope/libnvidia-ml.so.1',
@@ -219,7 +219,7 @@ describe('gpu-dra discover through the CLI', () => {
       const { stdout } = await run(
         'node',
         [
-          path.join(repo, 'dist/cli/main.js'),
+          path.join(repo, 'dist/gpu-dra.mjs'),
           'discover',
           '--json',
           '--nvml-lib',
@@ -241,7 +241,7 @@ describe('gpu-dra discover through the CLI', () => {
     await withSimulatedNode('a100-mig', async (node) => {
       const { stdout } = await run(
         'node',
-        [path.join(repo, 'dist/cli/main.js'), 'discover', '--nvml-lib', node.libPath],
+        [path.join(repo, 'dist/gpu-dra.mjs'), 'discover', '--nvml-lib', node.libPath],
         {
           env: { ...process.env, ...node.env },
         },

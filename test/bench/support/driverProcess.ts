@@ -1,4 +1,4 @@
-// `gpu-dra driver` as a child process (`node dist/cli/main.js driver ...`) on a simulated node,
+// `gpu-dra driver` as a child process (`node dist/gpu-dra.mjs driver ...`) on a simulated node,
 // the way a DaemonSet pod runs it: its own process, its own kubeconfig, metrics on loopback.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -52,7 +52,8 @@ export interface DriverProcess {
   stop(): Promise<void>;
 }
 
-export const CLI = path.join(repoRoot, 'dist', 'cli', 'main.js');
+/** The shipped entry point (the esbuild bundle), as the image runs it; BENCH_CLI overrides. */
+export const CLI = process.env['BENCH_CLI'] ?? path.join(repoRoot, 'dist', 'gpu-dra.mjs');
 
 export async function spawnDriver(opts: DriverProcessOptions): Promise<DriverProcess> {
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} missing: run npm run build first`);
