@@ -1,9 +1,10 @@
 /**
  * The ResourceClaim as the driver needs it, and the one edge that fetches it from the API
  * server. Only the fields read here are typed; the shapes match resource.k8s.io/v1 JSON (and
- * client-node's ResourceV1ResourceClaim, so its objects pass straight through).
+ * @kubernetes/client-node's ResourceV1ResourceClaim, so test fixtures pass straight through).
  */
-import type { KubeConfig } from '@kubernetes/client-node';
+import { KubeClient } from '../kube/client.js';
+import type { KubeConfig } from '../kube/config.js';
 import { GpuDraError } from '../util/errors.js';
 
 export interface DeviceRequestAllocationResult {
@@ -53,15 +54,20 @@ export class ClaimError extends GpuDraError {
   }
 }
 
-/** Thin edge over client-node's ResourceV1Api (resource.k8s.io/v1). */
-export async function kubeClaimGetter(kubeConfig: KubeConfig): Promise<ClaimGetter> {
-  const { ResourceV1Api } = await import('@kubernetes/client-node');
-  const api = kubeConfig.makeApiClient(ResourceV1Api);
-  return {
+/**
+ * Thin edge over GET resource.k8s.io/v1 resourceclaims, on a {@link KubeClient} (shared, e.g.
+ * with the ResourceSlice publisher, so both use one keep-alive connection pool) or a config.
+ */
+export function kubeClaimGetter(kube: KubeClient | KubeConfig): Promise<ClaimGetter> {
+  const client = kube instanceof KubeClient ? kube : new KubeClient(kube);
+  return Promise.resolve({
     async get(namespace, name) {
-      return await api.readNamespacedResourceClaim({ namespace, name });
+      return await client.request<ResourceClaim>(
+        'GET',
+        `/apis/resource.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/resourceclaims/${encodeURIComponent(name)}`,
+      );
     },
-  };
+  });
 }
 
 /** In-memory getter for tests, demos and the simulator. */

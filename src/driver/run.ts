@@ -9,7 +9,8 @@
  */
 import http from 'node:http';
 import path from 'node:path';
-import type { KubeConfig } from '@kubernetes/client-node';
+import { KubeClient } from '../kube/client.js';
+import { loadInClusterConfig, loadKubeConfigFile, type KubeConfig } from '../kube/config.js';
 import { CdiStore } from '../cdi/store.js';
 import { CheckpointStore } from '../checkpoint/store.js';
 import { CHECKPOINT_FILE } from '../checkpoint/schema.js';
@@ -65,13 +66,8 @@ export interface RunningDriver {
   stop(): Promise<void>;
 }
 
-function loadKubeConfig(config: DriverConfig): Promise<KubeConfig> {
-  return import('@kubernetes/client-node').then(({ KubeConfig: KC }) => {
-    const kc = new KC();
-    if (config.kubeconfig) kc.loadFromFile(config.kubeconfig);
-    else kc.loadFromCluster();
-    return kc;
-  });
+function loadKubeConfig(config: DriverConfig): KubeConfig {
+  return config.kubeconfig ? loadKubeConfigFile(config.kubeconfig) : loadInClusterConfig();
 }
 
 /** Caches the inventory; re-discovers at most once per interval when asked to. */
@@ -134,8 +130,10 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
 
   let kubeConfig = deps.kubeConfig;
   const needKube = !deps.claims || deps.publisher === undefined;
-  if (needKube && !kubeConfig) kubeConfig = await loadKubeConfig(config);
-  const claims = deps.claims ?? (await kubeClaimGetter(kubeConfig as KubeConfig));
+  if (needKube && !kubeConfig) kubeConfig = loadKubeConfig(config);
+  // One client, so claim GETs and the publisher share one keep-alive connection pool.
+  const kubeClient = kubeConfig && needKube ? new KubeClient(kubeConfig) : undefined;
+  const claims = deps.claims ?? (await kubeClaimGetter(kubeClient as KubeClient));
   const publisher: SlicePublisher | undefined =
     deps.publisher === null
       ? undefined
@@ -143,7 +141,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
         new ResourceSlicePublisher({
           nodeName: config.nodeName,
           driverName: config.driverName,
-          ...(kubeConfig ? { kubeConfig } : {}),
+          ...(kubeClient ? { kubeConfig: kubeClient } : {}),
           logger,
           registry: metrics.registry,
         }));

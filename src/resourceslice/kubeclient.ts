@@ -1,10 +1,11 @@
 /**
  * The thin edge between the publisher and the apiserver: ResourceSlice create/update/delete/
- * list/watch and Node get, through @kubernetes/client-node. Everything crossing it is plain
- * JSON in wire form (`int`, not the generated client's `_int`), so the publisher can be tested
- * against an in-memory fake of {@link SliceClient}.
+ * list/watch and Node get, through the small keep-alive client in src/kube. Everything
+ * crossing it is plain JSON in wire form, so the publisher can be tested against an in-memory
+ * fake of {@link SliceClient}.
  */
-import type { KubeConfig, V1ResourceSlice } from '@kubernetes/client-node';
+import { KubeApiError, KubeClient } from '../kube/client.js';
+import type { KubeConfig } from '../kube/config.js';
 
 /** A ResourceSlice as JSON on the wire (what the apiserver stores and returns). */
 export interface WireSlice {
@@ -67,6 +68,11 @@ export interface SliceClient {
 
 /** The HTTP status of an apiserver error, when there is one. */
 export function httpStatus(err: unknown): number | undefined {
+  if (err instanceof KubeApiError) return err.statusCode;
+  if (typeof err === 'object' && err !== null && 'statusCode' in err) {
+    const code = err.statusCode;
+    if (typeof code === 'number') return code;
+  }
   if (typeof err === 'object' && err !== null && 'code' in err) {
     const code = err.code;
     if (typeof code === 'number') return code;
@@ -74,7 +80,10 @@ export function httpStatus(err: unknown): number | undefined {
   return undefined;
 }
 
-/** Generated-client object -> wire JSON: drops undefined, Dates to strings, `_int` -> `int`. */
+/**
+ * @kubernetes/client-node object -> wire JSON (for tests and fixtures that use that client):
+ * drops undefined, Dates to strings, `_int` -> `int`.
+ */
 export function fromClientObject(obj: unknown): WireSlice {
   return JSON.parse(JSON.stringify(obj), (key, value: unknown) => {
     if (value !== null && typeof value === 'object' && !Array.isArray(value) && '_int' in value) {
@@ -85,8 +94,11 @@ export function fromClientObject(obj: unknown): WireSlice {
   }) as WireSlice;
 }
 
-/** Wire JSON -> what the generated client serializes (`int` -> `_int` in attribute values). */
-export function toClientObject(slice: WireSlice): V1ResourceSlice {
+/**
+ * Wire JSON -> what @kubernetes/client-node's generated models serialize (`int` -> `_int` in
+ * attribute values); structurally a V1ResourceSlice. For tests and fixtures only.
+ */
+export function toClientObject(slice: WireSlice): WireSlice {
   const copy = JSON.parse(JSON.stringify(slice)) as WireSlice;
   for (const d of copy.spec.devices ?? []) {
     for (const [k, v] of Object.entries(d.attributes ?? {})) {
@@ -96,85 +108,58 @@ export function toClientObject(slice: WireSlice): V1ResourceSlice {
       }
     }
   }
-  // client-node models are data-only classes: its serializer reads plain JSON of the same shape.
-  // eslint-disable-next-line @typescript-eslint/no-unsafe-class-instance-assignment
   return copy;
 }
 
 const SLICES_PATH = '/apis/resource.k8s.io/v1/resourceslices';
 const FIELD_MANAGER = 'gpu-dra';
 
-type ClientNode = typeof import('@kubernetes/client-node');
+interface WireList<T> {
+  items?: T[] | null;
+  metadata?: { resourceVersion?: string };
+}
 
-/**
- * The real client. @kubernetes/client-node is imported on first use, not at module load, so the
- * model and the publisher's logic load (and unit-test) without it.
- */
-export function kubeSliceClient(kc: KubeConfig): SliceClient {
-  let apis:
-    | Promise<{
-        k8s: ClientNode;
-        resource: InstanceType<ClientNode['ResourceV1Api']>;
-        core: InstanceType<ClientNode['CoreV1Api']>;
-        watcher: InstanceType<ClientNode['Watch']>;
-      }>
-    | undefined;
-  const load = (): NonNullable<typeof apis> =>
-    (apis ??= import('@kubernetes/client-node').then((k8s) => ({
-      k8s,
-      resource: kc.makeApiClient(k8s.ResourceV1Api),
-      core: kc.makeApiClient(k8s.CoreV1Api),
-      watcher: new k8s.Watch(kc),
-    })));
+/** The real client: a {@link KubeClient} (shared, e.g. with the claim getter) or a config to build one. */
+export function kubeSliceClient(kube: KubeClient | KubeConfig): SliceClient {
+  const client = kube instanceof KubeClient ? kube : new KubeClient(kube);
+  const one = (name: string): string => `${SLICES_PATH}/${encodeURIComponent(name)}`;
   return {
     async list(fieldSelector) {
-      const { resource } = await load();
-      const res = await resource.listResourceSlice({ fieldSelector });
-      return { items: res.items.map(fromClientObject), resourceVersion: res.metadata?.resourceVersion };
+      const res = await client.request<WireList<WireSlice>>('GET', SLICES_PATH, { query: { fieldSelector } });
+      return { items: res.items ?? [], resourceVersion: res.metadata?.resourceVersion };
     },
     async create(slice) {
-      const { resource } = await load();
-      return fromClientObject(
-        await resource.createResourceSlice({ body: toClientObject(slice), fieldManager: FIELD_MANAGER }),
-      );
+      return await client.request<WireSlice>('POST', SLICES_PATH, {
+        query: { fieldManager: FIELD_MANAGER },
+        body: { apiVersion: 'resource.k8s.io/v1', kind: 'ResourceSlice', ...slice },
+      });
     },
     async update(slice) {
-      const { resource } = await load();
-      return fromClientObject(
-        await resource.replaceResourceSlice({
-          name: slice.metadata.name,
-          body: toClientObject(slice),
-          fieldManager: FIELD_MANAGER,
-        }),
-      );
+      return await client.request<WireSlice>('PUT', one(slice.metadata.name), {
+        query: { fieldManager: FIELD_MANAGER },
+        body: { apiVersion: 'resource.k8s.io/v1', kind: 'ResourceSlice', ...slice },
+      });
     },
     async delete(name, preconditions) {
-      const { resource, k8s } = await load();
-      const body = new k8s.V1DeleteOptions();
-      if (preconditions) body.preconditions = Object.assign(new k8s.V1Preconditions(), preconditions);
-      await resource.deleteResourceSlice({ name, body });
+      const body: Record<string, unknown> = { apiVersion: 'v1', kind: 'DeleteOptions' };
+      if (preconditions) body['preconditions'] = preconditions;
+      await client.request('DELETE', one(name), { body });
     },
     async watch(fieldSelector, resourceVersion, onEvent, onDone) {
-      const { watcher } = await load();
-      const query: Record<string, string | boolean> = { fieldSelector, allowWatchBookmarks: true };
-      if (resourceVersion !== undefined) query['resourceVersion'] = resourceVersion;
-      const ctl = await watcher.watch(
+      return await client.watch(
         SLICES_PATH,
-        query,
-        (phase: string, obj: unknown) => {
+        { fieldSelector, allowWatchBookmarks: true, resourceVersion },
+        (phase, obj) => {
           onEvent(phase as WatchPhase, obj);
         },
         onDone,
       );
-      return {
-        stop: () => {
-          ctl.abort();
-        },
-      };
     },
     async getNodeUid(name) {
-      const { core } = await load();
-      const node = await core.readNode({ name });
+      const node = await client.request<{ metadata?: { uid?: string } }>(
+        'GET',
+        `/api/v1/nodes/${encodeURIComponent(name)}`,
+      );
       const uid = node.metadata?.uid;
       if (!uid) throw new Error(`node ${name} has no metadata.uid`);
       return uid;

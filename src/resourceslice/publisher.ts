@@ -17,7 +17,8 @@
  */
 import type { Registry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeClient } from '../kube/client.js';
+import type { KubeConfig } from '../kube/config.js';
 import type { NodeInventory } from '../nvml/types.js';
 import { errorMessage, GpuDraError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -74,8 +75,11 @@ export interface PublisherOptions {
   readonly nodeName: string;
   /** Default {@link DEFAULT_DRIVER_NAME}. */
   readonly driverName?: string;
-  /** Either a KubeConfig (the real client is built from it) or a {@link SliceClient} (tests). */
-  readonly kubeConfig?: KubeConfig;
+  /**
+   * Either a KubeConfig or a shared KubeClient (the real client is built from it), or a
+   * {@link SliceClient} (tests).
+   */
+  readonly kubeConfig?: KubeConfig | KubeClient;
   readonly client?: SliceClient;
   readonly logger?: Logger;
   /** Registers `gpu_dra_resourceslice_*` metrics here when given. */

@@ -28,7 +28,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { continueRun, mergeResults, resultsDir, type BenchResult } from '../../src/bench/results.js';
 import { bucketQuantile, slope, summarize } from '../../src/bench/stats.js';
-import { kubeClaimGetter } from '../../src/driver/claims.js';
 import { PUBLISHER_RBAC_RULES } from '../../src/resourceslice/publisher.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { atomicWriteFile } from '../../src/util/atomicWrite.js';
@@ -542,7 +541,11 @@ describe('gpu-dra driver benchmarks', () => {
     expect(directClaims.length).toBeGreaterThan(0);
     const c = cluster as Cluster;
     const refs = directClaims.slice(0, 300);
-    const getter = await kubeClaimGetter(c.kubeConfigFor(c.driverToken));
+    // client-node as the driver used it before src/kube (one https.Agent per request).
+    const claimApi = c.kubeConfigFor(c.driverToken).makeApiClient(ResourceV1Api);
+    const getter = {
+      get: (namespace: string, name: string) => claimApi.readNamespacedResourceClaim({ namespace, name }),
+    };
     const viaClientNode: number[] = [];
     for (const ref of refs) {
       const t0 = performance.now();

@@ -13,6 +13,7 @@ import {
   type ResourceV1ResourceClaim,
   type V1ResourceSlice,
 } from '@kubernetes/client-node';
+import { parseKubeConfig } from '../../src/kube/config.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 
 import type { NodeInventory } from '../../src/nvml/types.js';
@@ -49,7 +50,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
     const p = new ResourceSlicePublisher({
       nodeName,
       driverName,
-      kubeConfig: c().kubeConfigFor(c().driverToken),
+      kubeConfig: parseKubeConfig(c().kubeConfigFor(c().driverToken).exportConfig()),
       debounceMs: 50,
       backoff: { initialDelayMs: 100, maxDelayMs: 2000 },
     });

@@ -86,16 +86,21 @@ function asSlices(objects: readonly KubeObject[], source: string): ResourceSlice
 async function fromCluster(
   kubeconfig: string,
 ): Promise<{ slices: ResourceSliceObjectInput[]; classes: DeviceClassObject[] }> {
-  const k8s = await import('@kubernetes/client-node');
-  const { fromClientObject } = await import('../../resourceslice/kubeclient.js');
-  const kc = new k8s.KubeConfig();
-  kc.loadFromFile(kubeconfig);
-  const api = kc.makeApiClient(k8s.ResourceV1Api);
-  const [slices, classes] = await Promise.all([api.listResourceSlice(), api.listDeviceClass()]);
-  return {
-    slices: slices.items.map((s) => fromClientObject(s) as unknown as ResourceSliceObjectInput),
-    classes: JSON.parse(JSON.stringify(classes.items)) as DeviceClassObject[],
-  };
+  const { loadKubeConfigFile } = await import('../../kube/config.js');
+  const { KubeClient } = await import('../../kube/client.js');
+  const client = new KubeClient(loadKubeConfigFile(kubeconfig));
+  try {
+    const [slices, classes] = await Promise.all([
+      client.request<{ items?: ResourceSliceObjectInput[] | null }>(
+        'GET',
+        '/apis/resource.k8s.io/v1/resourceslices',
+      ),
+      client.request<{ items?: DeviceClassObject[] | null }>('GET', '/apis/resource.k8s.io/v1/deviceclasses'),
+    ]);
+    return { slices: slices.items ?? [], classes: classes.items ?? [] };
+  } finally {
+    client.close();
+  }
 }
 
 async function fromProfile(profile: string, driverName: string): Promise<ResourceSliceObjectInput[]> {

@@ -1,0 +1,583 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { TLSSocket } from 'node:tls';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { kubeClaimGetter } from '../../src/driver/claims.js';
+import { KubeApiError, KubeClient, KubeRequestError } from '../../src/kube/client.js';
+import {
+  KubeConfigError,
+  loadInClusterConfig,
+  loadKubeConfigFile,
+  parseKubeConfig,
+  type KubeConfig,
+} from '../../src/kube/config.js';
+import { httpStatus, kubeSliceClient, type WireSlice } from '../../src/resourceslice/kubeclient.js';
+
+let dir: string;
+const servers: (http.Server | https.Server)[] = [];
+const clients: KubeClient[] = [];
+
+interface Pki {
+  ca: Buffer;
+  serverCert: Buffer;
+  serverKey: Buffer;
+  otherCa: Buffer;
+  clientCa: Buffer;
+  clientCert: Buffer;
+  clientKey: Buffer;
+}
+let pki: Pki;
+
+function openssl(...args: string[]): void {
+  execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+}
+
+/** A CA and a leaf it signs (`ext` = extensions for the leaf). */
+function makeCa(name: string): void {
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${name}`,
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.crt`,
+  );
+}
+
+function makeLeaf(name: string, ca: string, ext: string): void {
+  fs.writeFileSync(path.join(dir, `${name}.ext`), ext);
+  openssl(
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-subj',
+    `/CN=${name}`,
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.csr`,
+  );
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    `${ca}.crt`,
+    '-CAkey',
+    `${ca}.key`,
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-extfile',
+    `${name}.ext`,
+    '-out',
+    `${name}.crt`,
+  );
+}
+
+const read = (f: string): Buffer => fs.readFileSync(path.join(dir, f));
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gpu-dra-kube-'));
+  makeCa('ca');
+  makeCa('other-ca');
+  makeCa('client-ca');
+  makeLeaf('server', 'ca', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  makeLeaf('driver', 'client-ca', 'extendedKeyUsage=clientAuth\n');
+  pki = {
+    ca: read('ca.crt'),
+    serverCert: read('server.crt'),
+    serverKey: read('server.key'),
+    otherCa: read('other-ca.crt'),
+    clientCa: read('client-ca.crt'),
+    clientCert: read('driver.crt'),
+    clientKey: read('driver.key'),
+  };
+});
+
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.close();
+  await Promise.all(
+    servers.splice(0).map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          s.closeAllConnections();
+          s.close(() => {
+            resolve();
+          });
+        }),
+    ),
+  );
+});
+
+afterAll(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse, body: string) => void;
+
+function withBody(handler: Handler): http.RequestListener {
+  return (req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (c: string) => (body += c));
+    req.on('end', () => {
+      handler(req, res, body);
+    });
+  };
+}
+
+async function listen(server: http.Server | https.Server): Promise<string> {
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return `${server instanceof https.Server ? 'https' : 'http'}://127.0.0.1:${String(port)}`;
+}
+
+function client(
+  config: Omit<KubeConfig, 'source'>,
+  opts?: ConstructorParameters<typeof KubeClient>[1],
+): KubeClient {
+  const c = new KubeClient({ source: 'test', ...config }, opts);
+  clients.push(c);
+  return c;
+}
+
+function json(res: http.ServerResponse, status: number, obj: unknown): void {
+  res.writeHead(status, { 'Content-Type': 'application/json' });
+  res.end(JSON.stringify(obj));
+}
+
+describe('KubeClient', () => {
+  it('sends the bearer token, query and JSON body, and parses the answer', async () => {
+    const seen: { method?: string; url?: string; auth?: string; type?: string; body?: string }[] = [];
+    const server = await listen(
+      http.createServer(
+        withBody((req, res, body) => {
+          seen.push({
+            method: req.method,
+            url: req.url,
+            auth: req.headers.authorization,
+            type: req.headers['content-type'],
+            body,
+          });
+          json(res, 201, { ok: true });
+        }),
+      ),
+    );
+    const kc = client({ server, token: 'secret-token' });
+    const out = await kc.request<{ ok: boolean }>('POST', '/apis/x/v1/things', {
+      query: { fieldManager: 'gpu-dra', dryRun: undefined, limit: 5 },
+      body: { a: 1 },
+    });
+    expect(out).toEqual({ ok: true });
+    expect(seen).toEqual([
+      {
+        method: 'POST',
+        url: '/apis/x/v1/things?fieldManager=gpu-dra&limit=5',
+        auth: 'Bearer secret-token',
+        type: 'application/json',
+        body: '{"a":1}',
+      },
+    ]);
+  });
+
+  it('turns a Status answer into KubeApiError with code, reason and message', async () => {
+    const server = await listen(
+      http.createServer((_req, res) => {
+        json(res, 409, {
+          kind: 'Status',
+          apiVersion: 'v1',
+          status: 'Failure',
+          reason: 'Conflict',
+          message: 'the object has been modified',
+          code: 409,
+        });
+      }),
+    );
+    const err = await client({ server })
+      .request('PUT', '/apis/x/v1/things/a', { body: {} })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(KubeApiError);
+    const e = err as KubeApiError;
+    expect(e.statusCode).toBe(409);
+    expect(e.reason).toBe('Conflict');
+    expect(e.apiMessage).toBe('the object has been modified');
+    expect(e.message).toContain('PUT /apis/x/v1/things/a: 409 Conflict');
+    expect(httpStatus(e)).toBe(409);
+  });
+
+  it('keeps one TLS connection alive across requests', async () => {
+    let connections = 0;
+    const server = https.createServer({ cert: pki.serverCert, key: pki.serverKey }, (_req, res) => {
+      json(res, 200, { kind: 'Node', metadata: { uid: 'u' } });
+    });
+    server.on('secureConnection', () => connections++);
+    const url = await listen(server);
+    const kc = client({ server: url, ca: pki.ca, token: 't' });
+    for (let i = 0; i < 10; i++) await kc.request('GET', '/api/v1/nodes/n');
+    expect(connections).toBe(1);
+  });
+
+  it('authenticates with a client certificate', async () => {
+    let subject: string | undefined;
+    const server = https.createServer(
+      {
+        cert: pki.serverCert,
+        key: pki.serverKey,
+        ca: pki.clientCa,
+        requestCert: true,
+        rejectUnauthorized: true,
+      },
+      (req, res) => {
+        if (req.socket instanceof TLSSocket) subject = String(req.socket.getPeerCertificate().subject.CN);
+        json(res, 200, {});
+      },
+    );
+    const url = await listen(server);
+    await client({ server: url, ca: pki.ca, cert: pki.clientCert, key: pki.clientKey }).request(
+      'GET',
+      '/version',
+    );
+    expect(subject).toBe('driver');
+    // Without the certificate the TLS handshake is refused.
+    await expect(client({ server: url, ca: pki.ca }).request('GET', '/version')).rejects.toBeInstanceOf(
+      KubeRequestError,
+    );
+  });
+
+  it('refuses a server its CA did not sign, unless told to skip verification', async () => {
+    const server = https.createServer({ cert: pki.serverCert, key: pki.serverKey }, (_req, res) => {
+      json(res, 200, {});
+    });
+    const url = await listen(server);
+    const err = await client({ server: url, ca: pki.otherCa })
+      .request('GET', '/version')
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(KubeRequestError);
+    expect((err as Error).message).toMatch(/certificate/i);
+    await expect(
+      client({ server: url, insecureSkipTlsVerify: true }).request('GET', '/version'),
+    ).resolves.toEqual({});
+    // tls-server-name: verify against a name the certificate has, while dialing the IP.
+    await expect(
+      client({
+        server: url.replace('127.0.0.1', 'localhost'),
+        ca: pki.ca,
+        tlsServerName: 'localhost',
+      }).request('GET', '/version'),
+    ).resolves.toEqual({});
+  });
+
+  it('times out a request that gets no answer', async () => {
+    const server = await listen(http.createServer(() => undefined));
+    const err = await client({ server }, { timeoutMs: 100 })
+      .request('GET', '/slow')
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(KubeRequestError);
+    expect((err as Error).message).toContain('no answer within 100 ms');
+  });
+
+  it('re-reads a rotated token file after a 401 and retries', async () => {
+    const tokenFile = path.join(dir, 'rotating-token');
+    fs.writeFileSync(tokenFile, 'old\n');
+    const auths: (string | undefined)[] = [];
+    const server = await listen(
+      http.createServer((req, res) => {
+        auths.push(req.headers.authorization);
+        if (req.headers.authorization === 'Bearer new') json(res, 200, { ok: 1 });
+        else json(res, 401, { kind: 'Status', reason: 'Unauthorized', message: 'Unauthorized', code: 401 });
+      }),
+    );
+    const kc = client({ server, tokenFile, tokenRefreshMs: 3_600_000 });
+    await expect(kc.request('GET', '/a')).rejects.toMatchObject({ statusCode: 401, reason: 'Unauthorized' });
+    fs.writeFileSync(tokenFile, 'new\n');
+    await expect(kc.request('GET', '/a')).resolves.toEqual({ ok: 1 });
+    expect(auths).toEqual(['Bearer old', 'Bearer old', 'Bearer old', 'Bearer new']);
+  });
+});
+
+describe('KubeClient.watch', () => {
+  it('streams newline-delimited events and stops on stop()', async () => {
+    let serverSawClose!: () => void;
+    const closed = new Promise<void>((resolve) => (serverSawClose = resolve));
+    let url: string | undefined;
+    const server = await listen(
+      http.createServer((req, res) => {
+        url = req.url;
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.write(JSON.stringify({ type: 'ADDED', object: { metadata: { name: 'a' } } }) + '\n');
+        // An event split across chunks.
+        const second = JSON.stringify({ type: 'MODIFIED', object: { metadata: { name: 'b' } } }) + '\n';
+        res.write(second.slice(0, 10));
+        setTimeout(() => res.write(second.slice(10)), 20);
+        res.on('close', serverSawClose);
+      }),
+    );
+    const events: [string, unknown][] = [];
+    const done: unknown[] = [];
+    const kc = client({ server });
+    const handle = await kc.watch(
+      '/apis/resource.k8s.io/v1/resourceslices',
+      { fieldSelector: 'spec.nodeName=n', resourceVersion: undefined },
+      (type, obj) => events.push([type, obj]),
+      (err) => done.push(err),
+    );
+    await expect.poll(() => events.length).toBe(2);
+    expect(url).toBe('/apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.nodeName%3Dn&watch=true');
+    expect(events).toEqual([
+      ['ADDED', { metadata: { name: 'a' } }],
+      ['MODIFIED', { metadata: { name: 'b' } }],
+    ]);
+    handle.stop();
+    await closed;
+    await new Promise((r) => setTimeout(r, 20));
+    expect(done).toEqual([]);
+  });
+
+  it('calls onDone once when the server ends the stream', async () => {
+    const server = await listen(
+      http.createServer((_req, res) => {
+        res.writeHead(200);
+        res.end(JSON.stringify({ type: 'BOOKMARK', object: { metadata: { resourceVersion: '7' } } }) + '\n');
+      }),
+    );
+    const done: unknown[] = [];
+    const events: string[] = [];
+    await client({ server }).watch(
+      '/w',
+      {},
+      (t) => events.push(t),
+      (err) => done.push(err),
+    );
+    await expect.poll(() => done.length).toBe(1);
+    expect(done).toEqual([undefined]);
+    expect(events).toEqual(['BOOKMARK']);
+  });
+
+  it('rejects with KubeApiError when the apiserver refuses the watch', async () => {
+    const server = await listen(
+      http.createServer((_req, res) => {
+        json(res, 403, { kind: 'Status', reason: 'Forbidden', message: 'cannot watch', code: 403 });
+      }),
+    );
+    await expect(
+      client({ server }).watch(
+        '/w',
+        {},
+        () => undefined,
+        () => undefined,
+      ),
+    ).rejects.toMatchObject({ statusCode: 403, reason: 'Forbidden' });
+  });
+});
+
+describe('kubeSliceClient and kubeClaimGetter over KubeClient', () => {
+  it('speaks resource.k8s.io/v1 on the expected paths', async () => {
+    const calls: string[] = [];
+    const slice: WireSlice = {
+      metadata: { name: 's1' },
+      spec: {
+        driver: 'gpu.example.com',
+        nodeName: 'n',
+        pool: { name: 'n', generation: 1, resourceSliceCount: 1 },
+      },
+    };
+    const server = await listen(
+      http.createServer(
+        withBody((req, res, body) => {
+          calls.push(`${req.method ?? ''} ${req.url ?? ''}${body ? ` ${body}` : ''}`);
+          if (req.url?.startsWith('/api/v1/nodes/')) json(res, 200, { metadata: { uid: 'node-uid' } });
+          else if (req.method === 'GET' && req.url?.includes('/resourceclaims/'))
+            json(res, 200, { metadata: { name: 'c', namespace: 'ns', uid: 'cu' } });
+          else if (req.method === 'GET')
+            json(res, 200, {
+              kind: 'ResourceSliceList',
+              metadata: { resourceVersion: '42' },
+              items: [slice],
+            });
+          else if (req.method === 'DELETE')
+            json(res, 404, { kind: 'Status', reason: 'NotFound', message: 'not found', code: 404 });
+          else json(res, 200, JSON.parse(body) as unknown);
+        }),
+      ),
+    );
+    const kc = client({ server, token: 't' });
+    const sc = kubeSliceClient(kc);
+    expect(await sc.list('spec.nodeName=n')).toEqual({ items: [slice], resourceVersion: '42' });
+    expect((await sc.create(slice)).metadata.name).toBe('s1');
+    await sc.update(slice);
+    const err = await sc.delete('s1', { uid: 'u1' }).catch((e: unknown) => e);
+    expect(httpStatus(err)).toBe(404);
+    expect(await sc.getNodeUid('n')).toBe('node-uid');
+    const claims = await kubeClaimGetter(kc);
+    expect((await claims.get('ns', 'c')).metadata?.uid).toBe('cu');
+    const body = JSON.stringify({ apiVersion: 'resource.k8s.io/v1', kind: 'ResourceSlice', ...slice });
+    expect(calls).toEqual([
+      'GET /apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.nodeName%3Dn',
+      `POST /apis/resource.k8s.io/v1/resourceslices?fieldManager=gpu-dra ${body}`,
+      `PUT /apis/resource.k8s.io/v1/resourceslices/s1?fieldManager=gpu-dra ${body}`,
+      'DELETE /apis/resource.k8s.io/v1/resourceslices/s1 {"apiVersion":"v1","kind":"DeleteOptions","preconditions":{"uid":"u1"}}',
+      'GET /api/v1/nodes/n',
+      'GET /apis/resource.k8s.io/v1/namespaces/ns/resourceclaims/c',
+    ]);
+  });
+});
+
+describe('kubeconfig loading', () => {
+  const doc = (user: Record<string, unknown>, cluster: Record<string, unknown> = {}): string =>
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'c', cluster: { server: 'https://10.0.0.1:6443/', ...cluster } }],
+      users: [{ name: 'u', user }],
+      contexts: [{ name: 'ctx', context: { cluster: 'c', user: 'u' } }],
+      'current-context': 'ctx',
+    });
+
+  it('resolves the current context: server, inline data, token', () => {
+    const kc = parseKubeConfig(
+      doc(
+        {
+          token: 'abc',
+          'client-certificate-data': Buffer.from('CERT').toString('base64'),
+          'client-key-data': Buffer.from('KEY').toString('base64'),
+        },
+        {
+          'certificate-authority-data': Buffer.from('CA').toString('base64'),
+          'tls-server-name': 'kubernetes',
+        },
+      ),
+    );
+    expect(kc.server).toBe('https://10.0.0.1:6443');
+    expect(kc.ca?.toString()).toBe('CA');
+    expect(kc.cert?.toString()).toBe('CERT');
+    expect(kc.key?.toString()).toBe('KEY');
+    expect(kc.token).toBe('abc');
+    expect(kc.tlsServerName).toBe('kubernetes');
+  });
+
+  it('reads YAML files and resolves relative paths against the kubeconfig directory', () => {
+    const sub = fs.mkdtempSync(path.join(dir, 'kc-'));
+    fs.writeFileSync(path.join(sub, 'ca.crt'), 'CA-FILE');
+    fs.writeFileSync(path.join(sub, 'token'), 'tok\n');
+    const file = path.join(sub, 'config');
+    fs.writeFileSync(
+      file,
+      [
+        'apiVersion: v1',
+        'clusters:',
+        '- name: c',
+        '  cluster:',
+        '    server: https://api.example:443',
+        '    certificate-authority: ca.crt',
+        'users:',
+        '- name: u',
+        '  user:',
+        '    tokenFile: token',
+        'contexts:',
+        '- name: ctx',
+        '  context: {cluster: c, user: u}',
+        'current-context: ctx',
+      ].join('\n'),
+    );
+    const kc = loadKubeConfigFile(file);
+    expect(kc.ca?.toString()).toBe('CA-FILE');
+    expect(kc.tokenFile).toBe(path.join(sub, 'token'));
+    expect(kc.source).toBe(file);
+  });
+
+  it.each([
+    [doc({ exec: { command: 'aws' } }), 'users[u].user.exec', /exec credential plugins are not supported/],
+    [doc({ 'auth-provider': { name: 'gcp' } }), 'users[u].user.auth-provider', /not supported/],
+    [doc({ 'client-certificate-data': 'QQ==' }), 'users[u].user.client-key', /required/],
+    [doc({}, { server: 'not a url' }), 'clusters[c].cluster.server', /not a URL/],
+    [
+      doc({}, { 'certificate-authority': '/nonexistent/ca.crt' }),
+      'clusters[c].cluster.certificate-authority',
+      /cannot read/,
+    ],
+    [JSON.stringify({ contexts: [] }), 'current-context', /not set/],
+    [
+      JSON.stringify({ contexts: [{ name: 'x', context: { cluster: 'gone' } }], 'current-context': 'x' }),
+      'contexts[x].context.cluster',
+      /refers to cluster "gone"/,
+    ],
+    ['a: [unclosed', '<document>', /not valid YAML/],
+  ])('names the field in errors (%#)', (text, field, message) => {
+    let err: unknown;
+    try {
+      parseKubeConfig(text, { source: '/etc/kubeconfig' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(KubeConfigError);
+    expect((err as KubeConfigError).field).toBe(field);
+    expect((err as KubeConfigError).message).toMatch(message);
+    expect((err as KubeConfigError).message).toContain('/etc/kubeconfig');
+  });
+
+  it('loads the in-cluster service account from an injectable directory', () => {
+    const sa = fs.mkdtempSync(path.join(dir, 'sa-'));
+    fs.writeFileSync(path.join(sa, 'token'), 'sa-token');
+    fs.writeFileSync(path.join(sa, 'ca.crt'), 'SA-CA');
+    const kc = loadInClusterConfig({
+      env: { KUBERNETES_SERVICE_HOST: 'fd00::1', KUBERNETES_SERVICE_PORT: '443' },
+      dir: sa,
+      tokenRefreshMs: 1000,
+    });
+    expect(kc).toMatchObject({
+      server: 'https://[fd00::1]:443',
+      tokenFile: path.join(sa, 'token'),
+      tokenRefreshMs: 1000,
+      source: 'in-cluster',
+    });
+    expect(kc.ca?.toString()).toBe('SA-CA');
+    expect(() => loadInClusterConfig({ env: {}, dir: sa })).toThrow(/KUBERNETES_SERVICE_HOST: is not set/);
+    expect(() =>
+      loadInClusterConfig({
+        env: { KUBERNETES_SERVICE_HOST: 'h', KUBERNETES_SERVICE_PORT: '1' },
+        dir: path.join(sa, 'x'),
+      }),
+    ).toThrow(KubeConfigError);
+  });
+
+  it('re-reads the in-cluster token file periodically', async () => {
+    const sa = fs.mkdtempSync(path.join(dir, 'sa-'));
+    fs.writeFileSync(path.join(sa, 'token'), 'one');
+    fs.writeFileSync(path.join(sa, 'ca.crt'), 'CA');
+    const auths: (string | undefined)[] = [];
+    const server = await listen(
+      http.createServer((req, res) => {
+        auths.push(req.headers.authorization);
+        json(res, 200, {});
+      }),
+    );
+    const cfg = loadInClusterConfig({
+      env: { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '1' },
+      dir: sa,
+      tokenRefreshMs: 50,
+    });
+    const kc = client({ ...cfg, server });
+    await kc.request('GET', '/x');
+    fs.writeFileSync(path.join(sa, 'token'), 'two');
+    await kc.request('GET', '/x');
+    await new Promise((r) => setTimeout(r, 80));
+    await kc.request('GET', '/x');
+    expect(auths).toEqual(['Bearer one', 'Bearer one', 'Bearer two']);
+  });
+});
