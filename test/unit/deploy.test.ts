@@ -245,7 +245,8 @@ describe('deploy/ manifests', () => {
       expect(mounts.get(envValue('CDI_ROOT'))).toBe('/var/run/cdi');
       expect(mounts.get(envValue('NVIDIA_DRIVER_ROOT'))).toBe('/');
       expect(mounts.get(envValue('DEV_ROOT'))).toBe('/dev');
-      expect(mounts.get(`${envValue('PROC_ROOT')}/driver/nvidia`)).toBe('/proc/driver/nvidia');
+      // The driver reads /proc/driver/nvidia-caps/mig-minors, /proc/devices and the boot id.
+      expect(mounts.get(envValue('PROC_ROOT'))).toBe('/proc');
       expect(mounts.get(envValue('SYS_ROOT'))).toBe('/sys');
       for (const m of ctr.volumeMounts) expect(volumes.has(m.name), m.name).toBe(true);
     });
