@@ -114,7 +114,7 @@ export interface ClaimCdiInput {
   readonly driverName: string;
   readonly claimUid: string;
   readonly devices: readonly CdiClaimDevice[];
-  readonly hostPaths: Pick<HostPaths, 'devRoot' | 'driverRoot'>;
+  readonly hostPaths: Pick<HostPaths, 'devRoot' | 'driverRoot' | 'hostDriverRoot'>;
   readonly driverFiles: DriverFiles;
   /** Keyed by container path (`/dev/nvidia0`); absent entries get no type/major/minor. */
   readonly nodeInfo?: ReadonlyMap<string, DeviceNodeInfo>;
@@ -177,9 +177,11 @@ function commonEdits(input: ClaimCdiInput, devices: readonly CdiClaimDevice[]): 
     ...input.driverFiles.binaries,
     ...input.driverFiles.firmware,
   ];
+  // Mount sources and the hook are resolved by the runtime on the host, not in our container.
+  const hostDriverRoot = input.hostPaths.hostDriverRoot ?? input.hostPaths.driverRoot;
   if (files.length > 0) {
     edits.mounts = [...new Set(files)].sort().map((containerPath) => ({
-      hostPath: underRoot(input.hostPaths.driverRoot, containerPath),
+      hostPath: underRoot(hostDriverRoot, containerPath),
       containerPath,
       options: [...RO_BIND],
     }));
@@ -194,7 +196,7 @@ function commonEdits(input: ClaimCdiInput, devices: readonly CdiClaimDevice[]): 
     edits.hooks = [
       {
         hookName: 'createContainer',
-        path: underRoot(input.hostPaths.driverRoot, hook.path),
+        path: underRoot(hostDriverRoot, hook.path),
         args: [...verb, ...folders.flatMap((f) => ['--folder', f])],
       },
     ];

@@ -45,6 +45,7 @@ export interface DriverFlags {
   procRoot?: string;
   sysRoot?: string;
   driverRoot?: string;
+  hostDriverRoot?: string;
   httpListen?: string;
   cleanupOnExit?: boolean | string;
   logLevel?: string;
@@ -63,6 +64,7 @@ const FLAG_OF: Readonly<Record<string, string>> = {
   procRoot: '--proc-root',
   sysRoot: '--sys-root',
   driverRoot: '--driver-root',
+  hostDriverRoot: '--host-driver-root',
   httpListen: '--http-listen',
   cleanupOnExit: '--cleanup-on-exit',
   logLevel: '--log-level',
@@ -103,6 +105,7 @@ const flagsSchema = z.strictObject({
   procRoot: absPath.default(DEFAULT_HOST_PATHS.procRoot),
   sysRoot: absPath.default(DEFAULT_HOST_PATHS.sysRoot),
   driverRoot: absPath.default(DEFAULT_HOST_PATHS.driverRoot),
+  hostDriverRoot: absPath.optional(),
   httpListen: listen.optional(),
   cleanupOnExit: bool.default(false),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -149,7 +152,13 @@ export function parseDriverConfig(flags: DriverFlags, env: NodeJS.ProcessEnv = p
     kubeletPluginsDir: d.kubeletPluginsDir,
     cdiRoot: d.cdiRoot,
     ...(d.nvmlLib ? { nvmlLib: d.nvmlLib } : {}),
-    hostPaths: { devRoot: d.devRoot, procRoot: d.procRoot, sysRoot: d.sysRoot, driverRoot: d.driverRoot },
+    hostPaths: {
+      devRoot: d.devRoot,
+      procRoot: d.procRoot,
+      sysRoot: d.sysRoot,
+      driverRoot: d.driverRoot,
+      ...(d.hostDriverRoot ? { hostDriverRoot: d.hostDriverRoot } : {}),
+    },
     ...(d.httpListen ? { httpListen: d.httpListen } : {}),
     cleanupOnExit: d.cleanupOnExit,
     logLevel: d.logLevel,

@@ -10,6 +10,12 @@ export interface HostPaths {
   readonly procRoot: string;
   readonly sysRoot: string;
   readonly driverRoot: string;
+  /**
+   * The driver root as the container runtime on the host sees it, for CDI mount sources and
+   * hook paths. In the DaemonSet the driver root is mounted at /driver-root but the runtime
+   * resolves CDI paths on the host; defaults to `driverRoot` (same view, as on a plain host).
+   */
+  readonly hostDriverRoot?: string;
 }
 
 export const DEFAULT_HOST_PATHS: HostPaths = Object.freeze({

@@ -213,6 +213,7 @@ describe('deploy/ manifests', () => {
           KUBELET_PLUGINS_DIR: 'kubeletPluginsDir',
           CDI_ROOT: 'cdiRoot',
           NVIDIA_DRIVER_ROOT: 'driverRoot',
+          HOST_DRIVER_ROOT: 'hostDriverRoot',
           DEV_ROOT: 'devRoot',
           PROC_ROOT: 'procRoot',
           SYS_ROOT: 'sysRoot',
@@ -244,6 +245,8 @@ describe('deploy/ manifests', () => {
       expect(mounts.get(envValue('KUBELET_PLUGINS_DIR'))).toBe('/var/lib/kubelet/plugins');
       expect(mounts.get(envValue('CDI_ROOT'))).toBe('/var/run/cdi');
       expect(mounts.get(envValue('NVIDIA_DRIVER_ROOT'))).toBe('/');
+      // CDI mount sources are host paths: the driver-root volume's hostPath.
+      expect(envValue('HOST_DRIVER_ROOT')).toBe(mounts.get(envValue('NVIDIA_DRIVER_ROOT')));
       expect(mounts.get(envValue('DEV_ROOT'))).toBe('/dev');
       // The driver reads /proc/driver/nvidia-caps/mig-minors, /proc/devices and the boot id.
       expect(mounts.get(envValue('PROC_ROOT'))).toBe('/proc');

@@ -56,7 +56,11 @@ export function registerDriverCommand(program: Command): Command {
       'trace|debug|info|warn|error (env LOG_LEVEL, default info)',
       env['LOG_LEVEL'],
     );
-  hostPathOptions(cmd);
+  hostPathOptions(cmd).option(
+    '--host-driver-root <dir>',
+    'the driver root as the host sees it, for CDI mount sources (env HOST_DRIVER_ROOT; default: --driver-root)',
+    env['HOST_DRIVER_ROOT'],
+  );
   cmd.action(async (opts: DriverFlags) => {
     const config = parseDriverConfig(opts);
     const abort = new AbortController();
