@@ -345,33 +345,15 @@ function deviceKey(c: Candidate): string {
 
 function explainDevice(c: Candidate, selectors: readonly PreparedSelector[]): DeviceExplanation {
   const base = { driver: c.driver, pool: c.pool, device: c.input.name, ...(c.node ? { node: c.node } : {}) };
+  // A selector that cannot run at all (does not compile, or the device has no CEL form).
+  const unevaluable = (sel: PreparedSelector, error: string): DeviceExplanation => ({
+    ...base,
+    outcome: 'error',
+    failure: { source: sel.source, index: sel.index, expression: sel.expression, values: [], error },
+  });
   for (const sel of selectors) {
-    if (!sel.compiled) {
-      return {
-        ...base,
-        outcome: 'error',
-        failure: {
-          source: sel.source,
-          index: sel.index,
-          expression: sel.expression,
-          values: [],
-          error: sel.compileError ?? 'compile error',
-        },
-      };
-    }
-    if (!c.cel) {
-      return {
-        ...base,
-        outcome: 'error',
-        failure: {
-          source: sel.source,
-          index: sel.index,
-          expression: sel.expression,
-          values: [],
-          error: c.conversionError ?? 'device not convertible',
-        },
-      };
-    }
+    if (!sel.compiled) return unevaluable(sel, sel.compileError ?? 'compile error');
+    if (!c.cel) return unevaluable(sel, c.conversionError ?? 'device not convertible');
     const verdict = sel.compiled.run(c.cel);
     if (!verdict.ok) return { ...base, outcome: 'error', failure: explainFailure(sel, c.cel, verdict.error) };
     if (!verdict.matches) return { ...base, outcome: 'no-match', failure: explainFailure(sel, c.cel) };
