@@ -4,8 +4,8 @@
  * all.
  *
  * Start order: discover (retried until GPUs appear, so no empty pool is ever published) →
- * recover the checkpoint (before any socket exists, so the kubelet never sees half-recovered
- * state) → DRA socket → registration socket → publish slices → HTTP.
+ * start publishing slices → recover the checkpoint (before any socket exists, so the kubelet
+ * never sees half-recovered state) → DRA socket → registration socket → HTTP.
  */
 import http from 'node:http';
 import path from 'node:path';
@@ -158,6 +158,9 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     },
     'GPUs discovered',
   );
+  // Publish first: slices only need the inventory, and a node without them cannot be scheduled
+  // on; recovery and the sockets come up while the first write is in flight.
+  publisher?.start(inventory);
   const cache = new InventoryCache(inventory, discover, deps.rediscoverIntervalMs ?? 5_000, (inv) => {
     publisher?.update(inv).catch((err: unknown) => {
       logger.warn({ err: errorMessage(err) }, 'republish after re-discovery failed');
@@ -189,7 +192,6 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     logger: logger.child({ component: 'grpc' }),
     metrics,
   });
-  publisher?.start(inventory);
 
   const protos = loadProtos();
   const { credentials } = await import('@grpc/grpc-js');
