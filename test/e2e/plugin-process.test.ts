@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest'
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { startCluster, type Cluster } from './support/cluster.js';
+import { createPodWithClaims, oneDeviceTemplate } from './support/workloads.js';
 import { preparedContainers, startNode, type NodeHarness } from './support/node.js';
 import { ensurePeersBinary } from './support/peers.js';
 import { freePort, httpGet } from './support/process.js';
@@ -175,27 +176,14 @@ describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
     expect((await httpGet(`http://127.0.0.1:${String(p.port)}/healthz`)).status).toBe(200);
 
     // A pod gets a GPU through the process's sockets.
-    await resource.createNamespacedResourceClaimTemplate({
-      namespace: NS,
-      body: {
-        metadata: { name: 'one' },
-        spec: {
-          spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: `gpu.${DRIVER}` } }] } },
-        },
+    await createPodWithClaims(
+      { resource, core },
+      {
+        namespace: NS,
+        pod: 'worker',
+        claims: [{ name: 'gpu', template: oneDeviceTemplate(`gpu.${DRIVER}`) }],
       },
-    });
-    await core.createNamespacedPod({
-      namespace: NS,
-      body: {
-        metadata: { name: 'worker' },
-        spec: {
-          containers: [
-            { name: 'ctr', image: 'registry.k8s.io/pause:3.10', resources: { claims: [{ name: 'gpu' }] } },
-          ],
-          resourceClaims: [{ name: 'gpu', resourceClaimTemplateName: 'one' }],
-        },
-      },
-    });
+    );
     const prepared = await n.waitForEvent(
       (e) => e['pod'] === `${NS}/worker` && e.event === 'prepared',
       60_000,

@@ -11,7 +11,6 @@ import {
   RbacAuthorizationV1Api,
   ResourceV1Api,
   type ResourceV1ResourceClaim,
-  type V1Pod,
   type V1ResourceClaimTemplateSpec,
 } from '@kubernetes/client-node';
 import { pino } from 'pino';
@@ -29,6 +28,7 @@ import { loadProfile, parseFakeNvmlConfig } from '../../src/sim/fakeNvml.js';
 import type { Logger } from '../../src/util/log.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { startCluster, type Cluster } from './support/cluster.js';
+import { createPodWithClaims, type PodClaim } from './support/workloads.js';
 import { preparedContainers, startNode, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { ensurePeersBinary, peersLog } from './support/peers.js';
 import { eventually } from './support/wait.js';
@@ -201,37 +201,12 @@ describe('kubelet plugin end to end', () => {
   /** Creates one template per claim and a pod using them all; resolves with the node's verdict. */
   async function runPodWithClaims(
     name: string,
-    podClaims: { name: string; template: V1ResourceClaimTemplateSpec; requests?: string[] }[],
+    podClaims: readonly PodClaim[],
   ): Promise<{ prepared: KubeletEvent; claims: Map<string, ResourceV1ResourceClaim>; uid: string }> {
-    for (const c of podClaims) {
-      await resource.createNamespacedResourceClaimTemplate({
-        namespace: NS,
-        body: { metadata: { name: `${name}-${c.name}` }, spec: c.template },
-      });
-    }
-    const pod: V1Pod = {
-      metadata: { name, namespace: NS },
-      spec: {
-        containers: [
-          {
-            name: 'ctr',
-            image: 'registry.k8s.io/pause:3.10',
-            resources: {
-              claims: podClaims.flatMap((c) =>
-                c.requests?.length
-                  ? c.requests.map((request) => ({ name: c.name, request }))
-                  : [{ name: c.name }],
-              ),
-            },
-          },
-        ],
-        resourceClaims: podClaims.map((c) => ({
-          name: c.name,
-          resourceClaimTemplateName: `${name}-${c.name}`,
-        })),
-      },
-    };
-    const created = await core.createNamespacedPod({ namespace: NS, body: pod });
+    const created = await createPodWithClaims(
+      { resource, core },
+      { namespace: NS, pod: name, claims: podClaims },
+    );
     const uid = created.metadata?.uid ?? '';
     const prepared = await (node as NodeHarness)
       .waitForEvent(

@@ -22,6 +22,7 @@ import { createLogger } from '../../src/util/log.js';
 import { buildContainerRootfs, sharedLibraries, type OciLikeSpec } from '../support/runtime.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { startCluster, type Cluster } from './support/cluster.js';
+import { createPodWithClaims, oneDeviceTemplate } from './support/workloads.js';
 import { preparedContainers, startNode, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { ensurePeersBinary } from './support/peers.js';
 import { eventually } from './support/wait.js';
@@ -103,31 +104,15 @@ describe('the container a runtime builds from the injected OCI spec', () => {
       },
     );
 
-    await resource.createNamespacedResourceClaimTemplate({
-      namespace: NS,
-      body: {
-        metadata: { name: 'one-gpu' },
-        spec: {
-          spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: `gpu.${DRIVER}` } }] } },
-        },
+    await createPodWithClaims(
+      { resource, core },
+      {
+        namespace: NS,
+        pod: 'cuda',
+        image: 'nvcr.io/nvidia/cuda:13.0.0-base-ubuntu24.04',
+        claims: [{ name: 'gpu', template: oneDeviceTemplate(`gpu.${DRIVER}`) }],
       },
-    });
-    await core.createNamespacedPod({
-      namespace: NS,
-      body: {
-        metadata: { name: 'cuda' },
-        spec: {
-          containers: [
-            {
-              name: 'ctr',
-              image: 'nvcr.io/nvidia/cuda:13.0.0-base-ubuntu24.04',
-              resources: { claims: [{ name: 'gpu' }] },
-            },
-          ],
-          resourceClaims: [{ name: 'gpu', resourceClaimTemplateName: 'one-gpu' }],
-        },
-      },
-    });
+    );
     prepared = await node.waitForEvent(
       (e) =>
         e['pod'] === `${NS}/cuda` &&
