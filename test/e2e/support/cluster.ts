@@ -114,15 +114,24 @@ export class Cluster {
 
   static async start(opts: ClusterOptions = {}): Promise<Cluster> {
     const binary = opts.binary ?? (await ensurePeersBinary(opts.version));
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gpu-dra-e2e-'));
-    const cluster = new Cluster(dir, binary, opts.version ?? 'default', opts);
-    try {
-      await cluster.boot();
-    } catch (err) {
-      await cluster.stop();
-      throw err;
+    // Free ports are picked by binding port 0 and closing it; until a peer binds it, another
+    // process's outgoing connection can take it from the same ephemeral range. Such a clash
+    // (and only that) is retried with new ports; any other failure fails at once with its log.
+    for (let attempt = 1; ; attempt++) {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gpu-dra-e2e-'));
+      const cluster = new Cluster(dir, binary, opts.version ?? 'default', opts);
+      try {
+        await cluster.boot();
+        return cluster;
+      } catch (err) {
+        await cluster.stop();
+        const portClash = err instanceof Error && err.message.includes('address already in use');
+        if (!portClash || attempt >= 3) throw err;
+        process.stderr.write(
+          `[peers] port clash starting the control plane, retrying (${String(attempt)})\n`,
+        );
+      }
     }
-    return cluster;
   }
 
   /** The admin token (system:masters). */
