@@ -16,7 +16,7 @@
  * - A claim `state` this version does not know is treated as PrepareStarted (rolled back, so
  *   the kubelet's retry prepares it afresh).
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 export const CHECKPOINT_KIND = 'GpuDraCheckpoint';
 export const CHECKPOINT_VERSION = 1;

@@ -16,7 +16,7 @@
  * Unknown fields are errors. Every problem is reported with the path of the field, e.g.
  * `config[1].opaque.parameters.sharing.timeSlicing.interval`.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { GpuDraError } from '../util/errors.js';
 import type { DeviceAllocationConfiguration, DeviceRequestAllocationResult } from './claims.js';
 import type { AllocatableDevice } from './deviceNames.js';

@@ -10,7 +10,7 @@ import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
-import { z } from 'zod';
+import * as z from 'zod';
 
 import { GpuDraError } from '../util/errors.js';
 import { packageRoot } from '../util/packageRoot.js';
