@@ -3,9 +3,10 @@
  * into a frozen DriverConfig, reporting every bad flag at once with its name.
  */
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { DEFAULT_HOST_PATHS, type HostPaths } from '../nvml/hostPaths.js';
 import { ConfigError } from '../util/errors.js';
+import { DRIVER_DEFAULTS } from './defaults.js';
 
 export interface DriverConfig {
   readonly nodeName: string;
@@ -24,13 +25,7 @@ export interface DriverConfig {
   readonly logLevel: string;
 }
 
-export const DRIVER_DEFAULTS = Object.freeze({
-  driverName: 'gpu.dra.dev',
-  kubeletRegistryDir: '/var/lib/kubelet/plugins_registry',
-  kubeletPluginsDir: '/var/lib/kubelet/plugins',
-  cdiRoot: '/var/run/cdi',
-  logLevel: 'info',
-});
+export { DRIVER_DEFAULTS };
 
 /** Raw option values as commander hands them over (flag, else env twin, else undefined). */
 export interface DriverFlags {

@@ -35,10 +35,11 @@ import {
   migDeviceName,
   naturalCompare,
   sliceName,
+  DEFAULT_DRIVER_NAME,
 } from './names.js';
 import { formatQuantity, isSemver, normalizeVersion } from './values.js';
 
-export const DEFAULT_DRIVER_NAME = 'gpu.dra.dev';
+export { DEFAULT_DRIVER_NAME };
 export const RESOURCE_API_VERSION = 'resource.k8s.io/v1';
 
 /** `ResourceSliceMaxDevices`. */

@@ -5,6 +5,9 @@ import { createHash } from 'node:crypto';
  * deterministic per node, driver and index) and the natural order devices are listed in.
  */
 
+/** The DRA driver name when none is configured. */
+export const DEFAULT_DRIVER_NAME = 'gpu.dra.dev';
+
 export const DNS_LABEL_MAX = 63;
 export const DNS_SUBDOMAIN_MAX = 253;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { CoreV1Api, ResourceV1Api, type V1Pod } from '@kubernetes/client-node';
 
-import { renderExplainReport, runExplain } from '../../src/cli/commands/explain.js';
+import { renderExplainReport, runExplain } from '../../src/cli/actions/explain.js';
 import { createSimulatedNode } from '../../src/sim/fakeHost.js';
 import { buildFakeNvml, listProfiles } from '../../src/sim/fakeNvml.js';
 import { DEFAULT_CONTROLLERS, startCluster, type Cluster } from '../e2e/support/cluster.js';

@@ -13,12 +13,8 @@ import {
   type ResourceSliceObjectInput,
 } from '../../src/cel/explain.js';
 import { parseAst } from '../../src/cel/index.js';
-import {
-  parseObjects,
-  registerExplainCommand,
-  renderExplainReport,
-  runExplain,
-} from '../../src/cli/commands/explain.js';
+import { parseObjects, renderExplainReport, runExplain } from '../../src/cli/actions/explain.js';
+import { registerExplainCommand } from '../../src/cli/commands/explain.js';
 import { inventoryFixture } from '../support/inventoryFixture.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 

@@ -2,7 +2,7 @@ import { evaluate } from '@marcbachmann/cel-js';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 
-import { renderSlicesYaml } from '../../src/cli/commands/slices.js';
+import { renderSlicesYaml } from '../../src/cli/actions/slices.js';
 import type { GpuDevice, NodeInventory } from '../../src/nvml/types.js';
 import {
   a100Gpu,

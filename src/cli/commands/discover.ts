@@ -1,52 +1,11 @@
+/**
+ * `gpu-dra discover`: its flags. The action loads its implementation (src/cli/actions/) only
+ * when this command runs, so other commands never evaluate it.
+ */
 import type { Command } from 'commander';
-import { discoverInventory } from '../../nvml/discover.js';
-import type { HostPaths } from '../../nvml/hostPaths.js';
-import type { NodeInventory } from '../../nvml/types.js';
-import { hostPathOptions, readHostPaths, type HostPathFlags } from '../hostFlags.js';
+import { hostPathOptions, type HostPathFlags } from '../hostFlags.js';
 
-const GIB = 1024 ** 3;
-
-/** A fixed-width table of the node's GPUs and MIG devices, for people. */
-export function renderInventoryTable(inventory: NodeInventory): string {
-  const rows: string[][] = [['DEVICE', 'UUID', 'PRODUCT', 'ARCH', 'CC', 'MEMORY', 'PCI', 'MIG']];
-  for (const gpu of inventory.gpus) {
-    const mig = gpu.migMode
-      ? `${gpu.migMode.current ? 'on' : 'off'}${gpu.migMode.pending === gpu.migMode.current ? '' : ' (pending ' + (gpu.migMode.pending ? 'on' : 'off') + ')'}`
-      : 'n/a';
-    rows.push([
-      `gpu ${gpu.minor}`,
-      gpu.uuid,
-      gpu.productName,
-      gpu.architecture ?? '-',
-      gpu.cudaComputeCapability ?? '-',
-      gpu.memoryBytes === undefined ? '-' : `${(gpu.memoryBytes / GIB).toFixed(2)} GiB`,
-      gpu.pci.busId,
-      mig,
-    ]);
-    for (const dev of gpu.migDevices) {
-      rows.push([
-        `  mig ${gpu.minor}/${dev.gpuInstanceId}/${dev.computeInstanceId}`,
-        dev.uuid,
-        dev.profile,
-        '',
-        '',
-        `${(dev.memoryBytes / GIB).toFixed(2)} GiB`,
-        `placement ${dev.placement.start}+${dev.placement.size}`,
-        `${dev.multiprocessors} SMs`,
-      ]);
-    }
-  }
-  const widths = rows[0]?.map((_, col) => Math.max(...rows.map((r) => (r[col] ?? '').length))) ?? [];
-  const lines = rows.map((r) =>
-    r
-      .map((cell, col) => cell.padEnd(widths[col] ?? 0))
-      .join('  ')
-      .trimEnd(),
-  );
-  const header = `driver ${inventory.driverVersion}, CUDA ${inventory.cudaDriverVersion}, ${inventory.gpus.length} GPU(s)`;
-  const failures = inventory.failures.map((f) => `GPU index ${f.index} unavailable: ${f.error}`);
-  return [header, '', ...lines, ...(failures.length ? ['', ...failures] : [])].join('\n') + '\n';
-}
+export type DiscoverFlags = { json?: boolean; nvmlLib?: string } & HostPathFlags;
 
 export function registerDiscoverCommand(program: Command): void {
   hostPathOptions(
@@ -58,12 +17,8 @@ export function registerDiscoverCommand(program: Command): void {
         '--nvml-lib <path>',
         'path to libnvidia-ml.so.1 (default: search the driver root and system dirs)',
       ),
-  ).action((opts: { json?: boolean; nvmlLib?: string } & HostPathFlags) => {
-    const hostPaths: HostPaths = readHostPaths(opts);
-    const inventory = discoverInventory({ nvmlLib: opts.nvmlLib, hostPaths });
-    process.stdout.write(
-      opts.json ? JSON.stringify(inventory, null, 2) + '\n' : renderInventoryTable(inventory),
-    );
-    if (inventory.gpus.length === 0 && inventory.failures.length > 0) process.exitCode = 1;
+  ).action(async (opts: DiscoverFlags) => {
+    const { runDiscover } = await import('../actions/discover.js');
+    runDiscover(opts);
   });
 }

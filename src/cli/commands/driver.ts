@@ -1,11 +1,11 @@
 /**
- * `gpu-dra driver`: the DaemonSet entry point. Parses flags into a DriverConfig, runs the
- * driver, and turns SIGTERM/SIGINT into a clean stop and exit 0.
+ * `gpu-dra driver`: the DaemonSet entry point's flags, each with an environment twin. The
+ * action (src/cli/actions/driver.ts) loads the driver only when this command runs.
  */
 import type { Command } from 'commander';
 import { hostPathOptions } from '../hostFlags.js';
-import { parseDriverConfig, type DriverFlags, DRIVER_DEFAULTS } from '../../driver/config.js';
-import { runDriver, type RunningDriver } from '../../driver/run.js';
+import { DRIVER_DEFAULTS } from '../../driver/defaults.js';
+import type { DriverFlags } from '../../driver/config.js';
 
 export function registerDriverCommand(program: Command): Command {
   const env = process.env;
@@ -62,35 +62,8 @@ export function registerDriverCommand(program: Command): Command {
     env['HOST_DRIVER_ROOT'],
   );
   cmd.action(async (opts: DriverFlags) => {
-    const config = parseDriverConfig(opts);
-    const abort = new AbortController();
-    let signalled = false;
-    const done = new Promise<void>((resolve) => {
-      const onSignal = (sig: NodeJS.Signals): void => {
-        if (signalled) return;
-        signalled = true;
-        process.stderr.write(`gpu-dra driver: ${sig}, shutting down\n`);
-        abort.abort(new Error(`${sig} during start-up`));
-        resolve();
-      };
-      process.once('SIGTERM', onSignal);
-      process.once('SIGINT', onSignal);
-    });
-    let running: RunningDriver;
-    try {
-      running = await runDriver(config, { signal: abort.signal });
-    } catch (err) {
-      if (signalled) {
-        process.exitCode = 0;
-        return;
-      }
-      throw err;
-    }
-    await done;
-    await running.stop();
-    process.exitCode = 0;
-    // Lingering handles (watches, keep-alive sockets) must not hold the process after a clean stop.
-    setTimeout(() => process.exit(0), 2_000).unref();
+    const { runDriverCommand } = await import('../actions/driver.js');
+    await runDriverCommand(opts);
   });
   return cmd;
 }

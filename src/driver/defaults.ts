@@ -1,0 +1,10 @@
+/** The driver's flag defaults; kept apart from config.ts so `--help` needs no validator. */
+import { DEFAULT_DRIVER_NAME } from '../resourceslice/names.js';
+
+export const DRIVER_DEFAULTS = Object.freeze({
+  driverName: DEFAULT_DRIVER_NAME,
+  kubeletRegistryDir: '/var/lib/kubelet/plugins_registry',
+  kubeletPluginsDir: '/var/lib/kubelet/plugins',
+  cdiRoot: '/var/run/cdi',
+  logLevel: 'info',
+});
