@@ -6,7 +6,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../util/errors.js';
 
 /** A resolved connection to one apiserver (what the kubeconfig's current context points at). */
@@ -123,21 +122,36 @@ class Reader {
 }
 
 /**
+ * Kubeconfig text to a document. JSON (which is YAML too) is parsed as JSON; the YAML parser
+ * is loaded only for other text, so a driver started from a JSON kubeconfig or in-cluster
+ * never evaluates it.
+ */
+async function parseDocument(text: string, r: Reader): Promise<unknown> {
+  if (text.trimStart().startsWith('{')) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      // Not JSON after all (flow-style YAML): the YAML parser decides, with its own message.
+    }
+  }
+  const { parse } = await import('yaml');
+  try {
+    return parse(text) as unknown;
+  } catch (err) {
+    return r.fail('<document>', `is not valid YAML: ${(err as Error).message}`, err);
+  }
+}
+
+/**
  * Parses kubeconfig text (YAML or JSON) and resolves its current context. Relative file paths
  * are taken relative to `baseDir` (the kubeconfig's directory, as kubectl does).
  */
-export function parseKubeConfig(
+export async function parseKubeConfig(
   text: string,
   opts: { source?: string; baseDir?: string; context?: string } = {},
-): KubeConfig {
+): Promise<KubeConfig> {
   const r: Reader = new Reader(opts.source ?? 'kubeconfig', opts.baseDir ?? process.cwd());
-  let raw: unknown;
-  try {
-    raw = parseYaml(text);
-  } catch (err) {
-    r.fail('<document>', `is not valid YAML: ${(err as Error).message}`, err);
-  }
-  const doc = r.obj(raw, '<document>');
+  const doc = r.obj(await parseDocument(text, r), '<document>');
   const contextName = opts.context ?? r.optString(doc, 'current-context', '');
   if (contextName === undefined) r.fail('current-context', 'is not set');
   const { entry: context, field: contextField } = r.named(
@@ -213,7 +227,7 @@ export function parseKubeConfig(
 }
 
 /** Reads and resolves a kubeconfig file (the `--kubeconfig` flag). */
-export function loadKubeConfigFile(file: string, opts: { context?: string } = {}): KubeConfig {
+export async function loadKubeConfigFile(file: string, opts: { context?: string } = {}): Promise<KubeConfig> {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');

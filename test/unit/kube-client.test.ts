@@ -449,8 +449,8 @@ describe('kubeconfig loading', () => {
       'current-context': 'ctx',
     });
 
-  it('resolves the current context: server, inline data, token', () => {
-    const kc = parseKubeConfig(
+  it('resolves the current context: server, inline data, token', async () => {
+    const kc = await parseKubeConfig(
       doc(
         {
           token: 'abc',
@@ -471,7 +471,7 @@ describe('kubeconfig loading', () => {
     expect(kc.tlsServerName).toBe('kubernetes');
   });
 
-  it('reads YAML files and resolves relative paths against the kubeconfig directory', () => {
+  it('reads YAML files and resolves relative paths against the kubeconfig directory', async () => {
     const sub = fs.mkdtempSync(path.join(dir, 'kc-'));
     fs.writeFileSync(path.join(sub, 'ca.crt'), 'CA-FILE');
     fs.writeFileSync(path.join(sub, 'token'), 'tok\n');
@@ -495,7 +495,7 @@ describe('kubeconfig loading', () => {
         'current-context: ctx',
       ].join('\n'),
     );
-    const kc = loadKubeConfigFile(file);
+    const kc = await loadKubeConfigFile(file);
     expect(kc.ca?.toString()).toBe('CA-FILE');
     expect(kc.tokenFile).toBe(path.join(sub, 'token'));
     expect(kc.source).toBe(file);
@@ -518,10 +518,10 @@ describe('kubeconfig loading', () => {
       /refers to cluster "gone"/,
     ],
     ['a: [unclosed', '<document>', /not valid YAML/],
-  ])('names the field in errors (%#)', (text, field, message) => {
+  ])('names the field in errors (%#)', async (text, field, message) => {
     let err: unknown;
     try {
-      parseKubeConfig(text, { source: '/etc/kubeconfig' });
+      await parseKubeConfig(text, { source: '/etc/kubeconfig' });
     } catch (e) {
       err = e;
     }
