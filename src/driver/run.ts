@@ -4,23 +4,19 @@
  * all.
  *
  * Start order: discover (retried until GPUs appear, so no empty pool is ever published) →
- * start publishing slices → recover the checkpoint (before any socket exists, so the kubelet
+ * start publishing slices → (first write landed, or 1 s) load the serving half (./serving.ts) → recover the checkpoint (before any socket exists, so the kubelet
  * never sees half-recovered state) → DRA socket → registration socket → HTTP.
  */
-import http from 'node:http';
+import type http from 'node:http';
 import path from 'node:path';
 import { KubeClient } from '../kube/client.js';
 import { loadInClusterConfig, loadKubeConfigFile, type KubeConfig } from '../kube/config.js';
-import { CdiStore } from '../cdi/store.js';
-import { CheckpointStore } from '../checkpoint/store.js';
-import { CHECKPOINT_FILE } from '../checkpoint/schema.js';
 import { kubeClaimGetter, type ClaimGetter } from './claims.js';
 import type { DriverConfig } from './config.js';
-import { startHttp } from './health.js';
 import { createDriverMetrics, type DriverMetrics } from './metrics.js';
-import { pluginDataDir, startKubeletPlugin, type KubeletPlugin } from './plugin.js';
-import { loadProtos, type NodePrepareResourcesResponse } from './proto.js';
-import { DeviceState, type InventorySource, type RecoveryReport } from './state.js';
+import type { KubeletPlugin } from './plugin.js';
+import type { NodePrepareResourcesResponse } from './proto.js';
+import type { DeviceState, InventorySource, RecoveryReport } from './state.js';
 import { discoverInventory } from '../nvml/discover.js';
 import type { NodeInventory } from '../nvml/types.js';
 import { discoverWithRetry } from '../resourceslice/discovery.js';
@@ -33,6 +29,8 @@ export interface SlicePublisher {
   start(inventory: NodeInventory): void;
   update(inventory: NodeInventory): Promise<void>;
   isReady(): boolean;
+  /** Resolves once the first publish has landed; rejects if the publisher stops first. */
+  whenReady(): Promise<void>;
   stop(): Promise<void>;
   deleteAll(): Promise<number>;
 }
@@ -66,8 +64,23 @@ export interface RunningDriver {
   stop(): Promise<void>;
 }
 
-function loadKubeConfig(config: DriverConfig): KubeConfig {
-  return config.kubeconfig ? loadKubeConfigFile(config.kubeconfig) : loadInClusterConfig();
+/** How long start-up waits for the first ResourceSlice write before bringing up the sockets. */
+const FIRST_PUBLISH_WAIT_MS = 1_000;
+
+/** Waits for `promise` to settle, or `ms`, whichever is first; never rejects. */
+async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    promise.catch(() => undefined),
+    new Promise((resolve) => (timer = setTimeout(resolve, ms))),
+  ]);
+  clearTimeout(timer);
+}
+
+function loadKubeConfig(config: DriverConfig): Promise<KubeConfig> {
+  return config.kubeconfig
+    ? loadKubeConfigFile(config.kubeconfig)
+    : Promise.resolve().then(() => loadInClusterConfig());
 }
 
 /** Caches the inventory; re-discovers at most once per interval when asked to. */
@@ -130,7 +143,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
 
   let kubeConfig = deps.kubeConfig;
   const needKube = !deps.claims || deps.publisher === undefined;
-  if (needKube && !kubeConfig) kubeConfig = loadKubeConfig(config);
+  if (needKube && !kubeConfig) kubeConfig = await loadKubeConfig(config);
   // One client, so claim GETs and the publisher share one keep-alive connection pool.
   const kubeClient = kubeConfig && needKube ? new KubeClient(kubeConfig) : undefined;
   const claims = deps.claims ?? (await kubeClaimGetter(kubeClient as KubeClient));
@@ -161,19 +174,27 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
   // Publish first: slices only need the inventory, and a node without them cannot be scheduled
   // on; recovery and the sockets come up while the first write is in flight.
   publisher?.start(inventory);
+  // The serving half takes tens of milliseconds of CPU to evaluate (gRPC, protobuf); loaded
+  // now it would hold up the first write's responses. Let that write land first, but do not
+  // wait long: an unreachable apiserver must not keep the kubelet's sockets down.
+  if (publisher) await settledWithin(publisher.whenReady(), FIRST_PUBLISH_WAIT_MS);
+  const serving = await import('./serving.js');
   const cache = new InventoryCache(inventory, discover, deps.rediscoverIntervalMs ?? 5_000, (inv) => {
     publisher?.update(inv).catch((err: unknown) => {
       logger.warn({ err: errorMessage(err) }, 'republish after re-discovery failed');
     });
   });
 
-  const state = new DeviceState({
+  const state = new serving.DeviceState({
     driverName: config.driverName,
     poolName: config.nodeName,
     hostPaths: config.hostPaths,
-    cdi: new CdiStore(config.cdiRoot, config.driverName),
-    checkpoint: new CheckpointStore(
-      path.join(pluginDataDir({ pluginsDir: config.kubeletPluginsDir }, config.driverName), CHECKPOINT_FILE),
+    cdi: new serving.CdiStore(config.cdiRoot, config.driverName),
+    checkpoint: new serving.CheckpointStore(
+      path.join(
+        serving.pluginDataDir({ pluginsDir: config.kubeletPluginsDir }, config.driverName),
+        serving.CHECKPOINT_FILE,
+      ),
       logger.child({ component: 'checkpoint' }),
     ),
     inventory: cache,
@@ -183,7 +204,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
   logger.info({ recovery }, 'checkpoint recovered');
   metrics.preparedClaims.set(state.preparedClaimUids().length);
 
-  const plugin = await startKubeletPlugin({
+  const plugin = await serving.startKubeletPlugin({
     driverName: config.driverName,
     registryDir: config.kubeletRegistryDir,
     pluginsDir: config.kubeletPluginsDir,
@@ -193,10 +214,10 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     metrics,
   });
 
-  const protos = loadProtos();
-  const { credentials } = await import('@grpc/grpc-js');
-  const selfDra = new protos.draV1(`unix:${plugin.draSocket}`, credentials.createInsecure());
-  const selfReg = new protos.registration(`unix:${plugin.registrationSocket}`, credentials.createInsecure());
+  const protos = serving.loadProtos();
+  const insecure = serving.credentials.createInsecure();
+  const selfDra = new protos.draV1(`unix:${plugin.draSocket}`, insecure);
+  const selfReg = new protos.registration(`unix:${plugin.registrationSocket}`, insecure);
   const healthCheck = async (): Promise<void> => {
     await unaryCall(selfReg, 'GetInfo', {}, 2_000);
     await unaryCall<NodePrepareResourcesResponse>(selfDra, 'NodePrepareResources', { claims: [] }, 2_000);
@@ -211,7 +232,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
   let httpServer: http.Server | undefined;
   try {
     if (config.httpListen)
-      httpServer = await startHttp(
+      httpServer = await serving.startHttp(
         config.httpListen,
         { health: healthCheck, ready: notReady, metrics },
         logger,

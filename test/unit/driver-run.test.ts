@@ -109,6 +109,9 @@ class RecordingPublisher implements SlicePublisher {
   isReady(): boolean {
     return this.started !== undefined;
   }
+  whenReady(): Promise<void> {
+    return Promise.resolve();
+  }
   stop(): Promise<void> {
     this.stopped = true;
     return Promise.resolve();

@@ -1,0 +1,14 @@
+/**
+ * The half of the driver that serves the kubelet: device state with its checkpoint and CDI
+ * specs, the gRPC sockets, the HTTP endpoints. runDriver imports this module once the first
+ * ResourceSlice write is in flight: gRPC and protobuf take tens of milliseconds to evaluate,
+ * and the node's slices need none of it.
+ */
+export { credentials } from '@grpc/grpc-js';
+export { CdiStore } from '../cdi/store.js';
+export { CheckpointStore } from '../checkpoint/store.js';
+export { CHECKPOINT_FILE } from '../checkpoint/schema.js';
+export { startHttp } from './health.js';
+export { pluginDataDir, startKubeletPlugin } from './plugin.js';
+export { loadProtos } from './proto.js';
+export { DeviceState } from './state.js';
