@@ -25,7 +25,8 @@ RUN npm ci --no-audit --no-fund
 COPY --chown=node:node tsconfig.json tsconfig.build.json ./
 COPY --chown=node:node src ./src
 COPY --chown=node:node scripts ./scripts
-# tsc type-checks; scripts/bundle.mjs writes dist/gpu-dra.mjs, the one file the image runs.
+# tsc type-checks; scripts/bundle.mjs writes dist/gpu-dra.mjs (the entry the image runs) and the
+# chunks it loads on demand, dist/chunks/.
 RUN npm run build
 
 FROM ${NODE_IMAGE} AS deps
