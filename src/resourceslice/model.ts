@@ -75,6 +75,9 @@ export interface DeviceTaint {
   readonly timeAdded?: string;
 }
 
+/** Device taints by device name (KEP-5055). */
+export type TaintMap = Readonly<Record<string, readonly DeviceTaint[]>>;
+
 export interface SliceDevice {
   readonly name: string;
   readonly attributes: Readonly<Record<string, AttributeValue>>;

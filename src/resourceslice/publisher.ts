@@ -41,9 +41,9 @@ import {
   DEFAULT_DRIVER_NAME,
   slicesFromDevices,
   validatePoolOptions,
-  type DeviceTaint,
   type ResourceSliceObject,
   type SliceDevice,
+  type TaintMap,
 } from './model.js';
 import { quantityKey } from './values.js';
 
@@ -98,8 +98,7 @@ export interface PublisherOptions {
   readonly maxDevicesPerSlice?: number;
 }
 
-/** Device taints by device name, applied on the next reconcile. */
-export type TaintMap = Readonly<Record<string, readonly DeviceTaint[]>>;
+export type { TaintMap };
 
 export class PublisherStoppedError extends GpuDraError {
   constructor() {
@@ -378,13 +377,15 @@ export class ResourceSlicePublisher {
   }
 
   /**
-   * Republishes for a new inventory: recomputes the model and writes only what differs.
+   * Republishes for a new inventory (and, when given, new device taints): recomputes the model
+   * and writes only what differs.
    * Rejects with {@link ResourceSliceModelError} for an invalid inventory (the previous model
    * stays published). Resolves when the apiserver holds the new model; rejects with
    * {@link PublisherStoppedError} if the publisher stops first. Starts the publisher if needed.
    */
-  update(inventory: NodeInventory): Promise<void> {
+  update(inventory: NodeInventory, taints?: TaintMap): Promise<void> {
     try {
+      if (taints) this.taints = taints;
       if (!this.started) {
         this.start(inventory);
         return this.sync();
