@@ -23,6 +23,8 @@ export interface DriverConfig {
   /** On exit, delete our ResourceSlices, CDI specs and checkpoint (uninstall/demo only). */
   readonly cleanupOnExit: boolean;
   readonly logLevel: string;
+  /** Re-discover GPUs this often to republish changes (MIG layout, lost GPUs); 0 = never. */
+  readonly deviceCheckIntervalMs: number;
 }
 
 export { DRIVER_DEFAULTS };
@@ -44,6 +46,7 @@ export interface DriverFlags {
   httpListen?: string;
   cleanupOnExit?: boolean | string;
   logLevel?: string;
+  deviceCheckInterval?: string;
 }
 
 /** Flag name of each config field, for error messages. */
@@ -63,6 +66,7 @@ const FLAG_OF: Readonly<Record<string, string>> = {
   httpListen: '--http-listen',
   cleanupOnExit: '--cleanup-on-exit',
   logLevel: '--log-level',
+  deviceCheckInterval: '--device-check-interval',
 };
 
 const absPath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path');
@@ -81,6 +85,19 @@ const listen = z
     return { host: s.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0', port: Number(s.slice(i + 1)) };
   })
   .refine((l) => l.port <= 65535, 'port must be at most 65535');
+const DURATION_UNITS_MS: Readonly<Record<string, number>> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+/** A Go-style duration (`30s`, `1m`, `500ms`; a bare number is seconds) in milliseconds. */
+const duration = z
+  .string()
+  .regex(/^\d+(\.\d+)?(ms|s|m|h)?$/, 'must be a duration such as 30s, 2m or 0 (off)')
+  .transform((s) => {
+    const unit = /(ms|s|m|h)$/.exec(s)?.[1] ?? 's';
+    return Math.round(Number.parseFloat(s) * (DURATION_UNITS_MS[unit] ?? 1_000));
+  });
+const deviceCheckInterval = duration.refine(
+  (ms) => ms === 0 || (ms >= 1_000 && ms <= 86_400_000),
+  'must be 0 (off) or between 1s and 24h',
+);
 const bool = z.union([
   z.boolean(),
   z.enum(['true', 'false', '1', '0', '']).transform((s) => s === 'true' || s === '1'),
@@ -104,6 +121,7 @@ const flagsSchema = z.strictObject({
   httpListen: listen.optional(),
   cleanupOnExit: bool.default(false),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  deviceCheckInterval: deviceCheckInterval.default(DRIVER_DEFAULTS.deviceCheckIntervalMs),
 });
 
 function deepFreeze<T extends object>(o: T): Readonly<T> {
@@ -157,5 +175,6 @@ export function parseDriverConfig(flags: DriverFlags, env: NodeJS.ProcessEnv = p
     ...(d.httpListen ? { httpListen: d.httpListen } : {}),
     cleanupOnExit: d.cleanupOnExit,
     logLevel: d.logLevel,
+    deviceCheckIntervalMs: d.deviceCheckInterval,
   });
 }

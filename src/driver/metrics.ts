@@ -10,6 +10,8 @@ export interface DriverMetrics {
   readonly grpcDuration: Histogram<'method'>;
   readonly claimOperations: Counter<'operation' | 'result'>;
   readonly preparedClaims: Gauge;
+  readonly deviceChecks: Counter<'result'>;
+  readonly unhealthyGpus: Gauge;
 }
 
 export function createDriverMetrics(options: { defaultMetrics?: boolean } = {}): DriverMetrics {
@@ -39,6 +41,17 @@ export function createDriverMetrics(options: { defaultMetrics?: boolean } = {}):
     preparedClaims: new Gauge({
       name: 'gpu_dra_prepared_claims',
       help: 'Claims currently recorded as prepared in the checkpoint.',
+      registers: [registry],
+    }),
+    deviceChecks: new Counter({
+      name: 'gpu_dra_device_checks_total',
+      help: 'Re-discoveries of the node GPUs after start-up, by result (unchanged, changed, failed).',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    unhealthyGpus: new Gauge({
+      name: 'gpu_dra_unhealthy_gpus',
+      help: 'GPUs NVML no longer answers for, published with a NoSchedule taint.',
       registers: [registry],
     }),
   };

@@ -16,18 +16,20 @@ import type { DriverConfig } from './config.js';
 import { createDriverMetrics, type DriverMetrics } from './metrics.js';
 import type { KubeletPlugin } from './plugin.js';
 import type { NodePrepareResourcesResponse } from './proto.js';
-import type { DeviceState, InventorySource, RecoveryReport } from './state.js';
+import type { DeviceState, RecoveryReport } from './state.js';
+import { DeviceMonitor } from './deviceMonitor.js';
 import { discoverInventory } from '../nvml/discover.js';
 import type { NodeInventory } from '../nvml/types.js';
 import { discoverWithRetry } from '../resourceslice/discovery.js';
+import type { TaintMap } from '../resourceslice/model.js';
 import { ResourceSlicePublisher } from '../resourceslice/publisher.js';
 import { errorMessage } from '../util/errors.js';
-import { createLogger, type Logger } from '../util/log.js';
+import { createLogger, silentLogger, type Logger } from '../util/log.js';
 
 /** What the driver needs from a ResourceSlice publisher (src/resourceslice/publisher.ts). */
 export interface SlicePublisher {
   start(inventory: NodeInventory): void;
-  update(inventory: NodeInventory): Promise<void>;
+  update(inventory: NodeInventory, taints?: TaintMap): Promise<void>;
   isReady(): boolean;
   /** Resolves once the first publish has landed; rejects if the publisher stops first. */
   whenReady(): Promise<void>;
@@ -49,6 +51,8 @@ export interface DriverDeps {
   readonly signal?: AbortSignal;
   /** Minimum time between re-discoveries triggered by unknown devices (default 5 s). */
   readonly rediscoverIntervalMs?: number;
+  /** Periodic re-discovery; default `config.deviceCheckIntervalMs`. */
+  readonly deviceCheckIntervalMs?: number;
 }
 
 export interface RunningDriver {
@@ -83,33 +87,6 @@ function loadKubeConfig(config: DriverConfig): Promise<KubeConfig> {
     : Promise.resolve().then(() => loadInClusterConfig());
 }
 
-/** Caches the inventory; re-discovers at most once per interval when asked to. */
-class InventoryCache implements InventorySource {
-  private lastRefresh = Date.now();
-
-  constructor(
-    private inventory: NodeInventory,
-    private readonly discover: () => NodeInventory,
-    private readonly minIntervalMs: number,
-    private readonly onChange: (inv: NodeInventory) => void,
-  ) {}
-
-  current(): NodeInventory {
-    return this.inventory;
-  }
-
-  refresh(): NodeInventory {
-    if (Date.now() - this.lastRefresh < this.minIntervalMs) return this.inventory;
-    this.lastRefresh = Date.now();
-    const next = this.discover();
-    if (JSON.stringify(next) !== JSON.stringify(this.inventory)) {
-      this.inventory = next;
-      this.onChange(next);
-    }
-    return this.inventory;
-  }
-}
-
 function unaryCall<T>(client: object, method: string, request: unknown, deadlineMs: number): Promise<T> {
   const fn = (
     client as Record<string, (req: unknown, opts: object, cb: (e: Error | null, r: T) => void) => void>
@@ -132,14 +109,12 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     node: config.nodeName,
   });
   const metrics = deps.metrics ?? createDriverMetrics({ defaultMetrics: true });
-  const discover =
-    deps.discover ??
-    (() =>
-      discoverInventory({
-        nvmlLib: config.nvmlLib,
-        hostPaths: config.hostPaths,
-        logger: logger.child({ component: 'nvml' }),
-      }));
+  const nvmlDiscovery = (log: Logger) => (): NodeInventory =>
+    discoverInventory({ nvmlLib: config.nvmlLib, hostPaths: config.hostPaths, logger: log });
+  const discover = deps.discover ?? nvmlDiscovery(logger.child({ component: 'nvml' }));
+  // Re-discoveries repeat every interval: the device monitor reports what changed, once, so
+  // per-GPU errors there would only repeat it.
+  const rediscover = deps.discover ?? nvmlDiscovery(silentLogger());
 
   let kubeConfig = deps.kubeConfig;
   const needKube = !deps.claims || deps.publisher === undefined;
@@ -174,16 +149,28 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
   // Publish first: slices only need the inventory, and a node without them cannot be scheduled
   // on; recovery and the sockets come up while the first write is in flight.
   publisher?.start(inventory);
+  const devices = new DeviceMonitor({
+    initial: inventory,
+    discover: rediscover,
+    driverName: config.driverName,
+    intervalMs: deps.deviceCheckIntervalMs ?? config.deviceCheckIntervalMs,
+    minRefreshIntervalMs: deps.rediscoverIntervalMs ?? 5_000,
+    logger: logger.child({ component: 'devices' }),
+    onCheck: (result) => {
+      metrics.deviceChecks.inc({ result });
+    },
+    onChange: (view) => {
+      metrics.unhealthyGpus.set(view.unhealthy.length);
+      publisher?.update(view.inventory, view.taints).catch((err: unknown) => {
+        logger.warn({ err: errorMessage(err) }, 'republish after re-discovery failed');
+      });
+    },
+  });
   // The serving half takes tens of milliseconds of CPU to evaluate (gRPC, protobuf); loaded
   // now it would hold up the first write's responses. Let that write land first, but do not
   // wait long: an unreachable apiserver must not keep the kubelet's sockets down.
   if (publisher) await settledWithin(publisher.whenReady(), FIRST_PUBLISH_WAIT_MS);
   const serving = await import('./serving.js');
-  const cache = new InventoryCache(inventory, discover, deps.rediscoverIntervalMs ?? 5_000, (inv) => {
-    publisher?.update(inv).catch((err: unknown) => {
-      logger.warn({ err: errorMessage(err) }, 'republish after re-discovery failed');
-    });
-  });
 
   const state = new serving.DeviceState({
     driverName: config.driverName,
@@ -197,7 +184,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
       ),
       logger.child({ component: 'checkpoint' }),
     ),
-    inventory: cache,
+    inventory: devices,
     logger: logger.child({ component: 'state' }),
   });
   const recovery = await state.recover();
@@ -243,11 +230,13 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     throw err;
   }
   const address = httpServer?.address();
+  devices.start();
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       logger.info('stopping');
+      devices.stop();
       await plugin.stop();
       selfDra.close();
       selfReg.close();

@@ -218,6 +218,7 @@ describe('deploy/ manifests', () => {
           PROC_ROOT: 'procRoot',
           SYS_ROOT: 'sysRoot',
           LOG_LEVEL: 'logLevel',
+          DEVICE_CHECK_INTERVAL: 'deviceCheckInterval',
         };
         expect([...env.keys()].sort()).toEqual(Object.keys(expected).sort());
         for (const [name, attr] of Object.entries(expected)) {

@@ -29,6 +29,7 @@ describe('parseDriverConfig', () => {
       hostPaths: { devRoot: '/dev', procRoot: '/proc', sysRoot: '/sys', driverRoot: '/' },
       cleanupOnExit: false,
       logLevel: 'info',
+      deviceCheckIntervalMs: 30_000,
     });
     expect(Object.isFrozen(config)).toBe(true);
     expect(Object.isFrozen(config.hostPaths)).toBe(true);
@@ -51,9 +52,11 @@ describe('parseDriverConfig', () => {
         httpListen: ':8080',
         cleanupOnExit: 'true',
         logLevel: 'debug',
+        deviceCheckInterval: '2m',
       },
       {},
     );
+    expect(config.deviceCheckIntervalMs).toBe(120_000);
     expect(config.httpListen).toEqual({ host: '0.0.0.0', port: 8080 });
     expect(config.cleanupOnExit).toBe(true);
     expect(config.hostPaths.driverRoot).toBe('/run/nvidia/driver');
@@ -70,6 +73,7 @@ describe('parseDriverConfig', () => {
           httpListen: 'nope',
           cleanupOnExit: 'maybe',
           logLevel: 'loud',
+          deviceCheckInterval: '5 minutes',
         },
         {},
       );
@@ -86,9 +90,28 @@ describe('parseDriverConfig', () => {
       '--http-listen',
       '--cleanup-on-exit',
       '--log-level',
+      '--device-check-interval',
     ]) {
       expect(message).toContain(`${flag}:`);
     }
+  });
+
+  it.each([
+    ['30', 30_000],
+    ['45s', 45_000],
+    ['1.5m', 90_000],
+    ['1h', 3_600_000],
+    ['1500ms', 1_500],
+    ['0', 0],
+  ])('reads --device-check-interval %s as %d ms', (value, ms) => {
+    const config = parseDriverConfig({ nodeName: 'n', deviceCheckInterval: value }, inCluster);
+    expect(config.deviceCheckIntervalMs).toBe(ms);
+  });
+
+  it.each(['500ms', '25h', '-1s', '10x'])('refuses --device-check-interval %s, naming the flag', (value) => {
+    expect(() => parseDriverConfig({ nodeName: 'n', deviceCheckInterval: value }, inCluster)).toThrow(
+      /--device-check-interval: must be/,
+    );
   });
 
   it('needs a kubeconfig outside a cluster', () => {

@@ -52,6 +52,11 @@ export function registerDriverCommand(program: Command): Command {
       env['CLEANUP_ON_EXIT'] === 'true' || env['CLEANUP_ON_EXIT'] === '1',
     )
     .option(
+      '--device-check-interval <duration>',
+      `re-discover GPUs this often and republish changes (MIG layout, lost GPUs); 0 = off (env DEVICE_CHECK_INTERVAL, default ${String(DRIVER_DEFAULTS.deviceCheckIntervalMs / 1000)}s)`,
+      env['DEVICE_CHECK_INTERVAL'],
+    )
+    .option(
       '--log-level <level>',
       'trace|debug|info|warn|error (env LOG_LEVEL, default info)',
       env['LOG_LEVEL'],

@@ -1,0 +1,88 @@
+/**
+ * GPU health → what the node publishes. A GPU that NVML stops answering for (GPU_IS_LOST after
+ * it fell off the bus, or any other per-GPU error) keeps its last-known devices in the pool,
+ * tainted NoSchedule (KEP-5055), instead of vanishing: the scheduler stops placing new claims
+ * on it, claims that already hold it stay visible against a device that exists, and when NVML
+ * answers again the taint goes. GPUs never seen healthy are only left out (the model warns).
+ *
+ * Pure: the device monitor (src/driver/deviceMonitor.ts) feeds it each re-discovery.
+ */
+import type { GpuDevice, GpuFailure, NodeInventory } from '../nvml/types.js';
+import { buildDevices, type DeviceTaint, type TaintMap } from './model.js';
+
+/** Taint keys, prefixed by the driver name as NVIDIA's driver does (`gpu.nvidia.com/gpu-lost`). */
+export const GPU_LOST_TAINT = 'gpu-lost';
+export const GPU_UNAVAILABLE_TAINT = 'gpu-unavailable';
+
+export interface UnhealthyGpu {
+  /** The GPU as last discovered healthy. */
+  readonly gpu: GpuDevice;
+  readonly failure: GpuFailure;
+  /** Its published device names (the GPU, or its MIG devices). */
+  readonly devices: readonly string[];
+}
+
+export interface HealthView {
+  /** `next` plus the last-known form of each unhealthy GPU (whose failures it drops). */
+  readonly inventory: NodeInventory;
+  readonly taints: TaintMap;
+  readonly unhealthy: readonly UnhealthyGpu[];
+}
+
+/** Kubernetes label values: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends. */
+function labelValue(s: string): string {
+  const v = s
+    .replace(/[^A-Za-z0-9_.-]/g, '_')
+    .slice(0, 63)
+    .replace(/^[^A-Za-z0-9]+|[^A-Za-z0-9]+$/g, '');
+  return v === '' ? 'unknown' : v;
+}
+
+export function healthTaint(driverName: string, failure: GpuFailure): DeviceTaint {
+  return failure.code === 'GPU_IS_LOST'
+    ? { key: `${driverName}/${GPU_LOST_TAINT}`, effect: 'NoSchedule' }
+    : {
+        key: `${driverName}/${GPU_UNAVAILABLE_TAINT}`,
+        value: labelValue(failure.code ?? 'unknown'),
+        effect: 'NoSchedule',
+      };
+}
+
+/**
+ * Merges a fresh discovery with what was published before. A failed GPU is matched to a
+ * previous one by NVML index (all NVML has for a GPU it cannot open), and only while the
+ * number of enumerated GPUs is unchanged and no healthy GPU now has its identity.
+ */
+export function carryUnhealthyGpus(
+  previous: NodeInventory | undefined,
+  next: NodeInventory,
+  driverName: string,
+): HealthView {
+  const enumerated = (inv: NodeInventory): number => inv.gpus.length + inv.failures.length;
+  if (!previous || next.failures.length === 0 || enumerated(previous) !== enumerated(next)) {
+    return { inventory: next, taints: {}, unhealthy: [] };
+  }
+  const healthyUuids = new Set(next.gpus.map((g) => g.uuid));
+  const healthyMinors = new Set(next.gpus.map((g) => g.minor));
+  const unhealthy: UnhealthyGpu[] = [];
+  for (const failure of next.failures) {
+    const gpu = previous.gpus.find((g) => g.index === failure.index);
+    if (!gpu || healthyUuids.has(gpu.uuid) || healthyMinors.has(gpu.minor)) continue;
+    const devices = buildDevices({ ...previous, gpus: [gpu], failures: [] }).devices.map((d) => d.name);
+    unhealthy.push({ gpu, failure, devices });
+  }
+  if (unhealthy.length === 0) return { inventory: next, taints: {}, unhealthy };
+  const carried = new Set(unhealthy.map((u) => u.failure.index));
+  const taints: Record<string, DeviceTaint[]> = {};
+  for (const u of unhealthy)
+    for (const name of u.devices) taints[name] = [healthTaint(driverName, u.failure)];
+  return {
+    inventory: {
+      ...next,
+      gpus: [...next.gpus, ...unhealthy.map((u) => u.gpu)].sort((a, b) => a.index - b.index),
+      failures: next.failures.filter((f) => !carried.has(f.index)),
+    },
+    taints,
+    unhealthy,
+  };
+}

@@ -1,0 +1,173 @@
+/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
+   data-only classes; plain object literals are the documented way to build request bodies. */
+// The driver keeps its ResourceSlices true after start-up: the fake NVML's configuration is
+// rewritten under a running driver (it is re-read at every nvmlInit, as a real node's state
+// would be read afresh), and the real apiserver must come to hold the new device set: a MIG
+// device destroyed by an admin disappears, a GPU that fell off the bus stays published with a
+// NoSchedule taint (KEP-5055, gated by DRADeviceTaints: alpha in 1.34, GA in 1.37), and the
+// taint goes when the GPU answers again.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  CoreV1Api,
+  RbacAuthorizationV1Api,
+  ResourceV1Api,
+  type V1ResourceSlice,
+} from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+
+import { parseDriverConfig } from '../../src/driver/config.js';
+import { runDriver, type RunningDriver } from '../../src/driver/run.js';
+import { PUBLISHER_RBAC_RULES } from '../../src/resourceslice/publisher.js';
+import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
+import { loadProfile, type FakeNvmlConfig } from '../../src/sim/fakeNvml.js';
+import { atomicWriteFile } from '../../src/util/atomicWrite.js';
+import { fakeNvmlLib } from '../support/sim.js';
+import { startCluster, type Cluster } from './support/cluster.js';
+import { ensurePeersBinary } from './support/peers.js';
+import { eventually } from './support/wait.js';
+
+const DRIVER = 'gpu.dra.dev';
+const NODE = 'node-changes';
+
+describe('device changes after start-up reach the ResourceSlices', () => {
+  let cluster: Cluster | undefined;
+  let resource: ResourceV1Api;
+  let sim: SimulatedNode;
+  let dir: string | undefined;
+  let driver: RunningDriver | undefined;
+  let profile: FakeNvmlConfig;
+
+  beforeAll(async () => {
+    cluster = await startCluster({
+      binary: await ensurePeersBinary(),
+      // 1.34's scheduler, with the gate on, also watches DeviceTaintRules (resource.k8s.io/v1alpha3).
+      featureGates: 'DRADeviceTaints=true',
+      apiserverArgs: ['--runtime-config=resource.k8s.io/v1alpha3=true'],
+    });
+    const c = cluster;
+    resource = c.kubeConfig.makeApiClient(ResourceV1Api);
+    await c.kubeConfig.makeApiClient(RbacAuthorizationV1Api).createClusterRoleBinding({
+      body: {
+        metadata: { name: 'gpu-dra-publisher' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'gpu-dra-publisher' },
+        subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: c.driverUser }],
+      },
+    });
+    await c.kubeConfig.makeApiClient(RbacAuthorizationV1Api).createClusterRole({
+      body: {
+        metadata: { name: 'gpu-dra-publisher' },
+        rules: PUBLISHER_RBAC_RULES.map((r) => ({
+          apiGroups: [...r.apiGroups],
+          resources: [...r.resources],
+          verbs: [...r.verbs],
+        })),
+      },
+    });
+    await c.kubeConfig.makeApiClient(CoreV1Api).createNode({ body: { metadata: { name: NODE } } });
+
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-e2e-changes-'));
+    profile = await loadProfile('a100-mig');
+    sim = await createSimulatedNode(profile, path.join(dir, 'node'), { libPath: fakeNvmlLib() });
+    process.env['FAKE_NVML_CONFIG'] = sim.configPath;
+    const config = parseDriverConfig(
+      {
+        nodeName: NODE,
+        kubeconfig: c.makeKubeconfig(c.driverToken, 'driver-changes'),
+        kubeletRegistryDir: path.join(dir, 'registry'),
+        kubeletPluginsDir: path.join(dir, 'plugins'),
+        cdiRoot: path.join(dir, 'cdi'),
+        nvmlLib: fakeNvmlLib(),
+        devRoot: sim.hostPaths.devRoot,
+        procRoot: sim.hostPaths.procRoot,
+        sysRoot: sim.hostPaths.sysRoot,
+        driverRoot: sim.hostPaths.driverRoot,
+        deviceCheckInterval: '1s',
+        logLevel: process.env['GPU_DRA_E2E_LOG'] ?? 'warn',
+      },
+      {},
+    );
+    driver = await runDriver(config);
+  }, 3_600_000);
+
+  afterAll(async () => {
+    await driver?.stop();
+    await cluster?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  function dumpOnFailure(): void {
+    onTestFailed(() => {
+      cluster?.dumpLogs();
+    });
+  }
+
+  /** Rewrites the fake NVML's configuration; the driver's next re-discovery reads it. */
+  async function rewrite(edit: (c: FakeNvmlConfig) => FakeNvmlConfig): Promise<void> {
+    profile = edit(profile);
+    await atomicWriteFile(sim.configPath, JSON.stringify(profile));
+  }
+
+  async function devices(): Promise<Map<string, NonNullable<V1ResourceSlice['spec']['devices']>[number]>> {
+    const list = await resource.listResourceSlice({ fieldSelector: `spec.nodeName=${NODE}` });
+    return new Map(list.items.flatMap((s) => s.spec.devices ?? []).map((d) => [d.name, d]));
+  }
+
+  it('publishes the MIG devices that exist at start', async () => {
+    dumpOnFailure();
+    const names = await eventually('first slices', async () => {
+      const d = await devices();
+      return d.size > 0 ? [...d.keys()] : undefined;
+    });
+    expect(names).toContain('gpu-0-mig-1g5gb-19-3');
+  });
+
+  it('drops a MIG device an admin destroyed', async () => {
+    dumpOnFailure();
+    await rewrite((c) => ({
+      ...c,
+      gpus: c.gpus.map((g, i) =>
+        i === 0 ? { ...g, migDevices: (g.migDevices ?? []).filter((m) => m.gpuInstanceId !== 10) } : g,
+      ),
+    }));
+    const names = await eventually('MIG device gone', async () => {
+      const d = await devices();
+      return d.has('gpu-0-mig-1g5gb-19-3') ? undefined : [...d.keys()];
+    });
+    expect(names).toContain('gpu-0-mig-1g5gb-19-2');
+    const checks = await driver?.metrics.registry.getSingleMetricAsString('gpu_dra_device_checks_total');
+    expect(checks).toMatch(/gpu_dra_device_checks_total\{result="changed"\} [1-9]/);
+  });
+
+  it('keeps a lost GPU published with a NoSchedule gpu-lost taint, and untaints it when it answers again', async () => {
+    dumpOnFailure();
+    // GPU 1 is in MIG mode: its MIG devices are what it publishes, and what gets tainted.
+    const lost = ['gpu-1-mig-3g20gb-9-0', 'gpu-1-mig-3g20gb-9-4'];
+    for (const name of lost) expect((await devices()).has(name)).toBe(true);
+    await rewrite((c) => ({ ...c, gpus: c.gpus.map((g, i) => (i === 1 ? { ...g, lost: true } : g)) }));
+    const published = await eventually('GPU 1 tainted', async () => {
+      const d = await devices();
+      return lost.every((n) => (d.get(n)?.taints ?? []).length > 0) ? d : undefined;
+    });
+    for (const name of lost) {
+      const device = published.get(name);
+      expect(device?.taints).toEqual([
+        expect.objectContaining({ key: `${DRIVER}/gpu-lost`, effect: 'NoSchedule' }),
+      ]);
+      // The device keeps its attributes: claims that hold it still match it.
+      expect(device?.attributes?.['parentUUID']).toEqual({ string: profile.gpus[1]?.uuid });
+    }
+    // Devices of healthy GPUs stay untainted.
+    for (const [name, d] of published) if (!lost.includes(name)) expect(d.taints ?? []).toEqual([]);
+    expect(await driver?.metrics.registry.getSingleMetricAsString('gpu_dra_unhealthy_gpus')).toMatch(
+      /gpu_dra_unhealthy_gpus 1/,
+    );
+
+    await rewrite((c) => ({ ...c, gpus: c.gpus.map((g, i) => (i === 1 ? { ...g, lost: false } : g)) }));
+    await eventually('GPU 1 untainted', async () => {
+      const d = await devices();
+      return lost.every((n) => d.has(n) && (d.get(n)?.taints ?? []).length === 0) ? true : undefined;
+    });
+  });
+});

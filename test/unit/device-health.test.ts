@@ -1,0 +1,144 @@
+// GPU health after start-up: the pure merge of a re-discovery with what was published
+// (src/resourceslice/health.ts) and the monitor that runs it (src/driver/deviceMonitor.ts).
+import { describe, expect, it } from 'vitest';
+import { DeviceMonitor } from '../../src/driver/deviceMonitor.js';
+import type { GpuFailure, NodeInventory } from '../../src/nvml/types.js';
+import { carryUnhealthyGpus, healthTaint, type HealthView } from '../../src/resourceslice/health.js';
+import { buildDevices } from '../../src/resourceslice/model.js';
+import { silentLogger } from '../../src/util/log.js';
+import { TEST_DRIVER, testGpu, testInventory, testMig } from '../support/driverFixtures.js';
+
+const LOST: GpuFailure = { index: 1, error: 'nvmlDeviceGetUUID failed: GPU is lost', code: 'GPU_IS_LOST' };
+
+/** testInventory() with GPU `index` replaced by a failure, as discovery reports a lost GPU. */
+function withFailure(inv: NodeInventory, failure: GpuFailure): NodeInventory {
+  return {
+    ...inv,
+    gpus: inv.gpus.filter((g) => g.index !== failure.index),
+    failures: [...inv.failures, failure],
+  };
+}
+
+describe('carryUnhealthyGpus', () => {
+  it('keeps a lost GPU (here in MIG mode) with its last-known devices, each tainted gpu-lost NoSchedule', () => {
+    const before = testInventory();
+    const view = carryUnhealthyGpus(before, withFailure(before, LOST), TEST_DRIVER);
+    expect(view.inventory.gpus).toEqual(before.gpus);
+    expect(view.inventory.failures).toEqual([]);
+    expect(view.unhealthy.map((u) => [u.gpu.minor, u.devices])).toEqual([
+      [1, ['gpu-1-mig-1g10gb-19-0', 'gpu-1-mig-1g10gb-19-1']],
+    ]);
+    expect(view.taints).toEqual({
+      'gpu-1-mig-1g10gb-19-0': [{ key: 'gpu.dra.dev/gpu-lost', effect: 'NoSchedule' }],
+      'gpu-1-mig-1g10gb-19-1': [{ key: 'gpu.dra.dev/gpu-lost', effect: 'NoSchedule' }],
+    });
+    // The model publishes those taints (and so the 64-device limit applies to the pool).
+    const model = buildDevices(view.inventory, { taints: view.taints });
+    expect(model.devices.filter((d) => d.taints).map((d) => d.name)).toEqual(Object.keys(view.taints));
+    expect(model.warnings).toEqual([]);
+  });
+
+  it('stays carried while the GPU stays lost, and is dropped (untainted) when it answers again', () => {
+    const healthy = testInventory();
+    const first = carryUnhealthyGpus(healthy, withFailure(healthy, LOST), TEST_DRIVER);
+    const second = carryUnhealthyGpus(first.inventory, withFailure(healthy, LOST), TEST_DRIVER);
+    expect(second).toEqual(first);
+    const recovered = carryUnhealthyGpus(second.inventory, healthy, TEST_DRIVER);
+    expect(recovered).toEqual({ inventory: healthy, taints: {}, unhealthy: [] });
+  });
+
+  it('names other per-GPU errors gpu-unavailable with the NVML code as a label value', () => {
+    expect(healthTaint('gpu.nvidia.com', { index: 0, error: 'x', code: 'UNKNOWN' })).toEqual({
+      key: 'gpu.nvidia.com/gpu-unavailable',
+      value: 'UNKNOWN',
+      effect: 'NoSchedule',
+    });
+    expect(healthTaint(TEST_DRIVER, { index: 0, error: 'x', code: '-bad code!-' }).value).toBe('bad_code');
+    expect(healthTaint(TEST_DRIVER, { index: 0, error: 'x' }).value).toBe('unknown');
+  });
+
+  it('leaves out what it cannot match safely: a GPU never seen healthy, or a changed GPU count', () => {
+    const healthy = testInventory();
+    // Failed since start-up: nothing known to publish.
+    const fromStart = withFailure(healthy, LOST);
+    expect(carryUnhealthyGpus(fromStart, fromStart, TEST_DRIVER).unhealthy).toEqual([]);
+    // One GPU more enumerated than before: NVML indexes may have shifted.
+    const grown = { ...withFailure(healthy, LOST), gpus: [testGpu(0), testGpu(2, { index: 2 })] };
+    expect(carryUnhealthyGpus(healthy, grown, TEST_DRIVER).unhealthy).toEqual([]);
+    // The failure's index now belongs to a GPU that is healthy under another index.
+    const moved = { ...healthy, gpus: [testGpu(1, { index: 0 })], failures: [{ ...LOST, index: 1 }] };
+    expect(carryUnhealthyGpus(healthy, moved, TEST_DRIVER).unhealthy).toEqual([]);
+  });
+});
+
+describe('DeviceMonitor', () => {
+  function monitor(discoveries: (NodeInventory | Error)[], minRefreshIntervalMs = 0) {
+    const changes: HealthView[] = [];
+    const checks: string[] = [];
+    const m = new DeviceMonitor({
+      initial: testInventory(),
+      discover: () => {
+        const next = discoveries.shift();
+        if (!next) throw new Error('no more discoveries');
+        if (next instanceof Error) throw next;
+        return next;
+      },
+      driverName: TEST_DRIVER,
+      intervalMs: 0,
+      minRefreshIntervalMs,
+      onChange: (v) => changes.push(v),
+      onCheck: (r) => checks.push(r),
+      logger: silentLogger(),
+    });
+    return { m, changes, checks };
+  }
+
+  it('reports a MIG re-layout once, and nothing while the devices stay the same', () => {
+    const inv = testInventory();
+    const relayout: NodeInventory = {
+      ...inv,
+      gpus: [
+        inv.gpus[0] ?? testGpu(0),
+        testGpu(1, { migMode: { current: true, pending: true }, migDevices: [testMig(1, 0)] }),
+      ],
+    };
+    const { m, changes, checks } = monitor([testInventory(), relayout, relayout]);
+    expect([m.check(), m.check(), m.check()]).toEqual([false, true, false]);
+    expect(checks).toEqual(['unchanged', 'changed', 'unchanged']);
+    expect(changes).toHaveLength(1);
+    expect(m.current()).toEqual(relayout);
+    expect(buildDevices(m.current()).devices.map((d) => d.name)).toEqual(['gpu-0', 'gpu-1-mig-1g10gb-19-0']);
+  });
+
+  it('taints a lost GPU, then untaints it when it recovers', () => {
+    const healthy = testInventory();
+    const { m, changes } = monitor([withFailure(healthy, LOST), withFailure(healthy, LOST), healthy]);
+    m.check();
+    expect(Object.keys(m.taints())).toHaveLength(2);
+    expect(m.current().gpus).toHaveLength(2);
+    m.check();
+    m.check();
+    expect(m.taints()).toEqual({});
+    expect(changes.map((c) => c.unhealthy.length)).toEqual([1, 0]);
+  });
+
+  it('keeps the published devices when discovery fails or enumerates no GPU', () => {
+    const empty: NodeInventory = { ...testInventory(), gpus: [], failures: [] };
+    const { m, changes, checks } = monitor([new Error('nvmlInit failed: Driver Not Loaded'), empty]);
+    expect([m.check(), m.check()]).toEqual([false, false]);
+    expect(checks).toEqual(['failed', 'failed']);
+    expect(changes).toEqual([]);
+    expect(m.current()).toEqual(testInventory());
+  });
+
+  it('rate-limits on-demand refreshes (a claim naming an unknown device)', () => {
+    const inv = testInventory();
+    const grown: NodeInventory = { ...inv, gpus: [...inv.gpus, testGpu(2)] };
+    const { m, checks } = monitor([grown, grown], 60_000);
+    expect(m.refresh()).toEqual(inv); // the constructor counts as the last check
+    expect(checks).toEqual([]);
+    m.check();
+    expect(m.refresh().gpus).toHaveLength(3);
+    expect(checks).toEqual(['changed']);
+  });
+});
