@@ -23,12 +23,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 
-import { CoreV1Api, RbacAuthorizationV1Api, ResourceV1Api, Watch, type V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api, ResourceV1Api, Watch, type V1Pod } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { continueRun, mergeResults, resultsDir, type BenchResult } from '../../src/bench/results.js';
 import { bucketQuantile, slope, summarize } from '../../src/bench/stats.js';
-import { PUBLISHER_RBAC_RULES } from '../../src/resourceslice/publisher.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { atomicWriteFile } from '../../src/util/atomicWrite.js';
 import { startCluster, type Cluster } from '../e2e/support/cluster.js';
@@ -48,6 +47,7 @@ import {
   type DriverProcess,
 } from './support/driverProcess.js';
 import { updateBenchmarksDoc } from './support/report.js';
+import { grantDriverRbac } from '../e2e/support/rbac.js';
 
 const envInt = (name: string, fallback: number): number => {
   const v = Number(process.env[name]);
@@ -184,27 +184,7 @@ describe('gpu-dra driver benchmarks', () => {
     log(`control plane ready in ${String(c.startMs)} ms`);
     core = c.kubeConfig.makeApiClient(CoreV1Api);
     resource = c.kubeConfig.makeApiClient(ResourceV1Api);
-    const rbac = c.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
-    await rbac.createClusterRole({
-      body: {
-        metadata: { name: 'gpu-dra-driver' },
-        rules: [
-          { apiGroups: ['resource.k8s.io'], resources: ['resourceclaims'], verbs: ['get'] },
-          ...PUBLISHER_RBAC_RULES.map((r) => ({
-            apiGroups: [...r.apiGroups],
-            resources: [...r.resources],
-            verbs: [...r.verbs],
-          })),
-        ],
-      },
-    });
-    await rbac.createClusterRoleBinding({
-      body: {
-        metadata: { name: 'gpu-dra-driver' },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'gpu-dra-driver' },
-        subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: c.driverUser }],
-      },
-    });
+    await grantDriverRbac(c, { readClaims: true });
     await resource.createDeviceClass({
       body: {
         metadata: { name: GPU_CLASS },

@@ -9,17 +9,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import {
-  CoreV1Api,
-  RbacAuthorizationV1Api,
-  ResourceV1Api,
-  type V1ResourceSlice,
-} from '@kubernetes/client-node';
+import { CoreV1Api, ResourceV1Api, type V1ResourceSlice } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 
 import { parseDriverConfig } from '../../src/driver/config.js';
 import { runDriver, type RunningDriver } from '../../src/driver/run.js';
-import { PUBLISHER_RBAC_RULES } from '../../src/resourceslice/publisher.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { loadProfile, type FakeNvmlConfig } from '../../src/sim/fakeNvml.js';
 import { atomicWriteFile } from '../../src/util/atomicWrite.js';
@@ -27,6 +21,7 @@ import { fakeNvmlLib } from '../support/sim.js';
 import { startCluster, type Cluster } from './support/cluster.js';
 import { ensurePeersBinary } from './support/peers.js';
 import { eventually } from './support/wait.js';
+import { grantDriverRbac } from './support/rbac.js';
 
 const DRIVER = 'gpu.dra.dev';
 const NODE = 'node-changes';
@@ -48,23 +43,7 @@ describe('device changes after start-up reach the ResourceSlices', () => {
     });
     const c = cluster;
     resource = c.kubeConfig.makeApiClient(ResourceV1Api);
-    await c.kubeConfig.makeApiClient(RbacAuthorizationV1Api).createClusterRoleBinding({
-      body: {
-        metadata: { name: 'gpu-dra-publisher' },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'gpu-dra-publisher' },
-        subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: c.driverUser }],
-      },
-    });
-    await c.kubeConfig.makeApiClient(RbacAuthorizationV1Api).createClusterRole({
-      body: {
-        metadata: { name: 'gpu-dra-publisher' },
-        rules: PUBLISHER_RBAC_RULES.map((r) => ({
-          apiGroups: [...r.apiGroups],
-          resources: [...r.resources],
-          verbs: [...r.verbs],
-        })),
-      },
-    });
+    await grantDriverRbac(c, { readClaims: false });
     await c.kubeConfig.makeApiClient(CoreV1Api).createNode({ body: { metadata: { name: NODE } } });
 
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-e2e-changes-'));

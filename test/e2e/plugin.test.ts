@@ -8,7 +8,6 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   CoreV1Api,
-  RbacAuthorizationV1Api,
   ResourceV1Api,
   type ResourceV1ResourceClaim,
   type V1ResourceClaimTemplateSpec,
@@ -22,7 +21,6 @@ import type { CdiSpec } from '../../src/cdi/spec.js';
 import type { NodePrepareResourcesRequest, NodePrepareResourcesResponse } from '../../src/driver/proto.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
-import { PUBLISHER_RBAC_RULES } from '../../src/resourceslice/publisher.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { loadProfile, parseFakeNvmlConfig } from '../../src/sim/fakeNvml.js';
 import type { Logger } from '../../src/util/log.js';
@@ -32,6 +30,7 @@ import { createPodWithClaims, type PodClaim } from './support/workloads.js';
 import { preparedContainers, startNode, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { ensurePeersBinary, peersLog } from './support/peers.js';
 import { eventually } from './support/wait.js';
+import { grantDriverRbac } from './support/rbac.js';
 
 const DRIVER = 'gpu.dra.dev';
 const NODE = 'node-a';
@@ -104,27 +103,7 @@ describe('kubelet plugin end to end', () => {
     resource = c.kubeConfig.makeApiClient(ResourceV1Api);
 
     // The driver's identity may read claims and manage its slices: nothing more.
-    const rbac = c.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
-    await rbac.createClusterRole({
-      body: {
-        metadata: { name: 'gpu-dra-driver' },
-        rules: [
-          { apiGroups: ['resource.k8s.io'], resources: ['resourceclaims'], verbs: ['get'] },
-          ...PUBLISHER_RBAC_RULES.map((r) => ({
-            apiGroups: [...r.apiGroups],
-            resources: [...r.resources],
-            verbs: [...r.verbs],
-          })),
-        ],
-      },
-    });
-    await rbac.createClusterRoleBinding({
-      body: {
-        metadata: { name: 'gpu-dra-driver' },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'gpu-dra-driver' },
-        subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: c.driverUser }],
-      },
-    });
+    await grantDriverRbac(c, { readClaims: true });
     for (const type of ['gpu', 'mig']) {
       await resource.createDeviceClass({
         body: {

@@ -8,7 +8,6 @@
 // and MIG profile.
 import {
   CoreV1Api,
-  RbacAuthorizationV1Api,
   ResourceV1Api,
   type ResourceV1ResourceClaim,
   type V1ResourceSlice,
@@ -19,11 +18,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } fr
 import type { NodeInventory } from '../../src/nvml/types.js';
 import { inventoryFixture, type InventoryProfile } from '../support/inventoryFixture.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
-import { PUBLISHER_RBAC_RULES, ResourceSlicePublisher } from '../../src/resourceslice/publisher.js';
+import { ResourceSlicePublisher } from '../../src/resourceslice/publisher.js';
 import { startCluster, type Cluster } from './support/cluster.js';
 import { startNode, type NodeHarness } from './support/node.js';
 import { ensurePeersBinary, peersLog } from './support/peers.js';
 import { eventually } from './support/wait.js';
+import { grantDriverRbac } from './support/rbac.js';
 
 const DRIVER = 'gpu.dra.dev';
 const NVIDIA_DRIVER = 'gpu.nvidia.com';
@@ -76,28 +76,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
     cluster = await startCluster({ binary });
     core = cluster.kubeConfig.makeApiClient(CoreV1Api);
     resource = cluster.kubeConfig.makeApiClient(ResourceV1Api);
-    const rbac = cluster.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
-    await rbac.createClusterRole({
-      body: {
-        metadata: { name: 'gpu-dra-resourceslice-publisher' },
-        rules: PUBLISHER_RBAC_RULES.map((r) => ({
-          apiGroups: [...r.apiGroups],
-          resources: [...r.resources],
-          verbs: [...r.verbs],
-        })),
-      },
-    });
-    await rbac.createClusterRoleBinding({
-      body: {
-        metadata: { name: 'gpu-dra-resourceslice-publisher' },
-        roleRef: {
-          apiGroup: 'rbac.authorization.k8s.io',
-          kind: 'ClusterRole',
-          name: 'gpu-dra-resourceslice-publisher',
-        },
-        subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: cluster.driverUser }],
-      },
-    });
+    await grantDriverRbac(cluster, { readClaims: false });
   }, 3_600_000);
 
   afterEach(async () => {
