@@ -107,6 +107,8 @@ const gpuSchema = z.object({
   errors: z.record(z.string(), returnCode).optional(),
   /** Every per-device call after nvmlDeviceGetHandleByIndex_v2 answers GPU_IS_LOST. */
   lost: z.boolean().optional(),
+  /** nvmlDeviceGetSupportedEventTypes; default SBE | DBE | XID | MIG config change (0x10b). */
+  supportedEventTypes: z.number().int().nonnegative().optional(),
 });
 
 export const fakeNvmlConfigSchema = z.object({

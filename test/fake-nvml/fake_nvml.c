@@ -3,7 +3,10 @@
  *
  * Exports a subset of the real NVML C API with the real nvml.h signatures, struct layouts,
  * return codes and error strings, answering from a JSON file named by $FAKE_NVML_CONFIG
- * (read when the init reference count goes from 0 to 1). See README.md for the format.
+ * (read when the init reference count goes from 0 to 1, and again at any later nvmlInit once
+ * the file has changed: a node whose GPUs change under a running driver). Events (XIDs, MIG
+ * configuration changes) are lines appended to the file named by $FAKE_NVML_EVENTS. See
+ * README.md for both formats.
  *
  * Build: gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o libnvidia-ml.so.1 fake_nvml.c
  *
@@ -18,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -72,6 +77,23 @@ typedef enum nvmlReturn_enum {
 
 typedef struct nvmlDevice_st *nvmlDevice_t;
 typedef struct nvmlGpuInstance_st *nvmlGpuInstance_t;
+typedef struct nvmlEventSet_st *nvmlEventSet_t;
+
+typedef struct nvmlEventData_st {
+  nvmlDevice_t device;
+  unsigned long long eventType;
+  unsigned long long eventData;
+  unsigned int gpuInstanceId;
+  unsigned int computeInstanceId;
+} nvmlEventData_t;
+
+#define nvmlEventTypeSingleBitEccError 0x1ULL
+#define nvmlEventTypeDoubleBitEccError 0x2ULL
+#define nvmlEventTypeXidCriticalError 0x8ULL
+#define nvmlEventMigConfigChange 0x100ULL
+#define FAKE_DEFAULT_EVENT_TYPES \
+  (nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError | nvmlEventTypeXidCriticalError | \
+   nvmlEventMigConfigChange)
 
 typedef struct nvmlMemory_st {
   unsigned long long total;
@@ -179,6 +201,7 @@ typedef struct nvmlDeviceAddressingMode_v1_st {
 /* Layout checks against the real ABI (x86_64 / aarch64 LP64). */
 _Static_assert(sizeof(nvmlPciInfo_t) == 68, "nvmlPciInfo_t layout");
 _Static_assert(sizeof(nvmlMemory_t) == 24, "nvmlMemory_t layout");
+_Static_assert(sizeof(nvmlEventData_t) == 32, "nvmlEventData_t layout");
 _Static_assert(sizeof(nvmlGpuInstanceProfileInfo_t) == 48, "nvmlGpuInstanceProfileInfo_t layout");
 _Static_assert(sizeof(nvmlGpuInstanceProfileInfo_v2_t) == 152, "nvmlGpuInstanceProfileInfo_v2_t layout");
 _Static_assert(sizeof(nvmlGpuInstanceProfileInfo_v3_t) == 152, "nvmlGpuInstanceProfileInfo_v3_t layout");
@@ -592,6 +615,7 @@ typedef struct {
   mig_t migs[MAX_MIG];
   unsigned nmigs;
   int lost;
+  unsigned long long supportedEvents;
   err_table errs;
 } gpu_t;
 
@@ -791,6 +815,8 @@ static int parse_gpu(const jval *root, const jval *gv, unsigned gi, cfg_err *ce)
   g->hasSms = r == 0;
   if (get_bool(gv, "migCapable", &g->migCapable, where, ce) < 0) return -1;
   if (get_bool(gv, "lost", &g->lost, where, ce) < 0) return -1;
+  g->supportedEvents = FAKE_DEFAULT_EVENT_TYPES;
+  if (get_u64(gv, "supportedEventTypes", &g->supportedEvents, 0, where, ce) < 0) return -1;
   g->maxMig = g->migCapable ? 7 : 0;
   if (get_u32(gv, "maxMigDeviceCount", &g->maxMig, 0, where, ce) < 0) return -1;
   if (g->maxMig > MAX_MIG) return cfail(ce, "%s: maxMigDeviceCount too large", where, NULL);
@@ -1034,11 +1060,50 @@ EXPORT const char *nvmlErrorString(nvmlReturn_t result) {
   return "Unknown Error";
 }
 
+/* Event sets: what each registered, and how far into $FAKE_NVML_EVENTS it has read. */
+#define MAX_EVENT_SETS 16
+#define EVENT_SET_MAGIC 0x45564e54u /* "EVNT" */
+struct nvmlEventSet_st {
+  unsigned magic;
+  long offset;
+  unsigned long long mask[MAX_GPUS];
+};
+static struct nvmlEventSet_st g_sets[MAX_EVENT_SETS];
+
+/* mtime of the configuration S was loaded from (hot reload when it changes). */
+static struct timespec g_config_mtime;
+
+static struct timespec config_mtime(void) {
+  struct timespec none = {0, 0};
+  const char *path = getenv("FAKE_NVML_CONFIG");
+  struct stat st;
+  if (path == NULL || stat(path, &st) != 0) return none;
+  return st.st_mtim;
+}
+
+/* A later nvmlInit re-reads a changed configuration; a bad one keeps the previous state. */
+static void reload_if_changed(void) {
+  struct timespec now = config_mtime();
+  if (now.tv_sec == g_config_mtime.tv_sec && now.tv_nsec == g_config_mtime.tv_nsec) return;
+  static system_t previous;
+  previous = S;
+  cfg_err ce;
+  memset(&ce, 0, sizeof ce);
+  nvmlReturn_t initError = NVML_SUCCESS;
+  if (load_config(&ce, &initError) != 0 || initError != NVML_SUCCESS) {
+    fprintf(stderr, "fake-nvml: reload ignored: %s\n", ce.msg[0] ? ce.msg : "initError set");
+    S = previous;
+    return;
+  }
+  g_config_mtime = now;
+}
+
 EXPORT nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
   (void)flags;
   pthread_mutex_lock(&g_lock);
   if (g_refcount > 0) {
     g_refcount++;
+    reload_if_changed();
     pthread_mutex_unlock(&g_lock);
     return NVML_SUCCESS;
   }
@@ -1046,6 +1111,7 @@ EXPORT nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
   memset(&ce, 0, sizeof ce);
   nvmlReturn_t initError = NVML_SUCCESS;
   nvmlReturn_t rc = NVML_SUCCESS;
+  struct timespec mtime = config_mtime();
   if (load_config(&ce, &initError) != 0) {
     fprintf(stderr, "fake-nvml: %s\n", ce.msg);
     rc = (getenv("FAKE_NVML_CONFIG") == NULL || strstr(ce.msg, "cannot ") == ce.msg) ? NVML_ERROR_LIBRARY_NOT_FOUND
@@ -1055,6 +1121,7 @@ EXPORT nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
     memset(&S, 0, sizeof S);
   } else {
     g_refcount = 1;
+    g_config_mtime = mtime;
   }
   pthread_mutex_unlock(&g_lock);
   return rc;
@@ -1068,7 +1135,10 @@ EXPORT nvmlReturn_t nvmlShutdown(void) {
   pthread_mutex_lock(&g_lock);
   nvmlReturn_t rc = NVML_SUCCESS;
   if (g_refcount == 0) rc = NVML_ERROR_UNINITIALIZED;
-  else if (--g_refcount == 0) memset(&S, 0, sizeof S);
+  else if (--g_refcount == 0) {
+    memset(&S, 0, sizeof S);
+    memset(g_sets, 0, sizeof g_sets);
+  }
   pthread_mutex_unlock(&g_lock);
   return rc;
 }
@@ -1494,3 +1564,136 @@ EXPORT nvmlReturn_t nvmlGpuInstanceGetInfo(nvmlGpuInstance_t gpuInstance, nvmlGp
   info->placement = m->placement;
   return NVML_SUCCESS;
 }
+
+/* ---- events: nvmlEventSet* ---- */
+/*
+ * Events come from $FAKE_NVML_EVENTS, one per line appended to it:
+ *   <gpu index> <event type> <event data> [<gpu instance id> <compute instance id>]
+ * e.g. "0 8 79" (XID 79 on GPU 0) or "1 0x100 0" (MIG configuration change on GPU 1). A set
+ * sees the lines appended after it was created, for the GPUs and types registered on it.
+ */
+
+static struct nvmlEventSet_st *resolve_set(nvmlEventSet_t set) {
+  uintptr_t p = (uintptr_t)set;
+  if (p < (uintptr_t)&g_sets[0] || p >= (uintptr_t)&g_sets[MAX_EVENT_SETS]) return NULL;
+  if ((p - (uintptr_t)&g_sets[0]) % sizeof g_sets[0] != 0 || set->magic != EVENT_SET_MAGIC) return NULL;
+  return set;
+}
+
+static long events_file_size(void) {
+  const char *path = getenv("FAKE_NVML_EVENTS");
+  struct stat st;
+  if (path == NULL || *path == '\0' || stat(path, &st) != 0) return 0;
+  return (long)st.st_size;
+}
+
+EXPORT nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set) {
+  if (set == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  pthread_mutex_lock(&g_lock);
+  nvmlReturn_t r = sys_enter("nvmlEventSetCreate");
+  if (r == NVML_SUCCESS) {
+    r = NVML_ERROR_INSUFFICIENT_RESOURCES;
+    for (unsigned i = 0; i < MAX_EVENT_SETS; i++) {
+      if (g_sets[i].magic == EVENT_SET_MAGIC) continue;
+      memset(&g_sets[i], 0, sizeof g_sets[i]);
+      g_sets[i].magic = EVENT_SET_MAGIC;
+      g_sets[i].offset = events_file_size();
+      *set = &g_sets[i];
+      r = NVML_SUCCESS;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  return r;
+}
+
+EXPORT nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
+  pthread_mutex_lock(&g_lock);
+  struct nvmlEventSet_st *es = resolve_set(set);
+  nvmlReturn_t r = g_refcount == 0 ? NVML_ERROR_UNINITIALIZED : es == NULL ? NVML_ERROR_INVALID_ARGUMENT : NVML_SUCCESS;
+  if (r == NVML_SUCCESS) memset(es, 0, sizeof *es);
+  pthread_mutex_unlock(&g_lock);
+  return r;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t device, unsigned long long *eventTypes) {
+  DEV_ENTER("nvmlDeviceGetSupportedEventTypes", device);
+  NOT_ON_MIG();
+  if (eventTypes == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  *eventTypes = g->supportedEvents;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long long eventTypes, nvmlEventSet_t set) {
+  DEV_ENTER("nvmlDeviceRegisterEvents", device);
+  NOT_ON_MIG();
+  if ((eventTypes & ~g->supportedEvents) != 0) return NVML_ERROR_NOT_SUPPORTED;
+  pthread_mutex_lock(&g_lock);
+  struct nvmlEventSet_st *es = resolve_set(set);
+  if (es != NULL) es->mask[device->gpu] |= eventTypes;
+  pthread_mutex_unlock(&g_lock);
+  return es == NULL ? NVML_ERROR_INVALID_ARGUMENT : NVML_SUCCESS;
+}
+
+/* The next registered event after the set's offset, if a complete line holds one (lock held). */
+static int next_event(struct nvmlEventSet_st *es, nvmlEventData_t *data) {
+  const char *path = getenv("FAKE_NVML_EVENTS");
+  if (path == NULL || *path == '\0') return 0;
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) return 0;
+  int found = 0;
+  char line[256];
+  if (fseek(f, es->offset, SEEK_SET) == 0) {
+    while (!found && fgets(line, sizeof line, f) != NULL) {
+      size_t len = strlen(line);
+      if (len == 0 || line[len - 1] != '\n') break; /* a line still being written */
+      es->offset += (long)len;
+      unsigned long long idx = 0, type = 0, edata = 0, gi = 0xFFFFFFFFULL, ci = 0xFFFFFFFFULL;
+      char *p = line, *end = NULL;
+      idx = strtoull(p, &end, 0);
+      if (end == p) continue;
+      p = end;
+      type = strtoull(p, &end, 0);
+      if (end == p) continue;
+      p = end;
+      edata = strtoull(p, &end, 0);
+      p = end;
+      unsigned long long v = strtoull(p, &end, 0);
+      if (end != p) {
+        gi = v;
+        p = end;
+        v = strtoull(p, &end, 0);
+        if (end != p) ci = v;
+      }
+      if (idx >= S.ngpus || (es->mask[idx] & type) == 0) continue;
+      data->device = &S.gpus[idx].handle;
+      data->eventType = type;
+      data->eventData = edata;
+      data->gpuInstanceId = (unsigned)gi;
+      data->computeInstanceId = (unsigned)ci;
+      found = 1;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
+EXPORT nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeoutms) {
+  if (data == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  struct timespec start, now, nap = {0, 20 * 1000 * 1000};
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  for (;;) {
+    pthread_mutex_lock(&g_lock);
+    struct nvmlEventSet_st *es = resolve_set(set);
+    nvmlReturn_t r = g_refcount == 0 ? NVML_ERROR_UNINITIALIZED : es == NULL ? NVML_ERROR_INVALID_ARGUMENT : NVML_SUCCESS;
+    int found = r == NVML_SUCCESS && next_event(es, data);
+    pthread_mutex_unlock(&g_lock);
+    if (r != NVML_SUCCESS) return r;
+    if (found) return NVML_SUCCESS;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long elapsed = (now.tv_sec - start.tv_sec) * 1000L + (now.tv_nsec - start.tv_nsec) / 1000000L;
+    if (elapsed >= (long)timeoutms) return NVML_ERROR_TIMEOUT;
+    nanosleep(&nap, NULL);
+  }
+}
+
