@@ -25,6 +25,8 @@ export interface DriverConfig {
   readonly logLevel: string;
   /** Re-discover GPUs this often to republish changes (MIG layout, lost GPUs); 0 = never. */
   readonly deviceCheckIntervalMs: number;
+  /** Watch NVML events: XIDs taint devices, MIG changes trigger a re-discovery. */
+  readonly deviceEvents: boolean;
 }
 
 export { DRIVER_DEFAULTS };
@@ -47,6 +49,7 @@ export interface DriverFlags {
   cleanupOnExit?: boolean | string;
   logLevel?: string;
   deviceCheckInterval?: string;
+  deviceEvents?: boolean | string;
 }
 
 /** Flag name of each config field, for error messages. */
@@ -67,6 +70,7 @@ const FLAG_OF: Readonly<Record<string, string>> = {
   cleanupOnExit: '--cleanup-on-exit',
   logLevel: '--log-level',
   deviceCheckInterval: '--device-check-interval',
+  deviceEvents: '--device-events',
 };
 
 const absPath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path');
@@ -122,6 +126,7 @@ const flagsSchema = z.strictObject({
   cleanupOnExit: bool.default(false),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   deviceCheckInterval: deviceCheckInterval.default(DRIVER_DEFAULTS.deviceCheckIntervalMs),
+  deviceEvents: bool.default(true),
 });
 
 function deepFreeze<T extends object>(o: T): Readonly<T> {
@@ -176,5 +181,6 @@ export function parseDriverConfig(flags: DriverFlags, env: NodeJS.ProcessEnv = p
     cleanupOnExit: d.cleanupOnExit,
     logLevel: d.logLevel,
     deviceCheckIntervalMs: d.deviceCheckInterval,
+    deviceEvents: d.deviceEvents,
   });
 }

@@ -9,10 +9,22 @@
  * reloaded) or enumerates no GPU at all changes nothing: an empty pool would strand every
  * claim, and either condition is far more often transient than real. (GPUs that are
  * enumerated but each fail are carried and tainted like any other unhealthy GPU.)
+ *
+ * NVML events (src/nvml/events.ts) arrive through recordEvent(): a MIG configuration change
+ * triggers a re-discovery at once; an XID taints the device it concerns (`<driver>/xid=<n>`,
+ * NoSchedule, or None for an application XID). XID taints last until the plugin restarts, as
+ * NVML reports no recovery: restart the plugin pod once the GPU has been reset.
  */
+import type { DeviceEvent } from '../nvml/events.js';
 import type { NodeInventory } from '../nvml/types.js';
-import { carryUnhealthyGpus, type HealthView } from '../resourceslice/health.js';
-import type { TaintMap } from '../resourceslice/model.js';
+import {
+  carryUnhealthyGpus,
+  devicesForXid,
+  mergeTaints,
+  xidTaint,
+  type HealthView,
+} from '../resourceslice/health.js';
+import type { DeviceTaint, TaintMap } from '../resourceslice/model.js';
 import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { InventorySource } from './state.js';
@@ -33,14 +45,56 @@ export interface DeviceMonitorOptions {
 }
 
 export class DeviceMonitor implements InventorySource {
+  /** The last re-discovery merged with lost-GPU handling; XID taints are kept apart. */
   private view: HealthView;
+  private readonly xidTaints: Record<string, DeviceTaint[]> = {};
   private key: string;
   private lastCheck = Date.now();
   private timer?: NodeJS.Timeout;
 
   constructor(private readonly opts: DeviceMonitorOptions) {
     this.view = { inventory: opts.initial, taints: {}, unhealthy: [] };
-    this.key = viewKey(this.view);
+    this.key = viewKey(this.published());
+  }
+
+  /** What the node publishes: the view with the XID taints added. */
+  private published(): HealthView {
+    return { ...this.view, taints: mergeTaints(this.view.taints, this.xidTaints) };
+  }
+
+  /** Hands the published view to onChange if it differs from the last one handed over. */
+  private emit(): boolean {
+    const view = this.published();
+    const key = viewKey(view);
+    if (key === this.key) return false;
+    this.key = key;
+    this.opts.onChange(view);
+    return true;
+  }
+
+  /** An NVML event (src/nvml/events.ts). */
+  recordEvent(event: DeviceEvent): void {
+    const log = this.opts.logger;
+    if (event.kind === 'migConfigChange') {
+      log.info({ uuid: event.gpuUuid }, 'MIG configuration changed; re-discovering');
+      this.check();
+      return;
+    }
+    const devices = devicesForXid(this.view.inventory, event.gpuUuid, event);
+    const taint = xidTaint(this.opts.driverName, event.xid);
+    log[taint.effect === 'None' ? 'info' : 'warn'](
+      { uuid: event.gpuUuid, xid: event.xid, devices, effect: taint.effect },
+      taint.effect === 'None'
+        ? 'XID reported (an application error); devices tainted with effect None'
+        : 'XID critical error; devices tainted NoSchedule until the plugin restarts',
+    );
+    for (const name of devices) {
+      const held = this.xidTaints[name]?.[0];
+      // A NoSchedule XID is not downgraded by a later application XID.
+      if (held?.effect === 'NoSchedule' && taint.effect === 'None') continue;
+      this.xidTaints[name] = [taint];
+    }
+    this.emit();
   }
 
   current(): NodeInventory {
@@ -48,7 +102,7 @@ export class DeviceMonitor implements InventorySource {
   }
 
   taints(): TaintMap {
-    return this.view.taints;
+    return this.published().taints;
   }
 
   /** Re-discovers now unless the last check was under `minRefreshIntervalMs` ago. */
@@ -88,11 +142,6 @@ export class DeviceMonitor implements InventorySource {
       return false;
     }
     const view = carryUnhealthyGpus(this.view.inventory, next, this.opts.driverName);
-    const key = viewKey(view);
-    if (key === this.key) {
-      this.opts.onCheck?.('unchanged');
-      return false;
-    }
     const before = new Set(this.view.unhealthy.map((u) => u.gpu.uuid));
     for (const u of view.unhealthy) {
       if (!before.has(u.gpu.uuid))
@@ -105,15 +154,15 @@ export class DeviceMonitor implements InventorySource {
     for (const u of this.view.unhealthy) {
       if (!after.has(u.gpu.uuid)) log.info({ uuid: u.gpu.uuid, minor: u.gpu.minor }, 'GPU healthy again');
     }
-    log.info(
-      { gpus: view.inventory.gpus.length, unhealthy: view.unhealthy.length },
-      'devices changed; republishing',
-    );
     this.view = view;
-    this.key = key;
-    this.opts.onCheck?.('changed');
-    this.opts.onChange(view);
-    return true;
+    const changed = this.emit();
+    if (changed)
+      log.info(
+        { gpus: view.inventory.gpus.length, unhealthy: view.unhealthy.length },
+        'devices changed; republished',
+      );
+    this.opts.onCheck?.(changed ? 'changed' : 'unchanged');
+    return changed;
   }
 }
 

@@ -12,6 +12,7 @@ export interface DriverMetrics {
   readonly preparedClaims: Gauge;
   readonly deviceChecks: Counter<'result'>;
   readonly unhealthyGpus: Gauge;
+  readonly xidEvents: Counter<'xid'>;
 }
 
 export function createDriverMetrics(options: { defaultMetrics?: boolean } = {}): DriverMetrics {
@@ -52,6 +53,12 @@ export function createDriverMetrics(options: { defaultMetrics?: boolean } = {}):
     unhealthyGpus: new Gauge({
       name: 'gpu_dra_unhealthy_gpus',
       help: 'GPUs NVML no longer answers for, published with a NoSchedule taint.',
+      registers: [registry],
+    }),
+    xidEvents: new Counter({
+      name: 'gpu_dra_xid_events_total',
+      help: 'XID critical-error events NVML reported, by XID.',
+      labelNames: ['xid'],
       registers: [registry],
     }),
   };

@@ -18,6 +18,7 @@ import type { KubeletPlugin } from './plugin.js';
 import type { NodePrepareResourcesResponse } from './proto.js';
 import type { DeviceState, RecoveryReport } from './state.js';
 import { DeviceMonitor } from './deviceMonitor.js';
+import { watchDeviceEvents, type DeviceEvent, type DeviceEventWatch } from '../nvml/events.js';
 import { discoverInventory } from '../nvml/discover.js';
 import type { NodeInventory } from '../nvml/types.js';
 import { discoverWithRetry } from '../resourceslice/discovery.js';
@@ -53,6 +54,12 @@ export interface DriverDeps {
   readonly rediscoverIntervalMs?: number;
   /** Periodic re-discovery; default `config.deviceCheckIntervalMs`. */
   readonly deviceCheckIntervalMs?: number;
+  /**
+   * Starts the NVML event watch (XIDs, MIG changes); `null` = none. Default: NVML's, when
+   * `config.deviceEvents` is on and discovery is not injected.
+   */
+  readonly watchDeviceEvents?:
+    ((onEvent: (event: DeviceEvent) => void) => DeviceEventWatch | undefined) | null;
 }
 
 export interface RunningDriver {
@@ -79,6 +86,44 @@ async function settledWithin(promise: Promise<unknown>, ms: number): Promise<voi
     new Promise((resolve) => (timer = setTimeout(resolve, ms))),
   ]);
   clearTimeout(timer);
+}
+
+/** Starts the NVML event watch feeding the device monitor; undefined when off or unavailable. */
+function startEventWatch(
+  config: DriverConfig,
+  deps: DriverDeps,
+  devices: DeviceMonitor,
+  metrics: DriverMetrics,
+  logger: Logger,
+): DeviceEventWatch | undefined {
+  const start =
+    deps.watchDeviceEvents !== undefined
+      ? deps.watchDeviceEvents
+      : config.deviceEvents && !deps.discover
+        ? (onEvent: (event: DeviceEvent) => void) =>
+            watchDeviceEvents({ nvmlLib: config.nvmlLib, hostPaths: config.hostPaths, onEvent, logger })
+        : null;
+  if (!start) return undefined;
+  try {
+    const watch = start((event) => {
+      if (event.kind === 'xid') metrics.xidEvents.inc({ xid: String(event.xid) });
+      devices.recordEvent(event);
+    });
+    if (!watch) {
+      logger.warn('this NVML has no event API: XID errors will not taint devices');
+      return undefined;
+    }
+    for (const u of watch.unmonitored)
+      logger.warn(u, 'GPU not registered for NVML events: its XID errors will not taint its devices');
+    logger.info({ gpus: watch.monitored.length }, 'watching NVML events (XID errors, MIG changes)');
+    return watch;
+  } catch (err) {
+    logger.warn(
+      { err: errorMessage(err) },
+      'NVML event watch failed to start; XID errors will not taint devices',
+    );
+    return undefined;
+  }
 }
 
 function loadKubeConfig(config: DriverConfig): Promise<KubeConfig> {
@@ -231,12 +276,16 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
   }
   const address = httpServer?.address();
   devices.start();
+  const watch = startEventWatch(config, deps, devices, metrics, logger.child({ component: 'events' }));
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       logger.info('stopping');
       devices.stop();
+      await watch?.stop().catch((err: unknown) => {
+        logger.warn({ err: errorMessage(err) }, 'stopping the NVML event watch failed');
+      });
       await plugin.stop();
       selfDra.close();
       selfReg.close();

@@ -13,6 +13,22 @@ import { NvmlReturn } from './returnCodes.js';
 /** Opaque NVML handles: koffi external pointers, only ever passed back to NVML. */
 export type DeviceHandle = { readonly __brand: 'nvmlDevice_t' };
 export type GpuInstanceHandle = { readonly __brand: 'nvmlGpuInstance_t' };
+export type EventSetHandle = { readonly __brand: 'nvmlEventSet_t' };
+
+/** nvmlEventData_t. `gpuInstanceId`/`computeInstanceId` are 0xFFFFFFFF unless MIG-scoped. */
+export interface EventDataRaw {
+  device: DeviceHandle;
+  eventType: number;
+  eventData: number;
+  gpuInstanceId: number;
+  computeInstanceId: number;
+}
+
+/** nvmlEventType* bits the driver listens for. */
+export const NvmlEventType = {
+  XID_CRITICAL_ERROR: 0x8,
+  MIG_CONFIG_CHANGE: 0x100,
+} as const;
 
 export interface PciInfoRaw {
   busId: string;
@@ -79,7 +95,21 @@ export interface NvmlApi {
   deviceGetGpuInstanceProfileInfo(dev: DeviceHandle, profileIndex: number): GpuInstanceProfileInfoRaw;
   /** Undefined when the driver's NVML predates nvmlDeviceGetAddressingMode. */
   readonly deviceGetAddressingMode: ((dev: DeviceHandle) => number) | undefined;
+  /** Device events; undefined when this NVML lacks nvmlEventSetWait_v2. */
+  readonly events: NvmlEventsApi | undefined;
   errorString(code: number): string;
+}
+
+export interface NvmlEventsApi {
+  setCreate(): EventSetHandle;
+  setFree(set: EventSetHandle): void;
+  deviceGetSupportedEventTypes(dev: DeviceHandle): number;
+  deviceRegisterEvents(dev: DeviceHandle, eventTypes: number, set: EventSetHandle): void;
+  /**
+   * nvmlEventSetWait_v2 on a libuv worker thread (it blocks up to `timeoutMs`), so the event
+   * loop keeps serving meanwhile. Resolves undefined on NVML_ERROR_TIMEOUT.
+   */
+  setWait(set: EventSetHandle, timeoutMs: number): Promise<EventDataRaw | undefined>;
 }
 
 /** NVML_GPU_INSTANCE_PROFILE_COUNT in current nvml.h: indexes 0..16. */
@@ -136,7 +166,25 @@ const types = (() => {
     version: 'unsigned int',
     value: 'unsigned int',
   });
-  return { device, gpuInstance, memory, pciInfo, gpuInstanceInfo, profileInfoV2, addressingMode };
+  const eventSet = koffi.pointer('nvmlEventSet_t', koffi.opaque('nvmlEventSet_st'));
+  const eventData = koffi.struct('nvmlEventData_t', {
+    device: 'nvmlDevice_t',
+    eventType: 'unsigned long long',
+    eventData: 'unsigned long long',
+    gpuInstanceId: 'unsigned int',
+    computeInstanceId: 'unsigned int',
+  });
+  return {
+    device,
+    gpuInstance,
+    memory,
+    pciInfo,
+    gpuInstanceInfo,
+    profileInfoV2,
+    addressingMode,
+    eventSet,
+    eventData,
+  };
 })();
 
 /** NVML_STRUCT_VERSION(GpuInstanceProfileInfo, 2) = sizeof | 2 << 24. */
@@ -282,6 +330,7 @@ function bind(lib: Lib, libPath: string): NvmlApi {
   const getAddressingMode = optionalFn(
     'int nvmlDeviceGetAddressingMode(nvmlDevice_t device, _Inout_ nvmlDeviceAddressingMode_v1_t *mode)',
   );
+  const events = bindEvents(fn, optionalFn, check, outScalar);
 
   return {
     path: libPath,
@@ -341,6 +390,72 @@ function bind(lib: Lib, libPath: string): NvmlApi {
           return mode.value;
         }
       : undefined,
+    events,
     errorString,
+  };
+}
+
+/** The `outScalar` helper of bind(): one trailing `_Out_` scalar, returned. */
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters
+type OutScalar = <T>(name: string, call: NvmlCall, ...args: unknown[]) => T;
+
+type AsyncNvmlCall = NvmlCall & {
+  async: (...args: [...unknown[], (err: unknown, rc: number) => void]) => void;
+};
+
+function bindEvents(
+  fn: (decl: string) => NvmlCall,
+  optionalFn: (decl: string) => NvmlCall | undefined,
+  check: (name: string, rc: number) => void,
+  outScalar: OutScalar,
+): NvmlEventsApi | undefined {
+  const wait = optionalFn(
+    'int nvmlEventSetWait_v2(nvmlEventSet_t set, _Out_ nvmlEventData_t *data, unsigned int timeoutms)',
+  ) as AsyncNvmlCall | undefined;
+  if (!wait) return undefined;
+  const create = fn('int nvmlEventSetCreate(_Out_ nvmlEventSet_t *set)');
+  const free = fn('int nvmlEventSetFree(nvmlEventSet_t set)');
+  const supported = fn(
+    'int nvmlDeviceGetSupportedEventTypes(nvmlDevice_t device, _Out_ unsigned long long *eventTypes)',
+  );
+  const register = fn(
+    'int nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long long eventTypes, nvmlEventSet_t set)',
+  );
+  return {
+    setCreate: () => outScalar<EventSetHandle>('nvmlEventSetCreate', create),
+    setFree: (set) => {
+      check('nvmlEventSetFree', free(set));
+    },
+    deviceGetSupportedEventTypes: (dev) =>
+      Number(outScalar<number | bigint>('nvmlDeviceGetSupportedEventTypes', supported, dev)),
+    deviceRegisterEvents: (dev, eventTypes, set) => {
+      check('nvmlDeviceRegisterEvents', register(dev, eventTypes, set));
+    },
+    setWait: (set, timeoutMs) =>
+      new Promise((resolve, reject) => {
+        const data = {} as Record<string, unknown>;
+        wait.async(set, data, timeoutMs, (err: unknown, rc: number) => {
+          if (err) {
+            reject(err instanceof Error ? err : new Error('nvmlEventSetWait_v2 failed', { cause: err }));
+            return;
+          }
+          if (rc === NvmlReturn.TIMEOUT) {
+            resolve(undefined);
+            return;
+          }
+          try {
+            check('nvmlEventSetWait_v2', rc);
+            resolve({
+              device: data['device'] as DeviceHandle,
+              eventType: Number(data['eventType']),
+              eventData: Number(data['eventData']),
+              gpuInstanceId: Number(data['gpuInstanceId']),
+              computeInstanceId: Number(data['computeInstanceId']),
+            });
+          } catch (e) {
+            reject(e instanceof Error ? e : new Error(String(e)));
+          }
+        });
+      }),
   };
 }

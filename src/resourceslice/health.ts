@@ -8,11 +8,19 @@
  * Pure: the device monitor (src/driver/deviceMonitor.ts) feeds it each re-discovery.
  */
 import type { GpuDevice, GpuFailure, NodeInventory } from '../nvml/types.js';
-import { buildDevices, type DeviceTaint, type TaintMap } from './model.js';
+import { buildDevices, publishesMigDevices, type DeviceTaint, type TaintMap } from './model.js';
+import { gpuDeviceName, migDeviceName } from './names.js';
 
 /** Taint keys, prefixed by the driver name as NVIDIA's driver does (`gpu.nvidia.com/gpu-lost`). */
 export const GPU_LOST_TAINT = 'gpu-lost';
 export const GPU_UNAVAILABLE_TAINT = 'gpu-unavailable';
+export const XID_TAINT = 'xid';
+
+/**
+ * XIDs that report an application's fault rather than the GPU's (NVIDIA's driver uses the same
+ * list): published with effect None, so they inform without keeping claims off the device.
+ */
+export const APPLICATION_XIDS: readonly number[] = [13, 31, 43, 45, 68, 109];
 
 export interface UnhealthyGpu {
   /** The GPU as last discovered healthy. */
@@ -85,4 +93,54 @@ export function carryUnhealthyGpus(
     taints,
     unhealthy,
   };
+}
+
+/** `<driver>/xid=<xid>`: NoSchedule, or None for an application XID. */
+export function xidTaint(driverName: string, xid: number): DeviceTaint {
+  return {
+    key: `${driverName}/${XID_TAINT}`,
+    value: String(xid),
+    effect: APPLICATION_XIDS.includes(xid) ? 'None' : 'NoSchedule',
+  };
+}
+
+/**
+ * The published devices an XID concerns: the MIG device it is scoped to when that one is
+ * published, else every device of the GPU. Empty for a GPU this node does not publish.
+ */
+export function devicesForXid(
+  inventory: NodeInventory,
+  gpuUuid: string,
+  scope: { readonly gpuInstanceId?: number; readonly computeInstanceId?: number } = {},
+): string[] {
+  const gpu = inventory.gpus.find((g) => g.uuid === gpuUuid);
+  if (!gpu) return [];
+  if (!publishesMigDevices(gpu)) return [gpuDeviceName(gpu.minor)];
+  const name = (m: GpuDevice['migDevices'][number]): string =>
+    migDeviceName(gpu.minor, m.profile, m.profileId, m.placement.start);
+  if (scope.gpuInstanceId !== undefined) {
+    const hit = gpu.migDevices.find(
+      (m) =>
+        m.gpuInstanceId === scope.gpuInstanceId &&
+        (scope.computeInstanceId === undefined || m.computeInstanceId === scope.computeInstanceId),
+    );
+    if (hit) return [name(hit)];
+  }
+  return gpu.migDevices.map(name);
+}
+
+/** Per-device union of taint maps; a later taint replaces an earlier one with the same key. */
+export function mergeTaints(...maps: readonly TaintMap[]): TaintMap {
+  const out: Record<string, DeviceTaint[]> = {};
+  for (const map of maps) {
+    for (const [device, taints] of Object.entries(map)) {
+      const list = (out[device] ??= []);
+      for (const t of taints) {
+        const i = list.findIndex((x) => x.key === t.key);
+        if (i >= 0) list[i] = t;
+        else list.push(t);
+      }
+    }
+  }
+  return out;
 }

@@ -5,7 +5,8 @@
 // would be read afresh), and the real apiserver must come to hold the new device set: a MIG
 // device destroyed by an admin disappears, a GPU that fell off the bus stays published with a
 // NoSchedule taint (KEP-5055, gated by DRADeviceTaints: alpha in 1.34, GA in 1.37), and the
-// taint goes when the GPU answers again.
+// taint goes when the GPU answers again. NVML events (lines appended to $FAKE_NVML_EVENTS) taint
+// the device an XID concerns.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -33,6 +34,7 @@ describe('device changes after start-up reach the ResourceSlices', () => {
   let dir: string | undefined;
   let driver: RunningDriver | undefined;
   let profile: FakeNvmlConfig;
+  let eventsFile: string;
 
   beforeAll(async () => {
     cluster = await startCluster({
@@ -50,6 +52,9 @@ describe('device changes after start-up reach the ResourceSlices', () => {
     profile = await loadProfile('a100-mig');
     sim = await createSimulatedNode(profile, path.join(dir, 'node'), { libPath: fakeNvmlLib() });
     process.env['FAKE_NVML_CONFIG'] = sim.configPath;
+    eventsFile = path.join(dir, 'nvml-events');
+    fs.writeFileSync(eventsFile, '');
+    process.env['FAKE_NVML_EVENTS'] = eventsFile;
     const config = parseDriverConfig(
       {
         nodeName: NODE,
@@ -148,5 +153,32 @@ describe('device changes after start-up reach the ResourceSlices', () => {
       const d = await devices();
       return lost.every((n) => d.has(n) && (d.get(n)?.taints ?? []).length === 0) ? true : undefined;
     });
+  });
+
+  it('taints the MIG device an XID is scoped to NoSchedule, and a whole GPU None for an application XID', async () => {
+    dumpOnFailure();
+    // XID 48 (double-bit ECC) in GPU 0's GPU instance 2: the 3g.20gb device at placement 4.
+    fs.appendFileSync(eventsFile, '0 8 48 2 0\n');
+    const xidKey = `${DRIVER}/xid`;
+    const published = await eventually('XID taint', async () => {
+      const d = await devices();
+      return (d.get('gpu-0-mig-3g20gb-9-4')?.taints ?? []).length > 0 ? d : undefined;
+    });
+    expect(published.get('gpu-0-mig-3g20gb-9-4')?.taints).toEqual([
+      expect.objectContaining({ key: xidKey, value: '48', effect: 'NoSchedule' }),
+    ]);
+    for (const [name, d] of published)
+      if (name !== 'gpu-0-mig-3g20gb-9-4') expect(d.taints ?? [], name).toEqual([]);
+
+    // XID 13 (an application's fault) on GPU 1, not MIG-scoped: both its devices, effect None.
+    fs.appendFileSync(eventsFile, '1 8 13\n');
+    const gpu1 = ['gpu-1-mig-3g20gb-9-0', 'gpu-1-mig-3g20gb-9-4'];
+    await eventually('application XID taints', async () => {
+      const d = await devices();
+      return gpu1.every((n) => d.get(n)?.taints?.[0]?.effect === 'None') ? true : undefined;
+    });
+    expect(await driver?.metrics.registry.getSingleMetricAsString('gpu_dra_xid_events_total')).toMatch(
+      /xid="48"\} 1/,
+    );
   });
 });

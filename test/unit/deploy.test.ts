@@ -219,6 +219,7 @@ describe('deploy/ manifests', () => {
           SYS_ROOT: 'sysRoot',
           LOG_LEVEL: 'logLevel',
           DEVICE_CHECK_INTERVAL: 'deviceCheckInterval',
+          DEVICE_EVENTS: 'deviceEvents',
         };
         expect([...env.keys()].sort()).toEqual(Object.keys(expected).sort());
         for (const [name, attr] of Object.entries(expected)) {

@@ -3,7 +3,14 @@
 import { describe, expect, it } from 'vitest';
 import { DeviceMonitor } from '../../src/driver/deviceMonitor.js';
 import type { GpuFailure, NodeInventory } from '../../src/nvml/types.js';
-import { carryUnhealthyGpus, healthTaint, type HealthView } from '../../src/resourceslice/health.js';
+import {
+  carryUnhealthyGpus,
+  devicesForXid,
+  healthTaint,
+  mergeTaints,
+  xidTaint,
+  type HealthView,
+} from '../../src/resourceslice/health.js';
 import { buildDevices } from '../../src/resourceslice/model.js';
 import { silentLogger } from '../../src/util/log.js';
 import { TEST_DRIVER, testGpu, testInventory, testMig } from '../support/driverFixtures.js';
@@ -68,6 +75,36 @@ describe('carryUnhealthyGpus', () => {
     // The failure's index now belongs to a GPU that is healthy under another index.
     const moved = { ...healthy, gpus: [testGpu(1, { index: 0 })], failures: [{ ...LOST, index: 1 }] };
     expect(carryUnhealthyGpus(healthy, moved, TEST_DRIVER).unhealthy).toEqual([]);
+  });
+});
+
+describe('XID taints', () => {
+  it('taints NoSchedule, or None for an application XID', () => {
+    expect(xidTaint(TEST_DRIVER, 48)).toEqual({ key: 'gpu.dra.dev/xid', value: '48', effect: 'NoSchedule' });
+    expect(xidTaint(TEST_DRIVER, 13)).toEqual({ key: 'gpu.dra.dev/xid', value: '13', effect: 'None' });
+  });
+
+  it('finds the devices an XID concerns: the GPU, the scoped MIG device, or all of a MIG GPU', () => {
+    const inv = testInventory();
+    const [full, mig] = inv.gpus;
+    expect(devicesForXid(inv, full?.uuid ?? '')).toEqual(['gpu-0']);
+    expect(devicesForXid(inv, mig?.uuid ?? '', { gpuInstanceId: 1, computeInstanceId: 0 })).toEqual([
+      'gpu-1-mig-1g10gb-19-1',
+    ]);
+    expect(devicesForXid(inv, mig?.uuid ?? '')).toEqual(['gpu-1-mig-1g10gb-19-0', 'gpu-1-mig-1g10gb-19-1']);
+    // A GPU instance that no longer exists: the whole GPU is concerned.
+    expect(devicesForXid(inv, mig?.uuid ?? '', { gpuInstanceId: 9 })).toHaveLength(2);
+    expect(devicesForXid(inv, 'GPU-unknown')).toEqual([]);
+  });
+
+  it('merges taint maps per device, one taint per key', () => {
+    const lost = { key: 'd/gpu-lost', effect: 'NoSchedule' } as const;
+    const xid = { key: 'd/xid', value: '48', effect: 'NoSchedule' } as const;
+    const xid2 = { ...xid, value: '79' };
+    expect(mergeTaints({ a: [lost] }, { a: [xid], b: [xid] }, { a: [xid2] })).toEqual({
+      a: [lost, xid2],
+      b: [xid],
+    });
   });
 });
 
@@ -140,5 +177,40 @@ describe('DeviceMonitor', () => {
     m.check();
     expect(m.refresh().gpus).toHaveLength(3);
     expect(checks).toEqual(['changed']);
+  });
+
+  it('taints the devices an XID concerns, keeps NoSchedule over a later application XID, and republishes', () => {
+    const { m, changes } = monitor([]);
+    const gpu0 = testInventory().gpus[0]?.uuid ?? '';
+    m.recordEvent({ kind: 'xid', gpuUuid: gpu0, xid: 48 });
+    expect(m.taints()).toEqual({ 'gpu-0': [{ key: 'gpu.dra.dev/xid', value: '48', effect: 'NoSchedule' }] });
+    m.recordEvent({ kind: 'xid', gpuUuid: gpu0, xid: 13 });
+    expect(m.taints()['gpu-0']?.[0]?.value).toBe('48');
+    expect(changes).toHaveLength(1);
+    expect(changes[0]?.taints).toEqual(m.taints());
+  });
+
+  it('re-discovers at once on a MIG configuration change', () => {
+    const inv = testInventory();
+    const relayout: NodeInventory = { ...inv, gpus: [inv.gpus[0] ?? testGpu(0)] };
+    const { m, changes, checks } = monitor([relayout]);
+    m.recordEvent({ kind: 'migConfigChange', gpuUuid: inv.gpus[1]?.uuid ?? '' });
+    expect(checks).toEqual(['changed']);
+    expect(changes[0]?.inventory).toEqual(relayout);
+  });
+
+  it('keeps XID taints across re-discoveries and combines them with a lost GPU taint', () => {
+    const healthy = testInventory();
+    const { m } = monitor([withFailure(healthy, LOST)]);
+    const migUuid = healthy.gpus[1]?.uuid ?? '';
+    m.recordEvent({ kind: 'xid', gpuUuid: migUuid, xid: 94, gpuInstanceId: 0 });
+    m.check();
+    expect(m.taints()).toEqual({
+      'gpu-1-mig-1g10gb-19-0': [
+        { key: 'gpu.dra.dev/gpu-lost', effect: 'NoSchedule' },
+        { key: 'gpu.dra.dev/xid', value: '94', effect: 'NoSchedule' },
+      ],
+      'gpu-1-mig-1g10gb-19-1': [{ key: 'gpu.dra.dev/gpu-lost', effect: 'NoSchedule' }],
+    });
   });
 });

@@ -30,6 +30,7 @@ describe('parseDriverConfig', () => {
       cleanupOnExit: false,
       logLevel: 'info',
       deviceCheckIntervalMs: 30_000,
+      deviceEvents: true,
     });
     expect(Object.isFrozen(config)).toBe(true);
     expect(Object.isFrozen(config.hostPaths)).toBe(true);
@@ -53,10 +54,12 @@ describe('parseDriverConfig', () => {
         cleanupOnExit: 'true',
         logLevel: 'debug',
         deviceCheckInterval: '2m',
+        deviceEvents: 'false',
       },
       {},
     );
     expect(config.deviceCheckIntervalMs).toBe(120_000);
+    expect(config.deviceEvents).toBe(false);
     expect(config.httpListen).toEqual({ host: '0.0.0.0', port: 8080 });
     expect(config.cleanupOnExit).toBe(true);
     expect(config.hostPaths.driverRoot).toBe('/run/nvidia/driver');

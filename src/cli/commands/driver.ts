@@ -57,6 +57,11 @@ export function registerDriverCommand(program: Command): Command {
       env['DEVICE_CHECK_INTERVAL'],
     )
     .option(
+      '--device-events <true|false>',
+      'watch NVML events: XID errors taint devices, MIG changes trigger a re-discovery (env DEVICE_EVENTS, default true)',
+      env['DEVICE_EVENTS'],
+    )
+    .option(
       '--log-level <level>',
       'trace|debug|info|warn|error (env LOG_LEVEL, default info)',
       env['LOG_LEVEL'],
