@@ -11,9 +11,9 @@
  * enumerated but each fail are carried and tainted like any other unhealthy GPU.)
  *
  * NVML events (src/nvml/events.ts) arrive through recordEvent(): a MIG configuration change
- * triggers a re-discovery at once; an XID taints the device it concerns (`<driver>/xid=<n>`,
- * NoSchedule, or None for an application XID). XID taints last until the plugin restarts, as
- * NVML reports no recovery: restart the plugin pod once the GPU has been reset.
+ * triggers a re-discovery at once; an XID taints the device it concerns NoSchedule
+ * (`<driver>/xid=<n>`; application XIDs are only logged). XID taints last until the plugin
+ * restarts, as NVML reports no recovery: restart the plugin pod once the GPU has been reset.
  */
 import type { DeviceEvent } from '../nvml/events.js';
 import type { NodeInventory } from '../nvml/types.js';
@@ -82,18 +82,18 @@ export class DeviceMonitor implements InventorySource {
     }
     const devices = devicesForXid(this.view.inventory, event.gpuUuid, event);
     const taint = xidTaint(this.opts.driverName, event.xid);
-    log[taint.effect === 'None' ? 'info' : 'warn'](
-      { uuid: event.gpuUuid, xid: event.xid, devices, effect: taint.effect },
-      taint.effect === 'None'
-        ? 'XID reported (an application error); devices tainted with effect None'
-        : 'XID critical error; devices tainted NoSchedule until the plugin restarts',
-    );
-    for (const name of devices) {
-      const held = this.xidTaints[name]?.[0];
-      // A NoSchedule XID is not downgraded by a later application XID.
-      if (held?.effect === 'NoSchedule' && taint.effect === 'None') continue;
-      this.xidTaints[name] = [taint];
+    if (!taint) {
+      log.info(
+        { uuid: event.gpuUuid, xid: event.xid, devices },
+        'XID reported (an application error); no taint',
+      );
+      return;
     }
+    log.warn(
+      { uuid: event.gpuUuid, xid: event.xid, devices },
+      'XID critical error; devices tainted NoSchedule until the plugin restarts',
+    );
+    for (const name of devices) this.xidTaints[name] = [taint];
     this.emit();
   }
 

@@ -18,7 +18,8 @@ export const XID_TAINT = 'xid';
 
 /**
  * XIDs that report an application's fault rather than the GPU's (NVIDIA's driver uses the same
- * list): published with effect None, so they inform without keeping claims off the device.
+ * list). They taint nothing: NVIDIA's driver gives them effect None, which apiservers before
+ * 1.35 reject, failing the whole slice.
  */
 export const APPLICATION_XIDS: readonly number[] = [13, 31, 43, 45, 68, 109];
 
@@ -95,13 +96,10 @@ export function carryUnhealthyGpus(
   };
 }
 
-/** `<driver>/xid=<xid>`: NoSchedule, or None for an application XID. */
-export function xidTaint(driverName: string, xid: number): DeviceTaint {
-  return {
-    key: `${driverName}/${XID_TAINT}`,
-    value: String(xid),
-    effect: APPLICATION_XIDS.includes(xid) ? 'None' : 'NoSchedule',
-  };
+/** `<driver>/xid=<xid>`, NoSchedule; undefined for an application XID. */
+export function xidTaint(driverName: string, xid: number): DeviceTaint | undefined {
+  if (APPLICATION_XIDS.includes(xid)) return undefined;
+  return { key: `${driverName}/${XID_TAINT}`, value: String(xid), effect: 'NoSchedule' };
 }
 
 /**

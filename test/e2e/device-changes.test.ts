@@ -155,7 +155,7 @@ describe('device changes after start-up reach the ResourceSlices', () => {
     });
   });
 
-  it('taints the MIG device an XID is scoped to NoSchedule, and a whole GPU None for an application XID', async () => {
+  it('taints the MIG device an XID is scoped to NoSchedule, and the whole GPU for an unscoped XID', async () => {
     dumpOnFailure();
     // XID 48 (double-bit ECC) in GPU 0's GPU instance 2: the 3g.20gb device at placement 4.
     fs.appendFileSync(eventsFile, '0 8 48 2 0\n');
@@ -170,15 +170,17 @@ describe('device changes after start-up reach the ResourceSlices', () => {
     for (const [name, d] of published)
       if (name !== 'gpu-0-mig-3g20gb-9-4') expect(d.taints ?? [], name).toEqual([]);
 
-    // XID 13 (an application's fault) on GPU 1, not MIG-scoped: both its devices, effect None.
-    fs.appendFileSync(eventsFile, '1 8 13\n');
+    // XID 13 (an application's fault) taints nothing; XID 79 on GPU 1, not MIG-scoped, taints
+    // both its devices. (Events are delivered in order, so 13 was handled before 79 shows.)
+    fs.appendFileSync(eventsFile, '1 8 13\n1 8 79\n');
     const gpu1 = ['gpu-1-mig-3g20gb-9-0', 'gpu-1-mig-3g20gb-9-4'];
-    await eventually('application XID taints', async () => {
+    const after = await eventually('unscoped XID taints', async () => {
       const d = await devices();
-      return gpu1.every((n) => d.get(n)?.taints?.[0]?.effect === 'None') ? true : undefined;
+      return gpu1.every((n) => d.get(n)?.taints?.[0]?.value === '79') ? d : undefined;
     });
-    expect(await driver?.metrics.registry.getSingleMetricAsString('gpu_dra_xid_events_total')).toMatch(
-      /xid="48"\} 1/,
-    );
+    for (const n of gpu1) expect(after.get(n)?.taints).toHaveLength(1);
+    const metric = await driver?.metrics.registry.getSingleMetricAsString('gpu_dra_xid_events_total');
+    expect(metric).toMatch(/xid="13"\} 1/);
+    expect(metric).toMatch(/xid="48"\} 1/);
   });
 });

@@ -79,9 +79,9 @@ describe('carryUnhealthyGpus', () => {
 });
 
 describe('XID taints', () => {
-  it('taints NoSchedule, or None for an application XID', () => {
+  it('taints NoSchedule, and not at all for an application XID', () => {
     expect(xidTaint(TEST_DRIVER, 48)).toEqual({ key: 'gpu.dra.dev/xid', value: '48', effect: 'NoSchedule' });
-    expect(xidTaint(TEST_DRIVER, 13)).toEqual({ key: 'gpu.dra.dev/xid', value: '13', effect: 'None' });
+    expect(xidTaint(TEST_DRIVER, 13)).toBeUndefined();
   });
 
   it('finds the devices an XID concerns: the GPU, the scoped MIG device, or all of a MIG GPU', () => {
@@ -179,13 +179,14 @@ describe('DeviceMonitor', () => {
     expect(checks).toEqual(['changed']);
   });
 
-  it('taints the devices an XID concerns, keeps NoSchedule over a later application XID, and republishes', () => {
+  it('taints the devices an XID concerns, ignores an application XID, and republishes', () => {
     const { m, changes } = monitor([]);
     const gpu0 = testInventory().gpus[0]?.uuid ?? '';
+    m.recordEvent({ kind: 'xid', gpuUuid: gpu0, xid: 13 });
+    expect(m.taints()).toEqual({});
     m.recordEvent({ kind: 'xid', gpuUuid: gpu0, xid: 48 });
     expect(m.taints()).toEqual({ 'gpu-0': [{ key: 'gpu.dra.dev/xid', value: '48', effect: 'NoSchedule' }] });
-    m.recordEvent({ kind: 'xid', gpuUuid: gpu0, xid: 13 });
-    expect(m.taints()['gpu-0']?.[0]?.value).toBe('48');
+    m.recordEvent({ kind: 'xid', gpuUuid: gpu0, xid: 48 });
     expect(changes).toHaveLength(1);
     expect(changes[0]?.taints).toEqual(m.taints());
   });
