@@ -1,11 +1,13 @@
 /**
  * The node plugin process: `runDriver` wires discovery, recovery, the kubelet sockets, the
- * ResourceSlice publisher and the HTTP endpoints, and returns a handle whose `stop()` undoes it
- * all.
+ * ResourceSlice publisher, the device monitor and the HTTP endpoints, and returns a handle whose
+ * `stop()` undoes it all.
  *
- * Start order: discover (retried until GPUs appear, so no empty pool is ever published) →
- * start publishing slices → (first write landed, or 1 s) load the serving half (./serving.ts) → recover the checkpoint (before any socket exists, so the kubelet
- * never sees half-recovered state) → DRA socket → registration socket → HTTP.
+ * Start order: discover (retried until GPUs appear, so no empty pool is ever published) → start
+ * publishing slices → once the first write landed (or after 1 s) load the serving half
+ * (./serving.ts) → recover the checkpoint (before any socket exists, so the kubelet never sees
+ * half-recovered state) → DRA socket → registration socket → HTTP → periodic re-discovery and
+ * the NVML event watch.
  */
 import type http from 'node:http';
 import path from 'node:path';
@@ -192,7 +194,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     'GPUs discovered',
   );
   // Publish first: slices only need the inventory, and a node without them cannot be scheduled
-  // on; recovery and the sockets come up while the first write is in flight.
+  // on.
   publisher?.start(inventory);
   const devices = new DeviceMonitor({
     initial: inventory,
