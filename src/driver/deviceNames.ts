@@ -5,16 +5,10 @@
  * - full GPU: `gpu-<minor>`
  * - MIG device: `gpu-<parentMinor>-mig-<profile, alphanumerics only>-<profileId>-<placementStart>`
  */
-import { gpuDeviceName, migDeviceName } from '../resourceslice/names.js';
+import { deviceName } from '../resourceslice/names.js';
 import type { GpuDevice, MigDevice, NodeInventory } from '../nvml/types.js';
 
 export type AllocatableDevice = GpuDevice | MigDevice;
-
-export function deviceName(device: AllocatableDevice): string {
-  return device.kind === 'gpu'
-    ? gpuDeviceName(device.minor)
-    : migDeviceName(device.parentMinor, device.profile, device.profileId, device.placement.start);
-}
 
 /** Every allocatable device of the node by name (full GPUs and existing MIG devices). */
 export function indexInventory(inventory: Pick<NodeInventory, 'gpus'>): Map<string, AllocatableDevice> {

@@ -8,8 +8,8 @@
  * Pure: the device monitor (src/driver/deviceMonitor.ts) feeds it each re-discovery.
  */
 import type { GpuDevice, GpuFailure, NodeInventory } from '../nvml/types.js';
-import { buildDevices, publishesMigDevices, type DeviceTaint, type TaintMap } from './model.js';
-import { gpuDeviceName, migDeviceName } from './names.js';
+import { publishesMigDevices, type DeviceTaint, type TaintMap } from './model.js';
+import { deviceName, naturalCompare } from './names.js';
 
 /** Taint keys, prefixed by the driver name as NVIDIA's driver does (`gpu.nvidia.com/gpu-lost`). */
 export const GPU_LOST_TAINT = 'gpu-lost';
@@ -77,8 +77,7 @@ export function carryUnhealthyGpus(
   for (const failure of next.failures) {
     const gpu = previous.gpus.find((g) => g.index === failure.index);
     if (!gpu || healthyUuids.has(gpu.uuid) || healthyMinors.has(gpu.minor)) continue;
-    const devices = buildDevices({ ...previous, gpus: [gpu], failures: [] }).devices.map((d) => d.name);
-    unhealthy.push({ gpu, failure, devices });
+    unhealthy.push({ gpu, failure, devices: publishedDeviceNames(gpu) });
   }
   if (unhealthy.length === 0) return { inventory: next, taints: {}, unhealthy };
   const carried = new Set(unhealthy.map((u) => u.failure.index));
@@ -113,18 +112,20 @@ export function devicesForXid(
 ): string[] {
   const gpu = inventory.gpus.find((g) => g.uuid === gpuUuid);
   if (!gpu) return [];
-  if (!publishesMigDevices(gpu)) return [gpuDeviceName(gpu.minor)];
-  const name = (m: GpuDevice['migDevices'][number]): string =>
-    migDeviceName(gpu.minor, m.profile, m.profileId, m.placement.start);
-  if (scope.gpuInstanceId !== undefined) {
+  if (publishesMigDevices(gpu) && scope.gpuInstanceId !== undefined) {
     const hit = gpu.migDevices.find(
       (m) =>
         m.gpuInstanceId === scope.gpuInstanceId &&
         (scope.computeInstanceId === undefined || m.computeInstanceId === scope.computeInstanceId),
     );
-    if (hit) return [name(hit)];
+    if (hit) return [deviceName(hit)];
   }
-  return gpu.migDevices.map(name);
+  return publishedDeviceNames(gpu);
+}
+
+/** The names a GPU is published under: its MIG devices when it publishes those, else itself. */
+function publishedDeviceNames(gpu: GpuDevice): string[] {
+  return publishesMigDevices(gpu) ? gpu.migDevices.map(deviceName).sort(naturalCompare) : [deviceName(gpu)];
 }
 
 /** Per-device union of taint maps; a later taint replaces an earlier one with the same key. */

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { GpuDevice, MigDevice } from '../nvml/types.js';
 
 /**
  * Names: device names (DNS labels, stable across restarts), slice names (DNS subdomains,
@@ -47,6 +48,13 @@ export function migDeviceName(
   placementStart: number,
 ): string {
   return `gpu-${parentMinor}-mig-${profileNamePart(profile)}-${profileId}-${placementStart}`;
+}
+
+/** The device name a discovered GPU or MIG device is published under. */
+export function deviceName(device: GpuDevice | MigDevice): string {
+  return device.kind === 'gpu'
+    ? gpuDeviceName(device.minor)
+    : migDeviceName(device.parentMinor, device.profile, device.profileId, device.placement.start);
 }
 
 export type ParsedDeviceName =
