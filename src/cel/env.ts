@@ -86,8 +86,9 @@ function buildEnvironment(): Environment {
     })
     .registerVariable('device', 'kubernetes.DRADevice');
 
-  const method = (
-    receiverType: string,
+  // A global function (no receiver) or a method on `receiverType`.
+  const register = (
+    receiverType: string | undefined,
     name: string,
     params: string[],
     returnType: string,
@@ -95,24 +96,20 @@ function buildEnvironment(): Environment {
   ): void => {
     env.registerFunction({
       name,
-      receiverType,
+      ...(receiverType === undefined ? {} : { receiverType }),
       returnType,
       params: params.map((type, i) => ({ name: `arg${i}`, type })),
       handler: handler as (...args: unknown[]) => unknown,
     });
   };
+  const method = register;
   const fn = (
     name: string,
     params: string[],
     returnType: string,
     handler: (...args: never[]) => unknown,
   ): void => {
-    env.registerFunction({
-      name,
-      returnType,
-      params: params.map((type, i) => ({ name: `arg${i}`, type })),
-      handler: handler as (...args: unknown[]) => unknown,
-    });
+    register(undefined, name, params, returnType, handler);
   };
 
   // Quantity library (k8s.io/apiserver/pkg/cel/library/quantity.go).
