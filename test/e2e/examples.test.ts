@@ -28,11 +28,12 @@ import { withSimulatedNode } from '../support/sim.js';
 import { startCluster, type Cluster } from './support/cluster.js';
 import { ensurePeersBinary } from './support/peers.js';
 import { eventually } from './support/wait.js';
+import { EXAMPLE_PROFILES, parseExpectations, type ExampleProfile } from '../support/exampleExpectations.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const DRIVER = 'gpu.dra.dev';
-const PROFILES = ['h100-8x', 'a100-mig', 'mixed'] as const;
-type Profile = (typeof PROFILES)[number];
+const PROFILES = EXAMPLE_PROFILES;
+type Profile = ExampleProfile;
 
 type Obj = KubernetesObject & {
   kind: string;
@@ -46,36 +47,6 @@ function loadYaml(file: string): Obj[] {
     .filter((o): o is Obj => o !== null);
 }
 
-interface Expectation {
-  profile: Profile;
-  unsatisfiable: boolean;
-  request?: string;
-  devices?: number;
-  match?: RegExp;
-  chosen?: string;
-}
-
-function expectations(file: string): Expectation[] {
-  const text = fs.readFileSync(file, 'utf8');
-  return [...text.matchAll(/^# expect: (.*)$/gm)].map((m) => {
-    const f = new Map<string, string>();
-    for (const part of (m[1] ?? '').trim().split(/\s+/)) {
-      const eq = part.indexOf('=');
-      if (eq > 0) f.set(part.slice(0, eq), part.slice(eq + 1));
-    }
-    const devices = f.get('devices');
-    const match = f.get('match');
-    return {
-      profile: f.get('profile') as Profile,
-      unsatisfiable: /\bunsatisfiable\b/.test(m[1] ?? ''),
-      ...(f.has('request') ? { request: f.get('request') } : {}),
-      ...(devices ? { devices: Number(devices) } : {}),
-      ...(match ? { match: new RegExp(match) } : {}),
-      ...(f.has('chosen') ? { chosen: f.get('chosen') } : {}),
-    };
-  });
-}
-
 const EXAMPLES = fs
   .readdirSync(path.join(ROOT, 'examples/claims'))
   .filter((f) => f.endsWith('.yaml'))
@@ -84,7 +55,7 @@ const EXAMPLES = fs
     file: f,
     stem: f.replace(/\.yaml$/, ''),
     objects: loadYaml(path.join(ROOT, 'examples/claims', f)),
-    expect: expectations(path.join(ROOT, 'examples/claims', f)),
+    expect: parseExpectations(fs.readFileSync(path.join(ROOT, 'examples/claims', f), 'utf8')),
   }));
 
 const CASES = EXAMPLES.flatMap((ex, i) =>

@@ -21,12 +21,12 @@ import { validateOpaqueParameters } from '../../src/driver/opaqueConfig.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 import { withSimulatedNode } from '../support/sim.js';
+import { EXAMPLE_PROFILES, parseExpectations, type ExampleProfile } from '../support/exampleExpectations.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const DIR = path.join(ROOT, 'examples/claims');
 const DRIVER = 'gpu.dra.dev';
-const PROFILES = ['h100-8x', 'a100-mig', 'mixed'] as const;
-type Profile = (typeof PROFILES)[number];
+const PROFILES = EXAMPLE_PROFILES;
 
 const dnsLabel = z
   .string()
@@ -128,44 +128,6 @@ const namespaceSchema = z.strictObject({
   kind: z.literal('Namespace'),
   metadata,
 });
-
-interface Expectation {
-  profile: Profile;
-  unsatisfiable: boolean;
-  request?: string;
-  devices?: number;
-  match?: RegExp;
-  chosen?: string;
-}
-
-function parseExpectations(text: string): Expectation[] {
-  return [...text.matchAll(/^# expect: (.*)$/gm)].map((m) => {
-    const fields = new Map<string, string>();
-    let unsatisfiable = false;
-    for (const part of (m[1] ?? '').trim().split(/\s+/)) {
-      if (part === 'unsatisfiable') unsatisfiable = true;
-      else {
-        const eq = part.indexOf('=');
-        if (eq < 0) throw new Error(`bad expect field ${part}`);
-        fields.set(part.slice(0, eq), part.slice(eq + 1));
-      }
-    }
-    const profile = fields.get('profile') as Profile;
-    if (!PROFILES.includes(profile)) throw new Error(`unknown profile in: ${m[0]}`);
-    const devicesText = fields.get('devices');
-    const match = fields.get('match');
-    const request = fields.get('request');
-    const chosen = fields.get('chosen');
-    return {
-      profile,
-      unsatisfiable,
-      ...(request !== undefined ? { request } : {}),
-      ...(devicesText !== undefined ? { devices: Number(devicesText) } : {}),
-      ...(match !== undefined ? { match: new RegExp(match) } : {}),
-      ...(chosen !== undefined ? { chosen } : {}),
-    };
-  });
-}
 
 type Obj = { kind?: string; metadata?: { name?: string; namespace?: string } } & Record<string, unknown>;
 const files = fs
@@ -290,7 +252,7 @@ describe('examples/claims', () => {
 });
 
 describe('examples/claims against the simulated profiles', () => {
-  const slices = new Map<Profile, ResourceSliceObjectInput[]>();
+  const slices = new Map<ExampleProfile, ResourceSliceObjectInput[]>();
   beforeAll(async () => {
     for (const profile of PROFILES) {
       const inventory = await withSimulatedNode(profile, (node) =>
