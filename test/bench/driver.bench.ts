@@ -48,6 +48,7 @@ import {
 } from './support/driverProcess.js';
 import { updateBenchmarksDoc } from './support/report.js';
 import { grantDriverRbac } from '../e2e/support/rbac.js';
+import { waitForDefaultServiceAccount } from '../e2e/support/workloads.js';
 
 const envInt = (name: string, fallback: number): number => {
   const v = Number(process.env[name]);
@@ -660,11 +661,7 @@ describe('gpu-dra driver benchmarks', () => {
       const slices = await resource.listResourceSlice({ fieldSelector: `spec.nodeName=${KUBELET_NODE}` });
       return slices.items.flatMap((s) => s.spec.devices ?? []).length === GPUS ? true : undefined;
     });
-    await eventually(
-      'default ServiceAccount',
-      async () =>
-        (await core.readNamespacedServiceAccount({ namespace: NS_KUBELET, name: 'default' })).metadata?.name,
-    );
+    await waitForDefaultServiceAccount(core, NS_KUBELET);
     await resource.createNamespacedResourceClaimTemplate({
       namespace: NS_KUBELET,
       body: {

@@ -29,6 +29,7 @@ import { startCluster, type Cluster } from './support/cluster.js';
 import { ensurePeersBinary } from './support/peers.js';
 import { eventually } from './support/wait.js';
 import { EXAMPLE_PROFILES, parseExpectations, type ExampleProfile } from '../support/exampleExpectations.js';
+import { createNamespace } from './support/workloads.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const DRIVER = 'gpu.dra.dev';
@@ -166,13 +167,7 @@ describe('deploy/ and examples/claims on a real control plane', () => {
 
     // The example's objects, moved to a namespace of their own (keeping its labels).
     const exNs = tc.ex.objects.find((o) => o.kind === 'Namespace');
-    await core.createNamespace({
-      body: { metadata: { name: namespace, labels: { ...(exNs?.metadata.labels ?? {}) } } },
-    });
-    await eventually(
-      'default ServiceAccount',
-      async () => (await core.readNamespacedServiceAccount({ namespace, name: 'default' })).metadata?.name,
-    );
+    await createNamespace(core, namespace, { ...(exNs?.metadata.labels ?? {}) });
     const pods: string[] = [];
     for (const o of tc.ex.objects) {
       if (o.kind === 'Namespace') continue;
@@ -294,12 +289,7 @@ describe('deploy/ and examples/claims on a real control plane', () => {
       const compileError = report.requests[0]?.selectors.find((s) => s.compileError);
 
       await addNode(name, 'h100-8x');
-      await core.createNamespace({ body: { metadata: { name } } });
-      await eventually(
-        'default ServiceAccount',
-        async () =>
-          (await core.readNamespacedServiceAccount({ namespace: name, name: 'default' })).metadata?.name,
-      );
+      await createNamespace(core, name);
       const created = resource.createNamespacedResourceClaim({ namespace: name, body: claim });
       if (compileError) {
         await expect(created).rejects.toThrow();

@@ -9,6 +9,7 @@ import { startCluster, type Cluster } from './support/cluster.js';
 import { cdiEnvName, FakePlugin, writeCdiSpec } from './support/fakePlugin.js';
 import { preparedContainers, startNode, type NodeHarness } from './support/node.js';
 import { eventually } from './support/wait.js';
+import { createNamespace } from './support/workloads.js';
 
 const DRIVER = 'fake.dra.dev';
 const NODE = 'node-b';
@@ -75,12 +76,7 @@ describe('kubelet-dra harness', () => {
         },
       },
     });
-    await core.createNamespace({ body: { metadata: { name: NS } } });
-    await eventually(
-      'default ServiceAccount',
-      async () =>
-        (await core.readNamespacedServiceAccount({ namespace: NS, name: 'default' })).metadata?.name,
-    );
+    await createNamespace(core, NS);
     await resource.createNamespacedResourceClaimTemplate({
       namespace: NS,
       body: {

@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest'
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { startCluster, type Cluster } from './support/cluster.js';
-import { createPodWithClaims, oneDeviceTemplate } from './support/workloads.js';
+import { createNamespace, createPodWithClaims, oneDeviceTemplate } from './support/workloads.js';
 import { preparedContainers, startNode, type NodeHarness } from './support/node.js';
 import { ensurePeersBinary } from './support/peers.js';
 import { freePort, httpGet } from './support/process.js';
@@ -53,12 +53,7 @@ describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
         spec: { selectors: [{ cel: { expression: `device.driver == "${DRIVER}"` } }] },
       },
     });
-    await core.createNamespace({ body: { metadata: { name: NS } } });
-    await eventually(
-      'default ServiceAccount',
-      async () =>
-        (await core.readNamespacedServiceAccount({ namespace: NS, name: 'default' })).metadata?.name,
-    );
+    await createNamespace(core, NS);
     simDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-e2e-proc-'));
     sim = await createSimulatedNode('h100-8x', simDir, { libPath: fakeNvmlLib() });
     node = await startNode(cluster, NODE);

@@ -26,7 +26,7 @@ import { loadProfile, parseFakeNvmlConfig } from '../../src/sim/fakeNvml.js';
 import type { Logger } from '../../src/util/log.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { startCluster, type Cluster } from './support/cluster.js';
-import { createPodWithClaims, type PodClaim } from './support/workloads.js';
+import { createNamespace, createPodWithClaims, type PodClaim } from './support/workloads.js';
 import { preparedContainers, startNode, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { ensurePeersBinary, peersLog } from './support/peers.js';
 import { eventually } from './support/wait.js';
@@ -121,12 +121,7 @@ describe('kubelet plugin end to end', () => {
       });
     }
 
-    await core.createNamespace({ body: { metadata: { name: NS } } });
-    await eventually(
-      'default ServiceAccount',
-      async () =>
-        (await core.readNamespacedServiceAccount({ namespace: NS, name: 'default' })).metadata?.name,
-    );
+    await createNamespace(core, NS);
 
     simDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-e2e-sim-'));
     sim = await createSimulatedNode(await mixedMigConfig(), simDir, { libPath: fakeNvmlLib() });

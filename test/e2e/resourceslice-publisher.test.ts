@@ -24,6 +24,7 @@ import { startNode, type NodeHarness } from './support/node.js';
 import { ensurePeersBinary, peersLog } from './support/peers.js';
 import { eventually } from './support/wait.js';
 import { grantDriverRbac } from './support/rbac.js';
+import { createNamespace } from './support/workloads.js';
 
 const DRIVER = 'gpu.dra.dev';
 const NVIDIA_DRIVER = 'gpu.nvidia.com';
@@ -249,12 +250,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
         },
       });
     }
-    await core.createNamespace({ body: { metadata: { name: ns } } });
-    await eventually(
-      'default ServiceAccount',
-      async () =>
-        (await core.readNamespacedServiceAccount({ namespace: ns, name: 'default' })).metadata?.name,
-    );
+    await createNamespace(core, ns);
 
     const claims: Record<string, { deviceClassName: string; cel: string }> = {
       'big-a100': {

@@ -22,10 +22,9 @@ import { createLogger } from '../../src/util/log.js';
 import { buildContainerRootfs, sharedLibraries, type OciLikeSpec } from '../support/runtime.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { startCluster, type Cluster } from './support/cluster.js';
-import { createPodWithClaims, oneDeviceTemplate } from './support/workloads.js';
+import { createNamespace, createPodWithClaims, oneDeviceTemplate } from './support/workloads.js';
 import { preparedContainers, startNode, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { ensurePeersBinary } from './support/peers.js';
-import { eventually } from './support/wait.js';
 
 const DRIVER = 'gpu.dra.dev';
 const NODE = 'node-a';
@@ -65,12 +64,7 @@ describe('the container a runtime builds from the injected OCI spec', () => {
         spec: { selectors: [{ cel: { expression: `device.driver == "${DRIVER}"` } }] },
       },
     });
-    await core.createNamespace({ body: { metadata: { name: NS } } });
-    await eventually(
-      'default ServiceAccount',
-      async () =>
-        (await core.readNamespacedServiceAccount({ namespace: NS, name: 'default' })).metadata?.name,
-    );
+    await createNamespace(core, NS);
 
     simDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-e2e-rt-'));
     sim = await createSimulatedNode('h100-8x', simDir, { libPath: fakeNvmlLib() });

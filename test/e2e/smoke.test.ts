@@ -10,6 +10,7 @@ import { startCluster, type Cluster } from './support/cluster.js';
 import { startNode, type NodeHarness } from './support/node.js';
 import { ensurePeersBinary, peersLog } from './support/peers.js';
 import { eventually } from './support/wait.js';
+import { createNamespace } from './support/workloads.js';
 
 const DRIVER = 'gpu.dra.dev';
 const NODE = 'node-a';
@@ -70,13 +71,7 @@ describe('e2e fixtures smoke test', () => {
       },
     });
 
-    await core.createNamespace({ body: { metadata: { name: NS } } });
-    // Pods are rejected until the serviceaccount-controller created the default ServiceAccount.
-    await eventually(
-      'default ServiceAccount',
-      async () =>
-        (await core.readNamespacedServiceAccount({ namespace: NS, name: 'default' })).metadata?.name,
-    );
+    await createNamespace(core, NS);
 
     await resource.createNamespacedResourceClaimTemplate({
       namespace: NS,

@@ -3,6 +3,7 @@
 // The workload the e2e tests submit again and again: one ResourceClaimTemplate per pod claim and
 // a single-container pod that uses them all, as a user would write it.
 import type { CoreV1Api, ResourceV1Api, V1Pod, V1ResourceClaimTemplateSpec } from '@kubernetes/client-node';
+import { eventually } from './wait.js';
 
 export interface PodClaim {
   readonly name: string;
@@ -53,4 +54,25 @@ export async function createPodWithClaims(
       },
     },
   });
+}
+
+/**
+ * Waits for a namespace's default ServiceAccount: pods are rejected until the
+ * serviceaccount-controller has created it.
+ */
+export async function waitForDefaultServiceAccount(core: CoreV1Api, namespace: string): Promise<void> {
+  await eventually(
+    'default ServiceAccount',
+    async () => (await core.readNamespacedServiceAccount({ namespace, name: 'default' })).metadata?.name,
+  );
+}
+
+/** Creates a namespace that pods can be created in at once. */
+export async function createNamespace(
+  core: CoreV1Api,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<void> {
+  await core.createNamespace({ body: { metadata: { name, labels } } });
+  await waitForDefaultServiceAccount(core, name);
 }
