@@ -3,10 +3,8 @@
  * the default driver name; a unit test keeps them equal). `gpu.<driver>` selects whole GPUs,
  * `mig.<driver>` MIG devices, by driver and the `type` attribute, as NVIDIA's classes do.
  */
-import { DEFAULT_DRIVER_NAME } from '../resourceslice/model.js';
+import { DEFAULT_DRIVER_NAME } from '../resourceslice/names.js';
 import type { DeviceClassObject } from './explain.js';
-
-export { DEFAULT_DRIVER_NAME };
 
 export function gpuClassName(driverName: string = DEFAULT_DRIVER_NAME): string {
   return `gpu.${driverName}`;

@@ -29,8 +29,6 @@ export interface DriverConfig {
   readonly deviceEvents: boolean;
 }
 
-export { DRIVER_DEFAULTS };
-
 /** Raw option values as commander hands them over (flag, else env twin, else undefined). */
 export interface DriverFlags {
   nodeName?: string;

@@ -39,7 +39,6 @@ import {
 } from './names.js';
 import { formatQuantity, isSemver, normalizeVersion } from './values.js';
 
-export { DEFAULT_DRIVER_NAME };
 export const RESOURCE_API_VERSION = 'resource.k8s.io/v1';
 
 /** `ResourceSliceMaxDevices`. */

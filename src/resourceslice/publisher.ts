@@ -38,13 +38,13 @@ import {
 } from './kubeclient.js';
 import {
   buildDevices,
-  DEFAULT_DRIVER_NAME,
   slicesFromDevices,
   validatePoolOptions,
   type ResourceSliceObject,
   type SliceDevice,
   type TaintMap,
 } from './model.js';
+import { DEFAULT_DRIVER_NAME } from './names.js';
 import { quantityKey } from './values.js';
 
 /** The only API access the publisher needs; deploy RBAC is generated from this. */
@@ -97,8 +97,6 @@ export interface PublisherOptions {
   /** Override the per-slice device limit (tests). */
   readonly maxDevicesPerSlice?: number;
 }
-
-export type { TaintMap };
 
 export class PublisherStoppedError extends GpuDraError {
   constructor() {

@@ -15,7 +15,6 @@ import {
 import {
   buildDevices,
   buildSlices,
-  DEFAULT_DRIVER_NAME,
   MAX_DEVICES_PER_SLICE,
   MAX_DEVICES_PER_SLICE_ADVANCED,
   ResourceSliceModelError,
@@ -23,6 +22,7 @@ import {
   type AttributeValue,
   type SliceDevice,
 } from '../../src/resourceslice/model.js';
+import { DEFAULT_DRIVER_NAME } from '../../src/resourceslice/names.js';
 import {
   gpuDeviceName,
   isDnsLabel,

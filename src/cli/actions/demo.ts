@@ -13,8 +13,6 @@ import type { DemoOptions } from '../commands/demo.js';
 /** Node name of the simulated node (and so its ResourceSlice pool). */
 const DEMO_NODE = 'demo-node';
 
-export type { DemoOptions };
-
 function yaml(value: unknown): string {
   return stringify(value, { lineWidth: 0, singleQuote: true });
 }

@@ -23,11 +23,6 @@ import {
 import { ConfigError } from '../../util/errors.js';
 import type { ExplainOptions } from '../commands/explain.js';
 
-export { explainClaim } from '../../cel/explain.js';
-export type { ExplainReport } from '../../cel/explain.js';
-
-export type { ExplainOptions };
-
 type KubeObject = { readonly kind?: string; readonly items?: unknown[] } & Record<string, unknown>;
 
 /** Every object in a YAML/JSON stream, with `List` kinds flattened. */
