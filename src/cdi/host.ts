@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { GpuDraError } from '../util/errors.js';
-import { underRoot, type HostPaths } from '../nvml/hostPaths.js';
+import { underRoot, type HostPaths } from '../util/hostPaths.js';
 import type { CdiDeviceNode, DeviceNodeInfo, DriverFiles } from './spec.js';
 
 const LIBRARY_DIRS = [

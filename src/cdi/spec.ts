@@ -18,9 +18,9 @@
  * merges env by key, so per-device values of one key would overwrite each other.
  */
 import path from 'node:path';
-import { underRoot, type HostPaths } from '../nvml/hostPaths.js';
+import { underRoot, type HostPaths } from '../util/hostPaths.js';
 import type { GpuDevice, MigDevice } from '../nvml/types.js';
-import { naturalCompare } from '../resourceslice/names.js';
+import { naturalCompare } from '../util/naturalCompare.js';
 
 export const CDI_VERSION = '0.6.0';
 export const CDI_CLASS = 'claim';

@@ -3,7 +3,7 @@
  * the default driver name; a unit test keeps them equal). `gpu.<driver>` selects whole GPUs,
  * `mig.<driver>` MIG devices, by driver and the `type` attribute, as NVIDIA's classes do.
  */
-import { DEFAULT_DRIVER_NAME } from '../resourceslice/names.js';
+import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
 import type { DeviceClassObject } from './explain.js';
 
 export function gpuClassName(driverName: string = DEFAULT_DRIVER_NAME): string {

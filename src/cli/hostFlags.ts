@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { DEFAULT_HOST_PATHS, type HostPaths } from '../nvml/hostPaths.js';
+import { DEFAULT_HOST_PATHS, type HostPaths } from '../util/hostPaths.js';
 
 export interface HostPathFlags {
   devRoot?: string;

@@ -16,7 +16,7 @@
 import fs from 'node:fs';
 import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { underRoot, type HostPaths } from '../nvml/hostPaths.js';
+import { underRoot, type HostPaths } from '../util/hostPaths.js';
 import type { NodeInventory } from '../nvml/types.js';
 import {
   buildClaimCdiSpec,

@@ -1,7 +1,7 @@
 import { errorMessage } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { NvmlError } from './errors.js';
-import { DEFAULT_HOST_PATHS, type HostPaths } from './hostPaths.js';
+import { DEFAULT_HOST_PATHS, type HostPaths } from '../util/hostPaths.js';
 import { migAccessCaps, normalizeBusId, readMigMinors, readPcieRoot, type MigMinors } from './host.js';
 import { GPU_INSTANCE_PROFILE_INDEX_COUNT, loadNvml, type DeviceHandle, type NvmlApi } from './library.js';
 import {

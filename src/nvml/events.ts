@@ -9,7 +9,7 @@
  */
 import { errorMessage } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import type { HostPaths } from './hostPaths.js';
+import type { HostPaths } from '../util/hostPaths.js';
 import { loadNvml, NvmlEventType, type DeviceHandle, type EventSetHandle } from './library.js';
 
 /** gpuInstanceId / computeInstanceId of an event that is not MIG-scoped. */

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { underRoot, type HostPaths } from './hostPaths.js';
+import { underRoot, type HostPaths } from '../util/hostPaths.js';
 
 /**
  * Read-only facts from procfs and sysfs that NVML does not give: MIG access-cap minors and the

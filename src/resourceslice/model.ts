@@ -28,15 +28,9 @@
  */
 import type { GpuDevice, MigDevice, NodeInventory } from '../nvml/types.js';
 import { GpuDraError } from '../util/errors.js';
-import {
-  gpuDeviceName,
-  isDnsLabel,
-  isDnsSubdomain,
-  migDeviceName,
-  naturalCompare,
-  sliceName,
-  DEFAULT_DRIVER_NAME,
-} from './names.js';
+import { gpuDeviceName, isDnsLabel, isDnsSubdomain, migDeviceName, sliceName } from './names.js';
+import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
+import { naturalCompare } from '../util/naturalCompare.js';
 import { formatQuantity, isSemver, normalizeVersion } from './values.js';
 
 export const RESOURCE_API_VERSION = 'resource.k8s.io/v1';

@@ -6,9 +6,6 @@ import type { GpuDevice, MigDevice } from '../nvml/types.js';
  * deterministic per node, driver and index) and the natural order devices are listed in.
  */
 
-/** The DRA driver name when none is configured. */
-export const DEFAULT_DRIVER_NAME = 'gpu.dra.dev';
-
 export const DNS_LABEL_MAX = 63;
 export const DNS_SUBDOMAIN_MAX = 253;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -82,35 +79,6 @@ export function parseDeviceName(name: string): ParsedDeviceName | undefined {
     };
   }
   return undefined;
-}
-
-/**
- * Natural order: digit runs compare numerically, so `gpu-2` < `gpu-10` and
- * `gpu-1-mig-1g10gb-19-2` < `gpu-1-mig-1g10gb-19-10`. Ties (never for valid names) fall back to
- * plain string order, so the order is total.
- */
-export function naturalCompare(a: string, b: string): number {
-  const ta = a.match(/\d+|\D+/g) ?? [];
-  const tb = b.match(/\d+|\D+/g) ?? [];
-  const n = Math.min(ta.length, tb.length);
-  for (let i = 0; i < n; i++) {
-    const x = ta[i] ?? '';
-    const y = tb[i] ?? '';
-    if (x === y) continue;
-    const dx = /^\d/.test(x);
-    const dy = /^\d/.test(y);
-    if (dx && dy) {
-      const bx = BigInt(x);
-      const by = BigInt(y);
-      if (bx !== by) return bx < by ? -1 : 1;
-      // Same value, different leading zeros: shorter first.
-      if (x.length !== y.length) return x.length - y.length;
-    } else {
-      return x < y ? -1 : 1;
-    }
-  }
-  if (ta.length !== tb.length) return ta.length - tb.length;
-  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /**

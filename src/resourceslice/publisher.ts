@@ -22,20 +22,16 @@ import type { KubeConfig } from '../kube/config.js';
 import type { NodeInventory } from '../nvml/types.js';
 import { errorMessage, GpuDraError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import {
-  backoffDelay,
-  discoverWithRetry,
-  sleep,
-  type BackoffOptions,
-  type InventoryProvider,
-} from './discovery.js';
+import { backoffDelay, sleep, type BackoffOptions } from '../util/backoff.js';
+import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
+import { discoverWithRetry, type InventoryProvider } from '../node/discoveryRetry.js';
 import {
   httpStatus,
   kubeSliceClient,
   type SliceClient,
   type WireDevice,
   type WireSlice,
-} from './kubeclient.js';
+} from './sliceApi.js';
 import {
   buildDevices,
   slicesFromDevices,
@@ -44,7 +40,6 @@ import {
   type SliceDevice,
   type TaintMap,
 } from './model.js';
-import { DEFAULT_DRIVER_NAME } from './names.js';
 import { quantityKey } from './values.js';
 
 /** The only API access the publisher needs; deploy RBAC is generated from this. */

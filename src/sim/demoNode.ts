@@ -15,7 +15,7 @@ import { CdiStore } from '../cdi/store.js';
 import { CHECKPOINT_FILE } from '../checkpoint/schema.js';
 import { CheckpointStore } from '../checkpoint/store.js';
 import { MemoryClaimGetter, type ResourceClaim } from '../driver/claims.js';
-import { pluginDataDir, startKubeletPlugin } from '../driver/plugin.js';
+import { pluginDataDir, startKubeletPlugin } from '../kubelet/plugin.js';
 import {
   loadProtos,
   type ClaimRef,
@@ -23,9 +23,9 @@ import {
   type NodePrepareResourcesResponse,
   type NodeUnprepareResourcesResponse,
   type PluginInfo,
-} from '../driver/proto.js';
+} from '../kubelet/proto.js';
 import { DeviceState } from '../driver/state.js';
-import type { HostPaths } from '../nvml/hostPaths.js';
+import type { HostPaths } from '../util/hostPaths.js';
 import type { NodeInventory } from '../nvml/types.js';
 import { buildSlices } from '../resourceslice/model.js';
 import { silentLogger, type Logger } from '../util/log.js';

@@ -7,7 +7,7 @@
 import { copyFile, chmod, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import type { HostPaths } from '../nvml/hostPaths.js';
+import type { HostPaths } from '../util/hostPaths.js';
 import {
   buildFakeNvml,
   type FakeGpu,

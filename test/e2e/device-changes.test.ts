@@ -13,8 +13,8 @@ import path from 'node:path';
 import { CoreV1Api, ResourceV1Api, type V1ResourceSlice } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 
-import { parseDriverConfig } from '../../src/driver/config.js';
-import { runDriver, type RunningDriver } from '../../src/driver/run.js';
+import { parseDriverConfig } from '../../src/node/config.js';
+import { runDriver, type RunningDriver } from '../../src/node/run.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { loadProfile, type FakeNvmlConfig } from '../../src/sim/fakeNvml.js';
 import { atomicWriteFile } from '../../src/util/atomicWrite.js';

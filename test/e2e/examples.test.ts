@@ -22,7 +22,7 @@ import { parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { explainClaim, type DeviceClassObject } from '../../src/cel/explain.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
-import { toClientObject, type WireSlice } from '../../src/resourceslice/kubeclient.js';
+import { toClientObject, type WireSlice } from '../../src/resourceslice/sliceApi.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 import { withSimulatedNode } from '../support/sim.js';
 import { startCluster, type Cluster } from './support/cluster.js';

@@ -15,10 +15,10 @@ import {
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 
-import { parseDriverConfig } from '../../src/driver/config.js';
-import { runDriver, type RunningDriver } from '../../src/driver/run.js';
+import { parseDriverConfig } from '../../src/node/config.js';
+import { runDriver, type RunningDriver } from '../../src/node/run.js';
 import type { CdiSpec } from '../../src/cdi/spec.js';
-import type { NodePrepareResourcesRequest, NodePrepareResourcesResponse } from '../../src/driver/proto.js';
+import type { NodePrepareResourcesRequest, NodePrepareResourcesResponse } from '../../src/kubelet/proto.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';

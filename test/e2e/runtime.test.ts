@@ -11,8 +11,8 @@ import path from 'node:path';
 import { CoreV1Api, ResourceV1Api } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 
-import { parseDriverConfig } from '../../src/driver/config.js';
-import { runDriver, type RunningDriver } from '../../src/driver/run.js';
+import { parseDriverConfig } from '../../src/node/config.js';
+import { runDriver, type RunningDriver } from '../../src/node/run.js';
 import { injectCdiDevices } from '../../src/cdi/inject.js';
 import type { CdiSpec } from '../../src/cdi/spec.js';
 import { discoverInventory } from '../../src/nvml/discover.js';

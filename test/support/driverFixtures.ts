@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { HostPaths } from '../../src/nvml/hostPaths.js';
+import type { HostPaths } from '../../src/util/hostPaths.js';
 import type { GpuDevice, MigDevice, NodeInventory } from '../../src/nvml/types.js';
 import type {
   DeviceAllocationConfiguration,

@@ -77,9 +77,9 @@ describe('bundle layout (dist/gpu-dra.mjs and its chunks)', () => {
   });
 
   it('the serving half (gRPC sockets, device state) is a chunk of its own, loaded after the publish starts', () => {
-    const serving = inputsOf(staticClosure(outputOf('src/driver/serving.ts')));
+    const serving = inputsOf(staticClosure(outputOf('src/node/serving.ts')));
     expect(serving.some((i) => i.includes('node_modules/@grpc/grpc-js/'))).toBe(true);
-    expect(serving).toContain('src/driver/plugin.ts');
+    expect(serving).toContain('src/kubelet/plugin.ts');
   });
 
   it('the entry chunk holds flag definitions only: no command implementation, no validator', () => {

@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import type { CdiSpec } from '../../src/cdi/spec.js';
-import type { NodePrepareResourceResponse } from '../../src/driver/proto.js';
+import type { NodePrepareResourceResponse } from '../../src/kubelet/proto.js';
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const run = promisify(execFile);

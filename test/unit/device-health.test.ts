@@ -1,7 +1,7 @@
 // GPU health after start-up: the pure merge of a re-discovery with what was published
-// (src/resourceslice/health.ts) and the monitor that runs it (src/driver/deviceMonitor.ts).
+// (src/resourceslice/gpuHealth.ts) and the monitor that runs it (src/node/deviceMonitor.ts).
 import { describe, expect, it } from 'vitest';
-import { DeviceMonitor } from '../../src/driver/deviceMonitor.js';
+import { DeviceMonitor } from '../../src/node/deviceMonitor.js';
 import type { GpuFailure, NodeInventory } from '../../src/nvml/types.js';
 import {
   carryUnhealthyGpus,
@@ -10,7 +10,7 @@ import {
   mergeTaints,
   xidTaint,
   type HealthView,
-} from '../../src/resourceslice/health.js';
+} from '../../src/resourceslice/gpuHealth.js';
 import { buildDevices } from '../../src/resourceslice/model.js';
 import { silentLogger } from '../../src/util/log.js';
 import { TEST_DRIVER, testGpu, testInventory, testMig } from '../support/driverFixtures.js';

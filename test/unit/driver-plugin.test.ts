@@ -6,14 +6,14 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CdiStore } from '../../src/cdi/store.js';
 import { CheckpointStore } from '../../src/checkpoint/store.js';
 import { MemoryClaimGetter, type ClaimGetter, type ResourceClaim } from '../../src/driver/claims.js';
-import { createDriverMetrics } from '../../src/driver/metrics.js';
-import { startKubeletPlugin, type KubeletPlugin } from '../../src/driver/plugin.js';
+import { createDriverMetrics } from '../../src/node/metrics.js';
+import { startKubeletPlugin, type KubeletPlugin } from '../../src/kubelet/plugin.js';
 import {
   loadProtos,
   type NodePrepareResourcesResponse,
   type NodeUnprepareResourcesResponse,
   type PluginInfo,
-} from '../../src/driver/proto.js';
+} from '../../src/kubelet/proto.js';
 import { DeviceState } from '../../src/driver/state.js';
 import {
   createTestHost,

@@ -16,7 +16,7 @@ import {
   parseKubeConfig,
   type KubeConfig,
 } from '../../src/kube/config.js';
-import { httpStatus, kubeSliceClient, type WireSlice } from '../../src/resourceslice/kubeclient.js';
+import { httpStatus, kubeSliceClient, type WireSlice } from '../../src/resourceslice/sliceApi.js';
 
 let dir: string;
 const servers: (http.Server | https.Server)[] = [];

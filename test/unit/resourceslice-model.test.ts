@@ -22,13 +22,13 @@ import {
   type AttributeValue,
   type SliceDevice,
 } from '../../src/resourceslice/model.js';
-import { DEFAULT_DRIVER_NAME } from '../../src/resourceslice/names.js';
+import { DEFAULT_DRIVER_NAME } from '../../src/util/driverName.js';
+import { naturalCompare } from '../../src/util/naturalCompare.js';
 import {
   gpuDeviceName,
   isDnsLabel,
   isDnsSubdomain,
   migDeviceName,
-  naturalCompare,
   parseDeviceName,
   sliceName,
 } from '../../src/resourceslice/names.js';

@@ -4,8 +4,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import type { NodeInventory } from '../../src/nvml/types.js';
 import { inventoryFixture } from '../support/inventoryFixture.js';
-import type { SliceClient, WatchPhase, WireSlice } from '../../src/resourceslice/kubeclient.js';
-import { fromClientObject, toClientObject } from '../../src/resourceslice/kubeclient.js';
+import type { SliceClient, WatchPhase, WireSlice } from '../../src/resourceslice/sliceApi.js';
+import { fromClientObject, toClientObject } from '../../src/resourceslice/sliceApi.js';
 import {
   droppedPaths,
   likelyFeatureGate,

@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import type { ResourceClaim } from '../../src/driver/claims.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
-import { DEFAULT_HOST_PATHS } from '../../src/nvml/hostPaths.js';
+import { DEFAULT_HOST_PATHS } from '../../src/util/hostPaths.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
 import { exampleClaim, runPreparedClaimDemo, type PreparedClaimDemo } from '../../src/sim/demoNode.js';
 import { fakeNvmlLib, withSimulatedNode, type TempSimulatedNode } from '../support/sim.js';

@@ -1,5 +1,5 @@
 import { discoverInventory } from '../../nvml/discover.js';
-import type { HostPaths } from '../../nvml/hostPaths.js';
+import type { HostPaths } from '../../util/hostPaths.js';
 import type { NodeInventory } from '../../nvml/types.js';
 import { readHostPaths } from '../hostFlags.js';
 import type { DiscoverFlags } from '../commands/discover.js';

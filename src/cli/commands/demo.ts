@@ -1,6 +1,6 @@
 /** `gpu-dra demo`: its flags; the simulated node (src/cli/actions/demo.ts) loads on use. */
 import type { Command } from 'commander';
-import { DEFAULT_DRIVER_NAME } from '../../resourceslice/names.js';
+import { DEFAULT_DRIVER_NAME } from '../../util/driverName.js';
 
 export interface DemoOptions {
   readonly profile: string;

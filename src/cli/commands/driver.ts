@@ -4,8 +4,8 @@
  */
 import type { Command } from 'commander';
 import { hostPathOptions } from '../hostFlags.js';
-import { DRIVER_DEFAULTS } from '../../driver/defaults.js';
-import type { DriverFlags } from '../../driver/config.js';
+import { DRIVER_DEFAULTS } from '../../node/defaults.js';
+import type { DriverFlags } from '../../node/config.js';
 
 export function registerDriverCommand(program: Command): Command {
   const env = process.env;

@@ -3,7 +3,7 @@
  * load only when it runs.
  */
 import type { Command } from 'commander';
-import { DEFAULT_DRIVER_NAME } from '../../resourceslice/names.js';
+import { DEFAULT_DRIVER_NAME } from '../../util/driverName.js';
 
 export interface ExplainOptions {
   readonly filename: string;

@@ -1,7 +1,7 @@
 /** `gpu-dra slices`: its flags; the implementation (src/cli/actions/slices.ts) loads on use. */
 import os from 'node:os';
 import type { Command } from 'commander';
-import { DEFAULT_DRIVER_NAME } from '../../resourceslice/names.js';
+import { DEFAULT_DRIVER_NAME } from '../../util/driverName.js';
 import { hostPathOptions, type HostPathFlags } from '../hostFlags.js';
 
 export type SlicesFlags = { nodeName: string; driverName: string; nvmlLib?: string } & HostPathFlags;

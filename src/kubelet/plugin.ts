@@ -5,13 +5,13 @@
  */
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
-import type { ClaimGetter } from './claims.js';
-import type { DriverMetrics } from './metrics.js';
+import type { ClaimGetter } from '../driver/claims.js';
+import type { DriverMetrics } from '../node/metrics.js';
 import { loadProtos } from './proto.js';
 import { RegistrationService } from './registration.js';
-import { DraService } from './service.js';
+import { DraService } from './draService.js';
 import { startUnixServer, type UnixServer } from './socketServer.js';
-import type { DeviceState } from './state.js';
+import type { DeviceState } from '../driver/state.js';
 
 export interface PluginPaths {
   /** The kubelet's plugin-watcher directory (`/var/lib/kubelet/plugins_registry`). */

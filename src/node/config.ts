@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import * as z from 'zod';
-import { DEFAULT_HOST_PATHS, type HostPaths } from '../nvml/hostPaths.js';
+import { DEFAULT_HOST_PATHS, type HostPaths } from '../util/hostPaths.js';
 import { ConfigError } from '../util/errors.js';
 import { DRIVER_DEFAULTS } from './defaults.js';
 

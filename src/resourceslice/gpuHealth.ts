@@ -5,11 +5,12 @@
  * on it, claims that already hold it stay visible against a device that exists, and when NVML
  * answers again the taint goes. GPUs never seen healthy are only left out (the model warns).
  *
- * Pure: the device monitor (src/driver/deviceMonitor.ts) feeds it each re-discovery.
+ * Pure: the device monitor (src/node/deviceMonitor.ts) feeds it each re-discovery.
  */
 import type { GpuDevice, GpuFailure, NodeInventory } from '../nvml/types.js';
 import { publishesMigDevices, type DeviceTaint, type TaintMap } from './model.js';
-import { deviceName, naturalCompare } from './names.js';
+import { naturalCompare } from '../util/naturalCompare.js';
+import { deviceName } from './names.js';
 
 /** Taint keys, prefixed by the driver name as NVIDIA's driver does (`gpu.nvidia.com/gpu-lost`). */
 export const GPU_LOST_TAINT = 'gpu-lost';

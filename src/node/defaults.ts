@@ -1,5 +1,5 @@
 /** The driver's flag defaults; kept apart from config.ts so `--help` needs no validator. */
-import { DEFAULT_DRIVER_NAME } from '../resourceslice/names.js';
+import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
 
 export const DRIVER_DEFAULTS = Object.freeze({
   driverName: DEFAULT_DRIVER_NAME,

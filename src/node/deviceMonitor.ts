@@ -1,7 +1,7 @@
 /**
  * Keeps the driver's view of its GPUs true after start-up: re-discovers every `intervalMs`
  * (and on demand, when a claim names a device the driver does not know), merges the result
- * with what was published (src/resourceslice/health.ts: failed GPUs stay, tainted) and hands
+ * with what was published (src/resourceslice/gpuHealth.ts: failed GPUs stay, tainted) and hands
  * every change to `onChange`, which republishes. MIG devices created or destroyed by an admin,
  * a GPU that fell off the bus and one that came back all reach the ResourceSlices this way.
  *
@@ -23,11 +23,11 @@ import {
   mergeTaints,
   xidTaint,
   type HealthView,
-} from '../resourceslice/health.js';
+} from '../resourceslice/gpuHealth.js';
 import type { DeviceTaint, TaintMap } from '../resourceslice/model.js';
 import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import type { InventorySource } from './state.js';
+import type { InventorySource } from '../driver/state.js';
 
 export interface DeviceMonitorOptions {
   readonly initial: NodeInventory;

@@ -6,8 +6,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { errorMessage, GpuDraError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import type { ClaimGetter } from './claims.js';
-import type { DriverMetrics } from './metrics.js';
+import type { ClaimGetter } from '../driver/claims.js';
+import type { DriverMetrics } from '../node/metrics.js';
 import type {
   ClaimRef,
   NodePrepareResourcesRequest,
@@ -16,7 +16,7 @@ import type {
   NodeUnprepareResourcesResponse,
   ProtoDevice,
 } from './proto.js';
-import type { DeviceState, PreparedDevice } from './state.js';
+import type { DeviceState, PreparedDevice } from '../driver/state.js';
 
 export interface DraServiceOptions {
   readonly state: DeviceState;
