@@ -21,6 +21,7 @@ import path from 'node:path';
 import { underRoot, type HostPaths } from '../util/hostPaths.js';
 import type { GpuDevice, MigDevice } from '../nvml/types.js';
 import { naturalCompare } from '../util/naturalCompare.js';
+import { GpuDraError } from '../util/errors.js';
 
 export const CDI_VERSION = '0.6.0';
 export const CDI_CLASS = 'claim';
@@ -125,8 +126,6 @@ export interface ClaimCdiSpec {
   readonly fileName: string;
   /** Device name → fully qualified CDI id. */
   readonly cdiIds: ReadonlyMap<string, string>;
-  /** Every device node the spec references, for the existence check before writing. */
-  readonly deviceNodes: readonly CdiDeviceNode[];
 }
 
 export const CONTROL_NODES: readonly string[] = Object.freeze([
@@ -137,7 +136,7 @@ export const CONTROL_NODES: readonly string[] = Object.freeze([
 
 const RO_BIND = ['ro', 'nosuid', 'nodev', 'bind'];
 
-function node(containerPath: string, input: ClaimCdiInput): CdiDeviceNode {
+function node(containerPath: string, input: Pick<ClaimCdiInput, 'hostPaths' | 'nodeInfo'>): CdiDeviceNode {
   const hostPath = underRoot(input.hostPaths.devRoot, containerPath.replace(/^\/dev\//, ''));
   const info = input.nodeInfo?.get(containerPath);
   return info
@@ -156,6 +155,16 @@ export function deviceNodePaths(device: GpuDevice | MigDevice): string[] {
     );
   }
   return paths;
+}
+
+/**
+ * Every device node a claim's spec will reference (its devices' nodes and the control nodes),
+ * with host paths but no numbers: what the caller inspects on the host before the one build.
+ */
+export function claimDeviceNodes(input: Pick<ClaimCdiInput, 'devices' | 'hostPaths'>): CdiDeviceNode[] {
+  const paths = new Set(input.devices.flatMap((d) => deviceNodePaths(d.device)));
+  for (const p of CONTROL_NODES) paths.add(p);
+  return [...paths].map((p) => node(p, input));
 }
 
 function ldcacheFolders(libraries: readonly string[]): string[] {
@@ -210,30 +219,28 @@ function commonEdits(input: ClaimCdiInput, devices: readonly CdiClaimDevice[]): 
  */
 export function buildClaimCdiSpec(input: ClaimCdiInput): ClaimCdiSpec {
   if (!isValidClaimUid(input.claimUid))
-    throw new Error(`invalid claim UID ${JSON.stringify(input.claimUid)}`);
+    throw new GpuDraError('CLAIM_UID_INVALID', `invalid claim UID ${JSON.stringify(input.claimUid)}`);
   // CDI rejects a spec without devices ("invalid spec, no devices"): never write one.
   if (input.devices.length === 0)
-    throw new Error(`claim ${input.claimUid} has no devices to put in a CDI spec`);
+    throw new GpuDraError('CDI_SPEC_INVALID', `claim ${input.claimUid} has no devices to put in a CDI spec`, {
+      claimUid: input.claimUid,
+    });
   const byName = new Map<string, CdiClaimDevice>();
   for (const d of input.devices) byName.set(d.deviceName, d);
   const devices = [...byName.values()].sort((a, b) => naturalCompare(a.deviceName, b.deviceName));
 
   const cdiIds = new Map<string, string>();
-  const allNodes = new Map<string, CdiDeviceNode>();
   const cdiDevices: CdiDevice[] = devices.map((d) => {
     cdiIds.set(d.deviceName, qualifiedCdiId(input.driverName, input.claimUid, d.deviceName));
     const nodes = deviceNodePaths(d.device).map((p) => node(p, input));
-    for (const n of nodes) allNodes.set(n.path, n);
     return { name: cdiDeviceName(input.claimUid, d.deviceName), containerEdits: { deviceNodes: nodes } };
   });
   const containerEdits = commonEdits(input, devices);
-  for (const n of containerEdits.deviceNodes ?? []) allNodes.set(n.path, n);
 
   return {
     spec: { cdiVersion: CDI_VERSION, kind: cdiKind(input.driverName), devices: cdiDevices, containerEdits },
     fileName: claimSpecFileName(input.driverName, input.claimUid),
     cdiIds,
-    deviceNodes: [...allNodes.values()],
   };
 }
 

@@ -5,6 +5,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { atomicWriteFile, removeFileDurably } from '../util/atomicWrite.js';
+import { errorMessage, GpuDraError } from '../util/errors.js';
 import { claimSpecFilePrefix, serializeCdiSpec, type CdiSpec } from './spec.js';
 
 export class CdiStore {
@@ -15,15 +16,22 @@ export class CdiStore {
 
   pathOf(fileName: string): string {
     if (fileName !== path.basename(fileName) || !fileName.startsWith(claimSpecFilePrefix(this.driverName))) {
-      throw new Error(`refusing CDI spec file name ${JSON.stringify(fileName)}`);
+      throw new GpuDraError('CDI_SPEC_INVALID', `refusing CDI spec file name ${JSON.stringify(fileName)}`);
     }
     return path.join(this.root, fileName);
   }
 
   /** Writes a spec atomically (0644: container runtimes read it). */
   async write(fileName: string, spec: CdiSpec): Promise<void> {
-    await fsp.mkdir(this.root, { recursive: true, mode: 0o755 });
-    await atomicWriteFile(this.pathOf(fileName), serializeCdiSpec(spec), { mode: 0o644 });
+    const file = this.pathOf(fileName);
+    try {
+      await fsp.mkdir(this.root, { recursive: true, mode: 0o755 });
+      await atomicWriteFile(file, serializeCdiSpec(spec), { mode: 0o644 });
+    } catch (err) {
+      throw new GpuDraError('CDI_WRITE_FAILED', `cannot write CDI spec ${file}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
   }
 
   async exists(fileName: string): Promise<boolean> {

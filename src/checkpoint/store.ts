@@ -5,7 +5,7 @@
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { GpuDraError } from '../util/errors.js';
+import { errorMessage, GpuDraError } from '../util/errors.js';
 import { atomicWriteFile } from '../util/atomicWrite.js';
 import type { Logger } from '../util/log.js';
 import {
@@ -100,8 +100,18 @@ export class CheckpointStore {
       // The writer stamps its own format version; fields it does not know ride along untouched.
       next.version = CHECKPOINT_VERSION;
       next.minReaderVersion = CHECKPOINT_MIN_READER_VERSION;
-      await fsp.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
-      await atomicWriteFile(this.file, `${JSON.stringify(next, null, 2)}\n`, { mode: 0o600 });
+      try {
+        await fsp.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+        await atomicWriteFile(this.file, `${JSON.stringify(next, null, 2)}\n`, { mode: 0o600 });
+      } catch (err) {
+        throw new CheckpointError(
+          'CHECKPOINT_WRITE_FAILED',
+          `cannot write checkpoint ${this.file}: ${errorMessage(err)}`,
+          {
+            cause: err,
+          },
+        );
+      }
       this.doc = next;
       return result;
     };

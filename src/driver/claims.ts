@@ -45,15 +45,6 @@ export interface ClaimGetter {
   get(namespace: string, name: string): Promise<ResourceClaim>;
 }
 
-export class ClaimError extends GpuDraError {
-  readonly claimUid: string;
-
-  constructor(code: string, claimUid: string, message: string, options?: { cause?: unknown }) {
-    super(code, message, options);
-    this.claimUid = claimUid;
-  }
-}
-
 /**
  * Thin edge over GET resource.k8s.io/v1 resourceclaims, on a {@link KubeClient} (shared, e.g.
  * with the ResourceSlice publisher, so both use one keep-alive connection pool) or a config.
@@ -99,17 +90,15 @@ export function checkFetchedClaim(claim: ResourceClaim, expectedUid: string): vo
   const uid = claim.metadata?.uid;
   const where = `${claim.metadata?.namespace ?? '?'}/${claim.metadata?.name ?? '?'}`;
   if (uid !== expectedUid) {
-    throw new ClaimError(
+    throw new GpuDraError(
       'CLAIM_REPLACED',
-      expectedUid,
       `claim ${where} has UID ${uid ?? '<none>'}, expected ${expectedUid}: it was replaced`,
+      { claimUid: expectedUid },
     );
   }
   if (!claim.status?.allocation) {
-    throw new ClaimError(
-      'CLAIM_NOT_ALLOCATED',
-      expectedUid,
-      `claim ${where} (${expectedUid}) is not allocated`,
-    );
+    throw new GpuDraError('CLAIM_NOT_ALLOCATED', `claim ${where} (${expectedUid}) is not allocated`, {
+      claimUid: expectedUid,
+    });
   }
 }

@@ -1,37 +1,51 @@
 /**
- * Prepare / unprepare with side effects: per-claim locking, the two-phase checkpoint, CDI spec
- * files, the device-in-use check, and start-up recovery. What to prepare is computed by the
- * pure compute.ts and cdi/spec.ts; this module only sequences and records the I/O.
+ * Prepare and unprepare of one claim, in steps that each run once, I/O at the edges:
  *
- * Prepare of claim U (serialized per U, claims in parallel):
- *   1. checkpoint says U is PrepareCompleted → return its devices (restore the spec file first
- *      if it vanished). No API call, no rewrite.
- *   2. U is PrepareStarted (an earlier attempt died) → roll it back.
- *   3. fetch + check the claim, plan devices, build the spec, check every device node exists.
- *   4. checkpoint U = PrepareStarted {devices, spec file, spec} — atomically with the check that
- *      no other claim holds an overlapping device (unless sharing allows it).
- *   5. write the spec file; 6. checkpoint U = PrepareCompleted.
- * A crash after 4 leaves PrepareStarted, which recovery (or the next prepare) rolls back.
+ *   prepare(U), serialized per claim UID, claims in parallel:
+ *     0. checkpoint says U is PrepareCompleted → reply with its devices (restore the spec file
+ *        if it vanished); PrepareStarted (an earlier attempt died) → roll it back first.
+ *     1. fetch the claim (API) and plan its devices (plan.ts, pure; one re-discovery when an
+ *        allocated device is unknown, e.g. a MIG device created after the last one).
+ *     2. conflicts (conflicts.ts, pure) against what other claims hold, and
+ *     3. record intent: checkpoint U = PrepareStarted {devices, spec}. 2 and 3 run under one
+ *        node-wide lock, so two claims cannot both pass 2 for overlapping devices.
+ *     4. write the CDI spec (built once, cdi/spec.ts, after inspecting the device nodes).
+ *     5. record done: checkpoint U = PrepareCompleted. 6. reply with the recorded devices.
+ *   A crash after 3 leaves PrepareStarted, which recovery (or the next prepare) rolls back.
+ *
+ *   unprepare(U): drop the checkpoint entry first, then the spec file, so a crash in between
+ *   leaves an orphan spec (swept at start-up) and never an entry recovery would restore.
+ *
+ * Every error leaving this module is a GpuDraError carrying the claim's UID.
  */
 import fs from 'node:fs';
-import { errorMessage } from '../util/errors.js';
+import path from 'node:path';
+import { errorMessage, GpuDraError, inClaim, isGpuDraError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { underRoot, type HostPaths } from '../util/hostPaths.js';
 import type { NodeInventory } from '../nvml/types.js';
 import {
   buildClaimCdiSpec,
+  claimDeviceNodes,
   claimSpecFileName,
   isValidClaimUid,
+  type ClaimCdiInput,
   type ClaimCdiSpec,
   type DriverFiles,
 } from '../cdi/spec.js';
 import { inspectDeviceNodes, readCharDeviceMajors, scanDriverFiles } from '../cdi/host.js';
-import type { CdiStore } from '../cdi/store.js';
-import type { CheckpointStore, LoadStatus } from '../checkpoint/store.js';
-import { claimState, type CheckpointClaim, type CheckpointDevice } from '../checkpoint/schema.js';
-import { ClaimError, checkFetchedClaim, type ResourceClaim } from './claims.js';
-import { devicesOverlap, mayShare, planClaim, type PlannedDevice } from './compute.js';
-import { indexInventory, type AllocatableDevice } from './deviceNames.js';
+import { CdiStore } from '../cdi/store.js';
+import { CheckpointStore, type LoadStatus } from '../checkpoint/store.js';
+import {
+  CHECKPOINT_FILE,
+  claimState,
+  type CheckpointClaim,
+  type CheckpointDevice,
+} from '../checkpoint/schema.js';
+import { checkFetchedClaim, type ResourceClaim } from './claims.js';
+import { findConflict } from './conflicts.js';
+import { planClaim, type PlannedDevice } from './plan.js';
+import { indexInventory } from './deviceNames.js';
 import { KeyedMutex } from './keyedMutex.js';
 
 export interface ClaimIdentity {
@@ -40,22 +54,19 @@ export interface ClaimIdentity {
   readonly name: string;
 }
 
-/** What the kubelet gets back for one device. */
-export interface PreparedDevice {
-  readonly requestNames: readonly string[];
-  readonly poolName: string;
-  readonly deviceName: string;
-  readonly cdiDeviceIds: readonly string[];
-  readonly shareId?: string;
-}
+/** What the kubelet gets back for one device: the device as the checkpoint records it. */
+export type PreparedDevice = Pick<
+  CheckpointDevice,
+  'requestNames' | 'poolName' | 'deviceName' | 'cdiDeviceIds' | 'shareId'
+>;
 
 /**
  * The node's devices. `refresh` re-discovers (called once when an allocated device is not
- * known, e.g. a MIG device created after start-up).
+ * known, e.g. a MIG device created after start-up); concurrent callers may share one discovery.
  */
 export interface InventorySource {
   current(): NodeInventory;
-  refresh?(): NodeInventory;
+  refresh?(): Promise<NodeInventory>;
 }
 
 export interface DeviceStateOptions {
@@ -91,24 +102,47 @@ export function readBootId(hostPaths: Pick<HostPaths, 'procRoot'>): string | und
   }
 }
 
-function toPrepared(devices: readonly CheckpointDevice[]): PreparedDevice[] {
-  return devices.map((d) => ({
-    requestNames: [...d.requestNames],
-    poolName: d.poolName,
-    deviceName: d.deviceName,
-    cdiDeviceIds: [...d.cdiDeviceIds],
-    ...(d.shareId ? { shareId: d.shareId } : {}),
-  }));
-}
-
 function claimLabel(entry: Pick<CheckpointClaim, 'namespace' | 'name'>, uid: string): string {
   return entry.namespace || entry.name ? `${entry.namespace}/${entry.name} (${uid})` : uid;
 }
 
+/** Pure: the checkpoint entry recording the intent to prepare `planned` with `built`. */
+function intentRecord(
+  ref: ClaimIdentity,
+  planned: readonly PlannedDevice[],
+  built: ClaimCdiSpec,
+): CheckpointClaim {
+  return {
+    state: 'PrepareStarted',
+    namespace: ref.namespace,
+    name: ref.name,
+    cdiSpecFile: built.fileName,
+    devices: planned.map((p) => ({
+      requestNames: [...p.requestNames],
+      poolName: p.poolName,
+      deviceName: p.deviceName,
+      cdiDeviceIds: [built.cdiIds.get(p.deviceName) ?? ''],
+      uuid: p.device.uuid,
+      adminAccess: p.adminAccess,
+      ...(p.shareId ? { shareId: p.shareId } : {}),
+      ...(p.sharing ? { sharing: { ...p.sharing } } : {}),
+    })),
+    cdiSpec: built.spec,
+    updated: new Date().toISOString(),
+  };
+}
+
 export class DeviceState {
-  private readonly locks = new KeyedMutex();
+  private readonly claimLocks = new KeyedMutex();
+  /** Held from the conflict check until the intent is recorded (step 2 → 3). */
+  private readonly deviceLock = new KeyedMutex();
 
   constructor(private readonly opts: DeviceStateOptions) {}
+
+  /** UIDs of every claim the checkpoint records, prepared or not. */
+  recordedClaimUids(): string[] {
+    return Object.keys(this.opts.checkpoint.snapshot().claims).sort();
+  }
 
   /** UIDs of claims recorded as PrepareCompleted. */
   preparedClaimUids(): string[] {
@@ -119,156 +153,155 @@ export class DeviceState {
       .sort();
   }
 
-  private driverFiles(driverVersion: string): DriverFiles {
-    return (this.opts.scanDriverFiles ?? scanDriverFiles)(this.opts.hostPaths, driverVersion);
-  }
-
-  /** Builds the spec and checks every device node exists; node types and numbers go into the spec. */
-  private buildSpec(
-    uid: string,
-    devices: readonly { deviceName: string; device: AllocatableDevice }[],
-    driverVersion: string,
-  ): ClaimCdiSpec {
-    const input = {
-      driverName: this.opts.driverName,
-      claimUid: uid,
-      devices,
-      hostPaths: this.opts.hostPaths,
-      driverFiles: this.driverFiles(driverVersion),
-    };
-    const draft = buildClaimCdiSpec(input);
-    const nodeInfo = inspectDeviceNodes(draft.deviceNodes, readCharDeviceMajors(this.opts.hostPaths));
-    return nodeInfo.size > 0 ? buildClaimCdiSpec({ ...input, nodeInfo }) : draft;
-  }
-
-  private plan(claim: ResourceClaim): { planned: PlannedDevice[]; inventory: NodeInventory } {
-    const base = { driverName: this.opts.driverName, poolName: this.opts.poolName, claim };
-    let inventory = this.opts.inventory.current();
-    try {
-      return { planned: planClaim({ ...base, devices: indexInventory(inventory) }), inventory };
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'DEVICE_UNKNOWN' || !this.opts.inventory.refresh) throw err;
-      inventory = this.opts.inventory.refresh();
-      return { planned: planClaim({ ...base, devices: indexInventory(inventory) }), inventory };
-    }
-  }
-
   /**
-   * Prepares one claim. `fetch` is called only when the claim is not already prepared. Throws
-   * on failure (the caller turns it into that claim's error string).
+   * Prepares one claim. `fetch` is called only when the claim is not already prepared. Throws a
+   * GpuDraError with the claim's UID on failure (the caller turns it into that claim's error).
    */
   prepare(
     ref: ClaimIdentity,
     fetch: () => Promise<ResourceClaim>,
     logger: Logger,
-  ): Promise<PreparedDevice[]> {
+  ): Promise<readonly PreparedDevice[]> {
     if (!isValidClaimUid(ref.uid)) {
       return Promise.reject(
-        new ClaimError('CLAIM_UID_INVALID', ref.uid, `invalid claim UID ${JSON.stringify(ref.uid)}`),
+        new GpuDraError('CLAIM_UID_INVALID', `invalid claim UID ${JSON.stringify(ref.uid)}`, {
+          claimUid: ref.uid,
+        }),
       );
     }
-    return this.locks.run(ref.uid, async () => {
-      const existing = this.opts.checkpoint.snapshot().claims[ref.uid];
-      if (existing && claimState(existing) === 'PrepareCompleted') {
-        await this.ensureSpecFile(ref.uid, existing, logger);
-        logger.debug({ devices: existing.devices.length }, 'claim already prepared');
-        return toPrepared(existing.devices);
-      }
-      if (existing) await this.rollback(ref.uid, existing, logger);
-
-      const claim = await fetch();
-      checkFetchedClaim(claim, ref.uid);
-      const { planned, inventory } = this.plan(claim);
-      const built = this.buildSpec(ref.uid, planned, inventory.driverVersion);
-      const devices: CheckpointDevice[] = planned.map((p) => ({
-        requestNames: [...p.requestNames],
-        poolName: p.poolName,
-        deviceName: p.deviceName,
-        cdiDeviceIds: [built.cdiIds.get(p.deviceName) ?? ''],
-        uuid: p.device.uuid,
-        adminAccess: p.adminAccess,
-        ...(p.shareId ? { shareId: p.shareId } : {}),
-        ...(p.sharing ? { sharing: { ...p.sharing } } : {}),
-      }));
-
-      await this.opts.checkpoint.update((doc) => {
-        for (const [otherUid, other] of Object.entries(doc.claims)) {
-          if (otherUid === ref.uid) continue;
-          for (const held of other.devices) {
-            for (const wanted of devices) {
-              if (devicesOverlap(held.deviceName, wanted.deviceName) && !mayShare(held, wanted)) {
-                throw new ClaimError(
-                  'DEVICE_IN_USE',
-                  ref.uid,
-                  `device ${wanted.deviceName} overlaps ${held.deviceName}, already prepared for claim ${claimLabel(other, otherUid)}, and no sharing allows both`,
-                );
-              }
-            }
-          }
+    return this.claimLocks
+      .run(ref.uid, async () => {
+        const existing = this.opts.checkpoint.snapshot().claims[ref.uid];
+        if (existing && claimState(existing) === 'PrepareCompleted') {
+          await this.ensureSpecFile(ref.uid, existing, logger);
+          logger.debug({ devices: existing.devices.length }, 'claim already prepared');
+          return existing.devices;
         }
-        doc.claims[ref.uid] = {
-          state: 'PrepareStarted',
-          namespace: ref.namespace,
-          name: ref.name,
-          cdiSpecFile: built.fileName,
-          devices,
-          cdiSpec: built.spec,
-          updated: new Date().toISOString(),
-        };
-      });
-      try {
-        await this.opts.cdi.write(built.fileName, built.spec);
-        await this.opts.checkpoint.update((doc) => {
-          const entry = doc.claims[ref.uid];
-          if (entry) {
-            entry.state = 'PrepareCompleted';
-            entry.updated = new Date().toISOString();
-          }
-        });
-      } catch (err) {
-        const entry = this.opts.checkpoint.snapshot().claims[ref.uid];
-        if (entry)
-          await this.rollback(ref.uid, entry, logger).catch((e: unknown) => {
-            logger.error({ err: e }, 'rollback failed');
+        if (existing) await this.rollback(ref.uid, existing);
+
+        const claim = await fetch().catch((err: unknown) => {
+          throw new GpuDraError('CLAIM_FETCH_FAILED', `cannot read the claim: ${errorMessage(err)}`, {
+            cause: err,
+            claimUid: ref.uid,
           });
-        throw err;
+        });
+        checkFetchedClaim(claim, ref.uid);
+        const { planned, inventory } = await this.plan(ref.uid, claim);
+        const built = this.buildSpec(ref.uid, planned, inventory.driverVersion);
+        const record = intentRecord(ref, planned, built);
+        await this.recordIntent(ref.uid, record);
+        try {
+          await this.opts.cdi.write(built.fileName, built.spec);
+          await this.opts.checkpoint.update((doc) => {
+            const entry = doc.claims[ref.uid];
+            if (entry) {
+              entry.state = 'PrepareCompleted';
+              entry.updated = new Date().toISOString();
+            }
+          });
+        } catch (err) {
+          await this.rollback(ref.uid, record).catch((e: unknown) => {
+            logger.error({ err: e }, 'rollback after a failed prepare failed; recovery retries it');
+          });
+          throw err;
+        }
+        logger.info(
+          { devices: record.devices.map((d) => d.deviceName), cdiSpec: built.fileName },
+          'claim prepared',
+        );
+        return record.devices;
+      })
+      .catch((err: unknown) => Promise.reject(inClaim(err, ref.uid, 'INTERNAL')));
+  }
+
+  /** Step 1: plan against the current devices; once more after a re-discovery if one is unknown. */
+  private async plan(
+    claimUid: string,
+    claim: ResourceClaim,
+  ): Promise<{ planned: PlannedDevice[]; inventory: NodeInventory }> {
+    const base = { claimUid, driverName: this.opts.driverName, poolName: this.opts.poolName, claim };
+    let inventory = this.opts.inventory.current();
+    try {
+      return { planned: planClaim({ ...base, devices: indexInventory(inventory) }), inventory };
+    } catch (err) {
+      if (!isGpuDraError(err, 'DEVICE_UNKNOWN') || !this.opts.inventory.refresh) throw err;
+      inventory = await this.opts.inventory.refresh();
+      return { planned: planClaim({ ...base, devices: indexInventory(inventory) }), inventory };
+    }
+  }
+
+  /** Steps 2 and 3: no other claim may hold overlapping hardware unless sharing allows it. */
+  private recordIntent(claimUid: string, record: CheckpointClaim): Promise<void> {
+    return this.deviceLock.run('devices', async () => {
+      const held = this.opts.checkpoint.snapshot().claims;
+      const conflict = findConflict(held, claimUid, record.devices);
+      if (conflict) {
+        throw new GpuDraError(
+          'DEVICE_IN_USE',
+          `device ${conflict.wanted} overlaps ${conflict.held}, already prepared for claim ${claimLabel(conflict.holder, conflict.holderUid)}, and no sharing allows both`,
+          { claimUid },
+        );
       }
-      logger.info({ devices: devices.map((d) => d.deviceName), cdiSpec: built.fileName }, 'claim prepared');
-      return toPrepared(devices);
+      await this.opts.checkpoint.update((doc) => {
+        doc.claims[claimUid] = record;
+      });
+    });
+  }
+
+  /** Reads what the spec needs from the host (driver files, device nodes), then builds it once. */
+  private buildSpec(
+    claimUid: string,
+    devices: ClaimCdiInput['devices'],
+    driverVersion: string,
+  ): ClaimCdiSpec {
+    const { hostPaths } = this.opts;
+    const nodeInfo = inspectDeviceNodes(
+      claimDeviceNodes({ devices, hostPaths }),
+      readCharDeviceMajors(hostPaths),
+    );
+    return buildClaimCdiSpec({
+      driverName: this.opts.driverName,
+      claimUid,
+      devices,
+      hostPaths,
+      driverFiles: (this.opts.scanDriverFiles ?? scanDriverFiles)(hostPaths, driverVersion),
+      nodeInfo,
     });
   }
 
   /** Unprepares one claim; a claim this driver does not know is a success. */
   unprepare(ref: ClaimIdentity, logger: Logger): Promise<void> {
     if (!isValidClaimUid(ref.uid)) return Promise.resolve(); // never ours: we only record valid UIDs
-    return this.locks.run(ref.uid, async () => {
-      const entry = this.opts.checkpoint.snapshot().claims[ref.uid];
-      if (!entry) {
-        // A spec without an entry can only be debris from a crash between steps: remove it too.
-        if (await this.opts.cdi.remove(claimSpecFileName(this.opts.driverName, ref.uid))) {
-          logger.warn('removed CDI spec of a claim missing from the checkpoint');
+    return this.claimLocks
+      .run(ref.uid, async () => {
+        const entry = this.opts.checkpoint.snapshot().claims[ref.uid];
+        if (!entry) {
+          // A spec without an entry can only be debris from a crash between steps: remove it too.
+          if (await this.opts.cdi.remove(claimSpecFileName(this.opts.driverName, ref.uid))) {
+            logger.warn('removed CDI spec of a claim missing from the checkpoint');
+          }
+          logger.debug('claim not prepared here; nothing to do');
+          return;
         }
-        logger.debug('claim not prepared here; nothing to do');
-        return;
-      }
-      await this.rollback(ref.uid, entry, logger);
-      logger.info('claim unprepared');
-    });
+        await this.rollback(ref.uid, entry);
+        logger.info('claim unprepared');
+      })
+      .catch((err: unknown) => Promise.reject(inClaim(err, ref.uid, 'INTERNAL')));
   }
 
-  /** Removes the claim's spec file, then its checkpoint entry. */
-  private async rollback(uid: string, entry: CheckpointClaim, logger: Logger): Promise<void> {
-    const fileName = claimSpecFileName(this.opts.driverName, uid);
-    await this.opts.cdi.remove(fileName);
-    if (entry.cdiSpecFile && entry.cdiSpecFile !== fileName) {
-      await this.opts.cdi.remove(entry.cdiSpecFile).catch((err: unknown) => {
-        logger.warn({ err }, 'cannot remove recorded spec file');
-      });
-    }
+  /**
+   * Forgets the claim, then removes its spec file(s). In this order a crash in between leaves
+   * an orphan spec, which the start-up sweep removes, never an entry whose spec recovery would
+   * restore for a claim being unprepared.
+   */
+  private async rollback(uid: string, entry: CheckpointClaim): Promise<void> {
     await this.opts.checkpoint.update((doc) => {
       // eslint-disable-next-line @typescript-eslint/no-dynamic-delete
       delete doc.claims[uid];
     });
+    const fileName = claimSpecFileName(this.opts.driverName, uid);
+    await this.opts.cdi.remove(fileName);
+    if (entry.cdiSpecFile && entry.cdiSpecFile !== fileName) await this.opts.cdi.remove(entry.cdiSpecFile);
   }
 
   /** Same boot: a completed claim's spec file must exist; restore it from the checkpoint if not. */
@@ -297,9 +330,16 @@ export class DeviceState {
     const index = indexInventory(inventory);
     const devices = entry.devices.map((d) => {
       const device = index.get(d.deviceName);
-      if (!device) throw new Error(`device ${d.deviceName} no longer exists`);
+      if (!device)
+        throw new GpuDraError('DEVICE_CHANGED', `device ${d.deviceName} no longer exists`, { claimUid: uid });
       if (d.uuid && d.uuid !== device.uuid) {
-        throw new Error(`device ${d.deviceName} is now ${device.uuid}, was ${d.uuid}`);
+        throw new GpuDraError(
+          'DEVICE_CHANGED',
+          `device ${d.deviceName} is now ${device.uuid}, was ${d.uuid}`,
+          {
+            claimUid: uid,
+          },
+        );
       }
       return { deviceName: d.deviceName, device };
     });
@@ -343,7 +383,7 @@ export class DeviceState {
         continue;
       }
       if (claimState(entry) !== 'PrepareCompleted') {
-        await this.rollback(uid, entry, clog);
+        await this.rollback(uid, entry);
         report.rolledBack.push(uid);
         clog.warn({ state: entry.state }, 'rolled back an unfinished prepare');
         continue;
@@ -357,11 +397,8 @@ export class DeviceState {
           report.restored.push(uid);
         }
       } catch (err) {
-        clog.error(
-          { err: errorMessage(err) },
-          'cannot restore prepared claim; dropping it so the next prepare starts afresh',
-        );
-        await this.rollback(uid, entry, clog);
+        clog.error({ err }, 'cannot restore prepared claim; dropping it so the next prepare starts afresh');
+        await this.rollback(uid, entry);
         report.dropped.push(uid);
       }
     }
@@ -396,4 +433,31 @@ export class DeviceState {
     for (const file of await this.opts.cdi.list()) await this.opts.cdi.remove(file);
     await this.opts.checkpoint.removeFile();
   }
+}
+
+export interface DeviceStateSetup {
+  readonly driverName: string;
+  readonly nodeName: string;
+  readonly hostPaths: HostPaths;
+  readonly cdiRoot: string;
+  /** The plugin's own directory (`<plugins dir>/<driver>`), where the checkpoint lives. */
+  readonly pluginDir: string;
+  readonly inventory: InventorySource;
+  readonly logger: Logger;
+}
+
+/** The device state a node runs: CDI specs under `cdiRoot`, the checkpoint in `pluginDir`. */
+export function createDeviceState(setup: DeviceStateSetup): DeviceState {
+  return new DeviceState({
+    driverName: setup.driverName,
+    poolName: setup.nodeName,
+    hostPaths: setup.hostPaths,
+    cdi: new CdiStore(setup.cdiRoot, setup.driverName),
+    checkpoint: new CheckpointStore(
+      path.join(setup.pluginDir, CHECKPOINT_FILE),
+      setup.logger.child({ component: 'checkpoint' }),
+    ),
+    inventory: setup.inventory,
+    logger: setup.logger.child({ component: 'state' }),
+  });
 }

@@ -4,7 +4,7 @@
  * that claim's `error`, so one bad claim never fails the RPC.
  */
 import * as grpc from '@grpc/grpc-js';
-import { errorMessage, GpuDraError } from '../util/errors.js';
+import { errorMessage, GpuDraError, inClaim } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ClaimGetter } from '../driver/claims.js';
 import type { DriverMetrics } from '../node/metrics.js';
@@ -44,8 +44,15 @@ function claimWhere(ref: ClaimRef): string {
 function checkRef(ref: ClaimRef): void {
   const missing = (['uid', 'namespace', 'name'] as const).filter((k) => !ref[k]);
   if (missing.length > 0) {
-    throw new GpuDraError('CLAIM_REF_INVALID', `claim reference lacks ${missing.join(', ')}`);
+    throw new GpuDraError('CLAIM_REF_INVALID', `claim reference lacks ${missing.join(', ')}`, {
+      claimUid: ref.uid,
+    });
   }
+}
+
+/** The claim's error string the kubelet shows in the pod's events: where, the code, why. */
+function claimErrorText(verb: string, ref: ClaimRef, err: GpuDraError): string {
+  return `${verb} claim ${claimWhere(ref)} (${ref.uid}): ${err.code}: ${err.message}`;
 }
 
 export class DraService {
@@ -71,10 +78,10 @@ export class DraService {
           );
           claims[ref.uid] = { devices: devices.map((d) => toProto(d, version)), error: '' };
           this.opts.metrics?.claimOperations.inc({ operation: 'prepare', result: 'success' });
-        } catch (err) {
-          const message = `prepare claim ${claimWhere(ref)} (${ref.uid}): ${errorMessage(err)}`;
-          clog.error({ err: errorMessage(err), code: (err as { code?: string }).code }, 'prepare failed');
-          claims[ref.uid] = { devices: [], error: message };
+        } catch (thrown) {
+          const err = inClaim(thrown, ref.uid, 'INTERNAL');
+          clog.error({ err, code: err.code }, 'prepare failed');
+          claims[ref.uid] = { devices: [], error: claimErrorText('prepare', ref, err) };
           this.opts.metrics?.claimOperations.inc({ operation: 'prepare', result: 'error' });
         }
       }),
@@ -95,11 +102,10 @@ export class DraService {
           await this.opts.state.unprepare(ref, clog);
           claims[ref.uid] = { error: '' };
           this.opts.metrics?.claimOperations.inc({ operation: 'unprepare', result: 'success' });
-        } catch (err) {
-          clog.error({ err: errorMessage(err) }, 'unprepare failed');
-          claims[ref.uid] = {
-            error: `unprepare claim ${claimWhere(ref)} (${ref.uid}): ${errorMessage(err)}`,
-          };
+        } catch (thrown) {
+          const err = inClaim(thrown, ref.uid, 'INTERNAL');
+          clog.error({ err, code: err.code }, 'unprepare failed');
+          claims[ref.uid] = { error: claimErrorText('unprepare', ref, err) };
           this.opts.metrics?.claimOperations.inc({ operation: 'unprepare', result: 'error' });
         }
       }),
@@ -128,7 +134,7 @@ export class DraService {
         (err: unknown) => {
           end?.();
           this.opts.metrics?.grpcRequests.inc({ service: `${version}.DRAPlugin`, method, code: 'INTERNAL' });
-          logger.error({ err: errorMessage(err) }, 'request failed');
+          logger.error({ err }, 'request failed');
           callback({ code: grpc.status.INTERNAL, details: errorMessage(err) });
         },
       );

@@ -25,7 +25,6 @@ import {
   type HealthView,
 } from '../resourceslice/gpuHealth.js';
 import type { DeviceTaint, TaintMap } from '../resourceslice/model.js';
-import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { InventorySource } from '../driver/state.js';
 
@@ -50,6 +49,7 @@ export class DeviceMonitor implements InventorySource {
   private readonly xidTaints: Record<string, DeviceTaint[]> = {};
   private key: string;
   private lastCheck = Date.now();
+  private pendingRefresh: Promise<NodeInventory> | undefined;
   private timer?: NodeJS.Timeout;
 
   constructor(private readonly opts: DeviceMonitorOptions) {
@@ -105,10 +105,22 @@ export class DeviceMonitor implements InventorySource {
     return this.published().taints;
   }
 
-  /** Re-discovers now unless the last check was under `minRefreshIntervalMs` ago. */
-  refresh(): NodeInventory {
-    if (Date.now() - this.lastCheck >= this.opts.minRefreshIntervalMs) this.check();
-    return this.view.inventory;
+  /**
+   * Re-discovers soon unless the last check was under `minRefreshIntervalMs` ago. Callers that
+   * arrive while one is pending share it: a burst of claims naming a new MIG device costs one
+   * discovery, and it runs on its own turn of the event loop, not inside a caller's step.
+   */
+  refresh(): Promise<NodeInventory> {
+    if (Date.now() - this.lastCheck < this.opts.minRefreshIntervalMs)
+      return Promise.resolve(this.view.inventory);
+    this.pendingRefresh ??= new Promise<NodeInventory>((resolve) => {
+      setImmediate(() => {
+        this.pendingRefresh = undefined;
+        this.check();
+        resolve(this.view.inventory);
+      });
+    });
+    return this.pendingRefresh;
   }
 
   start(): void {
@@ -132,7 +144,7 @@ export class DeviceMonitor implements InventorySource {
     try {
       next = this.opts.discover();
     } catch (err) {
-      log.warn({ err: errorMessage(err) }, 'device re-discovery failed; keeping the published devices');
+      log.warn({ err }, 'device re-discovery failed; keeping the published devices');
       this.opts.onCheck?.('failed');
       return false;
     }

@@ -10,14 +10,12 @@
  * the NVML event watch.
  */
 import type http from 'node:http';
-import path from 'node:path';
 import { KubeClient } from '../kube/client.js';
 import { loadInClusterConfig, loadKubeConfigFile, type KubeConfig } from '../kube/config.js';
 import { kubeClaimGetter, type ClaimGetter } from '../driver/claims.js';
 import type { DriverConfig } from './config.js';
 import { createDriverMetrics, type DriverMetrics } from './metrics.js';
 import type { KubeletPlugin } from '../kubelet/plugin.js';
-import type { NodePrepareResourcesResponse } from '../kubelet/proto.js';
 import type { DeviceState, RecoveryReport } from '../driver/state.js';
 import { DeviceMonitor } from './deviceMonitor.js';
 import { watchDeviceEvents, type DeviceEvent, type DeviceEventWatch } from '../nvml/events.js';
@@ -26,7 +24,7 @@ import type { NodeInventory } from '../nvml/types.js';
 import { discoverWithRetry } from './discoveryRetry.js';
 import type { TaintMap } from '../resourceslice/model.js';
 import { ResourceSlicePublisher } from '../resourceslice/publisher.js';
-import { errorMessage } from '../util/errors.js';
+
 import { createLogger, silentLogger, type Logger } from '../util/log.js';
 
 /** What the driver needs from a ResourceSlice publisher (src/resourceslice/publisher.ts). */
@@ -120,10 +118,7 @@ function startEventWatch(
     logger.info({ gpus: watch.monitored.length }, 'watching NVML events (XID errors, MIG changes)');
     return watch;
   } catch (err) {
-    logger.warn(
-      { err: errorMessage(err) },
-      'NVML event watch failed to start; XID errors will not taint devices',
-    );
+    logger.warn({ err }, 'NVML event watch failed to start; XID errors will not taint devices');
     return undefined;
   }
 }
@@ -132,22 +127,6 @@ function loadKubeConfig(config: DriverConfig): Promise<KubeConfig> {
   return config.kubeconfig
     ? loadKubeConfigFile(config.kubeconfig)
     : Promise.resolve().then(() => loadInClusterConfig());
-}
-
-function unaryCall<T>(client: object, method: string, request: unknown, deadlineMs: number): Promise<T> {
-  const fn = (
-    client as Record<string, (req: unknown, opts: object, cb: (e: Error | null, r: T) => void) => void>
-  )[method];
-  return new Promise((resolve, reject) => {
-    if (!fn) {
-      reject(new Error(`no method ${method}`));
-      return;
-    }
-    fn.call(client, request, { deadline: Date.now() + deadlineMs }, (err, res) => {
-      if (err) reject(err);
-      else resolve(res);
-    });
-  });
 }
 
 export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Promise<RunningDriver> {
@@ -209,7 +188,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     onChange: (view) => {
       metrics.unhealthyGpus.set(view.unhealthy.length);
       publisher?.update(view.inventory, view.taints).catch((err: unknown) => {
-        logger.warn({ err: errorMessage(err) }, 'republish after re-discovery failed');
+        logger.warn({ err }, 'republish after re-discovery failed');
       });
     },
   });
@@ -219,20 +198,14 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
   if (publisher) await settledWithin(publisher.whenReady(), FIRST_PUBLISH_WAIT_MS);
   const serving = await import('./serving.js');
 
-  const state = new serving.DeviceState({
+  const state = serving.createDeviceState({
     driverName: config.driverName,
-    poolName: config.nodeName,
+    nodeName: config.nodeName,
     hostPaths: config.hostPaths,
-    cdi: new serving.CdiStore(config.cdiRoot, config.driverName),
-    checkpoint: new serving.CheckpointStore(
-      path.join(
-        serving.pluginDataDir({ pluginsDir: config.kubeletPluginsDir }, config.driverName),
-        serving.CHECKPOINT_FILE,
-      ),
-      logger.child({ component: 'checkpoint' }),
-    ),
+    cdiRoot: config.cdiRoot,
+    pluginDir: serving.pluginDataDir({ pluginsDir: config.kubeletPluginsDir }, config.driverName),
     inventory: devices,
-    logger: logger.child({ component: 'state' }),
+    logger,
   });
   const recovery = await state.recover();
   logger.info({ recovery }, 'checkpoint recovered');
@@ -248,13 +221,15 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     metrics,
   });
 
-  const protos = serving.loadProtos();
-  const insecure = serving.credentials.createInsecure();
-  const selfDra = new protos.draV1(`unix:${plugin.draSocket}`, insecure);
-  const selfReg = new protos.registration(`unix:${plugin.registrationSocket}`, insecure);
+  // /healthz asks our own sockets what the kubelet would: GetInfo, and an empty prepare.
+  const self = new serving.KubeletClient({
+    draSocket: plugin.draSocket,
+    registrationSocket: plugin.registrationSocket,
+    timeoutMs: 2_000,
+  });
   const healthCheck = async (): Promise<void> => {
-    await unaryCall(selfReg, 'GetInfo', {}, 2_000);
-    await unaryCall<NodePrepareResourcesResponse>(selfDra, 'NodePrepareResources', { claims: [] }, 2_000);
+    await self.getInfo();
+    await self.prepare([]);
   };
   const notReady = (): string | undefined => {
     if (plugin.registration.status.registered === false)
@@ -286,15 +261,14 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
       logger.info('stopping');
       devices.stop();
       await watch?.stop().catch((err: unknown) => {
-        logger.warn({ err: errorMessage(err) }, 'stopping the NVML event watch failed');
+        logger.warn({ err }, 'stopping the NVML event watch failed');
       });
       await plugin.stop();
-      selfDra.close();
-      selfReg.close();
+      self.close();
       if (publisher) {
         if (config.cleanupOnExit) {
           await publisher.deleteAll().catch((err: unknown) => {
-            logger.error({ err: errorMessage(err) }, 'deleting ResourceSlices failed');
+            logger.error({ err }, 'deleting ResourceSlices failed');
           });
         } else {
           await publisher.stop();

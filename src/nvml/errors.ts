@@ -11,7 +11,10 @@ export class NvmlError extends GpuDraError {
 
   constructor(nvmlFunction: string, returnCode: number, description: string) {
     const returnName = nvmlReturnName(returnCode);
-    super(`NVML_${returnName}`, `${nvmlFunction} failed: ${description} (NVML_ERROR_${returnName})`);
+    // Real NVML describes codes in words ("GPU is lost"); some builds answer with the code's
+    // own name ("ERROR_GPU_IS_LOST"), which would only say the code twice.
+    const words = description && !/^[A-Z0-9_]+$/.test(description) ? `${description} ` : '';
+    super('NVML_CALL_FAILED', `${nvmlFunction} failed: ${words}(NVML_ERROR_${returnName})`);
     this.returnCode = returnCode;
     this.returnName = returnName;
     this.nvmlFunction = nvmlFunction;

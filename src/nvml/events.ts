@@ -7,7 +7,7 @@
  * Holds an NVML reference (nvmlInit) for as long as it runs, as event sets need; discovery's own
  * init/shutdown pairs nest inside it.
  */
-import { errorMessage } from '../util/errors.js';
+import { errorMessage, GpuDraError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import type { HostPaths } from '../util/hostPaths.js';
 import { loadNvml, NvmlEventType, type DeviceHandle, type EventSetHandle } from './library.js';
@@ -70,7 +70,8 @@ export function watchDeviceEvents(opts: WatchOptions): DeviceEventWatch | undefi
       const dev = api.deviceGetHandleByIndex(index);
       uuid = api.deviceGetUUID(dev);
       const types = events.deviceGetSupportedEventTypes(dev) & wanted;
-      if ((types & NvmlEventType.XID_CRITICAL_ERROR) === 0) throw new Error('XID events not supported');
+      if ((types & NvmlEventType.XID_CRITICAL_ERROR) === 0)
+        throw new GpuDraError('NVML_EVENTS_UNSUPPORTED', 'XID events not supported');
       events.deviceRegisterEvents(dev, types, set);
       monitored.push(uuid);
     } catch (err) {
@@ -110,7 +111,7 @@ export function watchDeviceEvents(opts: WatchOptions): DeviceEventWatch | undefi
         }
       } catch (err) {
         if (stopped) break;
-        log.warn({ err: errorMessage(err) }, 'waiting for NVML events failed; retrying in 5 s');
+        log.warn({ err }, 'waiting for NVML events failed; retrying in 5 s');
         await new Promise((resolve) => setTimeout(resolve, 5_000).unref());
       }
     }

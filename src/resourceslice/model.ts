@@ -253,7 +253,8 @@ export function buildDevices(
 ): DeviceModel {
   const warnings: string[] = [];
   for (const f of inventory.failures) {
-    warnings.push(`GPU at index ${f.index} left out: ${f.error}${f.code ? ` (${f.code})` : ''}`);
+    const code = f.code && !f.error.includes(f.code) ? ` (${f.code})` : '';
+    warnings.push(`GPU at index ${f.index} left out: ${f.error}${code}`);
   }
   const gpus = [...inventory.gpus].sort((a, b) => a.minor - b.minor);
   const included = new Set<OptionalGpuField>();

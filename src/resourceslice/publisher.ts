@@ -20,7 +20,7 @@ import { Counter, Gauge } from 'prom-client';
 import type { KubeClient } from '../kube/client.js';
 import type { KubeConfig } from '../kube/config.js';
 import type { NodeInventory } from '../nvml/types.js';
-import { errorMessage, GpuDraError } from '../util/errors.js';
+import { GpuDraError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { backoffDelay, sleep, type BackoffOptions } from '../util/backoff.js';
 import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
@@ -356,11 +356,11 @@ export class ResourceSlicePublisher {
           try {
             this.setInventory(inv).catch(() => undefined);
           } catch (err) {
-            this.log.error({ err: errorMessage(err) }, 'discovered inventory cannot be published');
+            this.log.error({ err }, 'discovered inventory cannot be published');
           }
         },
         (err: unknown) => {
-          if (!this.stopped) this.log.error({ err: errorMessage(err) }, 'GPU discovery gave up');
+          if (!this.stopped) this.log.error({ err }, 'GPU discovery gave up');
         },
       );
     } else {
@@ -470,10 +470,7 @@ export class ResourceSlicePublisher {
           maxDelayMs: 10_000,
           ...this.opts.backoff,
         });
-        this.log.warn(
-          { err: errorMessage(err), status, retryInMs: delay },
-          'ResourceSlice publish failed; retrying',
-        );
+        this.log.warn({ err, status, retryInMs: delay }, 'ResourceSlice publish failed; retrying');
         this.dirty = true;
         try {
           await sleep(delay, this.abort.signal);
@@ -511,10 +508,7 @@ export class ResourceSlicePublisher {
       this.watchHandle = undefined;
       if (this.stopped) return;
       const delay = backoffDelay(this.watchAttempt++, { initialDelayMs: 500, maxDelayMs: 30_000 });
-      this.log.debug(
-        { err: err === undefined ? undefined : errorMessage(err), retryInMs: delay },
-        'ResourceSlice watch ended',
-      );
+      this.log.debug({ err, retryInMs: delay }, 'ResourceSlice watch ended');
       // Events may have been missed: resync, then watch again from the list's resourceVersion.
       this.watchRv = undefined;
       this.kick();

@@ -8,23 +8,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 import { injectCdiDevices, type InjectedEdits } from '../cdi/inject.js';
 import { claimSpecFileName, type CdiSpec } from '../cdi/spec.js';
-import { CdiStore } from '../cdi/store.js';
-import { CHECKPOINT_FILE } from '../checkpoint/schema.js';
-import { CheckpointStore } from '../checkpoint/store.js';
 import { MemoryClaimGetter, type ResourceClaim } from '../driver/claims.js';
 import { pluginDataDir, startKubeletPlugin } from '../kubelet/plugin.js';
-import {
-  loadProtos,
-  type ClaimRef,
-  type NodePrepareResourceResponse,
-  type NodePrepareResourcesResponse,
-  type NodeUnprepareResourcesResponse,
-  type PluginInfo,
-} from '../kubelet/proto.js';
-import { DeviceState } from '../driver/state.js';
+import { KubeletClient } from '../kubelet/client.js';
+import type { ClaimRef, NodePrepareResourceResponse, PluginInfo } from '../kubelet/proto.js';
+import { createDeviceState } from '../driver/state.js';
 import type { HostPaths } from '../util/hostPaths.js';
 import type { NodeInventory } from '../nvml/types.js';
 import { buildSlices } from '../resourceslice/model.js';
@@ -105,21 +95,6 @@ export interface PreparedClaimDemoOptions extends ExampleClaimOptions {
   readonly logger?: Logger;
 }
 
-type Callback<T> = (err: grpc.ServiceError | null, res: T) => void;
-
-function unary<T>(client: grpc.Client, method: string, request: unknown): Promise<T> {
-  const fn = (client as unknown as Record<string, (req: unknown, opts: object, cb: Callback<T>) => void>)[
-    method
-  ];
-  if (!fn) return Promise.reject(new Error(`no method ${method}`));
-  return new Promise((resolve, reject) => {
-    fn.call(client, request, { deadline: Date.now() + 10_000 }, (err, res) => {
-      if (err) reject(err);
-      else resolve(res);
-    });
-  });
-}
-
 /** Starts the plugin, prepares `claim` over the real socket, shows the spec, unprepares, stops. */
 export async function runPreparedClaimDemo(options: PreparedClaimDemoOptions): Promise<PreparedClaimDemo> {
   const logger = options.logger ?? silentLogger();
@@ -128,17 +103,12 @@ export async function runPreparedClaimDemo(options: PreparedClaimDemoOptions): P
     registryDir: path.join(options.dir, 'plugins_registry'),
     pluginsDir: path.join(options.dir, 'plugins'),
   };
-  const cdi = new CdiStore(cdiRoot, options.driverName);
-  const checkpoint = new CheckpointStore(
-    path.join(pluginDataDir(paths, options.driverName), CHECKPOINT_FILE),
-    logger,
-  );
-  const state = new DeviceState({
+  const state = createDeviceState({
     driverName: options.driverName,
-    poolName: options.nodeName,
+    nodeName: options.nodeName,
     hostPaths: options.hostPaths,
-    cdi,
-    checkpoint,
+    cdiRoot,
+    pluginDir: pluginDataDir(paths, options.driverName),
     inventory: { current: () => options.inventory },
     logger,
   });
@@ -152,23 +122,23 @@ export async function runPreparedClaimDemo(options: PreparedClaimDemoOptions): P
     claims,
     logger,
   });
-  const protos = loadProtos();
-  const creds = grpc.credentials.createInsecure();
-  const registration = new protos.registration(`unix:${plugin.registrationSocket}`, creds);
-  const dra = new protos.draV1(`unix:${plugin.draSocket}`, creds);
+  const kubelet = new KubeletClient({
+    draSocket: plugin.draSocket,
+    registrationSocket: plugin.registrationSocket,
+  });
   try {
-    const pluginInfo = await unary<PluginInfo>(registration, 'GetInfo', {});
+    const pluginInfo = await kubelet.getInfo();
     const meta = options.claim.metadata ?? {};
     const ref: ClaimRef = { namespace: meta.namespace ?? '', uid: meta.uid ?? '', name: meta.name ?? '' };
     const request = { claims: [ref] };
     const started = process.hrtime.bigint();
-    const prepared = await unary<NodePrepareResourcesResponse>(dra, 'NodePrepareResources', request);
+    const prepared = await kubelet.prepare(request.claims);
     const prepareMs = Number(process.hrtime.bigint() - started) / 1e6;
     const response = prepared.claims[ref.uid];
     if (!response) throw new Error(`NodePrepareResources left out claim ${ref.uid}`);
     if (response.error) throw new Error(`NodePrepareResources failed: ${response.error}`);
 
-    const cdiSpecFile = cdi.pathOf(claimSpecFileName(options.driverName, ref.uid));
+    const cdiSpecFile = path.join(cdiRoot, claimSpecFileName(options.driverName, ref.uid));
     if (!fs.existsSync(cdiSpecFile)) throw new Error(`no CDI spec written at ${cdiSpecFile}`);
     const cdiSpecText = fs.readFileSync(cdiSpecFile, 'utf8');
     const cdiSpec = JSON.parse(cdiSpecText) as CdiSpec;
@@ -177,7 +147,7 @@ export async function runPreparedClaimDemo(options: PreparedClaimDemoOptions): P
     if (injected.unresolved.length > 0)
       throw new Error(`CDI ids not in the written spec: ${injected.unresolved.join(', ')}`);
 
-    const unprepared = await unary<NodeUnprepareResourcesResponse>(dra, 'NodeUnprepareResources', request);
+    const unprepared = await kubelet.unprepare(request.claims);
     return {
       claim: options.claim,
       draSocket: plugin.draSocket,
@@ -193,12 +163,11 @@ export async function runPreparedClaimDemo(options: PreparedClaimDemoOptions): P
       unprepare: {
         error: unprepared.claims[ref.uid]?.error ?? `no entry for claim ${ref.uid}`,
         cdiSpecRemoved: !fs.existsSync(cdiSpecFile),
-        checkpointClaims: Object.keys(checkpoint.snapshot().claims).length,
+        checkpointClaims: state.recordedClaimUids().length,
       },
     };
   } finally {
-    registration.close();
-    dra.close();
+    kubelet.close();
     await plugin.stop();
   }
 }

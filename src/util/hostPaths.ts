@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { GpuDraError } from './errors.js';
 
 /**
  * Where the driver finds the host's device nodes, procfs, sysfs and the NVIDIA driver's
@@ -30,7 +31,7 @@ export function underRoot(root: string, ...segments: string[]): string {
   const joined = path.resolve(root, ...segments.map((s) => s.replace(/^\/+/, '')));
   const base = path.resolve(root);
   if (joined !== base && !joined.startsWith(base.endsWith(path.sep) ? base : base + path.sep)) {
-    throw new Error(`path ${segments.join('/')} escapes ${root}`);
+    throw new GpuDraError('PATH_ESCAPES_ROOT', `path ${segments.join('/')} escapes ${root}`);
   }
   return joined;
 }

@@ -36,7 +36,8 @@ import { ensurePeersBinary } from '../e2e/support/peers.js';
 import { sleep } from '../e2e/support/process.js';
 import { eventually } from '../e2e/support/wait.js';
 import { fakeNvmlLib } from '../support/sim.js';
-import { DraClient, type ClaimRef } from './support/draClient.js';
+import { KubeletClient } from '../../src/kubelet/client.js';
+import type { ClaimRef } from '../../src/kubelet/proto.js';
 import {
   bucketDelta,
   CLI,
@@ -376,7 +377,7 @@ describe('gpu-dra driver benchmarks', () => {
   let directClaims: ClaimRef[] = [];
 
   async function cycle(
-    client: DraClient,
+    client: KubeletClient,
     ref: ClaimRef,
     failures: string[],
   ): Promise<{ prepare: number; unprepare: number }> {
@@ -400,7 +401,7 @@ describe('gpu-dra driver benchmarks', () => {
     const t0 = Date.now();
     directClaims = await allocatedClaims(DIRECT_NODE, N_CLAIMS);
     log(`${String(N_CLAIMS)} allocated claims created in ${String(Date.now() - t0)} ms`);
-    const client = new DraClient(d.draSocket);
+    const client = new KubeletClient({ draSocket: d.draSocket, timeoutMs: 30_000 });
     await client.waitForReady();
     const failures: string[] = [];
     try {
@@ -588,7 +589,7 @@ describe('gpu-dra driver benchmarks', () => {
     fs.writeFileSync(preload, "process.on('SIGUSR2', () => { if (typeof gc === 'function') gc(); });\n");
     const d = await startDriver(DIRECT_NODE, { nodeArgs: ['--expose-gc', `--require=${preload}`] });
     await d.waitReady();
-    const client = new DraClient(d.draSocket);
+    const client = new KubeletClient({ draSocket: d.draSocket, timeoutMs: 30_000 });
     await client.waitForReady();
     const failures: string[] = [];
     const sample = async (

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   buildClaimCdiSpec,
+  claimDeviceNodes,
   claimSpecFileName,
   isValidClaimUid,
   qualifiedCdiId,
@@ -181,15 +182,13 @@ describe('host I/O', () => {
   it('inspectDeviceNodes names every missing node', () => {
     host = createTestHost();
     fs.rmSync(path.join(host.hostPaths.devRoot, 'nvidia-uvm'));
-    const built = buildClaimCdiSpec({
-      ...base,
+    const nodes = claimDeviceNodes({
       hostPaths: host.hostPaths,
-      claimUid: UID,
       devices: [{ deviceName: 'gpu-7', device: testGpu(7) }],
     });
     let caught: unknown;
     try {
-      inspectDeviceNodes(built.deviceNodes);
+      inspectDeviceNodes(nodes);
     } catch (err) {
       caught = err;
     }
@@ -210,13 +209,11 @@ describe('host I/O', () => {
     host = createTestHost();
     const majors = readCharDeviceMajors(host.hostPaths);
     expect(majors.get('nvidia-frontend')).toBe(195);
-    const built = buildClaimCdiSpec({
-      ...base,
+    const nodes = claimDeviceNodes({
       hostPaths: host.hostPaths,
-      claimUid: UID,
       devices: [{ deviceName: 'gpu-1-mig-1g10gb-19-0', device: testMig(1, 0) }],
     });
-    const info = inspectDeviceNodes(built.deviceNodes, majors);
+    const info = inspectDeviceNodes(nodes, majors);
     expect(Object.fromEntries(info)).toEqual({
       '/dev/nvidia1': { type: 'c', major: 195, minor: 1 },
       '/dev/nvidia-caps/nvidia-cap100': { type: 'c', major: 241, minor: 100 },
@@ -225,7 +222,7 @@ describe('host I/O', () => {
       '/dev/nvidia-uvm': { type: 'c', major: 238, minor: 0 },
       '/dev/nvidia-uvm-tools': { type: 'c', major: 238, minor: 1 },
     });
-    expect(inspectDeviceNodes(built.deviceNodes).size).toBe(0);
+    expect(inspectDeviceNodes(nodes).size).toBe(0);
   });
 
   it('CdiStore writes atomically, lists only our files and refuses foreign names', async () => {

@@ -168,14 +168,23 @@ describe('DeviceMonitor', () => {
     expect(m.current()).toEqual(testInventory());
   });
 
-  it('rate-limits on-demand refreshes (a claim naming an unknown device)', () => {
+  it('rate-limits on-demand refreshes (a claim naming an unknown device)', async () => {
     const inv = testInventory();
     const grown: NodeInventory = { ...inv, gpus: [...inv.gpus, testGpu(2)] };
     const { m, checks } = monitor([grown, grown], 60_000);
-    expect(m.refresh()).toEqual(inv); // the constructor counts as the last check
+    expect(await m.refresh()).toEqual(inv); // the constructor counts as the last check
     expect(checks).toEqual([]);
     m.check();
-    expect(m.refresh().gpus).toHaveLength(3);
+    expect((await m.refresh()).gpus).toHaveLength(3);
+    expect(checks).toEqual(['changed']);
+  });
+
+  it('concurrent refreshes share one re-discovery', async () => {
+    const inv = testInventory();
+    const grown: NodeInventory = { ...inv, gpus: [...inv.gpus, testGpu(2)] };
+    const { m, checks } = monitor([grown, grown, grown], 0);
+    const all = await Promise.all([m.refresh(), m.refresh(), m.refresh()]);
+    expect(all.map((i) => i.gpus.length)).toEqual([3, 3, 3]);
     expect(checks).toEqual(['changed']);
   });
 

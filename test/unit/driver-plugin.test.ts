@@ -1,18 +1,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import * as grpc from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CdiStore } from '../../src/cdi/store.js';
 import { CheckpointStore } from '../../src/checkpoint/store.js';
 import { MemoryClaimGetter, type ClaimGetter, type ResourceClaim } from '../../src/driver/claims.js';
 import { createDriverMetrics } from '../../src/node/metrics.js';
 import { startKubeletPlugin, type KubeletPlugin } from '../../src/kubelet/plugin.js';
-import {
-  loadProtos,
-  type NodePrepareResourcesResponse,
-  type NodeUnprepareResourcesResponse,
-  type PluginInfo,
+import { KubeletClient } from '../../src/kubelet/client.js';
+import type {
+  NodePrepareResourcesResponse,
+  NodeUnprepareResourcesResponse,
 } from '../../src/kubelet/proto.js';
 import { DeviceState } from '../../src/driver/state.js';
 import {
@@ -25,19 +23,6 @@ import {
   type TestHost,
 } from '../support/driverFixtures.js';
 import { silentLogger } from '../../src/util/log.js';
-
-type Unary = (req: unknown, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
-
-function call<T>(client: grpc.Client, method: string, request: unknown): Promise<T> {
-  const fn = (client as unknown as Record<string, Unary>)[method];
-  if (!fn) throw new Error(`no method ${method}`);
-  return new Promise((resolve, reject) => {
-    fn.call(client, request, (err, res) => {
-      if (err) reject(err);
-      else resolve(res as T);
-    });
-  });
-}
 
 /** Counts GETs so tests can tell whether a prepare went to the API server. */
 class CountingGetter implements ClaimGetter {
@@ -55,10 +40,10 @@ class CountingGetter implements ClaimGetter {
 let host: TestHost;
 let plugin: KubeletPlugin;
 let claims: CountingGetter;
-let v1: grpc.Client;
-let v1beta1: grpc.Client;
-let reg: grpc.Client;
-const clients: grpc.Client[] = [];
+let v1: KubeletClient;
+let v1beta1: KubeletClient;
+let reg: KubeletClient;
+const clients: KubeletClient[] = [];
 
 async function start(): Promise<void> {
   const logger = silentLogger();
@@ -84,30 +69,25 @@ async function start(): Promise<void> {
     logger,
     metrics: createDriverMetrics(),
   });
-  const protos = loadProtos();
-  const creds = grpc.credentials.createInsecure();
-  v1 = new protos.draV1(`unix:${plugin.draSocket}`, creds);
-  v1beta1 = new protos.draV1beta1(`unix:${plugin.draSocket}`, creds);
-  reg = new protos.registration(`unix:${plugin.registrationSocket}`, creds);
-  clients.push(v1, v1beta1, reg);
+  const sockets = { draSocket: plugin.draSocket, registrationSocket: plugin.registrationSocket };
+  v1 = new KubeletClient(sockets);
+  v1beta1 = new KubeletClient({ ...sockets, version: 'v1beta1' });
+  reg = v1;
+  clients.push(v1, v1beta1);
 }
 
-const prepare = (client: grpc.Client, ...refs: ResourceClaim[]): Promise<NodePrepareResourcesResponse> =>
-  call(client, 'NodePrepareResources', {
-    claims: refs.map((c) => ({
-      uid: c.metadata?.uid,
-      namespace: c.metadata?.namespace,
-      name: c.metadata?.name,
-    })),
-  });
-const unprepare = (client: grpc.Client, ...refs: ResourceClaim[]): Promise<NodeUnprepareResourcesResponse> =>
-  call(client, 'NodeUnprepareResources', {
-    claims: refs.map((c) => ({
-      uid: c.metadata?.uid,
-      namespace: c.metadata?.namespace,
-      name: c.metadata?.name,
-    })),
-  });
+const refsOf = (claims: ResourceClaim[]) =>
+  claims.map((c) => ({
+    uid: c.metadata?.uid ?? '',
+    namespace: c.metadata?.namespace ?? '',
+    name: c.metadata?.name ?? '',
+  }));
+const prepare = (client: KubeletClient, ...refs: ResourceClaim[]): Promise<NodePrepareResourcesResponse> =>
+  client.prepare(refsOf(refs));
+const unprepare = (
+  client: KubeletClient,
+  ...refs: ResourceClaim[]
+): Promise<NodeUnprepareResourcesResponse> => client.unprepare(refsOf(refs));
 
 const specPath = (uid: string): string => path.join(host.cdiRoot, `k8s.gpu.dra.dev-claim_${uid}.json`);
 
@@ -124,7 +104,7 @@ afterEach(async () => {
 
 describe('sockets and registration', () => {
   it('GetInfo advertises the DRA socket and both API versions', async () => {
-    const info = await call<PluginInfo>(reg, 'GetInfo', {});
+    const info = await reg.getInfo();
     expect(info).toEqual({
       type: 'DRAPlugin',
       name: TEST_DRIVER,
@@ -136,11 +116,11 @@ describe('sockets and registration', () => {
   });
 
   it('records NotifyRegistrationStatus and errors when not registered', async () => {
-    await call(reg, 'NotifyRegistrationStatus', { plugin_registered: true });
+    await reg.notifyRegistrationStatus({ plugin_registered: true, error: '' });
     expect(plugin.registration.status.registered).toBe(true);
-    await expect(
-      call(reg, 'NotifyRegistrationStatus', { plugin_registered: false, error: 'boom' }),
-    ).rejects.toThrow(/boom/);
+    await expect(reg.notifyRegistrationStatus({ plugin_registered: false, error: 'boom' })).rejects.toThrow(
+      /boom/,
+    );
     expect(plugin.registration.status).toMatchObject({ registered: false, error: 'boom' });
   });
 
@@ -164,7 +144,7 @@ describe('sockets and registration', () => {
     expect(py.status).toBe(0);
     expect(fs.lstatSync(sock).isSocket()).toBe(true);
     await start();
-    expect(await call<PluginInfo>(reg, 'GetInfo', {})).toMatchObject({ name: TEST_DRIVER });
+    expect(await reg.getInfo()).toMatchObject({ name: TEST_DRIVER });
     await plugin.stop();
     fs.writeFileSync(sock, 'not a socket');
     await expect(start()).rejects.toThrow(/not a socket/);

@@ -1,13 +1,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseDriverConfig, type DriverConfig } from '../../src/node/config.js';
 import { runDriver, type RunningDriver, type SlicePublisher } from '../../src/node/run.js';
 import type { CdiSpec } from '../../src/cdi/spec.js';
 import { MemoryClaimGetter } from '../../src/driver/claims.js';
-import { loadProtos, type NodePrepareResourcesResponse, type PluginInfo } from '../../src/kubelet/proto.js';
+import { KubeletClient } from '../../src/kubelet/client.js';
 import { testClaim, TEST_DRIVER } from '../support/driverFixtures.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
@@ -189,18 +188,11 @@ describe('runDriver on a simulated node', () => {
     });
     expect(publisher.started?.gpus.length).toBeGreaterThan(0);
 
-    const protos = loadProtos();
-    const creds = grpc.credentials.createInsecure();
-    const reg = new protos.registration(`unix:${running.plugin.registrationSocket}`, creds);
-    const dra = new protos.draV1(`unix:${running.plugin.draSocket}`, creds);
-    const info = await new Promise<PluginInfo>((resolve, reject) => {
-      (
-        reg as unknown as { GetInfo: (r: object, cb: (e: Error | null, r: PluginInfo) => void) => void }
-      ).GetInfo({}, (e, r) => {
-        if (e) reject(e);
-        else resolve(r);
-      });
+    const kubelet = new KubeletClient({
+      draSocket: running.plugin.draSocket,
+      registrationSocket: running.plugin.registrationSocket,
     });
+    const info = await kubelet.getInfo();
     expect(info.endpoint).toBe(path.join(dir, 'plugins', TEST_DRIVER, 'dra.sock'));
 
     const base = `http://127.0.0.1:${running.httpAddress?.port ?? 0}`;
@@ -211,24 +203,8 @@ describe('runDriver on a simulated node', () => {
     const migName = 'gpu-0-mig-1g5gb-19-2';
     const claim = testClaim({ uid: 'run-1', devices: [{ device: migName, pool: 'sim-node' }] });
     claims.set(claim);
-    const res = await new Promise<NodePrepareResourcesResponse>((resolve, reject) => {
-      (
-        dra as unknown as {
-          NodePrepareResources: (
-            r: object,
-            cb: (e: Error | null, r: NodePrepareResourcesResponse) => void,
-          ) => void;
-        }
-      ).NodePrepareResources(
-        { claims: [{ uid: 'run-1', namespace: 'default', name: 'claim-run-1' }] },
-        (e, r) => {
-          if (e) reject(e);
-          else resolve(r);
-        },
-      );
-    });
-    reg.close();
-    dra.close();
+    const res = await kubelet.prepare([{ uid: 'run-1', namespace: 'default', name: 'claim-run-1' }]);
+    kubelet.close();
     expect(res.claims['run-1']?.error).toBe('');
     const spec = JSON.parse(
       fs.readFileSync(path.join(dir, 'cdi', `k8s.gpu.dra.dev-claim_run-1.json`), 'utf8'),

@@ -192,7 +192,7 @@ describe('prepare failure paths', () => {
         current: () => small,
         refresh: () => {
           refreshed++;
-          return testInventory();
+          return Promise.resolve(testInventory());
         },
       },
     });

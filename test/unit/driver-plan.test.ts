@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { devicesOverlap, mayShare, planClaim } from '../../src/driver/compute.js';
+import { devicesOverlap, findConflict, mayShare } from '../../src/driver/conflicts.js';
+import { planClaim } from '../../src/driver/plan.js';
 import { indexInventory } from '../../src/driver/deviceNames.js';
 import { opaque, testClaim, testInventory, TEST_DRIVER, TEST_NODE } from '../support/driverFixtures.js';
 
 const devices = indexInventory(testInventory());
 const plan = (claim: ReturnType<typeof testClaim>): ReturnType<typeof planClaim> =>
-  planClaim({ driverName: TEST_DRIVER, poolName: TEST_NODE, claim, devices });
+  planClaim({ claimUid: 'u1', driverName: TEST_DRIVER, poolName: TEST_NODE, claim, devices });
 
 describe('device names', () => {
   it('indexes full GPUs and MIG devices by their published names', () => {
@@ -89,5 +90,23 @@ describe('overlap rules', () => {
       ),
     ).toBe(false);
     expect(mayShare({ adminAccess: false, sharing: { strategy: 'MPS' } }, none)).toBe(false);
+  });
+
+  it('findConflict names the first other claim holding overlapping hardware, ignoring the claim itself', () => {
+    const holding = (...names: string[]) => ({
+      namespace: 'ns',
+      name: 'n',
+      devices: names.map((deviceName) => ({ deviceName, adminAccess: false })),
+    });
+    const claims = { b: holding('gpu-1-mig-1g10gb-19-0'), a: holding('gpu-0'), self: holding('gpu-1') };
+    expect(findConflict(claims, 'self', [{ deviceName: 'gpu-1', adminAccess: false }])).toMatchObject({
+      wanted: 'gpu-1',
+      held: 'gpu-1-mig-1g10gb-19-0',
+      holderUid: 'b',
+    });
+    expect(findConflict(claims, 'self', [{ deviceName: 'gpu-1-mig-1g10gb-19-1', adminAccess: false }])).toBe(
+      undefined,
+    );
+    expect(findConflict(claims, 'self', [{ deviceName: 'gpu-0', adminAccess: true }])).toBe(undefined);
   });
 });

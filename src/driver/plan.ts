@@ -1,7 +1,8 @@
 /**
- * Pure and deterministic: an allocated ResourceClaim plus the node's devices → what must be
- * prepared. It runs again on every repeated prepare and on restart recovery, so it must not
- * touch files, the clock or the API server. Side effects live in state.ts.
+ * Step 1 of a prepare, pure and deterministic: an allocated ResourceClaim plus the node's
+ * devices → the devices to prepare, with their request names and sharing settings. It may run
+ * again on a repeated prepare, so it must not touch files, the clock or the API server; side
+ * effects live in state.ts.
  */
 import { GpuDraError } from '../util/errors.js';
 import type { DeviceRequestAllocationResult, ResourceClaim } from './claims.js';
@@ -26,6 +27,7 @@ export interface PlannedDevice {
 }
 
 export interface PlanInput {
+  readonly claimUid: string;
   readonly driverName: string;
   readonly poolName: string;
   readonly claim: ResourceClaim;
@@ -37,7 +39,7 @@ export interface PlanInput {
  * error, not an empty success: there is nothing to inject, and a CDI spec without devices is
  * invalid (the CDI library rejects the file: "invalid spec, no devices").
  */
-export function ourResults(input: Omit<PlanInput, 'devices'>): DeviceRequestAllocationResult[] {
+function ourResults(input: Omit<PlanInput, 'devices'>): DeviceRequestAllocationResult[] {
   const all = input.claim.status?.allocation?.devices?.results ?? [];
   const mine = all.filter((r) => r.driver === input.driverName);
   if (mine.length === 0) {
@@ -46,6 +48,7 @@ export function ourResults(input: Omit<PlanInput, 'devices'>): DeviceRequestAllo
       'CLAIM_NO_DEVICES',
       `claim has no devices of driver ${input.driverName}` +
         (drivers.length > 0 ? ` (allocated from ${drivers.join(', ')})` : ' (no devices allocated)'),
+      { claimUid: input.claimUid },
     );
   }
   const here = mine.filter((r) => r.pool === input.poolName);
@@ -54,6 +57,7 @@ export function ourResults(input: Omit<PlanInput, 'devices'>): DeviceRequestAllo
     throw new GpuDraError(
       'CLAIM_WRONG_POOL',
       `claim's ${input.driverName} devices are in pool(s) ${pools}, not this node's pool ${input.poolName}`,
+      { claimUid: input.claimUid },
     );
   }
   return here;
@@ -68,6 +72,7 @@ export function planClaim(input: PlanInput): PlannedDevice[] {
       throw new GpuDraError(
         'DEVICE_UNKNOWN',
         `allocated device ${result.device} (request ${result.request}) does not exist on this node`,
+        { claimUid: input.claimUid },
       );
     }
     const sharing = sharingOf(configForResult(configs, result, device));
@@ -81,31 +86,4 @@ export function planClaim(input: PlanInput): PlannedDevice[] {
       ...(sharing ? { sharing } : {}),
     };
   });
-}
-
-/**
- * May `holder`'s use of a device coexist with `candidate`'s? Only when sharing says so: either
- * side has admin access (monitoring), or both configured the same sharing strategy.
- */
-export function mayShare(
-  holder: { readonly adminAccess: boolean; readonly sharing?: { readonly strategy: string } | undefined },
-  candidate: { readonly adminAccess: boolean; readonly sharing?: { readonly strategy: string } | undefined },
-): boolean {
-  if (holder.adminAccess || candidate.adminAccess) return true;
-  return holder.sharing !== undefined && holder.sharing.strategy === candidate.sharing?.strategy;
-}
-
-const MIG_NAME = /^gpu-(\d+)-mig-.+-\d+-\d+$/;
-
-/**
- * Do two device names denote overlapping hardware? The same name does; so do a full GPU and a
- * MIG device carved from it (`gpu-0` and `gpu-0-mig-…`). Two different MIG devices do not.
- */
-export function devicesOverlap(a: string, b: string): boolean {
-  if (a === b) return true;
-  const parentA = MIG_NAME.exec(a)?.[1];
-  const parentB = MIG_NAME.exec(b)?.[1];
-  if (parentA !== undefined && parentB === undefined) return b === `gpu-${parentA}`;
-  if (parentB !== undefined && parentA === undefined) return a === `gpu-${parentB}`;
-  return false;
 }
