@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // The driver keeps its ResourceSlices true after start-up: the fake NVML's configuration is
 // rewritten under a running driver (it is re-read at every nvmlInit, as a real node's state
 // would be read afresh), and the real apiserver must come to hold the new device set: a MIG

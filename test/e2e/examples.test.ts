@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
-   data-only classes; plain objects are the documented way to build request bodies. */
 // deploy/ and examples/claims/ against a real control plane (apiserver, scheduler,
 // resourceclaim-controller):
 // - every deploy/ object passes the apiserver's validation (server-side dry-run; the

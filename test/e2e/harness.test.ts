@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // Tests the kubelet-dra harness itself with a tiny fake DRA plugin (no driver code): registration,
 // prepare, CDI injection into the OCI spec, Running status, deletion, unprepare, deregistration.
 import { CoreV1Api, ResourceV1Api } from '@kubernetes/client-node';

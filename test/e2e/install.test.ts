@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
-   data-only classes; plain objects are the documented way to build request bodies. */
 // The newcomer's journey on a real control plane: apply deploy/ as `kubectl apply -k deploy/`
 // does; the DaemonSet controller puts the plugin pod on each GPU node (two kubelet-dra
 // harnesses: an H100 node and an A100 node in MIG mode, plus a CPU node); the driver process

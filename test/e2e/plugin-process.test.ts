@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // The real driver process (`node dist/gpu-dra.mjs driver`) on a simulated node, against the real
 // peers: it becomes ready, prepares a pod's claim, and on SIGTERM exits 0 with its sockets gone.
 // Without --cleanup-on-exit (a rolling restart) the CDI spec, checkpoint and ResourceSlices stay

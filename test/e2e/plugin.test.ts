@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // The kubelet plugin against the real peers: the kubelet's plugin manager registers our socket,
 // the scheduler allocates from the slices we publish, the kubelet's DRA manager prepares through
 // dra.sock, the CDI library resolves our ids into an OCI spec, and deleting the pod unprepares.

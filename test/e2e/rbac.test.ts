@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
-   data-only classes; plain objects are the documented way to build request bodies. */
 // deploy/rbac.yaml and deploy/validatingadmissionpolicy.yaml on a real apiserver, with the
 // driver authenticated as the DaemonSet's ServiceAccount user:
 // - RBAC allows exactly the calls the code makes (SubjectAccessReview, verb by verb);

@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // The ResourceSlice publisher against a real kube-apiserver and kube-scheduler: the apiserver's
 // validation accepts every slice we build, the publisher keeps the pool equal to the model
 // (stale slices removed, outside deletes/edits/wipes repaired, no writes when nothing changed),

@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // The CDI spec is enough to use the GPU, end to end: the scheduler allocates one GPU of eight,
 // the kubelet's DRA manager prepares it through the driver, the CDI library (Go, the one
 // container runtimes use) injects the returned ids into the OCI spec, and that OCI spec is then

@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // Smoke test of the e2e fixtures with no driver code: the real control plane allocates a
 // hand-written ResourceSlice and binds the pod; the kubelet-dra harness then fails to prepare
 // because no DRA driver registered.
