@@ -18,4 +18,11 @@ export default tseslint.config(
     },
   },
   { files: ['**/*.js', '**/*.mjs'], extends: [tseslint.configs.disableTypeChecked] },
+  {
+    // The e2e tests (and the playground and bench built on their fixtures) build request bodies
+    // for @kubernetes/client-node as plain object literals, the way its docs do: its models are
+    // data-only classes, so assigning a literal where one is expected is safe there.
+    files: ['test/e2e/**/*.ts', 'test/playground/**/*.ts', 'test/bench/**/*.ts'],
+    rules: { '@typescript-eslint/no-unsafe-class-instance-assignment': 'off' },
+  },
 );

@@ -1,8 +1,10 @@
 import { defineConfig } from 'vitest/config';
 
-// Two projects: `unit` is fast and needs only gcc (the fake NVML); `e2e` starts the real
-// Kubernetes peers built from test/peers (first run compiles them, hence the long hook timeout).
-// A third, `bench` (test/bench/, measurements rather than tests), exists only when
+// Three projects: `unit` is fast and needs only node and gcc (the fake NVML); `deploy` checks
+// deploy/ (manifests, Helm chart, Dockerfile) and needs Go too, to build helm on first use;
+// `e2e` starts the real Kubernetes peers built from test/peers (first run compiles them, hence
+// the long hook timeout).
+// A fourth, `bench` (test/bench/, measurements rather than tests), exists only when
 // GPU_DRA_BENCH=1, so plain `vitest run` / `npm test` never runs it; `npm run bench` sets it.
 const bench = process.env['GPU_DRA_BENCH'] === '1';
 
@@ -14,6 +16,14 @@ export default defineConfig({
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
           globalSetup: ['test/support/global-setup.ts'],
+          testTimeout: 30_000,
+        },
+      },
+      {
+        test: {
+          name: 'deploy',
+          include: ['test/deploy/**/*.test.ts'],
+          globalSetup: ['test/support/helm-setup.ts'],
           testTimeout: 30_000,
         },
       },

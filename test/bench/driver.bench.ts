@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // `npm run bench`, second part: the driver process (`node dist/gpu-dra.mjs driver`) on a
 // simulated h100-8x node against the real control plane built from test/peers.
 //

@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // The driver keeps its ResourceSlices true after start-up: the fake NVML's configuration is
 // rewritten under a running driver (it is re-read at every nvmlInit, as a real node's state
 // would be read afresh), and the real apiserver must come to hold the new device set: a MIG
@@ -8,10 +6,9 @@
 // taint goes when the GPU answers again. NVML events (lines appended to $FAKE_NVML_EVENTS) taint
 // the device an XID concerns.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { CoreV1Api, ResourceV1Api, type V1ResourceSlice } from '@kubernetes/client-node';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { parseDriverConfig } from '../../src/node/config.js';
 import { runDriver, type RunningDriver } from '../../src/node/run.js';
@@ -19,8 +16,7 @@ import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.
 import { loadProfile, type FakeNvmlConfig } from '../../src/sim/fakeNvml.js';
 import { atomicWriteFile } from '../../src/util/atomicWrite.js';
 import { fakeNvmlLib } from '../support/sim.js';
-import { startCluster, type Cluster } from './support/cluster.js';
-import { ensurePeersBinary } from './support/peers.js';
+import { useCluster } from './support/fixture.js';
 import { eventually } from './support/wait.js';
 import { grantDriverRbac } from './support/rbac.js';
 
@@ -28,27 +24,24 @@ const DRIVER = 'gpu.dra.dev';
 const NODE = 'node-changes';
 
 describe('device changes after start-up reach the ResourceSlices', () => {
-  let cluster: Cluster | undefined;
+  const fx = useCluster({
+    // 1.34's scheduler, with the gate on, also watches DeviceTaintRules (resource.k8s.io/v1alpha3).
+    featureGates: 'DRADeviceTaints=true',
+    apiserverArgs: ['--runtime-config=resource.k8s.io/v1alpha3=true'],
+  });
   let resource: ResourceV1Api;
   let sim: SimulatedNode;
-  let dir: string | undefined;
   let driver: RunningDriver | undefined;
   let profile: FakeNvmlConfig;
   let eventsFile: string;
 
   beforeAll(async () => {
-    cluster = await startCluster({
-      binary: await ensurePeersBinary(),
-      // 1.34's scheduler, with the gate on, also watches DeviceTaintRules (resource.k8s.io/v1alpha3).
-      featureGates: 'DRADeviceTaints=true',
-      apiserverArgs: ['--runtime-config=resource.k8s.io/v1alpha3=true'],
-    });
-    const c = cluster;
+    const c = fx.cluster;
     resource = c.kubeConfig.makeApiClient(ResourceV1Api);
     await grantDriverRbac(c, { readClaims: false });
     await c.kubeConfig.makeApiClient(CoreV1Api).createNode({ body: { metadata: { name: NODE } } });
 
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-e2e-changes-'));
+    const dir = fx.tempDir('gdra-e2e-changes-');
     profile = await loadProfile('a100-mig');
     sim = await createSimulatedNode(profile, path.join(dir, 'node'), { libPath: fakeNvmlLib() });
     process.env['FAKE_NVML_CONFIG'] = sim.configPath;
@@ -72,20 +65,8 @@ describe('device changes after start-up reach the ResourceSlices', () => {
       },
       {},
     );
-    driver = await runDriver(config);
-  }, 3_600_000);
-
-  afterAll(async () => {
-    await driver?.stop();
-    await cluster?.stop();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    driver = fx.track(await runDriver(config));
   });
-
-  function dumpOnFailure(): void {
-    onTestFailed(() => {
-      cluster?.dumpLogs();
-    });
-  }
 
   /** Rewrites the fake NVML's configuration; the driver's next re-discovery reads it. */
   async function rewrite(edit: (c: FakeNvmlConfig) => FakeNvmlConfig): Promise<void> {
@@ -99,7 +80,6 @@ describe('device changes after start-up reach the ResourceSlices', () => {
   }
 
   it('publishes the MIG devices that exist at start', async () => {
-    dumpOnFailure();
     const names = await eventually('first slices', async () => {
       const d = await devices();
       return d.size > 0 ? [...d.keys()] : undefined;
@@ -108,7 +88,6 @@ describe('device changes after start-up reach the ResourceSlices', () => {
   });
 
   it('drops a MIG device an admin destroyed', async () => {
-    dumpOnFailure();
     await rewrite((c) => ({
       ...c,
       gpus: c.gpus.map((g, i) =>
@@ -125,7 +104,6 @@ describe('device changes after start-up reach the ResourceSlices', () => {
   });
 
   it('keeps a lost GPU published with a NoSchedule gpu-lost taint, and untaints it when it answers again', async () => {
-    dumpOnFailure();
     // GPU 1 is in MIG mode: its MIG devices are what it publishes, and what gets tainted.
     const lost = ['gpu-1-mig-3g20gb-9-0', 'gpu-1-mig-3g20gb-9-4'];
     for (const name of lost) expect((await devices()).has(name)).toBe(true);
@@ -156,7 +134,6 @@ describe('device changes after start-up reach the ResourceSlices', () => {
   });
 
   it('taints the MIG device an XID is scoped to NoSchedule, and the whole GPU for an unscoped XID', async () => {
-    dumpOnFailure();
     // XID 48 (double-bit ECC) in GPU 0's GPU instance 2: the 3g.20gb device at placement 4.
     fs.appendFileSync(eventsFile, '0 8 48 2 0\n');
     const xidKey = `${DRIVER}/xid`;

@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
-   data-only classes; plain objects are the documented way to build request bodies. */
 // deploy/ and examples/claims/ against a real control plane (apiserver, scheduler,
 // resourceclaim-controller):
 // - every deploy/ object passes the apiserver's validation (server-side dry-run; the
@@ -19,14 +17,13 @@ import {
   type V1Pod,
 } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { explainClaim, type DeviceClassObject } from '../../src/cel/explain.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
 import { toClientObject, type WireSlice } from '../../src/resourceslice/sliceApi.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 import { withSimulatedNode } from '../support/sim.js';
-import { startCluster, type Cluster } from './support/cluster.js';
-import { ensurePeersBinary } from './support/peers.js';
+import { useCluster } from './support/fixture.js';
 import { eventually } from './support/wait.js';
 import { EXAMPLE_PROFILES, parseExpectations, type ExampleProfile } from '../support/exampleExpectations.js';
 import { createNamespace } from './support/workloads.js';
@@ -64,7 +61,8 @@ const CASES = EXAMPLES.flatMap((ex, i) =>
 );
 
 describe('deploy/ and examples/claims on a real control plane', () => {
-  let cluster: Cluster | undefined;
+  // The DaemonSet is privileged; the fixture's apiserver refuses that unless told otherwise.
+  const fx = useCluster({ apiserverArgs: ['--allow-privileged=true'] });
   const slicesByProfile = new Map<Profile, WireSlice[]>();
 
   beforeAll(async () => {
@@ -78,29 +76,15 @@ describe('deploy/ and examples/claims on a real control plane', () => {
           .slices as unknown as WireSlice[],
       );
     }
-    // The DaemonSet is privileged; the fixture's apiserver refuses that unless told otherwise.
-    cluster = await startCluster({
-      binary: await ensurePeersBinary(),
-      apiserverArgs: ['--allow-privileged=true'],
-    });
     // The examples' DeviceClasses, before any example runs (the cases run concurrently).
-    const objects = KubernetesObjectApi.makeApiClient(cluster.kubeConfig);
+    const objects = KubernetesObjectApi.makeApiClient(fx.cluster.kubeConfig);
     for (const o of loadYaml(path.join(ROOT, 'deploy/deviceclass.yaml'))) await objects.create(o);
-  }, 3_600_000);
-
-  afterAll(async () => {
-    await cluster?.stop();
   });
-
-  const c = (): Cluster => {
-    if (!cluster) throw new Error('cluster not started');
-    return cluster;
-  };
 
   /** A Ready Node named `nodeName`, labelled for pinning, with the slices of `profile`. */
   async function addNode(nodeName: string, profile: Profile): Promise<void> {
-    const core = c().kubeConfig.makeApiClient(CoreV1Api);
-    const resource = c().kubeConfig.makeApiClient(ResourceV1Api);
+    const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
+    const resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
     await core.createNode({
       body: { metadata: { name: nodeName, labels: { 'kubernetes.io/hostname': nodeName } } },
     });
@@ -132,7 +116,7 @@ describe('deploy/ and examples/claims on a real control plane', () => {
   }
 
   it('deploy/ objects pass server-side validation', async () => {
-    const objects = KubernetesObjectApi.makeApiClient(c().kubeConfig);
+    const objects = KubernetesObjectApi.makeApiClient(fx.cluster.kubeConfig);
     const files = [
       'namespace.yaml',
       'deviceclass.yaml',
@@ -152,14 +136,14 @@ describe('deploy/ and examples/claims on a real control plane', () => {
         `${o.kind} ${o.metadata.name}`,
       ).resolves.toBeDefined();
     }
-    const classes = await c().kubeConfig.makeApiClient(ResourceV1Api).listDeviceClass();
+    const classes = await fx.cluster.kubeConfig.makeApiClient(ResourceV1Api).listDeviceClass();
     expect(classes.items.map((d) => d.metadata?.name).sort()).toEqual(['gpu.gpu.dra.dev', 'mig.gpu.dra.dev']);
   });
 
   it.concurrent.each(CASES)('$name', async (tc) => {
-    const core = c().kubeConfig.makeApiClient(CoreV1Api);
-    const resource = c().kubeConfig.makeApiClient(ResourceV1Api);
-    const objects = KubernetesObjectApi.makeApiClient(c().kubeConfig);
+    const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
+    const resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
+    const objects = KubernetesObjectApi.makeApiClient(fx.cluster.kubeConfig);
     const nodeName = tc.id;
     const namespace = tc.id;
 
@@ -266,8 +250,8 @@ describe('deploy/ and examples/claims on a real control plane', () => {
   it.concurrent.each(SELECTORS.map((expression, i) => ({ expression, i })))(
     'selector agrees with the scheduler: $expression',
     async ({ expression, i }) => {
-      const core = c().kubeConfig.makeApiClient(CoreV1Api);
-      const resource = c().kubeConfig.makeApiClient(ResourceV1Api);
+      const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
+      const resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
       const name = `sel${String(i)}`;
       const claim = {
         apiVersion: 'resource.k8s.io/v1',

@@ -1,13 +1,11 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // Tests the kubelet-dra harness itself with a tiny fake DRA plugin (no driver code): registration,
 // prepare, CDI injection into the OCI spec, Running status, deletion, unprepare, deregistration.
 import { CoreV1Api, ResourceV1Api } from '@kubernetes/client-node';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { startCluster, type Cluster } from './support/cluster.js';
 import { cdiEnvName, FakePlugin, writeCdiSpec } from './support/fakePlugin.js';
-import { preparedContainers, startNode, type NodeHarness } from './support/node.js';
+import { useCluster } from './support/fixture.js';
+import { preparedContainers } from './support/node.js';
 import { eventually } from './support/wait.js';
 import { createNamespace } from './support/workloads.js';
 
@@ -17,47 +15,35 @@ const NS = 'harness';
 const CDI_KIND = `${DRIVER}/gpu`;
 
 describe('kubelet-dra harness', () => {
-  let cluster: Cluster | undefined;
-  let node: NodeHarness | undefined;
-  let plugin: FakePlugin | undefined;
-
-  beforeAll(async () => {
-    cluster = await startCluster();
-  }, 3_600_000);
-
-  afterAll(async () => {
-    await plugin?.stop();
-    await node?.stop();
-    await cluster?.stop();
-  });
+  const fx = useCluster();
 
   it('registers a plugin, prepares, injects CDI devices, runs, deletes and unprepares a pod', async () => {
-    if (cluster === undefined) throw new Error('cluster not started');
-    const c = cluster;
-    onTestFailed(() => {
-      c.dumpLogs(); // includes the kubelet-dra logs
-    });
+    const c = fx.cluster;
     const core = c.kubeConfig.makeApiClient(CoreV1Api);
     const resource = c.kubeConfig.makeApiClient(ResourceV1Api);
 
-    node = await startNode(c, NODE);
-    const n = node;
+    const n = await fx.startNode(NODE);
     writeCdiSpec(n.cdiDir, CDI_KIND, ['dev-0', 'dev-1']);
-    plugin = new FakePlugin({
-      driver: DRIVER,
-      registryDir: n.registryDir,
-      pluginsDir: n.pluginsDir,
-      kubeConfig: c.kubeConfig,
-      cdiKind: CDI_KIND,
-    });
+    const plugin = fx.track(
+      new FakePlugin({
+        driver: DRIVER,
+        registryDir: n.registryDir,
+        pluginsDir: n.pluginsDir,
+        kubeConfig: c.kubeConfig,
+        cdiKind: CDI_KIND,
+      }),
+    );
     await plugin.start();
     const registered = await n.waitForEvent(
       (e) => e.event === 'registered' && e['driver'] === DRIVER,
       30_000,
     );
     expect(registered['endpoint']).toBe(plugin.draSocket);
-    const p = plugin;
-    await eventually('registration status', () => Promise.resolve(p.registered ? true : undefined), 10_000);
+    await eventually(
+      'registration status',
+      () => Promise.resolve(plugin.registered ? true : undefined),
+      10_000,
+    );
 
     await resource.createDeviceClass({
       body: {

@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
-   data-only classes; plain objects are the documented way to build request bodies. */
 // The newcomer's journey on a real control plane: apply deploy/ as `kubectl apply -k deploy/`
 // does; the DaemonSet controller puts the plugin pod on each GPU node (two kubelet-dra
 // harnesses: an H100 node and an A100 node in MIG mode, plus a CPU node); the driver process
@@ -15,7 +13,6 @@
 // so here, unlike rbac.test.ts with its static tokens, the admission policy is exercised the
 // way it works in a cluster: own node's slices allowed, any other node's refused.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import {
   AppsV1Api,
@@ -24,7 +21,7 @@ import {
   ResourceV1Api,
   type V1Pod,
 } from '@kubernetes/client-node';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { createSimulatedNode, migCapMinor, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import {
@@ -50,9 +47,9 @@ import {
   type PluginProcess,
 } from '../playground/install.js';
 import { fakeNvmlLib } from '../support/sim.js';
-import { DEFAULT_CONTROLLERS, startCluster, type Cluster } from './support/cluster.js';
-import { preparedContainers, startNode, type KubeletEvent, type NodeHarness } from './support/node.js';
-import { ensurePeersBinary } from './support/peers.js';
+import { DEFAULT_CONTROLLERS } from './support/cluster.js';
+import { useCluster } from './support/fixture.js';
+import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { eventually } from './support/wait.js';
 
 const DRIVER = 'gpu.dra.dev';
@@ -91,8 +88,12 @@ async function refusal(call: Promise<unknown>): Promise<string> {
 }
 
 describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real control plane', () => {
-  let cluster: Cluster | undefined;
-  let simRoot: string | undefined;
+  const fx = useCluster({
+    nodeNames: [H100, A100, CPU],
+    apiserverArgs: INSTALL_APISERVER_ARGS,
+    controllers: [...DEFAULT_CONTROLLERS, ...INSTALL_CONTROLLERS],
+    dumpLines: 80,
+  });
   const nodes = new Map<string, NodeHarness>();
   const sims = new Map<string, SimulatedNode>();
   const pods = new Map<string, V1Pod>();
@@ -100,13 +101,7 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
   const plugins = new Map<string, PluginProcess>();
 
   beforeAll(async () => {
-    cluster = await startCluster({
-      binary: await ensurePeersBinary(),
-      nodeNames: [H100, A100, CPU],
-      apiserverArgs: INSTALL_APISERVER_ARGS,
-      controllers: [...DEFAULT_CONTROLLERS, ...INSTALL_CONTROLLERS],
-    });
-    simRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'gpu-dra-install-'));
+    const simRoot = fx.tempDir('gpu-dra-install-');
     for (const [name, profile] of Object.entries(PROFILES)) {
       const sim = await createSimulatedNode(profile, path.join(simRoot, name), { libPath: fakeNvmlLib() });
       // The NVIDIA container toolkit's hook, where the host would have it.
@@ -116,7 +111,7 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
       sims.set(name, sim);
     }
     for (const name of [H100, A100, CPU]) {
-      const node = await startNode(cluster, name, {
+      const node = await fx.startNode(name, {
         // Terminating pods are removed by terminated() below, once "their containers" stopped:
         // the plugin process must still be able to use its pod-bound token while it stops.
         extraArgs: [
@@ -124,33 +119,17 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
           ...(name === CPU ? [] : [`--node-labels=${GPU_NODE_LABEL}`]),
         ],
       });
-      cluster.attach({ name, logs: (lines) => node.logs(lines), stop: () => node.stop() });
       nodes.set(name, node);
     }
-  }, 3_600_000);
-
-  afterAll(async () => {
-    await cluster?.stop();
-    if (simRoot) fs.rmSync(simRoot, { recursive: true, force: true });
   });
 
-  const c = (): Cluster => {
-    if (!cluster) throw new Error('cluster not started');
-    return cluster;
-  };
   const get = <T>(m: Map<string, T>, key: string): T => {
     const v = m.get(key);
     if (v === undefined) throw new Error(`${key}: not set up (an earlier test failed)`);
     return v;
   };
-  function dumpOnFailure(): void {
-    onTestFailed(() => {
-      cluster?.dumpLogs(80);
-    });
-  }
 
   it('deploy/kustomization.yaml names every manifest in deploy/, and all of them apply', async () => {
-    dumpOnFailure();
     const manifests = deployManifests();
     const files = fs
       .readdirSync(DEPLOY_DIR)
@@ -159,8 +138,8 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
     expect(manifests.map((m) => m.file).sort()).toEqual(files);
     const objects = manifests.flatMap((m) => m.objects);
     expect(objects.map((o) => o.kind)).toContain('DaemonSet');
-    await applyObjects(c().kubeConfig, objects);
-    const core = c().kubeConfig.makeApiClient(CoreV1Api);
+    await applyObjects(fx.cluster.kubeConfig, objects);
+    const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
     expect(
       (
         await core.readNamespacedServiceAccount({
@@ -172,9 +151,8 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
   });
 
   it('the DaemonSet controller puts one plugin pod on each GPU node and none on the CPU node', async () => {
-    dumpOnFailure();
-    for (const name of [H100, A100]) pods.set(name, await waitForPluginPod(c().kubeConfig, name));
-    const core = c().kubeConfig.makeApiClient(CoreV1Api);
+    for (const name of [H100, A100]) pods.set(name, await waitForPluginPod(fx.cluster.kubeConfig, name));
+    const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
     const all = await core.listNamespacedPod({
       namespace: PLUGIN_NAMESPACE,
       labelSelector: PLUGIN_POD_SELECTOR,
@@ -186,25 +164,23 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
   });
 
   it('a token bound to the plugin pod, requested as the kubelet does, names the pod’s node', async () => {
-    dumpOnFailure();
     for (const name of [H100, A100]) {
-      const kubelet = c().kubeConfigFor(c().nodeToken(name));
+      const kubelet = fx.cluster.kubeConfigFor(fx.cluster.nodeToken(name));
       const token = await requestPodBoundToken(kubelet, get(pods, name));
       tokens.set(name, token);
-      const user = await whoAmI(c().kubeConfigFor(token));
+      const user = await whoAmI(fx.cluster.kubeConfigFor(token));
       expect(user.username).toBe(PLUGIN_USER);
       expect(nodeNameOf(user)).toBe(name);
       expect(user.extra?.['authentication.kubernetes.io/pod-name']).toEqual([get(pods, name).metadata?.name]);
     }
     // NodeRestriction: a kubelet gets tokens only for pods bound to its own node.
-    const other = c().kubeConfigFor(c().nodeToken(A100));
+    const other = fx.cluster.kubeConfigFor(fx.cluster.nodeToken(A100));
     await expect(requestPodBoundToken(other, get(pods, H100))).rejects.toThrow();
   });
 
   it('with that token, the admission policy allows the node’s own slices and refuses every other node’s', async () => {
-    dumpOnFailure();
-    const asPlugin = c().kubeConfigFor(get(tokens, H100)).makeApiClient(ResourceV1Api);
-    const asAdmin = c().kubeConfig.makeApiClient(ResourceV1Api);
+    const asPlugin = fx.cluster.kubeConfigFor(get(tokens, H100)).makeApiClient(ResourceV1Api);
+    const asAdmin = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
     // The policy is enforced once the apiserver has compiled it.
     const denied = await eventually(
       'the admission policy enforced',
@@ -250,10 +226,9 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
   });
 
   it('the driver, run with the pod’s args, env, mounts and token, registers and publishes its node’s devices', async () => {
-    dumpOnFailure();
     for (const name of [H100, A100]) {
       const plugin = await runPluginProcess({
-        cluster: c(),
+        cluster: fx.cluster,
         node: get(nodes, name),
         sim: get(sims, name),
         pod: get(pods, name),
@@ -263,7 +238,7 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
       expect(plugin.container.args).toEqual(['driver']);
       await get(nodes, name).waitForEvent((e) => e.event === 'registered' && e['driver'] === DRIVER, 30_000);
     }
-    const resource = c().kubeConfig.makeApiClient(ResourceV1Api);
+    const resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
     const devices = async (nodeName: string): Promise<string[]> =>
       (await resource.listResourceSlice({ fieldSelector: `spec.nodeName=${nodeName}` })).items
         .flatMap((s) => s.spec.devices?.map((d) => d.name) ?? [])
@@ -280,7 +255,7 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
     file: string,
     nodeName: string,
   ): Promise<{ prepared: KubeletEvent; pod: V1Pod; oci: OciSpec }> {
-    const kc = c().kubeConfig;
+    const kc = fx.cluster.kubeConfig;
     await waitForDefaultServiceAccount(kc, 'default');
     const objects = loadYaml(path.join(EXAMPLES_DIR, file));
     await applyObjects(kc, objects, 'default');
@@ -308,8 +283,8 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
     pod: V1Pod,
   ): Promise<{ request: string; driver: string; pool: string; device: string }[]> {
     const claimName = pod.status?.resourceClaimStatuses?.[0]?.resourceClaimName ?? '';
-    const claim = await c()
-      .kubeConfig.makeApiClient(ResourceV1Api)
+    const claim = await fx.cluster.kubeConfig
+      .makeApiClient(ResourceV1Api)
       .readNamespacedResourceClaim({ namespace: 'default', name: claimName });
     return claim.status?.allocation?.devices?.results ?? [];
   }
@@ -317,7 +292,6 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
   let singleGpuOci: OciSpec | undefined;
 
   it('examples/claims/single-gpu.yaml: the pod runs on the H100 node with exactly one GPU', async () => {
-    dumpOnFailure();
     const { pod, oci } = await runExample('single-gpu.yaml', H100);
     singleGpuOci = oci;
     expect(pod.spec?.nodeName).toBe(H100);
@@ -335,7 +309,6 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
   });
 
   it('examples/claims/mig-1g.yaml: the pod runs on the A100 node with the MIG device’s GPU and GI/CI capability nodes', async () => {
-    dumpOnFailure();
     const { pod, oci } = await runExample('mig-1g.yaml', A100);
     expect(pod.spec?.nodeName).toBe(A100);
     const [result, ...more] = await allocation(pod);
@@ -390,7 +363,7 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
    * the containers (`stop`), then remove the pod (grace period 0, UID precondition).
    */
   async function terminated(pod: V1Pod, stop: () => Promise<void>): Promise<void> {
-    const core = c().kubeConfig.makeApiClient(CoreV1Api);
+    const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
     const namespace = pod.metadata?.namespace ?? '';
     const name = pod.metadata?.name ?? '';
     await eventually(
@@ -400,8 +373,8 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
       120_000,
       250,
     ).catch(async (err: unknown) => {
-      const ds = await c()
-        .kubeConfig.makeApiClient(AppsV1Api)
+      const ds = await fx.cluster.kubeConfig
+        .makeApiClient(AppsV1Api)
         .listNamespacedDaemonSet({ namespace: PLUGIN_NAMESPACE });
       const all = await core.listNamespacedPod({ namespace: PLUGIN_NAMESPACE });
       throw new Error(
@@ -423,8 +396,7 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
   }
 
   it('uninstall, step 1: deleting the workloads unprepares their claims', async () => {
-    dumpOnFailure();
-    const core = c().kubeConfig.makeApiClient(CoreV1Api);
+    const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
     await Promise.all(
       [
         ['single-gpu', H100],
@@ -442,7 +414,6 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
   });
 
   it('uninstall, step 2: CLEANUP_ON_EXIT=true rolls the plugin pods; a rolled pod’s exit keeps slices, specs and checkpoint', async () => {
-    dumpOnFailure();
     // `kubectl -n gpu-dra set env daemonset/gpu-dra-kubelet-plugin CLEANUP_ON_EXIT=true`
     const ds = deployManifests()
       .flatMap((m) => m.objects)
@@ -452,9 +423,9 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
       ds.spec as { template: { spec: { containers: { env: { name: string; value?: string }[] }[] } } }
     ).template.spec.containers[0];
     ctr?.env.push({ name: 'CLEANUP_ON_EXIT', value: 'true' });
-    await applyObjects(c().kubeConfig, [ds]);
+    await applyObjects(fx.cluster.kubeConfig, [ds]);
 
-    const resource = c().kubeConfig.makeApiClient(ResourceV1Api);
+    const resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
     // The DaemonSet controller replaces one node's pod at a time; each "kubelet" stops the old
     // process and starts the new pod's.
     await Promise.all(
@@ -465,10 +436,22 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
         expect(
           (await resource.listResourceSlice({ fieldSelector: `spec.nodeName=${nodeName}` })).items,
         ).not.toEqual([]);
-        const pod = await waitForPluginPod(c().kubeConfig, nodeName, { replacing: old, timeoutMs: 120_000 });
-        const token = await requestPodBoundToken(c().kubeConfigFor(c().nodeToken(nodeName)), pod);
+        const pod = await waitForPluginPod(fx.cluster.kubeConfig, nodeName, {
+          replacing: old,
+          timeoutMs: 120_000,
+        });
+        const token = await requestPodBoundToken(
+          fx.cluster.kubeConfigFor(fx.cluster.nodeToken(nodeName)),
+          pod,
+        );
         const registrations = node.events.filter((e) => e.event === 'registered').length;
-        const plugin = await runPluginProcess({ cluster: c(), node, sim: get(sims, nodeName), pod, token });
+        const plugin = await runPluginProcess({
+          cluster: fx.cluster,
+          node,
+          sim: get(sims, nodeName),
+          pod,
+          token,
+        });
         expect(plugin.container.env['CLEANUP_ON_EXIT']).toBe('true');
         await eventually('registered again', () =>
           Promise.resolve(
@@ -482,8 +465,7 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
   });
 
   it('uninstall, step 3: deleting the DaemonSet (foreground) stops the plugins, which remove their slices, CDI specs and checkpoint; then the rest of deploy/ goes', async () => {
-    dumpOnFailure();
-    const kc = c().kubeConfig;
+    const kc = fx.cluster.kubeConfig;
     const resource = kc.makeApiClient(ResourceV1Api);
     // `kubectl -n gpu-dra delete daemonset gpu-dra-kubelet-plugin --cascade=foreground`
     await kc.makeApiClient(AppsV1Api).deleteNamespacedDaemonSet({

@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // The real driver process (`node dist/gpu-dra.mjs driver`) on a simulated node, against the real
 // peers: it becomes ready, prepares a pod's claim, and on SIGTERM exits 0 with its sockets gone.
 // Without --cleanup-on-exit (a rolling restart) the CDI spec, checkpoint and ResourceSlices stay
@@ -7,17 +5,15 @@
 // (uninstall) SIGTERM removes them all.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { CoreV1Api, ResourceV1Api } from '@kubernetes/client-node';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { fakeNvmlLib } from '../support/sim.js';
-import { startCluster, type Cluster } from './support/cluster.js';
+import { useCluster } from './support/fixture.js';
 import { createNamespace, createPodWithClaims, oneDeviceTemplate } from './support/workloads.js';
-import { preparedContainers, startNode, type NodeHarness } from './support/node.js';
-import { ensurePeersBinary } from './support/peers.js';
+import { preparedContainers, type NodeHarness } from './support/node.js';
 import { freePort, httpGet } from './support/process.js';
 import { eventually } from './support/wait.js';
 
@@ -34,19 +30,24 @@ interface DriverProcess {
 }
 
 describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
-  let cluster: Cluster | undefined;
+  const fx = useCluster();
   let node: NodeHarness | undefined;
   let sim: SimulatedNode | undefined;
-  let simDir: string | undefined;
   let core: CoreV1Api;
   let resource: ResourceV1Api;
   const running = new Set<ChildProcess>();
   let last: DriverProcess | undefined;
+  // A driver a failed test left running is killed before the node and the control plane stop.
+  fx.track({
+    stop: () => {
+      for (const child of running) child.kill('SIGKILL');
+    },
+  });
+  fx.onFailure(() => `===== driver process stderr\n${last?.stderr() ?? '(not started)'}`);
 
   beforeAll(async () => {
-    cluster = await startCluster({ binary: await ensurePeersBinary() });
-    core = cluster.kubeConfig.makeApiClient(CoreV1Api);
-    resource = cluster.kubeConfig.makeApiClient(ResourceV1Api);
+    core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
+    resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
     await resource.createDeviceClass({
       body: {
         metadata: { name: `gpu.${DRIVER}` },
@@ -54,29 +55,13 @@ describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
       },
     });
     await createNamespace(core, NS);
-    simDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-e2e-proc-'));
-    sim = await createSimulatedNode('h100-8x', simDir, { libPath: fakeNvmlLib() });
-    node = await startNode(cluster, NODE);
-  }, 3_600_000);
-
-  afterAll(async () => {
-    for (const child of running) child.kill('SIGKILL');
-    await node?.stop();
-    await cluster?.stop();
-    if (simDir) fs.rmSync(simDir, { recursive: true, force: true });
+    sim = await createSimulatedNode('h100-8x', fx.tempDir('gdra-e2e-proc-'), { libPath: fakeNvmlLib() });
+    node = await fx.startNode(NODE);
   });
-
-  function dumpOnFailure(): void {
-    onTestFailed(() => {
-      cluster?.dumpLogs();
-      node?.dumpLogs();
-      process.stderr.write(`===== driver process stderr\n${last?.stderr() ?? '(not started)'}\n`);
-    });
-  }
 
   /** Starts `gpu-dra driver` the way the DaemonSet does, with every host path in the simulated node. */
   async function startDriver(extraArgs: string[] = []): Promise<DriverProcess> {
-    const c = cluster as Cluster;
+    const c = fx.cluster;
     const n = node as NodeHarness;
     const s = sim as SimulatedNode;
     const port = await freePort();
@@ -162,7 +147,6 @@ describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
   let claimUid = '';
 
   it('SIGTERM (rolling restart): exit 0, sockets removed, the running pod’s spec, checkpoint and slices kept', async () => {
-    dumpOnFailure();
     const n = node as NodeHarness;
     const p = await startDriver();
     for (const s of sockets()) expect(fs.existsSync(s), s).toBe(true);
@@ -203,7 +187,6 @@ describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
   });
 
   it('restarted with --cleanup-on-exit it recovers the claim; SIGTERM then removes slices, specs and checkpoint', async () => {
-    dumpOnFailure();
     expect(claimUid).not.toBe('');
     const n = node as NodeHarness;
     const registrations = n.events.filter((e) => e.event === 'registered').length;

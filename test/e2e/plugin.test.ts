@@ -1,10 +1,7 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // The kubelet plugin against the real peers: the kubelet's plugin manager registers our socket,
 // the scheduler allocates from the slices we publish, the kubelet's DRA manager prepares through
 // dra.sock, the CDI library resolves our ids into an OCI spec, and deleting the pod unprepares.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import {
   CoreV1Api,
@@ -13,7 +10,7 @@ import {
   type V1ResourceClaimTemplateSpec,
 } from '@kubernetes/client-node';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { parseDriverConfig } from '../../src/node/config.js';
 import { runDriver, type RunningDriver } from '../../src/node/run.js';
@@ -25,10 +22,10 @@ import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.
 import { loadProfile, parseFakeNvmlConfig } from '../../src/sim/fakeNvml.js';
 import type { Logger } from '../../src/util/log.js';
 import { fakeNvmlLib } from '../support/sim.js';
-import { startCluster, type Cluster } from './support/cluster.js';
+import { useCluster } from './support/fixture.js';
 import { createNamespace, createPodWithClaims, type PodClaim } from './support/workloads.js';
-import { preparedContainers, startNode, type KubeletEvent, type NodeHarness } from './support/node.js';
-import { ensurePeersBinary, peersLog } from './support/peers.js';
+import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
+import { peersLog } from './support/peers.js';
 import { eventually } from './support/wait.js';
 import { grantDriverRbac } from './support/rbac.js';
 
@@ -85,20 +82,17 @@ function recordingLogger(records: LogRecord[]): Logger {
 }
 
 describe('kubelet plugin end to end', () => {
-  let cluster: Cluster | undefined;
+  const fx = useCluster();
   let node: NodeHarness | undefined;
   let driver: RunningDriver | undefined;
   let sim: SimulatedNode | undefined;
-  let simDir: string | undefined;
   let inventory: NodeInventory | undefined;
   let core: CoreV1Api;
   let resource: ResourceV1Api;
   const driverLog: LogRecord[] = [];
 
   beforeAll(async () => {
-    const binary = await ensurePeersBinary();
-    cluster = await startCluster({ binary });
-    const c = cluster;
+    const c = fx.cluster;
     core = c.kubeConfig.makeApiClient(CoreV1Api);
     resource = c.kubeConfig.makeApiClient(ResourceV1Api);
 
@@ -123,15 +117,16 @@ describe('kubelet plugin end to end', () => {
 
     await createNamespace(core, NS);
 
-    simDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-e2e-sim-'));
-    sim = await createSimulatedNode(await mixedMigConfig(), simDir, { libPath: fakeNvmlLib() });
+    sim = await createSimulatedNode(await mixedMigConfig(), fx.tempDir('gdra-e2e-sim-'), {
+      libPath: fakeNvmlLib(),
+    });
     process.env['FAKE_NVML_CONFIG'] = sim.configPath;
     // An ldcache hook binary where NVIDIA's toolkit would put it.
     fs.writeFileSync(path.join(sim.hostPaths.driverRoot, 'usr/bin/nvidia-cdi-hook'), '#!/bin/sh\n', {
       mode: 0o755,
     });
 
-    node = await startNode(c, NODE);
+    node = await fx.startNode(NODE);
     const s = sim;
     const config = parseDriverConfig(
       {
@@ -155,22 +150,9 @@ describe('kubelet plugin end to end', () => {
         return inventory;
       },
     });
+    fx.track(driver);
     peersLog(`driver serving after ${String(Date.now() - started)}ms`);
-  }, 3_600_000);
-
-  afterAll(async () => {
-    await driver?.stop();
-    await node?.stop();
-    await cluster?.stop();
-    if (simDir) fs.rmSync(simDir, { recursive: true, force: true });
   });
-
-  function dumpOnFailure(): void {
-    onTestFailed(() => {
-      cluster?.dumpLogs();
-      node?.dumpLogs();
-    });
-  }
 
   /** Creates one template per claim and a pod using them all; resolves with the node's verdict. */
   async function runPodWithClaims(
@@ -247,7 +229,6 @@ describe('kubelet plugin end to end', () => {
   }
 
   it('registers through the kubelet plugin manager and publishes the node’s devices', async () => {
-    dumpOnFailure();
     const n = node as NodeHarness;
     const registered = await n.waitForEvent(
       (e) => e.event === 'registered' && e['driver'] === DRIVER,
@@ -272,7 +253,6 @@ describe('kubelet plugin end to end', () => {
   });
 
   it('prepares a full GPU: CDI ids resolve to exactly its nodes and env, and unprepare removes the spec', async () => {
-    dumpOnFailure();
     const { prepared, claim, uid } = await runPod('one-gpu', {
       spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: `gpu.${DRIVER}` } }] } },
     });
@@ -312,7 +292,6 @@ describe('kubelet plugin end to end', () => {
   });
 
   it('prepares two MIG devices of one GPU: parent node plus each device’s GI/CI caps', async () => {
-    dumpOnFailure();
     const { prepared, claim, uid } = await runPod('two-mig', {
       spec: {
         devices: { requests: [{ name: 'mig', exactly: { deviceClassName: `mig.${DRIVER}`, count: 2 } }] },
@@ -348,7 +327,6 @@ describe('kubelet plugin end to end', () => {
   });
 
   it('an invalid opaque config fails that claim’s prepare with the field named, and nothing is written', async () => {
-    dumpOnFailure();
     const { prepared, uid } = await runPod('bad-config', {
       spec: {
         devices: {
@@ -380,7 +358,6 @@ describe('kubelet plugin end to end', () => {
   });
 
   it('prepares a claim of two GPUs: both nodes injected, both UUIDs visible, one CDI device each', async () => {
-    dumpOnFailure();
     const { prepared, claim, uid } = await runPod('two-gpus', {
       spec: {
         devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: `gpu.${DRIVER}`, count: 2 } }] },
@@ -426,7 +403,6 @@ describe('kubelet plugin end to end', () => {
   });
 
   it('a bad claim next to a good one in one NodePrepareResources call fails alone; the good one is prepared', async () => {
-    dumpOnFailure();
     const gpu = { name: 'gpu', exactly: { deviceClassName: `gpu.${DRIVER}` } };
     const { prepared, claims, uid } = await runPodWithClaims('pair', [
       { name: 'good', template: { spec: { devices: { requests: [gpu] } } } },
@@ -507,7 +483,6 @@ describe('kubelet plugin end to end', () => {
   });
 
   it('stopping the driver removes its sockets and the kubelet deregisters it', async () => {
-    dumpOnFailure();
     const sockets = [driver?.plugin.registrationSocket ?? '', driver?.plugin.draSocket ?? ''];
     await driver?.stop();
     for (const s of sockets) expect(fs.existsSync(s)).toBe(false);

@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
-   data-only classes; plain objects are the documented way to build request bodies. */
 // deploy/rbac.yaml and deploy/validatingadmissionpolicy.yaml on a real apiserver, with the
 // driver authenticated as the DaemonSet's ServiceAccount user:
 // - RBAC allows exactly the calls the code makes (SubjectAccessReview, verb by verb);
@@ -15,9 +13,8 @@ import {
   type KubernetesObject,
 } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startCluster, type Cluster } from './support/cluster.js';
-import { ensurePeersBinary } from './support/peers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { useCluster } from './support/fixture.js';
 import { eventually } from './support/wait.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -42,22 +39,14 @@ function slice(name: string, nodeName: string): Parameters<ResourceV1Api['create
 }
 
 describe('deploy/ RBAC and admission policy on a real apiserver', () => {
-  let cluster: Cluster | undefined;
+  const fx = useCluster({ driverUser: SA_USER });
   beforeAll(async () => {
-    cluster = await startCluster({ binary: await ensurePeersBinary(), driverUser: SA_USER });
-    const objects = KubernetesObjectApi.makeApiClient(cluster.kubeConfig);
+    const objects = KubernetesObjectApi.makeApiClient(fx.cluster.kubeConfig);
     for (const o of [...load('namespace.yaml'), ...load('rbac.yaml')]) await objects.create(o);
-  }, 3_600_000);
-  afterAll(async () => {
-    await cluster?.stop();
   });
-  const c = (): Cluster => {
-    if (!cluster) throw new Error('cluster not started');
-    return cluster;
-  };
 
   it('grants exactly the calls the driver makes', async () => {
-    const authz = c().kubeConfig.makeApiClient(AuthorizationV1Api);
+    const authz = fx.cluster.kubeConfig.makeApiClient(AuthorizationV1Api);
     const allowed = async (group: string, resource: string, verb: string): Promise<boolean> => {
       const r = await authz.createSubjectAccessReview({
         body: {
@@ -94,11 +83,11 @@ describe('deploy/ RBAC and admission policy on a real apiserver', () => {
   });
 
   it('lets the plugin write slices before the policy, and denies node-less requests after it', async () => {
-    const asDriver = c().kubeConfigFor(c().driverToken).makeApiClient(ResourceV1Api);
-    const asAdmin = c().kubeConfig.makeApiClient(ResourceV1Api);
+    const asDriver = fx.cluster.kubeConfigFor(fx.cluster.driverToken).makeApiClient(ResourceV1Api);
+    const asAdmin = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
     await asDriver.createResourceSlice({ body: slice('before-policy', 'node-a') });
 
-    const objects = KubernetesObjectApi.makeApiClient(c().kubeConfig);
+    const objects = KubernetesObjectApi.makeApiClient(fx.cluster.kubeConfig);
     for (const o of load('validatingadmissionpolicy.yaml')) await objects.create(o);
 
     // Policies take effect asynchronously once the apiserver has compiled them.

@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // The ResourceSlice publisher against a real kube-apiserver and kube-scheduler: the apiserver's
 // validation accepts every slice we build, the publisher keeps the pool equal to the model
 // (stale slices removed, outside deletes/edits/wipes repaired, no writes when nothing changed),
@@ -13,15 +11,14 @@ import {
   type V1ResourceSlice,
 } from '@kubernetes/client-node';
 import { parseKubeConfig } from '../../src/kube/config.js';
-import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import type { NodeInventory } from '../../src/nvml/types.js';
 import { inventoryFixture, type InventoryProfile } from '../support/inventoryFixture.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 import { ResourceSlicePublisher } from '../../src/resourceslice/publisher.js';
-import { startCluster, type Cluster } from './support/cluster.js';
-import { startNode, type NodeHarness } from './support/node.js';
-import { ensurePeersBinary, peersLog } from './support/peers.js';
+import { useCluster } from './support/fixture.js';
+import { peersLog } from './support/peers.js';
 import { eventually } from './support/wait.js';
 import { grantDriverRbac } from './support/rbac.js';
 import { createNamespace } from './support/workloads.js';
@@ -35,23 +32,17 @@ function inventoryOf(profile: InventoryProfile): NodeInventory {
 }
 
 describe('ResourceSlice publisher against a real apiserver and scheduler', () => {
-  let cluster: Cluster | undefined;
+  const fx = useCluster();
   let core: CoreV1Api;
   let resource: ResourceV1Api;
   const publishers: ResourceSlicePublisher[] = [];
-  const harnesses: NodeHarness[] = [];
-
-  function c(): Cluster {
-    if (cluster === undefined) throw new Error('cluster not started');
-    return cluster;
-  }
 
   /** A publisher running as the driver's identity, with only PUBLISHER_RBAC_RULES granted. */
   async function publisher(nodeName: string, driverName = DRIVER): Promise<ResourceSlicePublisher> {
     const p = new ResourceSlicePublisher({
       nodeName,
       driverName,
-      kubeConfig: await parseKubeConfig(c().kubeConfigFor(c().driverToken).exportConfig()),
+      kubeConfig: await parseKubeConfig(fx.cluster.kubeConfigFor(fx.cluster.driverToken).exportConfig()),
       debounceMs: 50,
       backoff: { initialDelayMs: 100, maxDelayMs: 2000 },
     });
@@ -71,28 +62,16 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
   }
 
   beforeAll(async () => {
-    const buildStart = Date.now();
-    const binary = await ensurePeersBinary();
-    peersLog(`ensurePeersBinary took ${String(Date.now() - buildStart)}ms`);
-    cluster = await startCluster({ binary });
-    core = cluster.kubeConfig.makeApiClient(CoreV1Api);
-    resource = cluster.kubeConfig.makeApiClient(ResourceV1Api);
-    await grantDriverRbac(cluster, { readClaims: false });
-  }, 3_600_000);
+    core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
+    resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
+    await grantDriverRbac(fx.cluster, { readClaims: false });
+  });
 
   afterEach(async () => {
     await Promise.all(publishers.splice(0).map((p) => p.stop()));
   });
 
-  afterAll(async () => {
-    await Promise.all(harnesses.map((h) => h.stop()));
-    await cluster?.stop();
-  });
-
   it('gets every slice of a 224-device, an 8-GPU and a MIG inventory accepted by the apiserver', async () => {
-    onTestFailed(() => {
-      c().dumpLogs();
-    });
     await createNode('node-b');
     const pub = await publisher('node-b');
     pub.start(inventoryOf('h100-mig-224'));
@@ -220,12 +199,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
   it('lets the real scheduler allocate devices selected with NVIDIA-style CEL', async () => {
     const nodeName = 'node-a';
     const ns = 'rs-sched';
-    const h = await startNode(c(), nodeName); // registers a Ready node; wipes its slices first
-    harnesses.push(h);
-    onTestFailed(() => {
-      c().dumpLogs();
-      h.dumpLogs();
-    });
+    await fx.startNode(nodeName); // registers a Ready node; wipes its slices first
     const pub = await publisher(nodeName, NVIDIA_DRIVER);
     pub.start(inventoryOf('a100-mig'));
     await pub.whenReady();

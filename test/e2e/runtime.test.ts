@@ -1,18 +1,15 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // The CDI spec is enough to use the GPU, end to end: the scheduler allocates one GPU of eight,
 // the kubelet's DRA manager prepares it through the driver, the CDI library (Go, the one
 // container runtimes use) injects the returned ids into the OCI spec, and that OCI spec is then
 // turned into a container filesystem the way a runtime would (test/support/runtime.ts: private
 // mount namespace, tmpfs rootfs, mknod'ed nodes, read-only bind mounts) and inspected from inside.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { CoreV1Api, ResourceV1Api } from '@kubernetes/client-node';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { parseDriverConfig } from '../../src/node/config.js';
-import { runDriver, type RunningDriver } from '../../src/node/run.js';
+import { runDriver } from '../../src/node/run.js';
 import { injectCdiDevices } from '../../src/cdi/inject.js';
 import type { CdiSpec } from '../../src/cdi/spec.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
@@ -21,10 +18,9 @@ import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.
 import { createLogger } from '../../src/util/log.js';
 import { buildContainerRootfs, sharedLibraries, type OciLikeSpec } from '../support/runtime.js';
 import { fakeNvmlLib } from '../support/sim.js';
-import { startCluster, type Cluster } from './support/cluster.js';
+import { useCluster } from './support/fixture.js';
 import { createNamespace, createPodWithClaims, oneDeviceTemplate } from './support/workloads.js';
-import { preparedContainers, startNode, type KubeletEvent, type NodeHarness } from './support/node.js';
-import { ensurePeersBinary } from './support/peers.js';
+import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
 
 const DRIVER = 'gpu.dra.dev';
 const NODE = 'node-a';
@@ -44,18 +40,18 @@ const INSIDE = [
 ].join('\n');
 
 describe('the container a runtime builds from the injected OCI spec', () => {
-  let cluster: Cluster | undefined;
+  const fx = useCluster();
   let node: NodeHarness | undefined;
-  let driver: RunningDriver | undefined;
   let sim: SimulatedNode | undefined;
-  let simDir: string | undefined;
   let inventory: NodeInventory | undefined;
   let prepared: KubeletEvent | undefined;
   let claimUid = '';
 
+  // What the node reported for the pod, printed when a test fails.
+  fx.onFailure(() => `prepared event: ${JSON.stringify(prepared)}`);
+
   beforeAll(async () => {
-    cluster = await startCluster({ binary: await ensurePeersBinary() });
-    const c = cluster;
+    const c = fx.cluster;
     const core = c.kubeConfig.makeApiClient(CoreV1Api);
     const resource = c.kubeConfig.makeApiClient(ResourceV1Api);
     await resource.createDeviceClass({
@@ -66,15 +62,14 @@ describe('the container a runtime builds from the injected OCI spec', () => {
     });
     await createNamespace(core, NS);
 
-    simDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-e2e-rt-'));
-    sim = await createSimulatedNode('h100-8x', simDir, { libPath: fakeNvmlLib() });
+    sim = await createSimulatedNode('h100-8x', fx.tempDir('gdra-e2e-rt-'), { libPath: fakeNvmlLib() });
     process.env['FAKE_NVML_CONFIG'] = sim.configPath;
     fs.writeFileSync(path.join(sim.hostPaths.driverRoot, 'usr/bin/nvidia-cdi-hook'), '#!/bin/sh\n', {
       mode: 0o755,
     });
-    node = await startNode(c, NODE);
+    node = await fx.startNode(NODE);
     const s = sim;
-    driver = await runDriver(
+    const driver = await runDriver(
       parseDriverConfig(
         {
           nodeName: NODE,
@@ -97,6 +92,7 @@ describe('the container a runtime builds from the injected OCI spec', () => {
         },
       },
     );
+    fx.track(driver);
 
     await createPodWithClaims(
       { resource, core },
@@ -116,22 +112,7 @@ describe('the container a runtime builds from the injected OCI spec', () => {
     );
     const id = preparedContainers(prepared)[0]?.cdiDevices[0] ?? '';
     claimUid = /claim=([0-9a-f-]{36})-/.exec(id)?.[1] ?? '';
-  }, 3_600_000);
-
-  afterAll(async () => {
-    await driver?.stop();
-    await node?.stop();
-    await cluster?.stop();
-    if (simDir) fs.rmSync(simDir, { recursive: true, force: true });
   });
-
-  function dumpOnFailure(): void {
-    onTestFailed(() => {
-      cluster?.dumpLogs();
-      node?.dumpLogs();
-      process.stderr.write(`prepared event: ${JSON.stringify(prepared)}\n`);
-    });
-  }
 
   function injected(): { oci: OciSpec; cdiSpec: CdiSpec; cdiDevices: string[] } {
     expect(prepared?.event, JSON.stringify(prepared)).toBe('prepared');
@@ -146,7 +127,6 @@ describe('the container a runtime builds from the injected OCI spec', () => {
   }
 
   it('our in-memory CDI injection (demo, unit tests) matches the CDI library’s', () => {
-    dumpOnFailure();
     const { oci, cdiSpec, cdiDevices } = injected();
     const ours = injectCdiDevices([cdiSpec], cdiDevices);
     expect(ours.unresolved).toEqual([]);
@@ -174,7 +154,6 @@ describe('the container a runtime builds from the injected OCI spec', () => {
   });
 
   it('one GPU of eight: exactly its device nodes, the driver’s libraries, tools and firmware, its UUID', () => {
-    dumpOnFailure();
     const { oci, cdiSpec } = injected();
     const hostNodes = new Map(
       [

@@ -1,14 +1,11 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node 2.x models are
-   data-only classes; plain object literals are the documented way to build request bodies. */
 // Smoke test of the e2e fixtures with no driver code: the real control plane allocates a
 // hand-written ResourceSlice and binds the pod; the kubelet-dra harness then fails to prepare
 // because no DRA driver registered.
 import { CoreV1Api, ResourceV1Api, type ResourceV1ResourceClaim, type V1Pod } from '@kubernetes/client-node';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { startCluster, type Cluster } from './support/cluster.js';
-import { startNode, type NodeHarness } from './support/node.js';
-import { ensurePeersBinary, peersLog } from './support/peers.js';
+import { useCluster } from './support/fixture.js';
+import { peersLog } from './support/peers.js';
 import { eventually } from './support/wait.js';
 import { createNamespace } from './support/workloads.js';
 
@@ -17,27 +14,10 @@ const NODE = 'node-a';
 const NS = 'smoke';
 
 describe('e2e fixtures smoke test', () => {
-  let cluster: Cluster | undefined;
-  let node: NodeHarness | undefined;
-
-  beforeAll(async () => {
-    const buildStart = Date.now();
-    const binary = await ensurePeersBinary();
-    peersLog(`ensurePeersBinary took ${String(Date.now() - buildStart)}ms`);
-    cluster = await startCluster({ binary });
-  }, 3_600_000);
-
-  afterAll(async () => {
-    await node?.stop();
-    await cluster?.stop();
-  });
+  const fx = useCluster();
 
   it('allocates a claim from a hand-written slice and binds the pod', async () => {
-    if (cluster === undefined) throw new Error('cluster not started');
-    const c = cluster;
-    onTestFailed(() => {
-      c.dumpLogs(); // includes the kubelet-dra logs
-    });
+    const c = fx.cluster;
     const core = c.kubeConfig.makeApiClient(CoreV1Api);
     const resource = c.kubeConfig.makeApiClient(ResourceV1Api);
 
@@ -50,9 +30,8 @@ describe('e2e fixtures smoke test', () => {
 
     // The harness wipes this node's ResourceSlices at start-up: publish only after `ready`.
     const nodeStart = Date.now();
-    node = await startNode(c, NODE);
+    const n = await fx.startNode(NODE);
     peersLog(`kubelet-dra ${NODE} ready in ${String(Date.now() - nodeStart)}ms`);
-    const n = node;
     const registeredNode = await core.readNode({ name: NODE });
     expect(registeredNode.status?.conditions?.find((cond) => cond.type === 'Ready')?.status).toBe('True');
 

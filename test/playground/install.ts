@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
-   data-only classes; plain objects are the documented way to build request bodies. */
 // Installing gpu-dra on the e2e cluster the way an admin does, shared by `npm run playground`
 // (main.ts) and test/e2e/install*.test.ts:
 // - deploy/ applied as `kubectl apply -k deploy/` would (server-side apply, kustomization order);

@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
-   data-only classes; plain objects are the documented way to build request bodies. */
 // What the driver's own identity may do in the e2e clusters: the publisher's rules (the same
 // list deploy/rbac.yaml is checked against) and, for the kubelet plugin, claim GETs. Nothing
 // more, so a test passes only if the driver stays inside the RBAC it ships with.

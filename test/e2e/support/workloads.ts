@@ -1,5 +1,3 @@
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment -- client-node models are
-   data-only classes; plain objects are the documented way to build request bodies. */
 // The workload the e2e tests submit again and again: one ResourceClaimTemplate per pod claim and
 // a single-container pod that uses them all, as a user would write it.
 import type { CoreV1Api, ResourceV1Api, V1Pod, V1ResourceClaimTemplateSpec } from '@kubernetes/client-node';
