@@ -46,10 +46,10 @@ const deviceCheckInterval = duration.refine(
   (ms) => ms === 0 || (ms >= 1_000 && ms <= 86_400_000),
   'must be 0 (off) or between 1s and 24h',
 );
-const bool = z.union([
-  z.boolean(),
-  z.enum(['true', 'false', '1', '0', '']).transform((s) => s === 'true' || s === '1'),
-]);
+const bool = z.union(
+  [z.boolean(), z.enum(['true', 'false', '1', '0', '']).transform((s) => s === 'true' || s === '1')],
+  { error: 'must be true, false, 1 or 0' },
+);
 
 /**
  * How each flag's value is checked and converted. A flag the table gives no default (and does

@@ -70,6 +70,14 @@ describe('driver flag table', () => {
     expect(parseDriverConfig(opts, inCluster).cleanupOnExit).toBe(expected);
   });
 
+  it.each([
+    ['CLEANUP_ON_EXIT', '--cleanup-on-exit'],
+    ['DEVICE_EVENTS', '--device-events'],
+  ])('refuses %s=yes, naming %s and the values it takes', (env, flag) => {
+    const opts = driverOptions(['--node-name', 'n'], { [env]: 'yes' });
+    expect(() => parseDriverConfig(opts, inCluster)).toThrow(`${flag}: must be true, false, 1 or 0`);
+  });
+
   it('its defaults pass validation and are what the config gets when nothing is given', () => {
     const config = parseDriverConfig(driverOptions(['--node-name', 'n']), inCluster);
     expect(config.driverName).toBe(DRIVER_FLAGS.driverName.default);
