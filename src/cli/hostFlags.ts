@@ -1,31 +1,38 @@
 import type { Command } from 'commander';
-import { DEFAULT_HOST_PATHS, type HostPaths } from '../util/hostPaths.js';
+import type { HostPaths } from '../util/hostPaths.js';
+import {
+  DRIVER_FLAGS,
+  describeDefault,
+  flagName,
+  type DriverFlagName,
+  type DriverFlags,
+} from '../node/flags.js';
 
-export interface HostPathFlags {
-  devRoot?: string;
-  procRoot?: string;
-  sysRoot?: string;
-  driverRoot?: string;
+const HOST_PATH_FLAGS = ['devRoot', 'procRoot', 'sysRoot', 'driverRoot'] as const;
+
+export type HostPathFlags = Pick<DriverFlags, (typeof HOST_PATH_FLAGS)[number]>;
+
+/**
+ * Adds one flag of the driver's table (src/node/flags.ts) to a command: its help names the
+ * environment twin, whose value (read now) becomes commander's default, so a given flag wins.
+ */
+export function addDriverFlag(cmd: Command, name: DriverFlagName, env = process.env): Command {
+  const spec = DRIVER_FLAGS[name];
+  const flag = 'value' in spec ? `${flagName(name)} ${spec.value}` : flagName(name);
+  return cmd.option(flag, `${spec.help} (env ${spec.env}, ${describeDefault(spec)})`, env[spec.env]);
 }
 
 /** Adds the flags that relocate /dev, /proc, /sys and the NVIDIA driver root. */
 export function hostPathOptions(cmd: Command): Command {
-  return cmd
-    .option('--dev-root <dir>', 'host /dev as seen by the driver', process.env['DEV_ROOT'])
-    .option('--proc-root <dir>', 'host /proc as seen by the driver', process.env['PROC_ROOT'])
-    .option('--sys-root <dir>', 'host /sys as seen by the driver', process.env['SYS_ROOT'])
-    .option(
-      '--driver-root <dir>',
-      "root of the NVIDIA driver's user-space install (env NVIDIA_DRIVER_ROOT)",
-      process.env['NVIDIA_DRIVER_ROOT'],
-    );
+  for (const name of HOST_PATH_FLAGS) addDriverFlag(cmd, name);
+  return cmd;
 }
 
 export function readHostPaths(flags: HostPathFlags): HostPaths {
   return Object.freeze({
-    devRoot: flags.devRoot ?? DEFAULT_HOST_PATHS.devRoot,
-    procRoot: flags.procRoot ?? DEFAULT_HOST_PATHS.procRoot,
-    sysRoot: flags.sysRoot ?? DEFAULT_HOST_PATHS.sysRoot,
-    driverRoot: flags.driverRoot ?? DEFAULT_HOST_PATHS.driverRoot,
+    devRoot: flags.devRoot ?? DRIVER_FLAGS.devRoot.default,
+    procRoot: flags.procRoot ?? DRIVER_FLAGS.procRoot.default,
+    sysRoot: flags.sysRoot ?? DRIVER_FLAGS.sysRoot.default,
+    driverRoot: flags.driverRoot ?? DRIVER_FLAGS.driverRoot.default,
   });
 }

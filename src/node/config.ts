@@ -1,75 +1,21 @@
 /**
- * The driver's configuration: flags (each with an environment twin) validated once with zod
- * into a frozen DriverConfig, reporting every bad flag at once with its name.
+ * The driver's configuration: flags from the table in flags.ts (each with an environment twin)
+ * validated once with zod into a frozen DriverConfig, reporting every bad flag at once with its
+ * name. The schema below has one entry per table row, checked at compile time.
  */
 import path from 'node:path';
 import * as z from 'zod';
-import { DEFAULT_HOST_PATHS, type HostPaths } from '../util/hostPaths.js';
+import type { HostPaths } from '../util/hostPaths.js';
 import { ConfigError } from '../util/errors.js';
-import { DRIVER_DEFAULTS } from './defaults.js';
-
-export interface DriverConfig {
-  readonly nodeName: string;
-  /** Kubeconfig file; undefined = in-cluster service account. */
-  readonly kubeconfig?: string;
-  readonly driverName: string;
-  readonly kubeletRegistryDir: string;
-  readonly kubeletPluginsDir: string;
-  readonly cdiRoot: string;
-  readonly nvmlLib?: string;
-  readonly hostPaths: HostPaths;
-  /** `host:port` for /healthz, /readyz, /metrics; undefined = no HTTP server. */
-  readonly httpListen?: { readonly host: string; readonly port: number };
-  /** On exit, delete our ResourceSlices, CDI specs and checkpoint (uninstall/demo only). */
-  readonly cleanupOnExit: boolean;
-  readonly logLevel: string;
-  /** Re-discover GPUs this often to republish changes (MIG layout, lost GPUs); 0 = never. */
-  readonly deviceCheckIntervalMs: number;
-  /** Watch NVML events: XIDs taint devices, MIG changes trigger a re-discovery. */
-  readonly deviceEvents: boolean;
-}
-
-/** Raw option values as commander hands them over (flag, else env twin, else undefined). */
-export interface DriverFlags {
-  nodeName?: string;
-  kubeconfig?: string;
-  driverName?: string;
-  kubeletRegistryDir?: string;
-  kubeletPluginsDir?: string;
-  cdiRoot?: string;
-  nvmlLib?: string;
-  devRoot?: string;
-  procRoot?: string;
-  sysRoot?: string;
-  driverRoot?: string;
-  hostDriverRoot?: string;
-  httpListen?: string;
-  cleanupOnExit?: boolean | string;
-  logLevel?: string;
-  deviceCheckInterval?: string;
-  deviceEvents?: boolean | string;
-}
-
-/** Flag name of each config field, for error messages. */
-const FLAG_OF: Readonly<Record<string, string>> = {
-  nodeName: '--node-name',
-  kubeconfig: '--kubeconfig',
-  driverName: '--driver-name',
-  kubeletRegistryDir: '--kubelet-registry-dir',
-  kubeletPluginsDir: '--kubelet-plugins-dir',
-  cdiRoot: '--cdi-root',
-  nvmlLib: '--nvml-lib',
-  devRoot: '--dev-root',
-  procRoot: '--proc-root',
-  sysRoot: '--sys-root',
-  driverRoot: '--driver-root',
-  hostDriverRoot: '--host-driver-root',
-  httpListen: '--http-listen',
-  cleanupOnExit: '--cleanup-on-exit',
-  logLevel: '--log-level',
-  deviceCheckInterval: '--device-check-interval',
-  deviceEvents: '--device-events',
-};
+import {
+  DRIVER_FLAGS,
+  LOG_LEVELS,
+  driverFlagNames,
+  flagName,
+  type DriverFlagName,
+  type DriverFlags,
+  type FlagSpec,
+} from './flags.js';
 
 const absPath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path');
 const dnsSubdomain = z
@@ -100,32 +46,75 @@ const deviceCheckInterval = duration.refine(
   (ms) => ms === 0 || (ms >= 1_000 && ms <= 86_400_000),
   'must be 0 (off) or between 1s and 24h',
 );
-const bool = z.union([
-  z.boolean(),
-  z.enum(['true', 'false', '1', '0', '']).transform((s) => s === 'true' || s === '1'),
-]);
+const bool = z.union(
+  [z.boolean(), z.enum(['true', 'false', '1', '0', '']).transform((s) => s === 'true' || s === '1')],
+  { error: 'must be true, false, 1 or 0' },
+);
 
-const flagsSchema = z.strictObject({
-  nodeName: z
-    .string({ error: 'is required (env NODE_NAME)' })
-    .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a node name (DNS subdomain)'),
+/**
+ * How each flag's value is checked and converted. A flag the table gives no default (and does
+ * not require) is `.optional()` here; table defaults are filled in before validation, so they
+ * pass the same checks as given values.
+ */
+const SCHEMA = {
+  nodeName: z.string().regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a node name (DNS subdomain)'),
   kubeconfig: z.string().min(1).optional(),
-  driverName: dnsSubdomain.default(DRIVER_DEFAULTS.driverName),
-  kubeletRegistryDir: absPath.default(DRIVER_DEFAULTS.kubeletRegistryDir),
-  kubeletPluginsDir: absPath.default(DRIVER_DEFAULTS.kubeletPluginsDir),
-  cdiRoot: absPath.default(DRIVER_DEFAULTS.cdiRoot),
+  driverName: dnsSubdomain,
+  kubeletRegistryDir: absPath,
+  kubeletPluginsDir: absPath,
+  cdiRoot: absPath,
   nvmlLib: z.string().min(1).optional(),
-  devRoot: absPath.default(DEFAULT_HOST_PATHS.devRoot),
-  procRoot: absPath.default(DEFAULT_HOST_PATHS.procRoot),
-  sysRoot: absPath.default(DEFAULT_HOST_PATHS.sysRoot),
-  driverRoot: absPath.default(DEFAULT_HOST_PATHS.driverRoot),
+  devRoot: absPath,
+  procRoot: absPath,
+  sysRoot: absPath,
+  driverRoot: absPath,
   hostDriverRoot: absPath.optional(),
   httpListen: listen.optional(),
-  cleanupOnExit: bool.default(false),
-  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
-  deviceCheckInterval: deviceCheckInterval.default(DRIVER_DEFAULTS.deviceCheckIntervalMs),
-  deviceEvents: bool.default(true),
-});
+  cleanupOnExit: bool,
+  logLevel: z.enum(LOG_LEVELS),
+  deviceCheckInterval,
+  deviceEvents: bool,
+} satisfies { readonly [K in DriverFlagName]: z.ZodType };
+
+/** Flags that may stay unset: in the table, no default and not required; here, optional. */
+type UnsetInTable = {
+  [K in DriverFlagName]: (typeof DRIVER_FLAGS)[K] extends { default: string } | { required: true }
+    ? never
+    : K;
+}[DriverFlagName];
+type OptionalInSchema = {
+  [K in DriverFlagName]: (typeof SCHEMA)[K] extends z.ZodOptional ? K : never;
+}[DriverFlagName];
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Assert<T extends true> = T;
+/** Compiles only when the table and the schema agree on which flags may stay unset. */
+export type TableAndSchemaAgree = Assert<Same<UnsetInTable, OptionalInSchema>>;
+
+const flagsSchema = z.strictObject(SCHEMA);
+type ParsedFlags = z.output<typeof flagsSchema>;
+type HostPathFlag = 'devRoot' | 'procRoot' | 'sysRoot' | 'driverRoot' | 'hostDriverRoot';
+
+/**
+ * The parsed flags, reshaped only where the rest of the driver wants it: the host path flags
+ * as one `hostPaths`, the check interval in milliseconds. Every field's meaning is its flag's
+ * help in flags.ts.
+ */
+export type DriverConfig = Readonly<Omit<ParsedFlags, HostPathFlag | 'deviceCheckInterval'>> & {
+  readonly hostPaths: HostPaths;
+  /** 0 = never re-discover. */
+  readonly deviceCheckIntervalMs: number;
+};
+
+const TABLE_DEFAULTS: Readonly<Record<string, string>> = Object.fromEntries(
+  driverFlagNames().flatMap((k) => {
+    const spec: FlagSpec = DRIVER_FLAGS[k];
+    return spec.default === undefined ? [] : [[k, spec.default]];
+  }),
+);
+
+function isFlagName(k: string): k is DriverFlagName {
+  return Object.hasOwn(DRIVER_FLAGS, k);
+}
 
 function deepFreeze<T extends object>(o: T): Readonly<T> {
   for (const v of Object.values(o)) if (v && typeof v === 'object') deepFreeze(v as object);
@@ -137,20 +126,24 @@ function deepFreeze<T extends object>(o: T): Readonly<T> {
  * defined but empty). Throws one ConfigError naming every bad flag.
  */
 export function parseDriverConfig(flags: DriverFlags, env: NodeJS.ProcessEnv = process.env): DriverConfig {
-  const cleaned = Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined && v !== ''));
-  const parsed = flagsSchema.safeParse(cleaned);
+  const given = Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = flagsSchema.safeParse({ ...TABLE_DEFAULTS, ...given });
   const problems: string[] = [];
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
       const keys = issue.code === 'unrecognized_keys' ? issue.keys : [String(issue.path[0] ?? '')];
-      for (const k of keys)
-        problems.push(
-          `${FLAG_OF[k] ?? k}: ${issue.code === 'unrecognized_keys' ? 'unknown option' : issue.message}`,
-        );
+      for (const k of keys) {
+        if (!isFlagName(k)) problems.push(`${k}: unknown option`);
+        else if (given[k] === undefined)
+          problems.push(`${flagName(k)}: is required (env ${DRIVER_FLAGS[k].env})`);
+        else problems.push(`${flagName(k)}: ${issue.message}`);
+      }
     }
   }
   if (parsed.success && !parsed.data.kubeconfig && !env['KUBERNETES_SERVICE_HOST']) {
-    problems.push('--kubeconfig: required when not running in a cluster (env KUBECONFIG)');
+    problems.push(
+      `${flagName('kubeconfig')}: required when not running in a cluster (env ${DRIVER_FLAGS.kubeconfig.env})`,
+    );
   }
   if (!parsed.success || problems.length > 0) {
     const n = problems.length;
@@ -159,26 +152,12 @@ export function parseDriverConfig(flags: DriverFlags, env: NodeJS.ProcessEnv = p
       `${String(n)} invalid option${n === 1 ? '' : 's'}:\n  ${problems.join('\n  ')}`,
     );
   }
-  const d = parsed.data;
+  // Optional flags left unset are absent from `parsed.data`, so the spread adds no undefined keys.
+  const { devRoot, procRoot, sysRoot, driverRoot, hostDriverRoot, deviceCheckInterval, ...rest } =
+    parsed.data;
   return deepFreeze({
-    nodeName: d.nodeName,
-    ...(d.kubeconfig ? { kubeconfig: d.kubeconfig } : {}),
-    driverName: d.driverName,
-    kubeletRegistryDir: d.kubeletRegistryDir,
-    kubeletPluginsDir: d.kubeletPluginsDir,
-    cdiRoot: d.cdiRoot,
-    ...(d.nvmlLib ? { nvmlLib: d.nvmlLib } : {}),
-    hostPaths: {
-      devRoot: d.devRoot,
-      procRoot: d.procRoot,
-      sysRoot: d.sysRoot,
-      driverRoot: d.driverRoot,
-      ...(d.hostDriverRoot ? { hostDriverRoot: d.hostDriverRoot } : {}),
-    },
-    ...(d.httpListen ? { httpListen: d.httpListen } : {}),
-    cleanupOnExit: d.cleanupOnExit,
-    logLevel: d.logLevel,
-    deviceCheckIntervalMs: d.deviceCheckInterval,
-    deviceEvents: d.deviceEvents,
+    ...rest,
+    hostPaths: { devRoot, procRoot, sysRoot, driverRoot, ...(hostDriverRoot ? { hostDriverRoot } : {}) },
+    deviceCheckIntervalMs: deviceCheckInterval,
   });
 }

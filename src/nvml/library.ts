@@ -207,16 +207,14 @@ const LIBRARY_DIRS = [
 export interface LocateOptions {
   /** An explicit path from `--nvml-lib`: used alone, never second-guessed. */
   readonly nvmlLib?: string | undefined;
-  /** NVIDIA_DRIVER_ROOT or --driver-root: searched before the host's own directories. */
+  /** --driver-root (env NVIDIA_DRIVER_ROOT, read by the CLI): searched before the host's own directories. */
   readonly driverRoot?: string | undefined;
 }
 
 /** Candidate library paths in search order; the last entry is the bare name for the loader. */
 export function libraryCandidates(options: LocateOptions): string[] {
   if (options.nvmlLib) return [path.resolve(options.nvmlLib)];
-  const roots = [options.driverRoot, process.env['NVIDIA_DRIVER_ROOT'], '/'].filter(
-    (r): r is string => typeof r === 'string' && r !== '',
-  );
+  const roots = [options.driverRoot, '/'].filter((r): r is string => typeof r === 'string' && r !== '');
   const seen = new Set<string>();
   for (const root of roots) {
     for (const dir of LIBRARY_DIRS) seen.add(path.join(root, dir, LIBRARY_NAME));

@@ -10,7 +10,8 @@ export type { Logger } from 'pino';
 export function createLogger(options: { level?: string; name?: string } = {}): Logger {
   const config: LoggerOptions = {
     name: options.name ?? 'gpu-dra',
-    level: options.level ?? process.env['LOG_LEVEL'] ?? 'info',
+    // No LOG_LEVEL read here: the driver's level comes from its config (--log-level, env twin).
+    level: options.level ?? 'info',
     base: { pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
   };

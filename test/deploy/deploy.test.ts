@@ -16,6 +16,7 @@ import { defaultDeviceClasses } from '../../src/cel/classes.js';
 import { explainClaim, type DeviceClassObject } from '../../src/cel/explain.js';
 import { compileSelector } from '../../src/cel/index.js';
 import { registerDriverCommand } from '../../src/cli/commands/driver.js';
+import { DRIVER_FLAGS, driverFlagNames } from '../../src/node/flags.js';
 import { inventoryFixture } from '../support/inventoryFixture.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 import { PUBLISHER_RBAC_RULES } from '../../src/resourceslice/publisher.js';
@@ -205,25 +206,11 @@ describe('deploy/ manifests', () => {
         const program = new Command();
         const cmd = registerDriverCommand(program);
         const defaults = new Map(cmd.options.map((o) => [o.attributeName(), o.defaultValue as unknown]));
-        const expected: Record<string, string> = {
-          NODE_NAME: 'nodeName',
-          DRIVER_NAME: 'driverName',
-          HTTP_LISTEN: 'httpListen',
-          KUBELET_REGISTRY_DIR: 'kubeletRegistryDir',
-          KUBELET_PLUGINS_DIR: 'kubeletPluginsDir',
-          CDI_ROOT: 'cdiRoot',
-          NVIDIA_DRIVER_ROOT: 'driverRoot',
-          HOST_DRIVER_ROOT: 'hostDriverRoot',
-          DEV_ROOT: 'devRoot',
-          PROC_ROOT: 'procRoot',
-          SYS_ROOT: 'sysRoot',
-          LOG_LEVEL: 'logLevel',
-          DEVICE_CHECK_INTERVAL: 'deviceCheckInterval',
-          DEVICE_EVENTS: 'deviceEvents',
-        };
-        expect([...env.keys()].sort()).toEqual(Object.keys(expected).sort());
-        for (const [name, attr] of Object.entries(expected)) {
-          expect(defaults.get(attr), name).toBe(process.env[name]);
+        // Env twin → commander attribute, from the driver's flag table.
+        const attrOf = new Map<string, string>(driverFlagNames().map((k) => [DRIVER_FLAGS[k].env, k]));
+        expect([...env.keys()].filter((n) => !attrOf.has(n))).toEqual([]);
+        for (const name of env.keys()) {
+          expect(defaults.get(attrOf.get(name) ?? ''), name).toBe(process.env[name]);
         }
       } finally {
         for (const k of Object.keys(process.env)) if (!(k in saved)) Reflect.deleteProperty(process.env, k);

@@ -2,7 +2,8 @@
  * `gpu-dra driver`: parses flags into a DriverConfig, runs the driver, and turns SIGTERM/SIGINT
  * into a clean stop and exit 0.
  */
-import { parseDriverConfig, type DriverFlags } from '../../node/config.js';
+import { parseDriverConfig } from '../../node/config.js';
+import type { DriverFlags } from '../../node/flags.js';
 import { runDriver, type RunningDriver } from '../../node/run.js';
 
 export async function runDriverCommand(opts: DriverFlags): Promise<void> {

@@ -3,7 +3,7 @@
  * load only when it runs.
  */
 import type { Command } from 'commander';
-import { DEFAULT_DRIVER_NAME } from '../../util/driverName.js';
+import { DRIVER_FLAGS } from '../../node/flags.js';
 
 export interface ExplainOptions {
   readonly filename: string;
@@ -35,7 +35,7 @@ export function registerExplainCommand(program: Command): void {
     .option(
       '--driver-name <name>',
       'driver name for the default DeviceClasses and --profile slices',
-      process.env['DRIVER_NAME'] ?? DEFAULT_DRIVER_NAME,
+      process.env[DRIVER_FLAGS.driverName.env] ?? DRIVER_FLAGS.driverName.default,
     )
     .option(
       '--device-classes <file>',

@@ -1,7 +1,7 @@
 /** `gpu-dra slices`: its flags; the implementation (src/cli/actions/slices.ts) loads on use. */
 import os from 'node:os';
 import type { Command } from 'commander';
-import { DEFAULT_DRIVER_NAME } from '../../util/driverName.js';
+import { DRIVER_FLAGS } from '../../node/flags.js';
 import { hostPathOptions, type HostPathFlags } from '../hostFlags.js';
 
 export type SlicesFlags = { nodeName: string; driverName: string; nvmlLib?: string } & HostPathFlags;
@@ -11,8 +11,16 @@ export function registerSlicesCommand(program: Command): void {
     program
       .command('slices')
       .description('print the ResourceSlices this node would publish (discovery only, no apiserver)')
-      .option('--node-name <name>', 'node (and pool) name', process.env['NODE_NAME'] ?? os.hostname())
-      .option('--driver-name <name>', 'DRA driver name', process.env['DRIVER_NAME'] ?? DEFAULT_DRIVER_NAME)
+      .option(
+        '--node-name <name>',
+        'node (and pool) name',
+        process.env[DRIVER_FLAGS.nodeName.env] ?? os.hostname(),
+      )
+      .option(
+        '--driver-name <name>',
+        'DRA driver name',
+        process.env[DRIVER_FLAGS.driverName.env] ?? DRIVER_FLAGS.driverName.default,
+      )
       .option('--nvml-lib <path>', 'path to libnvidia-ml.so.1'),
   ).action(async (opts: SlicesFlags) => {
     const { runSlices } = await import('../actions/slices.js');
