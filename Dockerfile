@@ -7,7 +7,8 @@
 # Three stages: `build` compiles and bundles the TypeScript, `deps` installs the production dependencies
 # only (npm ci --omit=dev), and the runtime image holds node, those dependencies, dist/ and
 # proto/ (the gRPC protocols are loaded at run time). Build stages run as the unprivileged
-# `node` user.
+# `node` user. test/e2e/package.test.ts assembles the runtime stage from its COPY lines and
+# starts the driver from it, so a file the driver needs at run time cannot go missing here.
 #
 # The runtime runs as root, on purpose: the plugin opens /dev/nvidia* and /dev/nvidia-caps/*
 # through NVML, creates its unix sockets in the root-owned kubelet directories

@@ -1,11 +1,12 @@
 /**
- * The fake NVML (`libnvidia-ml.so.1` built from test/fake-nvml/fake_nvml.c) and its JSON
+ * The fake NVML (`libnvidia-ml.so.1` built from src/sim/fake-nvml/fake_nvml.c) and its JSON
  * configuration ("profiles"). Used by `gpu-dra demo` and by the tests, so that the real koffi
- * code path runs against a library with the real nvml.h ABI.
+ * code path runs against a library with the real nvml.h ABI. The C source and the profiles ship
+ * in the npm package (package.json "files"), so an installed gpu-dra can build and run it.
  */
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -130,25 +131,28 @@ export type FakeGpu = FakeNvmlConfig['gpus'][number];
 export type FakeGiProfile = z.infer<typeof giProfileSchema>;
 export type FakeMigDevice = z.infer<typeof migDeviceSchema>;
 
-/** The repository root (the fake's C source and profiles live under test/fake-nvml/). */
-export function repoRoot(): string {
-  return packageRoot();
+/**
+ * src/sim/fake-nvml/ under the package root: read at run time, not bundled, and the same path in
+ * a checkout (code under src/ or dist/) and in an installed package (code under dist/).
+ */
+function fakeNvmlDir(): string {
+  return path.join(packageRoot(), 'src', 'sim', 'fake-nvml');
 }
 
 export function fakeNvmlSourcePath(): string {
-  return path.join(repoRoot(), 'test', 'fake-nvml', 'fake_nvml.c');
+  return path.join(fakeNvmlDir(), 'fake_nvml.c');
 }
 
 export function profilesDir(): string {
-  return path.join(repoRoot(), 'test', 'fake-nvml', 'profiles');
+  return path.join(fakeNvmlDir(), 'profiles');
 }
 
 export interface BuildFakeNvmlOptions {
-  /** Cache root; default `$GPU_DRA_CACHE` or `~/.cache/gpu-dra`. */
+  /** Cache root; default `$GPU_DRA_CACHE`, else `~/.cache/gpu-dra`, else `<tmpdir>/gpu-dra-<uid>`. */
   cacheDir?: string;
   /** C compiler; default `$CC` or `gcc`. */
   compiler?: string;
-  /** Source file; default test/fake-nvml/fake_nvml.c in this checkout. */
+  /** Source file; default src/sim/fake-nvml/fake_nvml.c in this package. */
   source?: string;
 }
 
@@ -161,8 +165,7 @@ const builds = new Map<string, Promise<string>>();
  */
 export async function buildFakeNvml(opts: BuildFakeNvmlOptions = {}): Promise<string> {
   const source = opts.source ?? fakeNvmlSourcePath();
-  const cacheRoot =
-    opts.cacheDir ?? process.env.GPU_DRA_CACHE ?? path.join(os.homedir(), '.cache', 'gpu-dra');
+  const cacheRoot = opts.cacheDir ?? process.env.GPU_DRA_CACHE ?? defaultCacheRoot();
   const compiler = opts.compiler ?? process.env.CC ?? 'gcc';
   const key = `${source}\0${cacheRoot}\0${compiler}`;
   let pending = builds.get(key);
@@ -174,6 +177,26 @@ export async function buildFakeNvml(opts: BuildFakeNvmlOptions = {}): Promise<st
   return pending;
 }
 
+/**
+ * Outside the package on purpose: an installed node_modules may be read-only or root-owned.
+ * The home cache survives reboots; a user whose home is missing or not writable (system users,
+ * HOME=/nonexistent in containers) gets a per-user directory under the temp dir instead.
+ */
+function defaultCacheRoot(): string {
+  const home = os.homedir();
+  const cache = path.join(home, '.cache');
+  for (const dir of [cache, home]) {
+    try {
+      accessSync(dir, constants.W_OK);
+      return path.join(cache, 'gpu-dra');
+    } catch {
+      // ~/.cache may not exist yet: then home itself must be writable to create it.
+      if (existsSync(dir)) break;
+    }
+  }
+  return path.join(os.tmpdir(), `gpu-dra-${os.userInfo().uid}`);
+}
+
 async function doBuild(source: string, cacheRoot: string, compiler: string): Promise<string> {
   let code: Buffer;
   try {
@@ -181,7 +204,7 @@ async function doBuild(source: string, cacheRoot: string, compiler: string): Pro
   } catch (err) {
     throw new GpuDraError(
       'FAKE_NVML_SOURCE_NOT_FOUND',
-      `fake NVML source ${source} not found (it ships in the repository's test/fake-nvml/, not in the npm package)`,
+      `fake NVML source ${source} not found (it ships in the gpu-dra package under src/sim/fake-nvml/)`,
       { cause: err },
     );
   }
@@ -238,7 +261,7 @@ function run(cmd: string, args: readonly string[]): Promise<void> {
   });
 }
 
-/** Names of the bundled profiles (test/fake-nvml/profiles/*.json), sorted. */
+/** Names of the bundled profiles (src/sim/fake-nvml/profiles/*.json), sorted. */
 export async function listProfiles(): Promise<string[]> {
   const entries = await readdir(profilesDir());
   return entries

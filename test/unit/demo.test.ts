@@ -20,6 +20,10 @@ function section(stdout: string, from: string): string {
 }
 
 interface DemoJson {
+  profile: string;
+  driverName: string;
+  nodeName: string;
+  warnings: string[];
   inventory: { gpus: { uuid: string; migDevices: { uuid: string }[] }[] };
   slices: { spec: { devices: { name: string }[] } }[];
   prepared: {
@@ -37,9 +41,53 @@ interface DemoJson {
 }
 
 describe('gpu-dra demo (the embedded default)', () => {
-  it('discovers the simulated h100-8x node, prints its ResourceSlices, and prepares a claim over the plugin socket', async () => {
-    const started = Date.now();
+  it('tells the story on one page: the GPUs, the devices published, the claim, what its container receives', async () => {
     const { stdout } = await run('node', [path.join(repo, 'dist/gpu-dra.mjs'), 'demo']);
+    const lines = stdout.trimEnd().split('\n');
+    expect(lines.length).toBeLessThanOrEqual(50);
+    expect(lines.every((l) => l.length <= 160)).toBe(true);
+    // 1. One line per simulated GPU.
+    const gpus = lines.filter((l) => /^ {3}gpu \d+ +NVIDIA H100 80GB HBM3 +79\.6 GiB +0000:/.test(l));
+    expect(gpus).toHaveLength(8);
+    expect(gpus[0]).toMatch(/^ {3}gpu 0 .* 0000:00:06\.0 {2}MIG off$/);
+    // 2. The devices published: counts and names, not the YAML.
+    expect(stdout).toContain('8 devices in 1 ResourceSlice(s) of pool demo-node');
+    expect(stdout).toMatch(/^ {3}demo-node-gpu\.dra\.dev-[0-9a-f]{8}-0: gpu-0, gpu-1, gpu-2, …, gpu-7$/m);
+    expect(stdout).not.toContain('apiVersion: resource.k8s.io/v1');
+    // 3. The claim and the device it got, prepared over the socket.
+    expect(stdout).toContain('ResourceClaim default/demo-claim');
+    expect(stdout).toContain('request "gpu" → device gpu-0');
+    expect(stdout).toMatch(/NodePrepareResources on the plugin's socket: ok \(\d+\.\d ms\)/);
+    expect(stdout).toContain(`→ CDI device k8s.gpu.dra.dev/claim=${UID}-gpu-0`);
+    // 4. What the container receives, in a few lines; the CDI JSON stays behind --verbose.
+    expect(stdout).toMatch(
+      /^ {3}device nodes {2}\/dev\/nvidiactl, \/dev\/nvidia-uvm, \/dev\/nvidia-uvm-tools, \/dev\/nvidia0$/m,
+    );
+    expect(stdout).toMatch(/^ {3}env {11}NVIDIA_VISIBLE_DEVICES=GPU-6a5915e5-c913-b8b9-41dc-75d55806210b$/m);
+    expect(stdout).toMatch(/^ {3}mounts {8}14 driver files, read-only \(nvidia-smi, libcuda\.so\.1, /m);
+    expect(stdout).toContain('then NodeUnprepareResources: ok, CDI spec removed');
+    expect(stdout).not.toContain('"cdiVersion"');
+    expect(stdout).toContain('--verbose');
+  });
+
+  it('keeps a 29-GPU MIG node on one page', async () => {
+    const { stdout } = await run('node', [
+      path.join(repo, 'dist/gpu-dra.mjs'),
+      'demo',
+      '--profile',
+      'big-mig',
+    ]);
+    const lines = stdout.trimEnd().split('\n');
+    expect(lines.length).toBeLessThanOrEqual(50);
+    expect(lines.filter((l) => /^ {3}gpu \d+ /.test(l))).toHaveLength(8);
+    expect(stdout).toContain('… and 21 more GPUs like these');
+    expect(stdout).toContain('MIG on: 7× 1g.5gb');
+    expect(stdout).toMatch(/203 devices in \d+ ResourceSlice\(s\) of pool demo-node/);
+  });
+
+  it('--verbose discovers the simulated h100-8x node, prints its ResourceSlices, and prepares a claim over the plugin socket', async () => {
+    const started = Date.now();
+    const { stdout } = await run('node', [path.join(repo, 'dist/gpu-dra.mjs'), 'demo', '--verbose']);
     const elapsed = Date.now() - started;
     expect(stdout).toContain('driver 580.159.04, CUDA 13.0, 8 GPU(s)');
     expect(stdout).toContain('GPU-6a5915e5-c913-b8b9-41dc-75d55806210b');
@@ -114,6 +162,12 @@ describe('gpu-dra demo (the embedded default)', () => {
       '--json',
     ]);
     const out = JSON.parse(stdout) as DemoJson;
+    expect(out).toMatchObject({
+      profile: 'a100-mig',
+      driverName: 'gpu.dra.dev',
+      nodeName: 'demo-node',
+      warnings: [],
+    });
     expect(out.inventory.gpus).toHaveLength(2);
     const names = out.slices.flatMap((s) => s.spec.devices.map((d) => d.name));
     expect(names).toContain('gpu-0-mig-3g20gb-9-4');

@@ -1,5 +1,5 @@
 /**
- * Tests of the fake NVML itself (test/fake-nvml/fake_nvml.c), loaded with koffi exactly as the
+ * Tests of the fake NVML itself (src/sim/fake-nvml/fake_nvml.c), loaded with koffi exactly as the
  * driver loads the real libnvidia-ml.so.1, plus its bundled profiles and the simulated host tree.
  * Discovery on top of it is tested elsewhere.
  */
@@ -19,7 +19,7 @@ import {
   profilesDir,
   type FakeNvmlConfig,
 } from '../../src/sim/fakeNvml.js';
-import { generateProfiles, H100_REAL_UUID, serializeProfile } from '../fake-nvml/profiles/generate.js';
+import { generateProfiles, H100_REAL_UUID, serializeProfile } from '../support/fakeNvmlProfiles.js';
 import { fakeNvmlLib, withSimulatedNode } from '../support/sim.js';
 
 const NVML = {
@@ -286,7 +286,7 @@ afterEach(() => {
 });
 
 describe('profiles', () => {
-  it('the committed JSON files are what generate.ts produces', async () => {
+  it('the committed JSON files are what test/support/fakeNvmlProfiles.ts produces', async () => {
     const generated = generateProfiles();
     const stale: string[] = [];
     for (const [name, cfg] of Object.entries(generated)) {

@@ -1,9 +1,10 @@
 /**
- * Source of the committed profiles in this directory. The JSON files are what the fake NVML and
- * the tests read; this module only produces them. test/unit/fake-nvml-profiles.test.ts fails when
- * a JSON file and this generator disagree; regenerate with
+ * Source of the committed profiles in src/sim/fake-nvml/profiles/. The JSON files are what the
+ * fake NVML, `gpu-dra demo` and the tests read; this module only produces them. It is a dev tool
+ * (it needs prettier), so it lives here rather than in the shipped package.
+ * test/unit/fake-nvml.test.ts fails when a JSON file and this generator disagree; regenerate with
  *
- *   UPDATE_FAKE_NVML_PROFILES=1 npx vitest run --project unit test/unit/fake-nvml-profiles.test.ts
+ *   UPDATE_FAKE_NVML_PROFILES=1 npx vitest run --project unit test/unit/fake-nvml.test.ts
  *
  * Values for the H100 come from shared/facts/h100.md (a real H100 80GB HBM3, driver 580.159.04).
  */
@@ -11,7 +12,7 @@ import { createHash } from 'node:crypto';
 
 import { format, resolveConfig } from 'prettier';
 
-import type { FakeGiProfile, FakeGpu, FakeMigDevice, FakeNvmlConfig } from '../../../src/sim/fakeNvml.js';
+import type { FakeGiProfile, FakeGpu, FakeMigDevice, FakeNvmlConfig } from '../../src/sim/fakeNvml.js';
 
 export const BRAND_NVIDIA = 14;
 export const ARCH_AMPERE = 7;
