@@ -12,7 +12,7 @@ import {
   type ResourceV1ResourceClaim,
   type V1ResourceSlice,
 } from '@kubernetes/client-node';
-import { parseKubeConfig } from '../../src/kube/config.js';
+import { kubeClientFromKubeConfig } from '../../src/kube/kubeconfig.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 
 import type { NodeInventory } from '../../src/nvml/types.js';
@@ -47,11 +47,11 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
   }
 
   /** A publisher running as the driver's identity, with only PUBLISHER_RBAC_RULES granted. */
-  async function publisher(nodeName: string, driverName = DRIVER): Promise<ResourceSlicePublisher> {
+  function publisher(nodeName: string, driverName = DRIVER): ResourceSlicePublisher {
     const p = new ResourceSlicePublisher({
       nodeName,
       driverName,
-      kubeConfig: await parseKubeConfig(c().kubeConfigFor(c().driverToken).exportConfig()),
+      kubeConfig: kubeClientFromKubeConfig(c().kubeConfigFor(c().driverToken)),
       debounceMs: 50,
       backoff: { initialDelayMs: 100, maxDelayMs: 2000 },
     });
@@ -94,7 +94,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
       c().dumpLogs();
     });
     await createNode('node-b');
-    const pub = await publisher('node-b');
+    const pub = publisher('node-b');
     pub.start(inventoryOf('h100-mig-224'));
     await pub.whenReady();
     let slices = await slicesOf('node-b');
@@ -126,7 +126,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
 
   it('writes nothing when nothing changed, also after a restart', async () => {
     await createNode('node-c');
-    const first = await publisher('node-c');
+    const first = publisher('node-c');
     first.start(inventoryOf('h100-mig-224'));
     await first.whenReady();
     const before = (await slicesOf('node-c')).map((s) => s.metadata?.resourceVersion);
@@ -141,7 +141,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
     });
     await first.stop();
 
-    const second = await publisher('node-c');
+    const second = publisher('node-c');
     second.start(inventoryOf('h100-mig-224'));
     await second.whenReady();
     await second.sync();
@@ -151,13 +151,13 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
 
   it('removes stale slices after a restart with fewer devices', async () => {
     await createNode('node-d');
-    const old = await publisher('node-d');
+    const old = publisher('node-d');
     old.start(inventoryOf('h100-mig-224'));
     await old.whenReady();
     await old.stop();
     expect(await slicesOf('node-d')).toHaveLength(2);
 
-    const restarted = await publisher('node-d');
+    const restarted = publisher('node-d');
     restarted.start(inventoryOf('h100-8x'));
     await restarted.whenReady();
     const slices = await slicesOf('node-d');
@@ -171,7 +171,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
 
   it('repairs outside deletes and edits, re-creates after a node-wide wipe, and cleans up on exit', async () => {
     await createNode('node-e');
-    const pub = await publisher('node-e');
+    const pub = publisher('node-e');
     pub.start(inventoryOf('h100-mig-224'));
     await pub.whenReady();
     const [a, b] = await slicesOf('node-e');
@@ -226,7 +226,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
       c().dumpLogs();
       h.dumpLogs();
     });
-    const pub = await publisher(nodeName, NVIDIA_DRIVER);
+    const pub = publisher(nodeName, NVIDIA_DRIVER);
     pub.start(inventoryOf('a100-mig'));
     await pub.whenReady();
 
