@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type https from 'node:https';
 import path from 'node:path';
-import type { KubeConfig as ClientNodeKubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig as ClientNodeKubeConfig } from '@kubernetes/client-node/dist/config.js';
 import { GpuDraError, errorMessage } from '../util/errors.js';
 import {
   HttpKubeClient,
@@ -341,7 +341,7 @@ export async function loadKubeconfigClient(
   const r = new Reader(file, path.dirname(path.resolve(file)));
   const doc = r.obj(await parseDocument(text, r), '<document>');
   const resolved = check(doc, r, opts.context);
-  const { KubeConfig } = await import('@kubernetes/client-node');
+  const { KubeConfig } = await import('@kubernetes/client-node/dist/config.js');
   const kc = new KubeConfig();
   try {
     // JSON is YAML: client-node reads back exactly the document we checked.
