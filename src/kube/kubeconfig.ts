@@ -234,11 +234,21 @@ function material(v: unknown): string {
   return Buffer.isBuffer(v) || typeof v === 'string' ? v.toString() : (JSON.stringify(v) ?? '');
 }
 
+type Connection = Awaited<ReturnType<KubeTransport['connection']>>;
+
 /**
- * Authenticates each request through client-node: `applyToHTTPSOptions` runs exec and
- * auth-provider plugins (caching their tokens until they expire), re-reads token files and
- * builds the proxy agent for proxy-url. Without a proxy we use our own keep-alive agent with
- * the TLS material it returns, so requests share connections.
+ * How long one set of credentials is reused before client-node is asked again. client-node
+ * re-runs an exec plugin on every call when its ExecCredential has no expirationTimestamp
+ * (`aws eks get-token` takes about a second), and kubectl reuses such a token until a 401;
+ * a minute is also how often kubectl re-reads a token file. A 401 drops them at once.
+ */
+const CREDENTIAL_REUSE_MS = 60_000;
+
+/**
+ * Authenticates requests through client-node: `applyToHTTPSOptions` runs exec and
+ * auth-provider plugins, reads token files and builds the proxy agent for proxy-url. Without a
+ * proxy we use our own keep-alive agent with the TLS material it returns, so requests share
+ * connections.
  */
 class KubeconfigTransport implements KubeTransport {
   readonly server: string;
@@ -247,6 +257,8 @@ class KubeconfigTransport implements KubeTransport {
   private agentKey = '';
   /** Agents replaced after the credentials changed; closed with the client. */
   private readonly retired: http.Agent[] = [];
+  /** The credentials in use (or being fetched, so concurrent requests run a plugin once). */
+  private current: { readonly at: number; readonly connection: Promise<Connection> } | undefined;
 
   constructor(
     private readonly kc: ClientNodeKubeConfig,
@@ -265,7 +277,20 @@ class KubeconfigTransport implements KubeTransport {
     this.proxied = Boolean(cluster.proxyUrl);
   }
 
-  async connection(): Promise<{ agent: http.Agent; headers: Readonly<Record<string, string>> }> {
+  connection(): Promise<Connection> {
+    if (!this.current || Date.now() - this.current.at >= CREDENTIAL_REUSE_MS) {
+      const connection = this.fetch();
+      const current = { at: Date.now(), connection };
+      this.current = current;
+      // A failure is not kept: the next request asks again.
+      connection.catch(() => {
+        if (this.current === current) this.current = undefined;
+      });
+    }
+    return this.current.connection;
+  }
+
+  private async fetch(): Promise<Connection> {
     const o: https.RequestOptions = { headers: {} };
     try {
       await this.kc.applyToHTTPSOptions(o);
@@ -302,9 +327,11 @@ class KubeconfigTransport implements KubeTransport {
   }
 
   unauthorized(): boolean {
-    // client-node keeps exec tokens until their expirationTimestamp and token files for a
-    // minute, and offers no way to drop them early: a retry would send the same credentials.
-    return false;
+    // As kubectl does on a 401: get credentials anew (re-run the plugin, re-read the file)
+    // and retry once. client-node may still hand back a cached exec token that has not
+    // reached its expirationTimestamp; then the retry gets the same 401.
+    this.current = undefined;
+    return true;
   }
 
   close(): void {

@@ -614,6 +614,44 @@ describe('kubeconfig files (client-node KubeConfig)', () => {
     expect(auths).toEqual(['Bearer exec-token']);
   });
 
+  it('runs the plugin once for concurrent requests, and again after a 401', async () => {
+    let rejectOld = false;
+    const auths: string[] = [];
+    const url = await listen(
+      https.createServer({ cert: pki.serverCert, key: pki.serverKey }, (req, res) => {
+        const auth = req.headers.authorization ?? '<none>';
+        auths.push(auth);
+        if (rejectOld && auth === 'Bearer token-1')
+          json(res, 401, { kind: 'Status', reason: 'Unauthorized' });
+        else json(res, 200, {});
+      }),
+    );
+    // No expirationTimestamp: client-node alone would run it for every request.
+    const plugin = [
+      '#!/bin/sh',
+      'cd "$(dirname "$0")"',
+      'n=$(($(cat count 2>/dev/null || echo 0) + 1)); echo $n > count',
+      'printf \'{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"token-%s"}}\' $n',
+      '',
+    ].join('\n');
+    const file = kubeconfigFile(
+      kubectlYaml(
+        url,
+        ['exec:', '  apiVersion: client.authentication.k8s.io/v1', '  command: ./plugin.sh'],
+        [`certificate-authority-data: ${b64(pki.ca)}`],
+      ),
+      { 'plugin.sh': plugin },
+    );
+    const count = (): string => fs.readFileSync(path.join(path.dirname(file), 'count'), 'utf8').trim();
+    const kc = await load(file);
+    await Promise.all([kc.request('GET', '/a'), kc.request('GET', '/b'), kc.request('GET', '/c')]);
+    expect(count()).toBe('1');
+    rejectOld = true;
+    await kc.request('GET', '/d');
+    expect(count()).toBe('2');
+    expect(auths).toEqual([...Array<string>(4).fill('Bearer token-1'), 'Bearer token-2']);
+  });
+
   it('reports a failing credential plugin as KUBE_CREDENTIALS_FAILED with its stderr', async () => {
     const { url, auths } = await tlsServer();
     const file = kubeconfigFile(
