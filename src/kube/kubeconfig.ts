@@ -1,7 +1,7 @@
 /**
  * Kubeconfig files (`--kubeconfig`), read the way kubectl reads them: the credentials and the
  * connection come from @kubernetes/client-node's KubeConfig, so exec and auth-provider
- * credential plugins, proxy-url, client certificates, basic auth and impersonation all work.
+ * credential plugins, proxy-url, client certificates, basic auth and `as` (impersonation) work.
  * We parse and check the document first only to name the broken field in errors and to fill
  * in what client-node 1.4 leaves out of kubectl's format (see {@link forClientNode}).
  *
