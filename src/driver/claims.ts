@@ -3,7 +3,7 @@
  * server. Only the fields read here are typed; the shapes match resource.k8s.io/v1 JSON (and
  * @kubernetes/client-node's ResourceV1ResourceClaim, so test fixtures pass straight through).
  */
-import { KubeClient } from '../kube/client.js';
+import { toKubeClient, type KubeClient } from '../kube/client.js';
 import type { KubeConfig } from '../kube/config.js';
 import { GpuDraError } from '../util/errors.js';
 
@@ -50,7 +50,7 @@ export interface ClaimGetter {
  * with the ResourceSlice publisher, so both use one keep-alive connection pool) or a config.
  */
 export function kubeClaimGetter(kube: KubeClient | KubeConfig): Promise<ClaimGetter> {
-  const client = kube instanceof KubeClient ? kube : new KubeClient(kube);
+  const client = toKubeClient(kube);
   return Promise.resolve({
     async get(namespace, name) {
       return await client.request<ResourceClaim>(

@@ -1,8 +1,13 @@
 /**
- * A small apiserver client over node:http(s): JSON requests and newline-delimited JSON watches,
- * all through ONE keep-alive agent per client, so steady-state calls reuse a TLS connection
- * instead of handshaking each time (what @kubernetes/client-node 1.4 does; upstream
- * kubernetes-client/javascript#2893), and the driver bundle does not carry a 14 MB client.
+ * The apiserver client every command uses: JSON requests and newline-delimited JSON watches
+ * over node:http(s), through ONE keep-alive agent per client, so steady-state calls reuse a TLS
+ * connection instead of handshaking each time (@kubernetes/client-node 1.4's own API clients
+ * do not; upstream kubernetes-client/javascript#2893).
+ *
+ * Where to connect and how to authenticate is a {@link KubeTransport}: the in-cluster service
+ * account uses the lean {@link staticTransport} (no dependency, so the DaemonSet's driver
+ * starts fast); a kubeconfig file goes through client-node's KubeConfig (./kubeconfig.ts), so
+ * whatever kubectl accepts (exec and auth-provider plugins, proxy-url, ...) works here too.
  */
 import fs from 'node:fs';
 import http from 'node:http';
@@ -77,9 +82,40 @@ export interface WatchHandle {
 
 export type WatchEventHandler = (type: string, object: unknown) => void;
 
-interface RawResponse {
-  readonly statusCode: number;
-  readonly body: string;
+/** What the publisher, the claim getter and `explain` talk to. */
+export interface KubeClient {
+  /** Where the connection came from, for messages: a kubeconfig path or `in-cluster`. */
+  readonly source: string;
+  /** Sends a request and parses the JSON answer; non-2xx throws {@link KubeApiError}. */
+  request<T>(method: string, path: string, opts?: RequestOptions): Promise<T>;
+  /**
+   * Starts a watch (`?watch=true`) and streams its events. Resolves once the apiserver accepted
+   * it (rejects with {@link KubeApiError} when it did not); then `onEvent` gets each event and
+   * `onDone` is called once when the stream ends or fails, unless `stop()` ended it.
+   */
+  watch(
+    path: string,
+    query: Query,
+    onEvent: WatchEventHandler,
+    onDone: (err: unknown) => void,
+  ): Promise<WatchHandle>;
+  /** Closes idle connections; in-flight requests and watches end with an error. */
+  close(): void;
+}
+
+/** How a client reaches and authenticates to one apiserver. */
+export interface KubeTransport {
+  /** Base URL, e.g. `https://10.96.0.1:443` (a path prefix is kept). */
+  readonly server: string;
+  readonly source: string;
+  /**
+   * The agent (TLS settings, proxy) and the authentication headers for the next request. May
+   * run a credential plugin, so it is asynchronous and may throw a {@link GpuDraError}.
+   */
+  connection(): Promise<{ agent: http.Agent; headers: Readonly<Record<string, string>> }>;
+  /** A request got 401: drop cached credentials. True when retrying once may succeed. */
+  unauthorized(): boolean;
+  close(): void;
 }
 
 /** Reads a bearer token inline or from a file that is re-read as it rotates. */
@@ -110,9 +146,7 @@ class TokenSource {
           throw new GpuDraError(
             'KUBE_TOKEN_UNREADABLE',
             `cannot read token file ${file}: ${errorMessage(err)}`,
-            {
-              cause: err,
-            },
+            { cause: err },
           );
         }
       }
@@ -123,6 +157,61 @@ class TokenSource {
   invalidate(): void {
     this.readAt = 0;
   }
+}
+
+/**
+ * The lean transport: a resolved {@link KubeConfig} (the in-cluster service account, or one a
+ * test builds) with a bearer token or token file and client certificates. No dependency.
+ */
+export function staticTransport(config: KubeConfig, opts: KubeClientOptions = {}): KubeTransport {
+  const tokens = new TokenSource(config, config.tokenRefreshMs ?? DEFAULT_TOKEN_REFRESH_MS);
+  const agent = keepAliveAgent(config.server, opts, {
+    ...(config.ca ? { ca: config.ca } : {}),
+    ...(config.cert ? { cert: config.cert } : {}),
+    ...(config.key ? { key: config.key } : {}),
+    ...(config.tlsServerName ? { servername: config.tlsServerName } : {}),
+    rejectUnauthorized: !config.insecureSkipTlsVerify,
+  });
+  return {
+    server: config.server,
+    source: config.source,
+    connection() {
+      const token = tokens.get();
+      const headers: Record<string, string> = token ? { Authorization: `Bearer ${token}` } : {};
+      return Promise.resolve({ agent, headers });
+    },
+    unauthorized() {
+      // A bound service-account token may have rotated under us: re-read it and retry once.
+      tokens.invalidate();
+      return tokens.canRefresh;
+    },
+    close() {
+      agent.destroy();
+    },
+  };
+}
+
+/** One keep-alive agent for `server`, http or https by its scheme. */
+export function keepAliveAgent(server: string, opts: KubeClientOptions, tls: https.AgentOptions): http.Agent {
+  const common = { keepAlive: true, maxSockets: opts.maxSockets ?? 8, scheduling: 'lifo' as const };
+  return new URL(server).protocol === 'https:'
+    ? new https.Agent({ ...common, ...tls })
+    : new http.Agent(common);
+}
+
+/** A client over the lean transport (see {@link staticTransport}). */
+export function createKubeClient(config: KubeConfig, opts: KubeClientOptions = {}): KubeClient {
+  return new HttpKubeClient(staticTransport(config, opts), opts);
+}
+
+/** A client as it is, or one built from a resolved config (tests and the e2e harness pass those). */
+export function toKubeClient(kube: KubeClient | KubeConfig): KubeClient {
+  return 'request' in kube ? kube : createKubeClient(kube);
+}
+
+interface RawResponse {
+  readonly statusCode: number;
+  readonly body: string;
 }
 
 function statusFields(body: string): { reason?: string; message?: string; status?: unknown } {
@@ -142,46 +231,28 @@ function statusFields(body: string): { reason?: string; message?: string; status
   return {};
 }
 
-export class KubeClient {
-  readonly config: KubeConfig;
-  private readonly agent: http.Agent;
-  private readonly transport: typeof http | typeof https;
+/** The request/watch engine over any {@link KubeTransport}. */
+export class HttpKubeClient implements KubeClient {
   private readonly base: URL;
-  private readonly tokens: TokenSource;
   private readonly timeoutMs: number;
   private readonly userAgent: string;
 
-  constructor(config: KubeConfig, opts: KubeClientOptions = {}) {
-    this.config = config;
-    this.base = new URL(config.server);
+  constructor(
+    private readonly transport: KubeTransport,
+    opts: KubeClientOptions = {},
+  ) {
+    this.base = new URL(transport.server);
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.userAgent = opts.userAgent ?? 'gpu-dra';
-    this.tokens = new TokenSource(config, config.tokenRefreshMs ?? DEFAULT_TOKEN_REFRESH_MS);
-    const common = { keepAlive: true, maxSockets: opts.maxSockets ?? 8, scheduling: 'lifo' as const };
-    if (this.base.protocol === 'https:') {
-      this.transport = https;
-      this.agent = new https.Agent({
-        ...common,
-        ...(config.ca ? { ca: config.ca } : {}),
-        ...(config.cert ? { cert: config.cert } : {}),
-        ...(config.key ? { key: config.key } : {}),
-        ...(config.tlsServerName ? { servername: config.tlsServerName } : {}),
-        rejectUnauthorized: !config.insecureSkipTlsVerify,
-      });
-    } else {
-      this.transport = http;
-      this.agent = new http.Agent(common);
-    }
   }
 
-  /** Sends a request and parses the JSON answer; non-2xx throws {@link KubeApiError}. */
+  get source(): string {
+    return this.transport.source;
+  }
+
   async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
     let res = await this.send(method, path, opts);
-    if (res.statusCode === 401 && this.tokens.canRefresh) {
-      // A bound service-account token may have rotated under us: re-read it and retry once.
-      this.tokens.invalidate();
-      res = await this.send(method, path, opts);
-    }
+    if (res.statusCode === 401 && this.transport.unauthorized()) res = await this.send(method, path, opts);
     if (res.statusCode < 200 || res.statusCode >= 300) throw this.apiError(method, path, res);
     if (res.body === '') return undefined as T;
     try {
@@ -191,17 +262,13 @@ export class KubeClient {
     }
   }
 
-  /**
-   * Starts a watch (`?watch=true`) and streams its events. Resolves once the apiserver accepted
-   * it (rejects with {@link KubeApiError} when it did not); then `onEvent` gets each event and
-   * `onDone` is called once when the stream ends or fails, unless `stop()` ended it.
-   */
-  watch(
+  async watch(
     path: string,
     query: Query,
     onEvent: WatchEventHandler,
     onDone: (err: unknown) => void,
   ): Promise<WatchHandle> {
+    const req = await this.start('GET', path, { ...query, watch: true }, undefined, undefined);
     return new Promise((resolve, reject) => {
       let stopped = false;
       let settled = false;
@@ -211,7 +278,6 @@ export class KubeClient {
         done = true;
         onDone(err);
       };
-      const req = this.start('GET', path, { ...query, watch: true }, undefined, undefined);
       const handle: WatchHandle = {
         stop: () => {
           if (stopped) return;
@@ -236,7 +302,8 @@ export class KubeClient {
             settled = true;
             reject(this.apiError('GET', path, { statusCode, body }));
           });
-          if (statusCode === 401) this.tokens.invalidate();
+          // The caller retries watches; let that retry use fresh credentials.
+          if (statusCode === 401) this.transport.unauthorized();
           return;
         }
         settled = true;
@@ -276,9 +343,8 @@ export class KubeClient {
     });
   }
 
-  /** Closes idle connections; in-flight requests and watches end with an error. */
   close(): void {
-    this.agent.destroy();
+    this.transport.close();
   }
 
   private url(path: string, query: Query | undefined): string {
@@ -292,37 +358,44 @@ export class KubeClient {
     return `${path}${qs}`;
   }
 
-  private start(
+  private async start(
     method: string,
     path: string,
     query: Query | undefined,
     body: string | undefined,
     contentType: string | undefined,
-  ): http.ClientRequest {
+  ): Promise<http.ClientRequest> {
+    let connection: Awaited<ReturnType<KubeTransport['connection']>>;
+    try {
+      connection = await this.transport.connection();
+    } catch (err) {
+      throw err instanceof GpuDraError
+        ? err
+        : new KubeRequestError(method, path, errorMessage(err), { cause: err });
+    }
     const headers: http.OutgoingHttpHeaders = {
+      ...connection.headers,
       Accept: 'application/json',
       'User-Agent': this.userAgent,
     };
-    const token = this.tokens.get();
-    if (token) headers['Authorization'] = `Bearer ${token}`;
     if (body !== undefined) {
       headers['Content-Type'] = contentType ?? 'application/json';
       headers['Content-Length'] = Buffer.byteLength(body);
     }
     const basePath = this.base.pathname === '/' ? '' : this.base.pathname.replace(/\/+$/, '');
-    return this.transport.request({
+    const transport = this.base.protocol === 'https:' ? https : http;
+    return transport.request({
       protocol: this.base.protocol,
       hostname: this.base.hostname.replace(/^\[(.*)\]$/, '$1'),
       port: this.base.port || (this.base.protocol === 'https:' ? 443 : 80),
       method,
       path: basePath + this.url(path, query),
       headers,
-      agent: this.agent,
-      ...(this.config.tlsServerName ? { servername: this.config.tlsServerName } : {}),
+      agent: connection.agent,
     });
   }
 
-  private send(method: string, path: string, opts: RequestOptions): Promise<RawResponse> {
+  private async send(method: string, path: string, opts: RequestOptions): Promise<RawResponse> {
     const body =
       opts.body === undefined
         ? undefined
@@ -330,18 +403,8 @@ export class KubeClient {
           ? opts.body
           : JSON.stringify(opts.body);
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    const req = await this.start(method, path, opts.query, body, opts.contentType);
     return new Promise((resolve, reject) => {
-      let req: http.ClientRequest;
-      try {
-        req = this.start(method, path, opts.query, body, opts.contentType);
-      } catch (err) {
-        reject(
-          err instanceof GpuDraError
-            ? err
-            : new KubeRequestError(method, path, errorMessage(err), { cause: err }),
-        );
-        return;
-      }
       let failed = false;
       const fail = (err: Error): void => {
         if (failed) return;

@@ -10,8 +10,8 @@
  * the NVML event watch.
  */
 import type http from 'node:http';
-import { KubeClient } from '../kube/client.js';
-import { loadInClusterConfig, loadKubeConfigFile, type KubeConfig } from '../kube/config.js';
+import { createKubeClient, type KubeClient } from '../kube/client.js';
+import { loadInClusterConfig, type KubeConfig } from '../kube/config.js';
 import { kubeClaimGetter, type ClaimGetter } from '../driver/claims.js';
 import type { DriverConfig } from './config.js';
 import { createDriverMetrics, type DriverMetrics } from './metrics.js';
@@ -123,10 +123,14 @@ function startEventWatch(
   }
 }
 
-function loadKubeConfig(config: DriverConfig): Promise<KubeConfig> {
-  return config.kubeconfig
-    ? loadKubeConfigFile(config.kubeconfig)
-    : Promise.resolve().then(() => loadInClusterConfig());
+/**
+ * The in-cluster service account takes the lean client; only a kubeconfig file loads
+ * @kubernetes/client-node (its evaluation would delay the DaemonSet's first publish).
+ */
+async function connectKube(config: DriverConfig): Promise<KubeClient> {
+  if (!config.kubeconfig) return createKubeClient(loadInClusterConfig());
+  const { loadKubeconfigClient } = await import('../kube/kubeconfig.js');
+  return loadKubeconfigClient(config.kubeconfig);
 }
 
 export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Promise<RunningDriver> {
@@ -142,11 +146,13 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
   // per-GPU errors there would only repeat it.
   const rediscover = deps.discover ?? nvmlDiscovery(silentLogger());
 
-  let kubeConfig = deps.kubeConfig;
   const needKube = !deps.claims || deps.publisher === undefined;
-  if (needKube && !kubeConfig) kubeConfig = await loadKubeConfig(config);
   // One client, so claim GETs and the publisher share one keep-alive connection pool.
-  const kubeClient = kubeConfig && needKube ? new KubeClient(kubeConfig) : undefined;
+  const kubeClient = !needKube
+    ? undefined
+    : deps.kubeConfig
+      ? createKubeClient(deps.kubeConfig)
+      : await connectKube(config);
   const claims = deps.claims ?? (await kubeClaimGetter(kubeClient as KubeClient));
   const publisher: SlicePublisher | undefined =
     deps.publisher === null

@@ -4,7 +4,7 @@
  * crossing it is plain JSON in wire form, so the publisher can be tested against an in-memory
  * fake of {@link SliceClient}.
  */
-import { KubeApiError, KubeClient } from '../kube/client.js';
+import { KubeApiError, toKubeClient, type KubeClient } from '../kube/client.js';
 import type { KubeConfig } from '../kube/config.js';
 
 /** A ResourceSlice as JSON on the wire (what the apiserver stores and returns). */
@@ -121,7 +121,7 @@ interface WireList<T> {
 
 /** The real client: a {@link KubeClient} (shared, e.g. with the claim getter) or a config to build one. */
 export function kubeSliceClient(kube: KubeClient | KubeConfig): SliceClient {
-  const client = kube instanceof KubeClient ? kube : new KubeClient(kube);
+  const client = toKubeClient(kube);
   const one = (name: string): string => `${SLICES_PATH}/${encodeURIComponent(name)}`;
   return {
     async list(fieldSelector) {

@@ -124,6 +124,12 @@ export const ERROR_CATALOG = {
       "the bearer token file (the pod's service-account token, or a kubeconfig tokenFile) cannot be read",
     action: 'check the token mount (automountServiceAccountToken) or the tokenFile path',
   },
+  KUBE_CREDENTIALS_FAILED: {
+    means:
+      "no credentials for the kubeconfig's user: its exec or auth-provider plugin failed, or a cert or token file is unreadable (the plugin's stderr is in the message)",
+    action:
+      "run the plugin's command yourself (e.g. log in to the cloud CLI) or fix the file the message names",
+  },
   KUBE_REQUEST_FAILED: {
     means: 'the apiserver could not be reached or did not answer in time',
     action:

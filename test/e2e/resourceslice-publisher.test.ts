@@ -10,7 +10,7 @@ import {
   type ResourceV1ResourceClaim,
   type V1ResourceSlice,
 } from '@kubernetes/client-node';
-import { parseKubeConfig } from '../../src/kube/config.js';
+import { kubeClientFromKubeConfig } from '../../src/kube/kubeconfig.js';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import type { NodeInventory } from '../../src/nvml/types.js';
@@ -38,11 +38,11 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
   const publishers: ResourceSlicePublisher[] = [];
 
   /** A publisher running as the driver's identity, with only PUBLISHER_RBAC_RULES granted. */
-  async function publisher(nodeName: string, driverName = DRIVER): Promise<ResourceSlicePublisher> {
+  function publisher(nodeName: string, driverName = DRIVER): ResourceSlicePublisher {
     const p = new ResourceSlicePublisher({
       nodeName,
       driverName,
-      kubeConfig: await parseKubeConfig(fx.cluster.kubeConfigFor(fx.cluster.driverToken).exportConfig()),
+      kubeConfig: kubeClientFromKubeConfig(fx.cluster.kubeConfigFor(fx.cluster.driverToken)),
       debounceMs: 50,
       backoff: { initialDelayMs: 100, maxDelayMs: 2000 },
     });
@@ -73,7 +73,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
 
   it('gets every slice of a 224-device, an 8-GPU and a MIG inventory accepted by the apiserver', async () => {
     await createNode('node-b');
-    const pub = await publisher('node-b');
+    const pub = publisher('node-b');
     pub.start(inventoryOf('h100-mig-224'));
     await pub.whenReady();
     let slices = await slicesOf('node-b');
@@ -105,7 +105,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
 
   it('writes nothing when nothing changed, also after a restart', async () => {
     await createNode('node-c');
-    const first = await publisher('node-c');
+    const first = publisher('node-c');
     first.start(inventoryOf('h100-mig-224'));
     await first.whenReady();
     const before = (await slicesOf('node-c')).map((s) => s.metadata?.resourceVersion);
@@ -120,7 +120,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
     });
     await first.stop();
 
-    const second = await publisher('node-c');
+    const second = publisher('node-c');
     second.start(inventoryOf('h100-mig-224'));
     await second.whenReady();
     await second.sync();
@@ -130,13 +130,13 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
 
   it('removes stale slices after a restart with fewer devices', async () => {
     await createNode('node-d');
-    const old = await publisher('node-d');
+    const old = publisher('node-d');
     old.start(inventoryOf('h100-mig-224'));
     await old.whenReady();
     await old.stop();
     expect(await slicesOf('node-d')).toHaveLength(2);
 
-    const restarted = await publisher('node-d');
+    const restarted = publisher('node-d');
     restarted.start(inventoryOf('h100-8x'));
     await restarted.whenReady();
     const slices = await slicesOf('node-d');
@@ -150,7 +150,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
 
   it('repairs outside deletes and edits, re-creates after a node-wide wipe, and cleans up on exit', async () => {
     await createNode('node-e');
-    const pub = await publisher('node-e');
+    const pub = publisher('node-e');
     pub.start(inventoryOf('h100-mig-224'));
     await pub.whenReady();
     const [a, b] = await slicesOf('node-e');
@@ -200,7 +200,7 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
     const nodeName = 'node-a';
     const ns = 'rs-sched';
     await fx.startNode(nodeName); // registers a Ready node; wipes its slices first
-    const pub = await publisher(nodeName, NVIDIA_DRIVER);
+    const pub = publisher(nodeName, NVIDIA_DRIVER);
     pub.start(inventoryOf('a100-mig'));
     await pub.whenReady();
 

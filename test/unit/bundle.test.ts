@@ -50,6 +50,9 @@ const LATE = [
   /node_modules\/@grpc\//,
   /node_modules\/protobufjs\//,
   /node_modules\/yaml\//,
+  // Only a kubeconfig file needs client-node; the DaemonSet's in-cluster driver must not load it.
+  /node_modules\/@kubernetes\/client-node\//,
+  /^src\/kube\/kubeconfig\.ts$/,
   /node_modules\/@marcbachmann\/cel-js\//,
   /node_modules\/zod\/v4\/locales\/(?!en\.js)/,
   /^src\/cel\//,

@@ -2,20 +2,22 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { TLSSocket } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { kubeClaimGetter } from '../../src/driver/claims.js';
-import { KubeApiError, KubeClient, KubeRequestError } from '../../src/kube/client.js';
 import {
-  KubeConfigError,
-  loadInClusterConfig,
-  loadKubeConfigFile,
-  parseKubeConfig,
-  type KubeConfig,
-} from '../../src/kube/config.js';
+  KubeApiError,
+  KubeRequestError,
+  createKubeClient,
+  type KubeClient,
+  type KubeClientOptions,
+} from '../../src/kube/client.js';
+import { KubeConfigError, loadInClusterConfig, type KubeConfig } from '../../src/kube/config.js';
+import { loadKubeconfigClient } from '../../src/kube/kubeconfig.js';
+import { GpuDraError } from '../../src/util/errors.js';
 import { httpStatus, kubeSliceClient, type WireSlice } from '../../src/resourceslice/sliceApi.js';
 
 let dir: string;
@@ -148,11 +150,8 @@ async function listen(server: http.Server | https.Server): Promise<string> {
   return `${server instanceof https.Server ? 'https' : 'http'}://127.0.0.1:${String(port)}`;
 }
 
-function client(
-  config: Omit<KubeConfig, 'source'>,
-  opts?: ConstructorParameters<typeof KubeClient>[1],
-): KubeClient {
-  const c = new KubeClient({ source: 'test', ...config }, opts);
+function client(config: Omit<KubeConfig, 'source'>, opts?: KubeClientOptions): KubeClient {
+  const c = createKubeClient({ source: 'test', ...config }, opts);
   clients.push(c);
   return c;
 }
@@ -438,99 +437,7 @@ describe('kubeSliceClient and kubeClaimGetter over KubeClient', () => {
   });
 });
 
-describe('kubeconfig loading', () => {
-  const doc = (user: Record<string, unknown>, cluster: Record<string, unknown> = {}): string =>
-    JSON.stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: [{ name: 'c', cluster: { server: 'https://10.0.0.1:6443/', ...cluster } }],
-      users: [{ name: 'u', user }],
-      contexts: [{ name: 'ctx', context: { cluster: 'c', user: 'u' } }],
-      'current-context': 'ctx',
-    });
-
-  it('resolves the current context: server, inline data, token', async () => {
-    const kc = await parseKubeConfig(
-      doc(
-        {
-          token: 'abc',
-          'client-certificate-data': Buffer.from('CERT').toString('base64'),
-          'client-key-data': Buffer.from('KEY').toString('base64'),
-        },
-        {
-          'certificate-authority-data': Buffer.from('CA').toString('base64'),
-          'tls-server-name': 'kubernetes',
-        },
-      ),
-    );
-    expect(kc.server).toBe('https://10.0.0.1:6443');
-    expect(kc.ca?.toString()).toBe('CA');
-    expect(kc.cert?.toString()).toBe('CERT');
-    expect(kc.key?.toString()).toBe('KEY');
-    expect(kc.token).toBe('abc');
-    expect(kc.tlsServerName).toBe('kubernetes');
-  });
-
-  it('reads YAML files and resolves relative paths against the kubeconfig directory', async () => {
-    const sub = fs.mkdtempSync(path.join(dir, 'kc-'));
-    fs.writeFileSync(path.join(sub, 'ca.crt'), 'CA-FILE');
-    fs.writeFileSync(path.join(sub, 'token'), 'tok\n');
-    const file = path.join(sub, 'config');
-    fs.writeFileSync(
-      file,
-      [
-        'apiVersion: v1',
-        'clusters:',
-        '- name: c',
-        '  cluster:',
-        '    server: https://api.example:443',
-        '    certificate-authority: ca.crt',
-        'users:',
-        '- name: u',
-        '  user:',
-        '    tokenFile: token',
-        'contexts:',
-        '- name: ctx',
-        '  context: {cluster: c, user: u}',
-        'current-context: ctx',
-      ].join('\n'),
-    );
-    const kc = await loadKubeConfigFile(file);
-    expect(kc.ca?.toString()).toBe('CA-FILE');
-    expect(kc.tokenFile).toBe(path.join(sub, 'token'));
-    expect(kc.source).toBe(file);
-  });
-
-  it.each([
-    [doc({ exec: { command: 'aws' } }), 'users[u].user.exec', /exec credential plugins are not supported/],
-    [doc({ 'auth-provider': { name: 'gcp' } }), 'users[u].user.auth-provider', /not supported/],
-    [doc({ 'client-certificate-data': 'QQ==' }), 'users[u].user.client-key', /required/],
-    [doc({}, { server: 'not a url' }), 'clusters[c].cluster.server', /not a URL/],
-    [
-      doc({}, { 'certificate-authority': '/nonexistent/ca.crt' }),
-      'clusters[c].cluster.certificate-authority',
-      /cannot read/,
-    ],
-    [JSON.stringify({ contexts: [] }), 'current-context', /not set/],
-    [
-      JSON.stringify({ contexts: [{ name: 'x', context: { cluster: 'gone' } }], 'current-context': 'x' }),
-      'contexts[x].context.cluster',
-      /refers to cluster "gone"/,
-    ],
-    ['a: [unclosed', '<document>', /not valid YAML/],
-  ])('names the field in errors (%#)', async (text, field, message) => {
-    let err: unknown;
-    try {
-      await parseKubeConfig(text, { source: '/etc/kubeconfig' });
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(KubeConfigError);
-    expect((err as KubeConfigError).field).toBe(field);
-    expect((err as KubeConfigError).message).toMatch(message);
-    expect((err as KubeConfigError).message).toContain('/etc/kubeconfig');
-  });
-
+describe('in-cluster config', () => {
   it('loads the in-cluster service account from an injectable directory', () => {
     const sa = fs.mkdtempSync(path.join(dir, 'sa-'));
     fs.writeFileSync(path.join(sa, 'token'), 'sa-token');
@@ -579,5 +486,290 @@ describe('kubeconfig loading', () => {
     await new Promise((r) => setTimeout(r, 80));
     await kc.request('GET', '/x');
     expect(auths).toEqual(['Bearer one', 'Bearer one', 'Bearer two']);
+  });
+});
+
+describe('kubeconfig files (client-node KubeConfig)', () => {
+  const b64 = (b: Buffer): string => b.toString('base64');
+
+  /** Writes `text` as a kubeconfig in a fresh directory and returns its path. */
+  function kubeconfigFile(text: string, extra: Record<string, string> = {}): string {
+    const sub = fs.mkdtempSync(path.join(dir, 'kc-'));
+    for (const [name, content] of Object.entries(extra)) {
+      fs.writeFileSync(path.join(sub, name), content, { mode: 0o755 });
+    }
+    const file = path.join(sub, 'config');
+    fs.writeFileSync(file, text);
+    return file;
+  }
+
+  /** A kubeconfig as `kubectl config view --raw` prints it; `user` and `cluster` are YAML lines. */
+  function kubectlYaml(server: string, user: string[], cluster: string[] = []): string {
+    return [
+      'apiVersion: v1',
+      'clusters:',
+      '- cluster:',
+      ...cluster.map((l) => `    ${l}`),
+      `    server: ${server}`,
+      '  name: test-cluster',
+      'contexts:',
+      '- context:',
+      '    cluster: test-cluster',
+      '    user: test-user',
+      '  name: test',
+      'current-context: test',
+      'kind: Config',
+      'preferences: {}',
+      'users:',
+      '- name: test-user',
+      '  user:',
+      ...user.map((l) => `    ${l}`),
+      '',
+    ].join('\n');
+  }
+
+  async function load(file: string): Promise<KubeClient> {
+    const c = await loadKubeconfigClient(file);
+    clients.push(c);
+    return c;
+  }
+
+  /** An https apiserver stand-in that records the Authorization header of each request. */
+  async function tlsServer(opts: https.ServerOptions = {}): Promise<{ url: string; auths: string[] }> {
+    const auths: string[] = [];
+    const server = https.createServer({ cert: pki.serverCert, key: pki.serverKey, ...opts }, (req, res) => {
+      auths.push(req.headers.authorization ?? '<none>');
+      json(res, 200, { kind: 'Node', metadata: { uid: 'u' } });
+    });
+    return { url: await listen(server), auths };
+  }
+
+  it('reads YAML as kubectl writes it: inline CA, token, keep-alive across requests', async () => {
+    let connections = 0;
+    const { url, auths } = await tlsServer();
+    (servers.at(-1) as https.Server).on('secureConnection', () => connections++);
+    const kc = await load(
+      kubeconfigFile(kubectlYaml(url, ['token: abc'], [`certificate-authority-data: ${b64(pki.ca)}`])),
+    );
+    for (let i = 0; i < 5; i++) await kc.request('GET', '/api/v1/nodes/n');
+    expect(auths).toEqual(Array(5).fill('Bearer abc'));
+    expect(connections).toBe(1);
+  });
+
+  it('resolves relative certificate and token files against the kubeconfig directory', async () => {
+    let subject: string | undefined;
+    const server = https.createServer(
+      { cert: pki.serverCert, key: pki.serverKey, ca: pki.clientCa, requestCert: true },
+      (req, res) => {
+        if (req.socket instanceof TLSSocket) subject = String(req.socket.getPeerCertificate().subject.CN);
+        json(res, 200, { auth: req.headers.authorization });
+      },
+    );
+    const url = await listen(server);
+    const file = kubeconfigFile(
+      kubectlYaml(
+        url,
+        ['client-certificate: driver.crt', 'client-key: driver.key', 'tokenFile: token'],
+        ['certificate-authority: ca.crt'],
+      ),
+      {
+        'ca.crt': pki.ca.toString(),
+        'driver.crt': pki.clientCert.toString(),
+        'driver.key': pki.clientKey.toString(),
+        token: 'from-file\n',
+      },
+    );
+    await expect((await load(file)).request('GET', '/version')).resolves.toEqual({
+      auth: 'Bearer from-file',
+    });
+    expect(subject).toBe('driver');
+  });
+
+  it('runs an exec credential plugin and sends the token it prints', async () => {
+    const { url, auths } = await tlsServer();
+    const plugin = [
+      '#!/bin/sh',
+      // The env from the kubeconfig reaches the plugin, as with kubectl.
+      `printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"%s"}}' "$TOKEN_FROM_ENV"`,
+      '',
+    ].join('\n');
+    const file = kubeconfigFile(
+      kubectlYaml(
+        url,
+        [
+          'exec:',
+          '  apiVersion: client.authentication.k8s.io/v1',
+          '  command: ./get-token.sh',
+          '  env:',
+          '  - name: TOKEN_FROM_ENV',
+          '    value: exec-token',
+          '  interactiveMode: Never',
+        ],
+        [`certificate-authority-data: ${b64(pki.ca)}`],
+      ),
+      { 'get-token.sh': plugin },
+    );
+    const kc = await load(file);
+    await kc.request('GET', '/api/v1/nodes/n');
+    expect(auths).toEqual(['Bearer exec-token']);
+  });
+
+  it('runs the plugin once for concurrent requests, and again after a 401', async () => {
+    let rejectOld = false;
+    const auths: string[] = [];
+    const url = await listen(
+      https.createServer({ cert: pki.serverCert, key: pki.serverKey }, (req, res) => {
+        const auth = req.headers.authorization ?? '<none>';
+        auths.push(auth);
+        if (rejectOld && auth === 'Bearer token-1')
+          json(res, 401, { kind: 'Status', reason: 'Unauthorized' });
+        else json(res, 200, {});
+      }),
+    );
+    // No expirationTimestamp: client-node alone would run it for every request.
+    const plugin = [
+      '#!/bin/sh',
+      'cd "$(dirname "$0")"',
+      'n=$(($(cat count 2>/dev/null || echo 0) + 1)); echo $n > count',
+      'printf \'{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"token-%s"}}\' $n',
+      '',
+    ].join('\n');
+    const file = kubeconfigFile(
+      kubectlYaml(
+        url,
+        ['exec:', '  apiVersion: client.authentication.k8s.io/v1', '  command: ./plugin.sh'],
+        [`certificate-authority-data: ${b64(pki.ca)}`],
+      ),
+      { 'plugin.sh': plugin },
+    );
+    const count = (): string => fs.readFileSync(path.join(path.dirname(file), 'count'), 'utf8').trim();
+    const kc = await load(file);
+    await Promise.all([kc.request('GET', '/a'), kc.request('GET', '/b'), kc.request('GET', '/c')]);
+    expect(count()).toBe('1');
+    rejectOld = true;
+    await kc.request('GET', '/d');
+    expect(count()).toBe('2');
+    expect(auths).toEqual([...Array<string>(4).fill('Bearer token-1'), 'Bearer token-2']);
+  });
+
+  it('reports a failing credential plugin as KUBE_CREDENTIALS_FAILED with its stderr', async () => {
+    const { url, auths } = await tlsServer();
+    const file = kubeconfigFile(
+      kubectlYaml(
+        url,
+        ['exec:', '  apiVersion: client.authentication.k8s.io/v1', '  command: ./fail.sh'],
+        [],
+      ),
+      { 'fail.sh': '#!/bin/sh\necho "please run: cloud login" >&2\nexit 1\n' },
+    );
+    const err = await (await load(file)).request('GET', '/x').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(GpuDraError);
+    expect((err as GpuDraError).code).toBe('KUBE_CREDENTIALS_FAILED');
+    expect((err as Error).message).toContain('please run: cloud login');
+    expect((err as Error).message).toContain(file);
+    expect(auths).toEqual([]);
+  });
+
+  it('tunnels through proxy-url (HTTP CONNECT)', async () => {
+    const { url, auths } = await tlsServer();
+    const tunnels: string[] = [];
+    const sockets = new Set<net.Socket>();
+    const proxy = http.createServer((_req, res) => {
+      res.writeHead(405).end();
+    });
+    proxy.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      tunnels.push(req.url ?? '');
+      const [host = '', port = ''] = (req.url ?? '').split(':');
+      const upstream = net.connect(Number(port), host, () => {
+        socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        upstream.write(head);
+        upstream.pipe(socket);
+        socket.pipe(upstream);
+      });
+      for (const s of [socket, upstream]) {
+        sockets.add(s);
+        s.on('error', () => undefined);
+        s.on('close', () => {
+          upstream.destroy();
+          socket.destroy();
+        });
+      }
+    });
+    proxy.on('close', () => {
+      for (const s of sockets) s.destroy();
+    });
+    const proxyUrl = await listen(proxy);
+    const kc = await load(
+      kubeconfigFile(
+        kubectlYaml(
+          url,
+          ['token: via-proxy'],
+          [`certificate-authority-data: ${b64(pki.ca)}`, `proxy-url: ${proxyUrl}`],
+        ),
+      ),
+    );
+    await kc.request('GET', '/api/v1/nodes/n');
+    expect(auths).toEqual(['Bearer via-proxy']);
+    expect(tunnels).toEqual([new URL(url).host]);
+  });
+
+  it('talks to a plain http:// server (kubectl proxy) without insecure-skip-tls-verify', async () => {
+    const auths: (string | undefined)[] = [];
+    const url = await listen(
+      http.createServer((req, res) => {
+        auths.push(req.headers.authorization);
+        json(res, 200, {});
+      }),
+    );
+    await (await load(kubeconfigFile(kubectlYaml(url, ['token: t'])))).request('GET', '/version');
+    expect(auths).toEqual(['Bearer t']);
+  });
+
+  const doc = (user: Record<string, unknown>, cluster: Record<string, unknown> = {}): string =>
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'c', cluster: { server: 'https://10.0.0.1:6443/', ...cluster } }],
+      users: [{ name: 'u', user }],
+      contexts: [{ name: 'ctx', context: { cluster: 'c', user: 'u' } }],
+      'current-context': 'ctx',
+    });
+
+  it.each([
+    [
+      doc({ exec: { apiVersion: 'client.authentication.k8s.io/v1' } }),
+      'users[u].user.exec.command',
+      /is not set/,
+    ],
+    [doc({ 'auth-provider': { config: {} } }), 'users[u].user.auth-provider.name', /is not set/],
+    [doc({ 'client-certificate-data': 'QQ==' }), 'users[u].user.client-key', /required/],
+    [doc({ tokenFile: 'missing-token' }), 'users[u].user.tokenFile', /cannot read/],
+    [doc({}, { server: 'not a url' }), 'clusters[c].cluster.server', /not a URL/],
+    [doc({}, { 'proxy-url': 'proxy:3128' }), 'clusters[c].cluster.proxy-url', /must be an http/],
+    [
+      doc({}, { 'certificate-authority': '/nonexistent/ca.crt' }),
+      'clusters[c].cluster.certificate-authority',
+      /cannot read/,
+    ],
+    [JSON.stringify({ contexts: [] }), 'current-context', /not set/],
+    [
+      JSON.stringify({ contexts: [{ name: 'x', context: { cluster: 'gone' } }], 'current-context': 'x' }),
+      'contexts[x].context.cluster',
+      /refers to cluster "gone"/,
+    ],
+    ['a: [unclosed', '<document>', /not valid YAML/],
+  ])('names the field in errors (%#)', async (text, field, message) => {
+    const file = kubeconfigFile(text);
+    const err = await loadKubeconfigClient(file).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(KubeConfigError);
+    expect((err as KubeConfigError).field).toBe(field);
+    expect((err as KubeConfigError).message).toMatch(message);
+    expect((err as KubeConfigError).message).toContain(file);
+  });
+
+  it('names the file it cannot read', async () => {
+    const err = await loadKubeconfigClient(path.join(dir, 'no-such-kubeconfig')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(KubeConfigError);
+    expect((err as KubeConfigError).field).toBe('kubeconfig');
   });
 });

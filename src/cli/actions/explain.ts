@@ -72,9 +72,8 @@ function asSlices(objects: readonly KubeObject[], source: string): ResourceSlice
 async function fromCluster(
   kubeconfig: string,
 ): Promise<{ slices: ResourceSliceObjectInput[]; classes: DeviceClassObject[] }> {
-  const { loadKubeConfigFile } = await import('../../kube/config.js');
-  const { KubeClient } = await import('../../kube/client.js');
-  const client = new KubeClient(await loadKubeConfigFile(kubeconfig));
+  const { loadKubeconfigClient } = await import('../../kube/kubeconfig.js');
+  const client = await loadKubeconfigClient(kubeconfig);
   try {
     const [slices, classes] = await Promise.all([
       client.request<{ items?: ResourceSliceObjectInput[] | null }>(
