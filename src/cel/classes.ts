@@ -4,21 +4,13 @@
  * `mig.<driver>` MIG devices, by driver and the `type` attribute, as NVIDIA's classes do.
  */
 import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
-import type { DeviceClassObject } from './explain.js';
-
-export function gpuClassName(driverName: string = DEFAULT_DRIVER_NAME): string {
-  return `gpu.${driverName}`;
-}
-
-export function migClassName(driverName: string = DEFAULT_DRIVER_NAME): string {
-  return `mig.${driverName}`;
-}
+import type { DeviceClass } from '../api/resource.js';
 
 function typeSelector(driverName: string, type: 'gpu' | 'mig'): string {
   return `device.driver == '${driverName}' && device.attributes['${driverName}'].type == '${type}'`;
 }
 
-export interface DeviceClassManifest extends DeviceClassObject {
+export interface DeviceClassManifest extends DeviceClass {
   readonly apiVersion: 'resource.k8s.io/v1';
   readonly kind: 'DeviceClass';
   readonly metadata: { readonly name: string };

@@ -22,72 +22,25 @@ import {
   type DeviceInput,
 } from './device.js';
 import { celErrorMessage, compileSelector, evaluateValue, type CompiledSelector } from './env.js';
+import {
+  deviceClaimOf,
+  type CelDeviceSelector,
+  type DeviceClass,
+  type DeviceConstraint,
+  type DeviceRequest,
+  type ExactDeviceRequest,
+  type ResourceClaim,
+  type ResourceClaimTemplate,
+  type ResourceSlice,
+} from '../api/resource.js';
 import { Quantity } from './quantity.js';
 import { childNodes } from './rewrite.js';
 import { Semver } from './semver.js';
 
 // ---------------------------------------------------------------------------------------------
-// Input shapes (resource.k8s.io/v1, only the fields used)
+// Input: the API objects (src/api/resource.ts); a claim may come as a ResourceClaimTemplate.
 
-export interface CelSelectorSpec {
-  readonly cel?: { readonly expression: string };
-}
-
-export interface ExactDeviceRequestSpec {
-  readonly deviceClassName: string;
-  readonly selectors?: readonly CelSelectorSpec[];
-  readonly allocationMode?: 'ExactCount' | 'All';
-  readonly count?: number;
-  readonly adminAccess?: boolean;
-}
-
-export interface DeviceSubRequestSpec extends ExactDeviceRequestSpec {
-  readonly name: string;
-}
-
-export interface DeviceRequestSpec {
-  readonly name: string;
-  readonly exactly?: ExactDeviceRequestSpec;
-  readonly firstAvailable?: readonly DeviceSubRequestSpec[];
-}
-
-export interface DeviceConstraintSpec {
-  readonly requests?: readonly string[];
-  readonly matchAttribute?: string;
-}
-
-export interface DeviceClaimSpec {
-  readonly requests?: readonly DeviceRequestSpec[];
-  readonly constraints?: readonly DeviceConstraintSpec[];
-  readonly config?: readonly unknown[];
-}
-
-/** A ResourceClaim (`spec.devices`) or ResourceClaimTemplate (`spec.spec.devices`). */
-export interface ClaimObject {
-  readonly apiVersion?: string;
-  readonly kind?: string;
-  readonly metadata?: { readonly name?: string; readonly namespace?: string };
-  readonly spec?: {
-    readonly devices?: DeviceClaimSpec;
-    readonly spec?: { readonly devices?: DeviceClaimSpec };
-  };
-}
-
-export interface DeviceClassObject {
-  readonly metadata?: { readonly name?: string };
-  readonly spec?: { readonly selectors?: readonly CelSelectorSpec[]; readonly config?: readonly unknown[] };
-}
-
-export interface ResourceSliceObjectInput {
-  readonly metadata?: { readonly name?: string };
-  readonly spec: {
-    readonly driver: string;
-    readonly nodeName?: string;
-    readonly allNodes?: boolean;
-    readonly pool: { readonly name: string };
-    readonly devices?: readonly DeviceInput[];
-  };
-}
+export type ClaimObject = ResourceClaim | ResourceClaimTemplate;
 
 // ---------------------------------------------------------------------------------------------
 // Report
@@ -186,7 +139,7 @@ interface Candidate {
   readonly conversionError?: string;
 }
 
-function candidatesOf(slices: readonly ResourceSliceObjectInput[]): Candidate[] {
+function candidatesOf(slices: readonly ResourceSlice<DeviceInput>[]): Candidate[] {
   const out: Candidate[] = [];
   for (const slice of slices) {
     const { driver, pool, nodeName } = slice.spec;
@@ -218,7 +171,7 @@ function selectorInfo(s: PreparedSelector): SelectorInfo {
 
 function prepareSelectors(
   source: 'class' | 'request',
-  specs: readonly CelSelectorSpec[] | undefined,
+  specs: readonly CelDeviceSelector[] | undefined,
 ): PreparedSelector[] {
   return (specs ?? []).map((s, index) => {
     const expression = s.cel?.expression ?? '';
@@ -363,8 +316,8 @@ function explainDevice(c: Candidate, selectors: readonly PreparedSelector[]): De
 
 function explainExact(
   name: string,
-  spec: ExactDeviceRequestSpec,
-  classes: ReadonlyMap<string, DeviceClassObject>,
+  spec: ExactDeviceRequest,
+  classes: ReadonlyMap<string, DeviceClass>,
   candidates: readonly Candidate[],
 ): RequestExplanation {
   const cls = classes.get(spec.deviceClassName);
@@ -404,8 +357,8 @@ function explainExact(
 }
 
 function explainRequest(
-  req: DeviceRequestSpec,
-  classes: ReadonlyMap<string, DeviceClassObject>,
+  req: DeviceRequest,
+  classes: ReadonlyMap<string, DeviceClass>,
   candidates: readonly Candidate[],
 ): TopRequestExplanation {
   if (req.exactly) return explainExact(req.name, req.exactly, classes, candidates);
@@ -467,15 +420,13 @@ function attributeValueKey(device: DeviceInput, driver: string, qualified: strin
 }
 
 function explainConstraints(
-  constraints: readonly DeviceConstraintSpec[],
+  constraints: readonly DeviceConstraint[],
   requests: readonly TopRequestExplanation[],
   candidates: readonly Candidate[],
 ): ConstraintExplanation[] {
   const byKey = new Map(candidates.map((c) => [deviceKey(c), c]));
   return constraints
-    .filter(
-      (c): c is DeviceConstraintSpec & { matchAttribute: string } => typeof c.matchAttribute === 'string',
-    )
+    .filter((c): c is DeviceConstraint & { matchAttribute: string } => typeof c.matchAttribute === 'string')
     .map((c) => {
       const names = c.requests && c.requests.length > 0 ? c.requests : requests.map((r) => r.name);
       const groups = new Map<string, Record<string, number>>();
@@ -662,24 +613,19 @@ function staticWarnings(selectors: readonly PreparedSelector[], candidates: read
 
 // ---------------------------------------------------------------------------------------------
 
-function claimDevices(claim: ClaimObject): DeviceClaimSpec | undefined {
-  if (claim.kind === 'ResourceClaimTemplate') return claim.spec?.spec?.devices;
-  return claim.spec?.devices ?? claim.spec?.spec?.devices;
-}
-
 /**
  * Explains how `claim` would match the devices of `slices`, given the DeviceClasses. Pure and
  * deterministic (devices in slice order).
  */
 export function explainClaim(
   claim: ClaimObject,
-  classes: readonly DeviceClassObject[],
-  slices: readonly ResourceSliceObjectInput[],
+  classes: readonly DeviceClass[],
+  slices: readonly ResourceSlice<DeviceInput>[],
 ): ExplainReport {
-  const classMap = new Map<string, DeviceClassObject>();
+  const classMap = new Map<string, DeviceClass>();
   for (const c of classes) if (c.metadata?.name) classMap.set(c.metadata.name, c);
   const candidates = candidatesOf(slices);
-  const devicesSpec = claimDevices(claim) ?? {};
+  const devicesSpec = deviceClaimOf(claim) ?? {};
   const warnings: string[] = [];
   for (const c of candidates) if (c.conversionError) warnings.push(c.conversionError);
 

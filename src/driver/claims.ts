@@ -1,44 +1,11 @@
 /**
- * The ResourceClaim as the driver needs it, and the one edge that fetches it from the API
- * server. Only the fields read here are typed; the shapes match resource.k8s.io/v1 JSON (and
- * @kubernetes/client-node's ResourceV1ResourceClaim, so test fixtures pass straight through).
+ * The one edge that fetches a ResourceClaim from the API server (src/api/resource.ts has its
+ * shape), an in-memory stand-in, and the checks the kubelet helper makes on what it fetched.
  */
 import { toKubeClient, type KubeClient } from '../kube/client.js';
 import type { KubeConfig } from '../kube/config.js';
 import { GpuDraError } from '../util/errors.js';
-
-export interface DeviceRequestAllocationResult {
-  readonly request: string;
-  readonly driver: string;
-  readonly pool: string;
-  readonly device: string;
-  readonly adminAccess?: boolean;
-  readonly shareID?: string;
-}
-
-export interface OpaqueDeviceConfiguration {
-  readonly driver: string;
-  readonly parameters: unknown;
-}
-
-export interface DeviceAllocationConfiguration {
-  /** `FromClass` or `FromClaim`. */
-  readonly source: string;
-  readonly requests?: readonly string[];
-  readonly opaque?: OpaqueDeviceConfiguration;
-}
-
-export interface ResourceClaim {
-  readonly metadata?: { readonly name?: string; readonly namespace?: string; readonly uid?: string };
-  readonly status?: {
-    readonly allocation?: {
-      readonly devices?: {
-        readonly results?: readonly DeviceRequestAllocationResult[];
-        readonly config?: readonly DeviceAllocationConfiguration[];
-      };
-    };
-  };
-}
+import type { ResourceClaim } from '../api/resource.js';
 
 /** Reads a ResourceClaim by namespace/name. Implementations throw when it cannot be read. */
 export interface ClaimGetter {

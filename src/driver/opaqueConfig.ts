@@ -18,7 +18,7 @@
  */
 import * as z from 'zod';
 import { GpuDraError } from '../util/errors.js';
-import type { DeviceAllocationConfiguration, DeviceRequestAllocationResult } from './claims.js';
+import type { DeviceAllocationConfiguration, DeviceRequestAllocationResult } from '../api/resource.js';
 import type { AllocatableDevice } from './deviceNames.js';
 
 export const CONFIG_API_VERSION = 'gpu.dra.dev/v1alpha1';

@@ -5,7 +5,7 @@
  * effects live in state.ts.
  */
 import { GpuDraError } from '../util/errors.js';
-import type { DeviceRequestAllocationResult, ResourceClaim } from './claims.js';
+import type { DeviceRequestAllocationResult, ResourceClaim } from '../api/resource.js';
 import type { AllocatableDevice } from './deviceNames.js';
 import {
   baseRequestName,

@@ -42,7 +42,8 @@ import {
   type CheckpointClaim,
   type CheckpointDevice,
 } from '../checkpoint/schema.js';
-import { checkFetchedClaim, type ResourceClaim } from './claims.js';
+import type { ResourceClaim } from '../api/resource.js';
+import { checkFetchedClaim } from './claims.js';
 import { findConflict } from './conflicts.js';
 import { planClaim, type PlannedDevice } from './plan.js';
 import { indexInventory } from './deviceNames.js';

@@ -26,14 +26,20 @@
  * Versions are normalized to Semantic Versioning 2.0.0 (see {@link normalizeVersion}):
  * `580.159.04` is published as `580.159.4`, `9.0` as `9.0.0`, `13.0` as `13.0.0`, as NVIDIA does.
  */
+import {
+  RESOURCE_API_VERSION,
+  type Device,
+  type DeviceCapacity,
+  type DeviceTaint,
+  type ResourceSlice,
+  type ResourceSliceSpec as ApiResourceSliceSpec,
+} from '../api/resource.js';
 import type { GpuDevice, MigDevice, NodeInventory } from '../nvml/types.js';
 import { GpuDraError } from '../util/errors.js';
 import { gpuDeviceName, isDnsLabel, isDnsSubdomain, migDeviceName, sliceName } from './names.js';
 import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
 import { naturalCompare } from '../util/naturalCompare.js';
 import { formatQuantity, isSemver, normalizeVersion } from './values.js';
-
-export const RESOURCE_API_VERSION = 'resource.k8s.io/v1';
 
 /** `ResourceSliceMaxDevices`. */
 export const MAX_DEVICES_PER_SLICE = 128;
@@ -56,40 +62,31 @@ export type AttributeValue =
   | { readonly int: number }
   | { readonly bool: boolean };
 
-export interface CapacityValue {
+export interface CapacityValue extends DeviceCapacity {
   /** A Quantity in canonical form (see {@link formatQuantity}). */
   readonly value: string;
 }
 
-export interface DeviceTaint {
-  readonly key: string;
-  readonly value?: string;
-  readonly effect: 'NoSchedule' | 'NoExecute' | 'None';
-  readonly timeAdded?: string;
-}
+export type { DeviceTaint } from '../api/resource.js';
 
 /** Device taints by device name (KEP-5055). */
 export type TaintMap = Readonly<Record<string, readonly DeviceTaint[]>>;
 
-export interface SliceDevice {
-  readonly name: string;
+/** A device as the model builds it: exactly one value per attribute, canonical quantities. */
+export interface SliceDevice extends Device {
   readonly attributes: Readonly<Record<string, AttributeValue>>;
   readonly capacity: Readonly<Record<string, CapacityValue>>;
-  readonly taints?: readonly DeviceTaint[];
 }
 
-export interface ResourceSliceSpec {
-  readonly driver: string;
+export interface ResourceSliceSpec extends ApiResourceSliceSpec<SliceDevice> {
   readonly nodeName: string;
-  readonly pool: { readonly name: string; readonly generation: number; readonly resourceSliceCount: number };
   readonly devices: readonly SliceDevice[];
 }
 
 /** A ResourceSlice as the model wants it stored (the publisher adds the owner reference). */
-export interface ResourceSliceObject {
+export interface ResourceSliceObject extends ResourceSlice<SliceDevice> {
   readonly apiVersion: typeof RESOURCE_API_VERSION;
   readonly kind: 'ResourceSlice';
-  readonly metadata: { readonly name: string };
   readonly spec: ResourceSliceSpec;
 }
 

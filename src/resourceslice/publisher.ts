@@ -24,23 +24,16 @@ import { GpuDraError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { backoffDelay, sleep, type BackoffOptions } from '../util/backoff.js';
 import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
-import { discoverWithRetry, type InventoryProvider } from '../node/discoveryRetry.js';
-import {
-  httpStatus,
-  kubeSliceClient,
-  type SliceClient,
-  type WireDevice,
-  type WireSlice,
-} from './sliceApi.js';
+import type { ResourceSlice } from '../api/resource.js';
+import { httpStatus, kubeSliceClient, type SliceClient } from './sliceApi.js';
 import {
   buildDevices,
   slicesFromDevices,
   validatePoolOptions,
-  type ResourceSliceObject,
   type SliceDevice,
   type TaintMap,
 } from './model.js';
-import { quantityKey } from './values.js';
+import { droppedPaths, likelyFeatureGate, sliceKey, toWire } from './sliceWire.js';
 
 /** The only API access the publisher needs; deploy RBAC is generated from this. */
 export const PUBLISHER_RBAC_RULES = [
@@ -85,10 +78,6 @@ export interface PublisherOptions {
   readonly debounceMs?: number;
   /** Retry backoff for failed reconciles; default 200 ms doubling to 10 s. */
   readonly backoff?: BackoffOptions;
-  /** Retry backoff for discovery when `start()` gets a provider; default 500 ms to 30 s. */
-  readonly discoveryBackoff?: BackoffOptions;
-  /** Publish an inventory without GPUs (a node that truly has none). Default false. */
-  readonly allowEmpty?: boolean;
   /** Override the per-slice device limit (tests). */
   readonly maxDevicesPerSlice?: number;
 }
@@ -103,138 +92,6 @@ interface Waiter {
   readonly version: number;
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
-}
-
-/** The part of a slice the publisher owns, in a canonical form for comparison. */
-interface Projection {
-  driver: string;
-  nodeName: string | undefined;
-  pool: { name: string; generation: number; resourceSliceCount: number };
-  owner: string | undefined;
-  devices: unknown[];
-}
-
-function sortedEntries<T>(rec: Record<string, T> | undefined): [string, T][] {
-  return Object.entries(rec ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-}
-
-function projectDevice(d: WireDevice): unknown {
-  const attributes = sortedEntries(d.attributes).map(([k, v]) => [k, sortedEntries(v)]);
-  const capacity = sortedEntries(d.capacity).map(([k, v]) => [k, quantityKey(v.value) ?? v.value]);
-  const rawTaints = Array.isArray(d['taints']) ? (d['taints'] as Record<string, unknown>[]) : [];
-  // timeAdded is filled in by the apiserver; it is not ours to compare.
-  const taints = rawTaints.map((t) => [t['key'], t['value'] ?? '', t['effect']]);
-  return taints.length > 0
-    ? { name: d.name, attributes, capacity, taints }
-    : { name: d.name, attributes, capacity };
-}
-
-function project(s: WireSlice, nodeName: string): Projection {
-  const owner = s.metadata.ownerReferences?.find(
-    (r) => r.kind === 'Node' && r.apiVersion === 'v1' && r.name === nodeName,
-  );
-  return {
-    driver: s.spec.driver,
-    nodeName: s.spec.nodeName,
-    pool: {
-      name: s.spec.pool.name,
-      generation: s.spec.pool.generation,
-      resourceSliceCount: s.spec.pool.resourceSliceCount,
-    },
-    owner: owner?.uid,
-    devices: (s.spec.devices ?? []).map(projectDevice),
-  };
-}
-
-function key(p: Projection): string {
-  return JSON.stringify(p);
-}
-
-const GATE_BY_FIELD: Readonly<Record<string, string>> = {
-  taints: 'DRADeviceTaints',
-  consumesCounters: 'DRAPartitionableDevices',
-  sharedCounters: 'DRAPartitionableDevices',
-  perDeviceNodeSelection: 'DRAPartitionableDevices',
-  partitionTypeAttribute: 'DRAPartitionableDevicesType',
-  allowMultipleAllocations: 'DRAConsumableCapacity',
-  requestPolicy: 'DRAConsumableCapacity',
-  bindsToNode: 'DRADeviceBindingConditions',
-  bindingConditions: 'DRADeviceBindingConditions',
-  bindingFailureConditions: 'DRADeviceBindingConditions',
-  ints: 'DRAListTypeAttributes',
-  bools: 'DRAListTypeAttributes',
-  strings: 'DRAListTypeAttributes',
-  versions: 'DRAListTypeAttributes',
-  nodeAllocatableResources: 'DRANodeAllocatableResources',
-  nodeAllocatableResourceMappings: 'DRANodeAllocatableResources',
-  skipNodeOperations: 'DRAOptionalNodeOperations',
-};
-
-/** The feature gate that most likely explains a dropped field path such as `spec.devices[3].taints`. */
-export function likelyFeatureGate(path: string): string | undefined {
-  const parts = path.split(/[.[\]]+/).filter((p) => p && !/^\d+$/.test(p));
-  for (let i = parts.length - 1; i >= 0; i--) {
-    const gate = GATE_BY_FIELD[parts[i] ?? ''];
-    if (gate) return gate;
-  }
-  return undefined;
-}
-
-function isEmpty(v: unknown): boolean {
-  return (
-    v === undefined ||
-    v === null ||
-    (Array.isArray(v) && v.length === 0) ||
-    (typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length === 0)
-  );
-}
-
-/** JSON paths present (non-empty) in `sent` but missing in `stored`. */
-export function droppedPaths(sent: unknown, stored: unknown, path = ''): string[] {
-  if (Array.isArray(sent)) {
-    const arr = Array.isArray(stored) ? stored : [];
-    return sent.flatMap((v, i) => droppedPaths(v, arr[i], `${path}[${i}]`));
-  }
-  if (sent !== null && typeof sent === 'object') {
-    const obj = stored !== null && typeof stored === 'object' ? (stored as Record<string, unknown>) : {};
-    const out: string[] = [];
-    for (const [k, v] of Object.entries(sent)) {
-      if (isEmpty(v)) continue;
-      const p = path ? `${path}.${k}` : k;
-      if (isEmpty(obj[k])) out.push(p);
-      else out.push(...droppedPaths(v, obj[k], p));
-    }
-    return out;
-  }
-  return [];
-}
-
-function toWire(s: ResourceSliceObject, nodeUid: string): WireSlice {
-  const devices: WireDevice[] = s.spec.devices.map((d: SliceDevice) => {
-    const w: WireDevice = {
-      name: d.name,
-      attributes: Object.fromEntries(Object.entries(d.attributes).map(([k, v]) => [k, { ...v }])),
-      capacity: Object.fromEntries(Object.entries(d.capacity).map(([k, v]) => [k, { ...v }])),
-    };
-    if (d.taints && d.taints.length > 0) w['taints'] = d.taints.map((t) => ({ ...t }));
-    return w;
-  });
-  return {
-    apiVersion: s.apiVersion,
-    kind: s.kind,
-    metadata: {
-      name: s.metadata.name,
-      ownerReferences: [
-        { apiVersion: 'v1', kind: 'Node', name: s.spec.nodeName, uid: nodeUid, controller: true },
-      ],
-    },
-    spec: {
-      driver: s.spec.driver,
-      nodeName: s.spec.nodeName,
-      pool: { ...s.spec.pool },
-      devices,
-    },
-  };
 }
 
 export class ResourceSlicePublisher {
@@ -331,11 +188,10 @@ export class ResourceSlicePublisher {
   }
 
   /**
-   * Starts publishing. With an inventory, publishing starts right away; with a provider,
-   * discovery is retried with backoff until it yields GPUs (nothing is published meanwhile and
-   * {@link isReady} stays false). Returns at once; await {@link whenReady} to wait for the first publish.
+   * Starts publishing `inventory`. Returns at once; await {@link whenReady} for the first
+   * publish. Failures are retried and logged.
    */
-  start(source: NodeInventory | InventoryProvider): void {
+  start(inventory: NodeInventory): void {
     if (this.started) throw new GpuDraError('PUBLISHER_STARTED', 'ResourceSlice publisher already started');
     this.started = true;
     this.loopDone = this.loop();
@@ -343,30 +199,8 @@ export class ResourceSlicePublisher {
       this.kick();
     }, this.opts.resyncIntervalMs ?? 60_000);
     this.resyncTimer.unref();
-    if (typeof source === 'function') {
-      discoverWithRetry(source, {
-        ...this.opts.discoveryBackoff,
-        allowEmpty: this.opts.allowEmpty,
-        signal: this.abort.signal,
-        logger: this.log,
-      }).then(
-        (inv) => {
-          // update() may have supplied a newer inventory meanwhile.
-          if (this.inventory !== undefined) return;
-          try {
-            this.setInventory(inv).catch(() => undefined);
-          } catch (err) {
-            this.log.error({ err }, 'discovered inventory cannot be published');
-          }
-        },
-        (err: unknown) => {
-          if (!this.stopped) this.log.error({ err }, 'GPU discovery gave up');
-        },
-      );
-    } else {
-      // The returned promise only matters to update() callers; failures are retried and logged.
-      this.setInventory(source).catch(() => undefined);
-    }
+    // The returned promise only matters to update() callers.
+    this.setInventory(inventory).catch(() => undefined);
   }
 
   /**
@@ -387,17 +221,6 @@ export class ResourceSlicePublisher {
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-  }
-
-  /** Replaces the device taints (KEP-5055) and republishes; tainted pools use 64-device slices. */
-  setTaints(taints: TaintMap): Promise<void> {
-    if (!this.inventory) {
-      this.taints = taints;
-      return Promise.resolve();
-    }
-    const devices = buildDevices(this.inventory, { taints }).devices;
-    this.taints = taints;
-    return this.setDevices(devices);
   }
 
   /** Triggers a reconcile now and resolves when one completes successfully. */
@@ -557,7 +380,7 @@ export class ResourceSlicePublisher {
     return uid;
   }
 
-  private desired(generation: number, nodeUid: string): WireSlice[] {
+  private desired(generation: number, nodeUid: string): ResourceSlice[] {
     const slices = slicesFromDevices(this.devices ?? [], {
       driverName: this.driverName,
       nodeName: this.nodeName,
@@ -567,10 +390,10 @@ export class ResourceSlicePublisher {
     return slices.map((s) => toWire(s, nodeUid));
   }
 
-  private inSync(existing: WireSlice | undefined, want: WireSlice): boolean {
+  private inSync(existing: ResourceSlice | undefined, want: ResourceSlice): boolean {
     if (!existing) return false;
-    const have = key(project(existing, this.nodeName));
-    const wantKey = key(project(want, this.nodeName));
+    const have = sliceKey(existing, this.nodeName);
+    const wantKey = sliceKey(want, this.nodeName);
     if (have === wantKey) return true;
     const acc = this.accepted.get(want.metadata.name);
     return acc !== undefined && acc[0] === wantKey && acc[1] === have;
@@ -579,8 +402,8 @@ export class ResourceSlicePublisher {
   private poolInSync(
     current: number,
     nodeUid: string | undefined,
-    existing: readonly WireSlice[],
-    byName: ReadonlyMap<string, WireSlice>,
+    existing: readonly ResourceSlice[],
+    byName: ReadonlyMap<string, ResourceSlice>,
   ): boolean {
     if (current === 0 || nodeUid === undefined) return false;
     if (!existing.every((s) => s.spec.pool.generation === current)) return false;
@@ -626,10 +449,12 @@ export class ResourceSlicePublisher {
     // 2. Update the rest, create what is missing; every slice carries the new generation.
     for (const w of want) {
       const s = byName.get(w.metadata.name);
-      let stored: WireSlice;
+      let stored: ResourceSlice;
       if (s) {
-        w.metadata.resourceVersion = s.metadata.resourceVersion;
-        stored = await this.client.update(w);
+        stored = await this.client.update({
+          ...w,
+          metadata: { ...w.metadata, resourceVersion: s.metadata.resourceVersion },
+        });
         this.counters.updates++;
         this.prom?.ops.inc({ operation: 'update' });
       } else {
@@ -638,7 +463,6 @@ export class ResourceSlicePublisher {
         this.counters.creates++;
         this.prom?.ops.inc({ operation: 'create' });
       }
-      delete w.metadata.resourceVersion;
       if (stored.metadata.resourceVersion) this.rememberOwnWrite(stored.metadata.resourceVersion);
       this.checkStored(w, stored);
     }
@@ -653,7 +477,7 @@ export class ResourceSlicePublisher {
     }
   }
 
-  private async deleteSlice(s: WireSlice): Promise<void> {
+  private async deleteSlice(s: ResourceSlice): Promise<void> {
     try {
       await this.client.delete(s.metadata.name, {
         uid: s.metadata.uid,
@@ -668,9 +492,9 @@ export class ResourceSlicePublisher {
   }
 
   /** Compares what the apiserver stored with what was sent; warns about dropped fields. */
-  private checkStored(sent: WireSlice, stored: WireSlice): void {
-    const sentKey = key(project(sent, this.nodeName));
-    const storedKey = key(project(stored, this.nodeName));
+  private checkStored(sent: ResourceSlice, stored: ResourceSlice): void {
+    const sentKey = sliceKey(sent, this.nodeName);
+    const storedKey = sliceKey(stored, this.nodeName);
     const dropped = droppedPaths(sent.spec, stored.spec, 'spec');
     if (sentKey === storedKey && dropped.length === 0) {
       this.accepted.delete(sent.metadata.name);

@@ -6,43 +6,7 @@
  */
 import { KubeApiError, toKubeClient, type KubeClient } from '../kube/client.js';
 import type { KubeConfig } from '../kube/config.js';
-
-/** A ResourceSlice as JSON on the wire (what the apiserver stores and returns). */
-export interface WireSlice {
-  apiVersion?: string;
-  kind?: string;
-  metadata: {
-    name: string;
-    uid?: string;
-    resourceVersion?: string;
-    ownerReferences?: WireOwnerReference[];
-    labels?: Record<string, string>;
-    [key: string]: unknown;
-  };
-  spec: {
-    driver: string;
-    nodeName?: string;
-    pool: { name: string; generation: number; resourceSliceCount: number };
-    devices?: WireDevice[];
-    [key: string]: unknown;
-  };
-}
-
-export interface WireDevice {
-  name: string;
-  attributes?: Record<string, Record<string, unknown>>;
-  capacity?: Record<string, { value: string; [key: string]: unknown }>;
-  [key: string]: unknown;
-}
-
-export interface WireOwnerReference {
-  apiVersion: string;
-  kind: string;
-  name: string;
-  uid: string;
-  controller?: boolean;
-  blockOwnerDeletion?: boolean;
-}
+import type { ResourceSlice } from '../api/resource.js';
 
 export type WatchPhase = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
 
@@ -52,9 +16,9 @@ export interface WatchHandle {
 
 /** What the publisher needs from the apiserver: exactly the verbs of PUBLISHER_RBAC_RULES. */
 export interface SliceClient {
-  list(fieldSelector: string): Promise<{ items: WireSlice[]; resourceVersion: string | undefined }>;
-  create(slice: WireSlice): Promise<WireSlice>;
-  update(slice: WireSlice): Promise<WireSlice>;
+  list(fieldSelector: string): Promise<{ items: ResourceSlice[]; resourceVersion: string | undefined }>;
+  create(slice: ResourceSlice): Promise<ResourceSlice>;
+  update(slice: ResourceSlice): Promise<ResourceSlice>;
   delete(name: string, preconditions?: { uid?: string; resourceVersion?: string }): Promise<void>;
   /** Watch slices matching the selector; `onDone` is called once when the watch ends for any reason. */
   watch(
@@ -80,37 +44,6 @@ export function httpStatus(err: unknown): number | undefined {
   return undefined;
 }
 
-/**
- * @kubernetes/client-node object -> wire JSON (for tests and fixtures that use that client):
- * drops undefined, Dates to strings, `_int` -> `int`.
- */
-export function fromClientObject(obj: unknown): WireSlice {
-  return JSON.parse(JSON.stringify(obj), (key, value: unknown) => {
-    if (value !== null && typeof value === 'object' && !Array.isArray(value) && '_int' in value) {
-      const { _int, ...rest } = value as Record<string, unknown>;
-      return { ...rest, int: _int };
-    }
-    return value;
-  }) as WireSlice;
-}
-
-/**
- * Wire JSON -> what @kubernetes/client-node's generated models serialize (`int` -> `_int` in
- * attribute values); structurally a V1ResourceSlice. For tests and fixtures only.
- */
-export function toClientObject(slice: WireSlice): WireSlice {
-  const copy = JSON.parse(JSON.stringify(slice)) as WireSlice;
-  for (const d of copy.spec.devices ?? []) {
-    for (const [k, v] of Object.entries(d.attributes ?? {})) {
-      if ('int' in v) {
-        const { int, ...rest } = v;
-        (d.attributes ?? {})[k] = { ...rest, _int: int };
-      }
-    }
-  }
-  return copy;
-}
-
 const SLICES_PATH = '/apis/resource.k8s.io/v1/resourceslices';
 const FIELD_MANAGER = 'gpu-dra';
 
@@ -125,17 +58,19 @@ export function kubeSliceClient(kube: KubeClient | KubeConfig): SliceClient {
   const one = (name: string): string => `${SLICES_PATH}/${encodeURIComponent(name)}`;
   return {
     async list(fieldSelector) {
-      const res = await client.request<WireList<WireSlice>>('GET', SLICES_PATH, { query: { fieldSelector } });
+      const res = await client.request<WireList<ResourceSlice>>('GET', SLICES_PATH, {
+        query: { fieldSelector },
+      });
       return { items: res.items ?? [], resourceVersion: res.metadata?.resourceVersion };
     },
     async create(slice) {
-      return await client.request<WireSlice>('POST', SLICES_PATH, {
+      return await client.request<ResourceSlice>('POST', SLICES_PATH, {
         query: { fieldManager: FIELD_MANAGER },
         body: { apiVersion: 'resource.k8s.io/v1', kind: 'ResourceSlice', ...slice },
       });
     },
     async update(slice) {
-      return await client.request<WireSlice>('PUT', one(slice.metadata.name), {
+      return await client.request<ResourceSlice>('PUT', one(slice.metadata.name), {
         query: { fieldManager: FIELD_MANAGER },
         body: { apiVersion: 'resource.k8s.io/v1', kind: 'ResourceSlice', ...slice },
       });

@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -47,34 +46,6 @@ export async function atomicWriteFile(
     throw err;
   }
   await fsyncDir(path.dirname(target));
-}
-
-/** Synchronous twin, for start-up and exit paths that cannot await. */
-export function atomicWriteFileSync(
-  target: string,
-  data: string | Uint8Array,
-  options: AtomicWriteOptions = {},
-): void {
-  const tmp = tempName(target);
-  const fd = fs.openSync(tmp, 'wx', options.mode ?? 0o600);
-  try {
-    try {
-      fs.writeFileSync(fd, data);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, target);
-  } catch (err) {
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
-  const dirFd = fs.openSync(path.dirname(target), 'r');
-  try {
-    fs.fsyncSync(dirFd);
-  } finally {
-    fs.closeSync(dirFd);
-  }
 }
 
 /** Removes a file and fsyncs its directory; a missing file is not an error. Returns whether it existed. */

@@ -13,13 +13,14 @@ import { Command } from 'commander';
 import { parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { defaultDeviceClasses } from '../../src/cel/classes.js';
-import { explainClaim, type DeviceClassObject } from '../../src/cel/explain.js';
+import { explainClaim } from '../../src/cel/explain.js';
 import { compileSelector } from '../../src/cel/index.js';
 import { registerDriverCommand } from '../../src/cli/commands/driver.js';
 import { DRIVER_FLAGS, driverFlagNames } from '../../src/node/flags.js';
 import { inventoryFixture } from '../support/inventoryFixture.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 import { PUBLISHER_RBAC_RULES } from '../../src/resourceslice/publisher.js';
+import type { DeviceClass } from '../../src/api/resource.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const DEPLOY = path.join(ROOT, 'deploy');
@@ -107,7 +108,7 @@ describe('deploy/ manifests', () => {
       spec: o.spec,
     });
     expect(classes.map((c) => strip(c as never))).toEqual(defaultDeviceClasses().map(strip));
-    for (const c of classes as unknown as DeviceClassObject[]) {
+    for (const c of classes as unknown as DeviceClass[]) {
       for (const s of c.spec?.selectors ?? []) expect(compileSelector(s.cel?.expression ?? '').ok).toBe(true);
     }
     const slices = (p: 'h100-8x' | 'a100-mig') => [

@@ -18,15 +18,17 @@ import {
 } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { explainClaim, type DeviceClassObject } from '../../src/cel/explain.js';
+import { explainClaim } from '../../src/cel/explain.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
-import { toClientObject, type WireSlice } from '../../src/resourceslice/sliceApi.js';
+import type { ResourceSlice } from '../../src/api/resource.js';
+import { toClientSlice } from '../support/clientSlice.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 import { withSimulatedNode } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
 import { eventually } from './support/wait.js';
 import { EXAMPLE_PROFILES, parseExpectations, type ExampleProfile } from '../support/exampleExpectations.js';
 import { createNamespace } from './support/workloads.js';
+import type { DeviceClass } from '../../src/api/resource.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const DRIVER = 'gpu.dra.dev';
@@ -63,7 +65,7 @@ const CASES = EXAMPLES.flatMap((ex, i) =>
 describe('deploy/ and examples/claims on a real control plane', () => {
   // The DaemonSet is privileged; the fixture's apiserver refuses that unless told otherwise.
   const fx = useCluster({ apiserverArgs: ['--allow-privileged=true'] });
-  const slicesByProfile = new Map<Profile, WireSlice[]>();
+  const slicesByProfile = new Map<Profile, ResourceSlice[]>();
 
   beforeAll(async () => {
     for (const profile of PROFILES) {
@@ -73,7 +75,7 @@ describe('deploy/ and examples/claims on a real control plane', () => {
       slicesByProfile.set(
         profile,
         buildSlices(inventory, { nodeName: 'placeholder', driverName: DRIVER })
-          .slices as unknown as WireSlice[],
+          .slices as unknown as ResourceSlice[],
       );
     }
     // The examples' DeviceClasses, before any example runs (the cases run concurrently).
@@ -107,11 +109,12 @@ describe('deploy/ and examples/claims on a real control plane', () => {
     };
     await core.replaceNodeStatus({ name: nodeName, body: node });
     for (const s of slicesByProfile.get(profile) ?? []) {
-      const slice: WireSlice = JSON.parse(JSON.stringify(s)) as WireSlice;
-      slice.metadata = { name: `${nodeName}-${slice.metadata.name.split('-').pop() ?? '0'}` };
-      slice.spec.nodeName = nodeName;
-      slice.spec.pool = { ...slice.spec.pool, name: nodeName };
-      await resource.createResourceSlice({ body: toClientObject(slice) });
+      const slice: ResourceSlice = {
+        ...s,
+        metadata: { name: `${nodeName}-${s.metadata.name.split('-').pop() ?? '0'}` },
+        spec: { ...s.spec, nodeName, pool: { ...s.spec.pool, name: nodeName } },
+      };
+      await resource.createResourceSlice({ body: toClientSlice(slice) });
     }
   }
 
@@ -268,7 +271,7 @@ describe('deploy/ and examples/claims on a real control plane', () => {
           },
         },
       };
-      const classes = loadYaml(path.join(ROOT, 'deploy/deviceclass.yaml')) as unknown as DeviceClassObject[];
+      const classes = loadYaml(path.join(ROOT, 'deploy/deviceclass.yaml')) as unknown as DeviceClass[];
       const report = explainClaim(claim, classes, slicesByProfile.get('h100-8x') ?? []);
       const compileError = report.requests[0]?.selectors.find((s) => s.compileError);
 

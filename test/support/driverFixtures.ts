@@ -12,7 +12,7 @@ import type {
   DeviceAllocationConfiguration,
   DeviceRequestAllocationResult,
   ResourceClaim,
-} from '../../src/driver/claims.js';
+} from '../../src/api/resource.js';
 
 export const TEST_DRIVER = 'gpu.dra.dev';
 export const TEST_DRIVER_VERSION = '580.105.08';

@@ -11,17 +11,14 @@ import { parseAllDocuments } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { compileSelector } from '../../src/cel/index.js';
-import {
-  explainClaim,
-  type ClaimObject,
-  type DeviceClassObject,
-  type ResourceSliceObjectInput,
-} from '../../src/cel/explain.js';
+import { explainClaim, type ClaimObject } from '../../src/cel/explain.js';
 import { validateOpaqueParameters } from '../../src/driver/opaqueConfig.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 import { withSimulatedNode } from '../support/sim.js';
 import { EXAMPLE_PROFILES, parseExpectations, type ExampleProfile } from '../support/exampleExpectations.js';
+import { deviceClaimOf, type DeviceClass, type ResourceSlice } from '../../src/api/resource.js';
+import type { DeviceInput } from '../../src/cel/device.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const DIR = path.join(ROOT, 'examples/claims');
@@ -145,7 +142,7 @@ const examples = files.map((file) => {
 
 const deviceClasses = parseAllDocuments(
   fs.readFileSync(path.join(ROOT, 'deploy/deviceclass.yaml'), 'utf8'),
-).map((d) => d.toJS() as DeviceClassObject);
+).map((d) => d.toJS() as DeviceClass);
 
 describe('examples/claims', () => {
   it('has the documented set of examples', () => {
@@ -208,7 +205,7 @@ describe('examples/claims', () => {
       const claim = objects.find(
         (o) => o.kind === 'ResourceClaim' || o.kind === 'ResourceClaimTemplate',
       ) as unknown as ClaimObject;
-      const spec = claim.kind === 'ResourceClaim' ? claim.spec?.devices : claim.spec?.spec?.devices;
+      const spec = deviceClaimOf(claim);
       const classNames = new Set(deviceClasses.map((d) => d.metadata?.name));
       const requestNames = new Set<string>();
       for (const r of spec?.requests ?? []) {
@@ -252,7 +249,7 @@ describe('examples/claims', () => {
 });
 
 describe('examples/claims against the simulated profiles', () => {
-  const slices = new Map<ExampleProfile, ResourceSliceObjectInput[]>();
+  const slices = new Map<ExampleProfile, ResourceSlice<DeviceInput>[]>();
   beforeAll(async () => {
     for (const profile of PROFILES) {
       const inventory = await withSimulatedNode(profile, (node) =>

@@ -5,29 +5,25 @@ import { Command } from 'commander';
 import { stringify } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { defaultDeviceClasses } from '../../src/cel/classes.js';
-import {
-  explainClaim,
-  selectorReferences,
-  type ClaimObject,
-  type DeviceRequestSpec,
-  type ResourceSliceObjectInput,
-} from '../../src/cel/explain.js';
+import { explainClaim, selectorReferences, type ClaimObject } from '../../src/cel/explain.js';
 import { parseAst } from '../../src/cel/index.js';
 import { parseObjects, renderExplainReport, runExplain } from '../../src/cli/actions/explain.js';
 import { registerExplainCommand } from '../../src/cli/commands/explain.js';
 import { inventoryFixture } from '../support/inventoryFixture.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
+import type { DeviceRequest, ResourceSlice } from '../../src/api/resource.js';
+import type { DeviceInput } from '../../src/cel/device.js';
 
 const D = 'gpu.dra.dev';
 const classes = defaultDeviceClasses();
-const slicesOf = (profile: 'h100-8x' | 'a100-mig', driverName = D): ResourceSliceObjectInput[] => [
+const slicesOf = (profile: 'h100-8x' | 'a100-mig', driverName = D): ResourceSlice<DeviceInput>[] => [
   ...buildSlices(inventoryFixture(profile), { nodeName: `node-${profile}`, driverName }).slices,
 ];
 const h100x8 = slicesOf('h100-8x');
 const a100mig = slicesOf('a100-mig');
 
 function claim(
-  requests: DeviceRequestSpec[],
+  requests: DeviceRequest[],
   extra: Partial<{ constraints: { requests?: string[]; matchAttribute: string }[] }> = {},
 ): ClaimObject {
   return {
@@ -36,7 +32,7 @@ function claim(
     spec: { devices: { requests, ...extra } },
   };
 }
-function gpuRequest(selectors: string[] = [], count?: number, name = 'gpu'): DeviceRequestSpec {
+function gpuRequest(selectors: string[] = [], count?: number, name = 'gpu'): DeviceRequest {
   return {
     name,
     exactly: {
@@ -195,7 +191,7 @@ describe('explainClaim', () => {
   });
 
   it('picks the first satisfiable firstAvailable alternative', () => {
-    const fa: DeviceRequestSpec = {
+    const fa: DeviceRequest = {
       name: 'gpu',
       firstAvailable: [
         {

@@ -18,7 +18,8 @@ import {
 import { KubeConfigError, loadInClusterConfig, type KubeConfig } from '../../src/kube/config.js';
 import { loadKubeconfigClient } from '../../src/kube/kubeconfig.js';
 import { GpuDraError } from '../../src/util/errors.js';
-import { httpStatus, kubeSliceClient, type WireSlice } from '../../src/resourceslice/sliceApi.js';
+import type { ResourceSlice } from '../../src/api/resource.js';
+import { httpStatus, kubeSliceClient } from '../../src/resourceslice/sliceApi.js';
 
 let dir: string;
 const servers: (http.Server | https.Server)[] = [];
@@ -388,7 +389,7 @@ describe('KubeClient.watch', () => {
 describe('kubeSliceClient and kubeClaimGetter over KubeClient', () => {
   it('speaks resource.k8s.io/v1 on the expected paths', async () => {
     const calls: string[] = [];
-    const slice: WireSlice = {
+    const slice: ResourceSlice = {
       metadata: { name: 's1' },
       spec: {
         driver: 'gpu.example.com',

@@ -4,11 +4,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import type { NodeInventory } from '../../src/nvml/types.js';
 import { inventoryFixture } from '../support/inventoryFixture.js';
-import type { SliceClient, WatchPhase, WireSlice } from '../../src/resourceslice/sliceApi.js';
-import { fromClientObject, toClientObject } from '../../src/resourceslice/sliceApi.js';
+import type { Device, ResourceSlice } from '../../src/api/resource.js';
+import type { SliceClient, WatchPhase } from '../../src/resourceslice/sliceApi.js';
+import { droppedPaths, likelyFeatureGate } from '../../src/resourceslice/sliceWire.js';
 import {
-  droppedPaths,
-  likelyFeatureGate,
   PUBLISHER_RBAC_RULES,
   ResourceSlicePublisher,
   type PublisherOptions,
@@ -34,7 +33,7 @@ type Watcher = {
 
 /** An in-memory apiserver for ResourceSlices and Nodes, with write counting and fault injection. */
 class FakeApi implements SliceClient {
-  readonly slices = new Map<string, WireSlice>();
+  readonly slices = new Map<string, ResourceSlice>();
   readonly nodes = new Map<string, string>([[NODE, 'node-uid-1']]);
   readonly calls = { list: 0, create: 0, update: 0, delete: 0, watch: 0, getNode: 0 };
   /** Errors to throw from the next calls of a verb. */
@@ -54,7 +53,7 @@ class FakeApi implements SliceClient {
     if (code !== undefined) throw new ApiError(code, `injected ${code} on ${verb}`);
   }
 
-  private emit(phase: WatchPhase, s: WireSlice): void {
+  private emit(phase: WatchPhase, s: ResourceSlice): void {
     for (const w of this.watchers) {
       if (w.selector['spec.nodeName'] === s.spec.nodeName && w.selector['spec.driver'] === s.spec.driver) {
         w.onEvent(phase, structuredClone(s));
@@ -62,19 +61,22 @@ class FakeApi implements SliceClient {
     }
   }
 
-  private store(s: WireSlice): WireSlice {
+  private store(s: ResourceSlice): ResourceSlice {
     const copy = structuredClone(s);
     const devices = (copy.spec.devices ?? []).map((d) =>
       Object.fromEntries(Object.entries(d).filter(([k]) => !this.dropDeviceFields.includes(k))),
     );
-    if (copy.spec.devices) copy.spec.devices = devices as typeof copy.spec.devices;
-    copy.metadata.resourceVersion = String(++this.rv);
-    this.slices.set(copy.metadata.name, copy);
-    return structuredClone(copy);
+    const stored: ResourceSlice = {
+      ...copy,
+      metadata: { ...copy.metadata, resourceVersion: String(++this.rv) },
+      spec: copy.spec.devices ? { ...copy.spec, devices: devices as unknown as Device[] } : copy.spec,
+    };
+    this.slices.set(stored.metadata.name, stored);
+    return structuredClone(stored);
   }
 
   /** An outside writer (another tool, an admin, the kubelet). */
-  outsideCreate(s: WireSlice): void {
+  outsideCreate(s: ResourceSlice): void {
     const stored = this.store({ ...s, metadata: { ...s.metadata, uid: `uid-${++this.uid}` } });
     this.emit('ADDED', stored);
   }
@@ -86,11 +88,10 @@ class FakeApi implements SliceClient {
     this.emit('DELETED', s);
   }
 
-  outsideEdit(name: string, edit: (s: WireSlice) => void): void {
+  outsideEdit(name: string, edit: (s: ResourceSlice) => ResourceSlice): void {
     const s = structuredClone(this.slices.get(name));
     if (!s) throw new Error(`no slice ${name}`);
-    edit(s);
-    this.emit('MODIFIED', this.store(s));
+    this.emit('MODIFIED', this.store(edit(s)));
   }
 
   /** The kubelet's wipe: DeleteCollection with spec.nodeName. */
@@ -99,7 +100,7 @@ class FakeApi implements SliceClient {
       if (s.spec.nodeName === node) this.outsideDelete(s.metadata.name);
   }
 
-  mine(): WireSlice[] {
+  mine(): ResourceSlice[] {
     return [...this.slices.values()]
       .filter((s) => s.spec.nodeName === NODE && s.spec.driver === DRIVER)
       .sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
@@ -109,7 +110,7 @@ class FakeApi implements SliceClient {
     return Object.fromEntries(selector.split(',').map((kv) => kv.split('=') as [string, string]));
   }
 
-  list(fieldSelector: string): Promise<{ items: WireSlice[]; resourceVersion: string | undefined }> {
+  list(fieldSelector: string): Promise<{ items: ResourceSlice[]; resourceVersion: string | undefined }> {
     this.calls.list++;
     this.fault('list');
     const sel = this.parse(fieldSelector);
@@ -119,7 +120,7 @@ class FakeApi implements SliceClient {
     return Promise.resolve({ items: structuredClone(items), resourceVersion: String(this.rv) });
   }
 
-  create(slice: WireSlice): Promise<WireSlice> {
+  create(slice: ResourceSlice): Promise<ResourceSlice> {
     this.calls.create++;
     this.fault('create');
     if (this.slices.has(slice.metadata.name)) return Promise.reject(new ApiError(409, 'AlreadyExists'));
@@ -130,7 +131,7 @@ class FakeApi implements SliceClient {
     return Promise.resolve(stored);
   }
 
-  update(slice: WireSlice): Promise<WireSlice> {
+  update(slice: ResourceSlice): Promise<ResourceSlice> {
     this.calls.update++;
     this.fault('update');
     const cur = this.slices.get(slice.metadata.name);
@@ -232,7 +233,6 @@ function newPublisher(api: FakeApi, extra: Partial<PublisherOptions> = {}): Reso
     client: api,
     debounceMs: 2,
     backoff: { initialDelayMs: 5, maxDelayMs: 50 },
-    discoveryBackoff: { initialDelayMs: 5, maxDelayMs: 20 },
     ...extra,
   });
   publishers.push(p);
@@ -316,7 +316,7 @@ describe('ResourceSlicePublisher', () => {
     await old.whenReady();
     await old.stop();
     // Someone else's slices: another driver on this node, and this driver on another node.
-    const foreign = (name: string, node: string, driver: string): WireSlice => ({
+    const foreign = (name: string, node: string, driver: string): ResourceSlice => ({
       metadata: { name },
       spec: {
         driver,
@@ -358,9 +358,10 @@ describe('ResourceSlicePublisher', () => {
     });
     expect(api.mine().map((s) => s.spec.pool.generation)).toEqual([2, 2]);
 
-    api.outsideEdit(first.metadata.name, (s) => {
-      s.spec.devices = s.spec.devices?.slice(1);
-    });
+    api.outsideEdit(first.metadata.name, (s) => ({
+      ...s,
+      spec: { ...s.spec, devices: s.spec.devices?.slice(1) },
+    }));
     await eventually(() => {
       expect(api.mine()[0]?.spec.devices).toHaveLength(128);
       expect(api.mine().map((s) => s.spec.pool.generation)).toEqual([3, 3]);
@@ -409,27 +410,10 @@ describe('ResourceSlicePublisher', () => {
     expect(pub.counters.conflicts).toBe(2);
   });
 
-  it('never publishes an empty pool while discovery is not ready', async () => {
+  it('publishes an empty pool for a node discovery found no GPU on', async () => {
     const api = new FakeApi();
     const pub = newPublisher(api);
-    let calls = 0;
-    pub.start(() => {
-      calls++;
-      if (calls === 1) return Promise.reject(new Error('NVML not loaded'));
-      if (calls === 2) return Promise.resolve({ ...inv('h100'), gpus: [] });
-      return Promise.resolve(inv('h100'));
-    });
-    expect(pub.isReady()).toBe(false);
-    await pub.whenReady();
-    expect(calls).toBe(3);
-    expect(api.calls.create).toBe(1);
-    expect(api.mine()[0]?.spec.devices).toHaveLength(1);
-  });
-
-  it('publishes an empty pool for a GPU-less node only when allowed', async () => {
-    const api = new FakeApi();
-    const pub = newPublisher(api, { allowEmpty: true });
-    pub.start(() => Promise.resolve({ ...inv('h100'), gpus: [] }));
+    pub.start({ ...inv('h100'), gpus: [] });
     await pub.whenReady();
     expect(api.mine()).toHaveLength(1);
     expect(api.mine()[0]?.spec.devices ?? []).toEqual([]);
@@ -470,7 +454,9 @@ describe('ResourceSlicePublisher', () => {
     const pub = newPublisher(api, { logger });
     pub.start(inv('h100-8x'));
     await pub.whenReady();
-    await pub.setTaints({ 'gpu-3': [{ key: 'gpu.dra.dev/xid', value: '79', effect: 'NoSchedule' }] });
+    await pub.update(inv('h100-8x'), {
+      'gpu-3': [{ key: 'gpu.dra.dev/xid', value: '79', effect: 'NoSchedule' }],
+    });
     const warn = lines.find((l) => l.level === 40 && /dropped/.test(l.msg));
     expect(warn?.msg).toMatch(/dropped 1 field\(s\).*DRADeviceTaints/);
     expect(warn?.['dropped']).toEqual(['spec.devices[3].taints']);
@@ -541,20 +527,5 @@ describe('publisher helpers', () => {
     expect(likelyFeatureGate('spec.devices[2].consumesCounters')).toBe('DRAPartitionableDevices');
     expect(likelyFeatureGate('spec.devices[0].capacity.memory.requestPolicy')).toBe('DRAConsumableCapacity');
     expect(likelyFeatureGate('spec.devices[0].attributes.x')).toBeUndefined();
-  });
-
-  it('converts int attributes between wire form and the generated client', () => {
-    const wire: WireSlice = {
-      metadata: { name: 's' },
-      spec: {
-        driver: DRIVER,
-        nodeName: NODE,
-        pool: { name: NODE, generation: 1, resourceSliceCount: 1 },
-        devices: [{ name: 'gpu-0', attributes: { numa: { int: 1 }, type: { string: 'gpu' } } }],
-      },
-    };
-    const client = toClientObject(wire);
-    expect(client.spec.devices?.[0]?.attributes?.['numa']?._int).toBe(1);
-    expect(fromClientObject(client)).toEqual(wire);
   });
 });

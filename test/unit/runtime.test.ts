@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 
-import type { ResourceClaim } from '../../src/driver/claims.js';
+import type { ResourceClaim } from '../../src/api/resource.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
 import { DEFAULT_HOST_PATHS } from '../../src/util/hostPaths.js';
 import type { NodeInventory } from '../../src/nvml/types.js';

@@ -13,15 +13,15 @@ import { defaultDeviceClasses } from '../../cel/classes.js';
 import {
   explainClaim,
   type ClaimObject,
-  type DeviceClassObject,
   type DeviceExplanation,
   type ExplainReport,
   type RequestExplanation,
-  type ResourceSliceObjectInput,
   type TopRequestExplanation,
 } from '../../cel/explain.js';
 import { ConfigError } from '../../util/errors.js';
 import type { ExplainOptions } from '../commands/explain.js';
+import type { DeviceClass, ResourceSlice } from '../../api/resource.js';
+import type { DeviceInput } from '../../cel/device.js';
 
 type KubeObject = { readonly kind?: string; readonly items?: unknown[] } & Record<string, unknown>;
 
@@ -58,7 +58,7 @@ function isClaim(o: KubeObject): boolean {
   return o.kind === 'ResourceClaim' || o.kind === 'ResourceClaimTemplate';
 }
 
-function asSlices(objects: readonly KubeObject[], source: string): ResourceSliceObjectInput[] {
+function asSlices(objects: readonly KubeObject[], source: string): ResourceSlice<DeviceInput>[] {
   const slices = objects.filter((o) => o.kind === 'ResourceSlice' || (o.kind === undefined && 'spec' in o));
   for (const s of slices) {
     const spec = (s as { spec?: { driver?: unknown; pool?: { name?: unknown } } }).spec;
@@ -66,21 +66,21 @@ function asSlices(objects: readonly KubeObject[], source: string): ResourceSlice
       throw new ConfigError(source, 'a ResourceSlice needs spec.driver and spec.pool.name');
     }
   }
-  return slices as unknown as ResourceSliceObjectInput[];
+  return slices as unknown as ResourceSlice<DeviceInput>[];
 }
 
 async function fromCluster(
   kubeconfig: string,
-): Promise<{ slices: ResourceSliceObjectInput[]; classes: DeviceClassObject[] }> {
+): Promise<{ slices: ResourceSlice<DeviceInput>[]; classes: DeviceClass[] }> {
   const { loadKubeconfigClient } = await import('../../kube/kubeconfig.js');
   const client = await loadKubeconfigClient(kubeconfig);
   try {
     const [slices, classes] = await Promise.all([
-      client.request<{ items?: ResourceSliceObjectInput[] | null }>(
+      client.request<{ items?: ResourceSlice<DeviceInput>[] | null }>(
         'GET',
         '/apis/resource.k8s.io/v1/resourceslices',
       ),
-      client.request<{ items?: DeviceClassObject[] | null }>('GET', '/apis/resource.k8s.io/v1/deviceclasses'),
+      client.request<{ items?: DeviceClass[] | null }>('GET', '/apis/resource.k8s.io/v1/deviceclasses'),
     ]);
     return { slices: slices.items ?? [], classes: classes.items ?? [] };
   } finally {
@@ -88,7 +88,7 @@ async function fromCluster(
   }
 }
 
-async function fromProfile(profile: string, driverName: string): Promise<ResourceSliceObjectInput[]> {
+async function fromProfile(profile: string, driverName: string): Promise<ResourceSlice<DeviceInput>[]> {
   const os = await import('node:os');
   const path = await import('node:path');
   const { createSimulatedNode } = await import('../../sim/fakeHost.js');
@@ -208,8 +208,8 @@ export async function runExplain(options: ExplainOptions): Promise<ExplainReport
   if (sources.length !== 1)
     throw new ConfigError('--slices', 'give exactly one of --slices FILE, --kubeconfig PATH, --profile NAME');
 
-  let slices: ResourceSliceObjectInput[];
-  let classes: DeviceClassObject[] | undefined;
+  let slices: ResourceSlice<DeviceInput>[];
+  let classes: DeviceClass[] | undefined;
   if (options.slices !== undefined) {
     slices = asSlices(parseObjects(readText(options.slices), options.slices), options.slices);
   } else if (options.kubeconfig !== undefined) {
@@ -222,7 +222,7 @@ export async function runExplain(options: ExplainOptions): Promise<ExplainReport
   if (options.deviceClasses !== undefined) {
     classes = parseObjects(readText(options.deviceClasses), options.deviceClasses).filter(
       (o) => o.kind === 'DeviceClass',
-    ) as DeviceClassObject[];
+    );
   }
   classes ??= defaultDeviceClasses(options.driverName);
   return claims.map((claim) => explainClaim(claim, classes, slices));

@@ -1,0 +1,193 @@
+/**
+ * The Kubernetes API objects gpu-dra reads and writes, as JSON on the wire (`resource.k8s.io/v1`
+ * and the ObjectMeta they share). Hand-written and limited to the fields we use: the generated
+ * models of @kubernetes/client-node would cost start-up time and rename fields (`_int`). One
+ * definition per object; modules narrow them (the ResourceSlice model's exact attribute union)
+ * rather than declaring their own shapes. Index signatures keep fields we do not know, so
+ * an object read and written back loses nothing.
+ */
+
+export const RESOURCE_API_VERSION = 'resource.k8s.io/v1';
+
+export interface OwnerReference {
+  readonly apiVersion: string;
+  readonly kind: string;
+  readonly name: string;
+  readonly uid: string;
+  readonly controller?: boolean;
+  readonly blockOwnerDeletion?: boolean;
+}
+
+export interface ObjectMeta {
+  readonly name?: string;
+  readonly namespace?: string;
+  readonly uid?: string;
+  readonly resourceVersion?: string;
+  readonly labels?: Readonly<Record<string, string>>;
+  readonly ownerReferences?: readonly OwnerReference[];
+  readonly [field: string]: unknown;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ResourceSlice
+
+/** A device attribute: exactly one field set (list types are not used). */
+export interface DeviceAttribute {
+  readonly string?: string;
+  readonly int?: number;
+  readonly bool?: boolean;
+  readonly version?: string;
+}
+
+export interface DeviceCapacity {
+  /** A Quantity, e.g. `80Gi`. */
+  readonly value: string;
+  readonly [field: string]: unknown;
+}
+
+export interface DeviceTaint {
+  readonly key: string;
+  readonly value?: string;
+  readonly effect: 'NoSchedule' | 'NoExecute' | 'None';
+  /** Set by the apiserver. */
+  readonly timeAdded?: string;
+}
+
+export interface Device {
+  readonly name: string;
+  readonly attributes?: Readonly<Record<string, DeviceAttribute>>;
+  readonly capacity?: Readonly<Record<string, DeviceCapacity>>;
+  readonly taints?: readonly DeviceTaint[];
+  readonly [field: string]: unknown;
+}
+
+export interface ResourcePool {
+  readonly name: string;
+  readonly generation: number;
+  readonly resourceSliceCount: number;
+}
+
+export interface ResourceSliceSpec<D = Device> {
+  readonly driver: string;
+  readonly nodeName?: string;
+  readonly allNodes?: boolean;
+  readonly pool: ResourcePool;
+  readonly devices?: readonly D[];
+  readonly [field: string]: unknown;
+}
+
+/** `D` lets a reader accept looser devices (explain reads hand-written YAML). */
+export interface ResourceSlice<D = Device> {
+  readonly apiVersion?: string;
+  readonly kind?: string;
+  readonly metadata: ObjectMeta & { readonly name: string };
+  readonly spec: ResourceSliceSpec<D>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// DeviceClass
+
+export interface CelDeviceSelector {
+  readonly cel?: { readonly expression: string };
+}
+
+export interface OpaqueDeviceConfiguration {
+  readonly driver: string;
+  readonly parameters: unknown;
+}
+
+export interface DeviceClass {
+  readonly apiVersion?: string;
+  readonly kind?: string;
+  readonly metadata?: ObjectMeta;
+  readonly spec?: {
+    readonly selectors?: readonly CelDeviceSelector[];
+    readonly config?: readonly { readonly opaque?: OpaqueDeviceConfiguration }[];
+    readonly extendedResourceName?: string;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// ResourceClaim
+
+export interface ExactDeviceRequest {
+  readonly deviceClassName: string;
+  readonly selectors?: readonly CelDeviceSelector[];
+  readonly allocationMode?: 'ExactCount' | 'All';
+  readonly count?: number;
+  readonly adminAccess?: boolean;
+}
+
+export interface DeviceSubRequest extends ExactDeviceRequest {
+  readonly name: string;
+}
+
+export interface DeviceRequest {
+  readonly name: string;
+  readonly exactly?: ExactDeviceRequest;
+  readonly firstAvailable?: readonly DeviceSubRequest[];
+}
+
+export interface DeviceConstraint {
+  readonly requests?: readonly string[];
+  readonly matchAttribute?: string;
+}
+
+export interface DeviceClaimConfiguration {
+  readonly requests?: readonly string[];
+  readonly opaque?: OpaqueDeviceConfiguration;
+}
+
+export interface DeviceClaim {
+  readonly requests?: readonly DeviceRequest[];
+  readonly constraints?: readonly DeviceConstraint[];
+  readonly config?: readonly DeviceClaimConfiguration[];
+}
+
+export interface DeviceRequestAllocationResult {
+  readonly request: string;
+  readonly driver: string;
+  readonly pool: string;
+  readonly device: string;
+  readonly adminAccess?: boolean;
+  readonly shareID?: string;
+}
+
+export interface DeviceAllocationConfiguration {
+  /** `FromClass` or `FromClaim`. */
+  readonly source: string;
+  readonly requests?: readonly string[];
+  readonly opaque?: OpaqueDeviceConfiguration;
+}
+
+export interface ResourceClaimStatus {
+  readonly allocation?: {
+    readonly devices?: {
+      readonly results?: readonly DeviceRequestAllocationResult[];
+      readonly config?: readonly DeviceAllocationConfiguration[];
+    };
+  };
+}
+
+export interface ResourceClaim {
+  readonly apiVersion?: string;
+  readonly kind?: string;
+  readonly metadata?: ObjectMeta;
+  readonly spec?: { readonly devices?: DeviceClaim };
+  readonly status?: ResourceClaimStatus;
+}
+
+export interface ResourceClaimTemplate {
+  readonly apiVersion?: string;
+  readonly kind?: string;
+  readonly metadata?: ObjectMeta;
+  readonly spec?: { readonly spec?: { readonly devices?: DeviceClaim } };
+}
+
+/** The device claim of a ResourceClaim (`spec.devices`) or a template (`spec.spec.devices`). */
+export function deviceClaimOf(obj: ResourceClaim | ResourceClaimTemplate): DeviceClaim | undefined {
+  const spec = obj.spec;
+  if (spec === undefined) return undefined;
+  if ('devices' in spec && obj.kind !== 'ResourceClaimTemplate') return spec.devices;
+  return 'spec' in spec ? spec.spec?.devices : undefined;
+}

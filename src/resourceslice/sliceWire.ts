@@ -1,0 +1,142 @@
+/**
+ * Pure: the model's ResourceSlices in the form written to the apiserver, the canonical key two
+ * slices are compared by, and which sent fields the apiserver dropped (with the feature gate
+ * that likely explains it). No I/O; the publisher (publisher.ts) runs the reconcile loop.
+ */
+import type { Device, ResourceSlice } from '../api/resource.js';
+import type { ResourceSliceObject, SliceDevice } from './model.js';
+import { quantityKey } from './values.js';
+
+/** The part of a slice the publisher owns, in a canonical form for comparison. */
+interface Projection {
+  driver: string;
+  nodeName: string | undefined;
+  pool: { name: string; generation: number; resourceSliceCount: number };
+  owner: string | undefined;
+  devices: unknown[];
+}
+
+function sortedEntries<T>(rec: Readonly<Record<string, T>> | undefined): [string, T][] {
+  return Object.entries(rec ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+function projectDevice(d: Device): unknown {
+  const attributes = sortedEntries(d.attributes).map(([k, v]) => [k, sortedEntries({ ...v })]);
+  const capacity = sortedEntries(d.capacity).map(([k, v]) => [k, quantityKey(v.value) ?? v.value]);
+  // timeAdded is filled in by the apiserver; it is not ours to compare.
+  const taints = (d.taints ?? []).map((t) => [t.key, t.value ?? '', t.effect]);
+  return taints.length > 0
+    ? { name: d.name, attributes, capacity, taints }
+    : { name: d.name, attributes, capacity };
+}
+
+function project(s: ResourceSlice, nodeName: string): Projection {
+  const owner = s.metadata.ownerReferences?.find(
+    (r) => r.kind === 'Node' && r.apiVersion === 'v1' && r.name === nodeName,
+  );
+  return {
+    driver: s.spec.driver,
+    nodeName: s.spec.nodeName,
+    pool: {
+      name: s.spec.pool.name,
+      generation: s.spec.pool.generation,
+      resourceSliceCount: s.spec.pool.resourceSliceCount,
+    },
+    owner: owner?.uid,
+    devices: (s.spec.devices ?? []).map(projectDevice),
+  };
+}
+
+/**
+ * The part of a slice the publisher owns, canonical (map order and Quantity spelling ignored,
+ * device order not, apiserver-set fields left out): two slices with the same key are the same
+ * to us.
+ */
+export function sliceKey(s: ResourceSlice, nodeName: string): string {
+  return JSON.stringify(project(s, nodeName));
+}
+
+const GATE_BY_FIELD: Readonly<Record<string, string>> = {
+  taints: 'DRADeviceTaints',
+  consumesCounters: 'DRAPartitionableDevices',
+  sharedCounters: 'DRAPartitionableDevices',
+  perDeviceNodeSelection: 'DRAPartitionableDevices',
+  partitionTypeAttribute: 'DRAPartitionableDevicesType',
+  allowMultipleAllocations: 'DRAConsumableCapacity',
+  requestPolicy: 'DRAConsumableCapacity',
+  bindsToNode: 'DRADeviceBindingConditions',
+  bindingConditions: 'DRADeviceBindingConditions',
+  bindingFailureConditions: 'DRADeviceBindingConditions',
+  ints: 'DRAListTypeAttributes',
+  bools: 'DRAListTypeAttributes',
+  strings: 'DRAListTypeAttributes',
+  versions: 'DRAListTypeAttributes',
+  nodeAllocatableResources: 'DRANodeAllocatableResources',
+  nodeAllocatableResourceMappings: 'DRANodeAllocatableResources',
+  skipNodeOperations: 'DRAOptionalNodeOperations',
+};
+
+/** The feature gate that most likely explains a dropped field path such as `spec.devices[3].taints`. */
+export function likelyFeatureGate(path: string): string | undefined {
+  const parts = path.split(/[.[\]]+/).filter((p) => p && !/^\d+$/.test(p));
+  for (let i = parts.length - 1; i >= 0; i--) {
+    const gate = GATE_BY_FIELD[parts[i] ?? ''];
+    if (gate) return gate;
+  }
+  return undefined;
+}
+
+function isEmpty(v: unknown): boolean {
+  return (
+    v === undefined ||
+    v === null ||
+    (Array.isArray(v) && v.length === 0) ||
+    (typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length === 0)
+  );
+}
+
+/** JSON paths present (non-empty) in `sent` but missing in `stored`. */
+export function droppedPaths(sent: unknown, stored: unknown, path = ''): string[] {
+  if (Array.isArray(sent)) {
+    const arr = Array.isArray(stored) ? stored : [];
+    return sent.flatMap((v, i) => droppedPaths(v, arr[i], `${path}[${i}]`));
+  }
+  if (sent !== null && typeof sent === 'object') {
+    const obj = stored !== null && typeof stored === 'object' ? (stored as Record<string, unknown>) : {};
+    const out: string[] = [];
+    for (const [k, v] of Object.entries(sent)) {
+      if (isEmpty(v)) continue;
+      const p = path ? `${path}.${k}` : k;
+      if (isEmpty(obj[k])) out.push(p);
+      else out.push(...droppedPaths(v, obj[k], p));
+    }
+    return out;
+  }
+  return [];
+}
+
+/** The model's slice as written: owned by the Node (so it goes with it), plain JSON. */
+export function toWire(s: ResourceSliceObject, nodeUid: string): ResourceSlice {
+  const devices: Device[] = s.spec.devices.map((d: SliceDevice) => ({
+    name: d.name,
+    attributes: Object.fromEntries(Object.entries(d.attributes).map(([k, v]) => [k, { ...v }])),
+    capacity: Object.fromEntries(Object.entries(d.capacity).map(([k, v]) => [k, { ...v }])),
+    ...(d.taints && d.taints.length > 0 ? { taints: d.taints.map((t) => ({ ...t })) } : {}),
+  }));
+  return {
+    apiVersion: s.apiVersion,
+    kind: s.kind,
+    metadata: {
+      name: s.metadata.name,
+      ownerReferences: [
+        { apiVersion: 'v1', kind: 'Node', name: s.spec.nodeName, uid: nodeUid, controller: true },
+      ],
+    },
+    spec: {
+      driver: s.spec.driver,
+      nodeName: s.spec.nodeName,
+      pool: { ...s.spec.pool },
+      devices,
+    },
+  };
+}
