@@ -1,7 +1,8 @@
 /**
- * Kubeconfig files (`--kubeconfig`), read the way kubectl reads them: the credentials and the
- * connection come from @kubernetes/client-node's KubeConfig, so exec and auth-provider
- * credential plugins, proxy-url, client certificates, basic auth and `as` (impersonation) work.
+ * Kubeconfig files (`--kubeconfig`), read the way kubectl reads them: a context with a static
+ * token or a client certificate takes the lean client; any other gets its credentials and
+ * connection from @kubernetes/client-node's KubeConfig, so exec and auth-provider credential
+ * plugins, proxy-url, basic auth and `as` (impersonation) work.
  * We parse and check the document first only to name the broken field in errors and to fill
  * in what client-node 1.4 leaves out of kubectl's format (see {@link forClientNode}).
  *
@@ -15,13 +16,14 @@ import path from 'node:path';
 import type { KubeConfig as ClientNodeKubeConfig } from '@kubernetes/client-node/dist/config.js';
 import { GpuDraError, errorMessage } from '../util/errors.js';
 import {
+  createKubeClient,
   HttpKubeClient,
   keepAliveAgent,
   type KubeClient,
   type KubeClientOptions,
   type KubeTransport,
 } from './client.js';
-import { KubeConfigError } from './config.js';
+import { KubeConfigError, type KubeConfig } from './config.js';
 
 type Obj = Record<string, unknown>;
 
@@ -122,6 +124,8 @@ interface Resolved {
   readonly context: string;
   readonly clusterField: string;
   readonly userField: string;
+  readonly cluster: Obj;
+  readonly user: Obj;
 }
 
 function check(doc: Obj, r: Reader, context: string | undefined): Resolved {
@@ -182,7 +186,62 @@ function check(doc: Obj, r: Reader, context: string | undefined): Resolved {
     const missing = cert ? 'client-key' : 'client-certificate';
     r.fail(`${userField}.${missing}`, 'is required when the other half of the client key pair is set');
   }
-  return { context: contextName, clusterField, userField };
+  return { context: contextName, clusterField, userField, cluster, user };
+}
+
+/** Cluster and user fields the lean client (./client.ts) handles exactly as kubectl does. */
+const LEAN_CLUSTER_KEYS = new Set([
+  'server',
+  'certificate-authority',
+  'certificate-authority-data',
+  'insecure-skip-tls-verify',
+  'tls-server-name',
+  'extensions',
+]);
+const LEAN_USER_KEYS = new Set([
+  'token',
+  'tokenFile',
+  'client-certificate',
+  'client-certificate-data',
+  'client-key',
+  'client-key-data',
+  'extensions',
+]);
+
+/**
+ * The connection as the lean client takes it, when the context uses nothing else (a static
+ * token or token file, a client certificate): what the e2e harness, the bench and most
+ * admin-written kubeconfigs are. Loading client-node costs ~100 ms of start-up; a context
+ * with a plugin, a proxy or anything we do not know goes to it instead.
+ */
+function leanConfig(resolved: Resolved, r: Reader): KubeConfig | undefined {
+  const { cluster, user } = resolved;
+  const set = (o: Obj): string[] =>
+    Object.keys(o).filter((k) => o[k] !== undefined && o[k] !== null && o[k] !== '');
+  if (!set(cluster).every((k) => LEAN_CLUSTER_KEYS.has(k))) return undefined;
+  if (!set(user).every((k) => LEAN_USER_KEYS.has(k))) return undefined;
+  const pem = (o: Obj, key: string): Buffer | undefined => {
+    const data = o[`${key}-data`];
+    if (typeof data === 'string' && data !== '') return Buffer.from(data, 'base64');
+    const file = o[key];
+    return typeof file === 'string' && file !== '' ? fs.readFileSync(r.resolve(file)) : undefined;
+  };
+  const str = (o: Obj, key: string): string | undefined => (typeof o[key] === 'string' ? o[key] : undefined);
+  const ca = pem(cluster, 'certificate-authority');
+  const cert = pem(user, 'client-certificate');
+  const key = pem(user, 'client-key');
+  const token = str(user, 'token');
+  const tokenFile = str(user, 'tokenFile');
+  const tlsServerName = str(cluster, 'tls-server-name');
+  return {
+    server: str(cluster, 'server') ?? '',
+    source: r.source,
+    ...(ca ? { ca } : {}),
+    ...(cluster['insecure-skip-tls-verify'] === true ? { insecureSkipTlsVerify: true } : {}),
+    ...(tlsServerName ? { tlsServerName } : {}),
+    ...(cert && key ? { cert, key } : {}),
+    ...(token ? { token } : tokenFile ? { tokenFile: r.resolve(tokenFile) } : {}),
+  };
 }
 
 /**
@@ -368,6 +427,8 @@ export async function loadKubeconfigClient(
   const r = new Reader(file, path.dirname(path.resolve(file)));
   const doc = r.obj(await parseDocument(text, r), '<document>');
   const resolved = check(doc, r, opts.context);
+  const lean = leanConfig(resolved, r);
+  if (lean) return createKubeClient(lean, opts);
   const { KubeConfig } = await import('@kubernetes/client-node/dist/config.js');
   const kc = new KubeConfig();
   try {
