@@ -203,10 +203,15 @@ describe('NodePrepareResources / NodeUnprepareResources', () => {
     expect(Object.keys(res.claims).sort()).toEqual(['bad1', 'bad2', 'bad3', 'bad4', 'good']);
     expect(res.claims['good']?.error).toBe('');
     expect(res.claims['good']?.devices).toHaveLength(1);
-    expect(res.claims['bad1']?.error).toMatch(/default\/claim-bad1 \(bad1\).*gpu-9/);
-    expect(res.claims['bad2']?.error).toMatch(/not allocated/);
-    expect(res.claims['bad3']?.error).toMatch(/has UID bad3-new, expected bad3: it was replaced/);
-    expect(res.claims['bad4']?.error).toMatch(/config\[0\]\.opaque\.parameters\.bogus: unknown field/);
+    // Each error says where, its catalog code (README's troubleshooting table), and why.
+    expect(res.claims['bad1']?.error).toMatch(/default\/claim-bad1 \(bad1\): DEVICE_UNKNOWN: .*gpu-9/);
+    expect(res.claims['bad2']?.error).toMatch(/CLAIM_NOT_ALLOCATED: .*not allocated/);
+    expect(res.claims['bad3']?.error).toMatch(
+      /CLAIM_REPLACED: .*has UID bad3-new, expected bad3: it was replaced/,
+    );
+    expect(res.claims['bad4']?.error).toMatch(
+      /OPAQUE_CONFIG_INVALID: .*config\[0\]\.opaque\.parameters\.bogus: unknown field/,
+    );
     for (const uid of ['bad1', 'bad2', 'bad3', 'bad4']) {
       expect(res.claims[uid]?.devices).toEqual([]);
       expect(fs.existsSync(specPath(uid))).toBe(false);

@@ -7,7 +7,8 @@ import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { registerDriverCommand } from '../../src/cli/commands/driver.js';
 import { parseDriverConfig } from '../../src/node/config.js';
-import { readmeFlagRows, driverFlagRows, renderDriverFlagTable } from '../../src/node/flagDocs.js';
+import { driverFlagTable } from '../../src/node/flagDocs.js';
+import { expectedRows, readmeRows, renderTable } from '../../src/util/readmeTable.js';
 import { DRIVER_FLAGS, driverFlagNames, flagName, type DriverFlags } from '../../src/node/flags.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -92,12 +93,13 @@ describe('driver flag table', () => {
     );
   });
 
-  it('matches the README table (after changing src/node/flags.ts, run `npm run docs:flags`)', () => {
+  it('matches the README table (after changing src/node/flags.ts, run `npm run docs`)', () => {
     const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
-    const rows = readmeFlagRows(readme);
+    const table = driverFlagTable();
+    const rows = readmeRows(readme, table.name);
     expect(rows, 'README.md lacks the driver-flags markers').toBeDefined();
-    expect(rows, 'README.md driver flag table is stale: run `npm run docs:flags`').toEqual(driverFlagRows());
-    expect(renderDriverFlagTable().split('\n')).toHaveLength(driverFlagNames().length + 2);
+    expect(rows, 'README.md driver flag table is stale: run `npm run docs`').toEqual(expectedRows(table));
+    expect(renderTable(table).split('\n')).toHaveLength(driverFlagNames().length + 2);
   });
 
   it('is the only reader of its env twins: src/ reads none of them from process.env by name', () => {
