@@ -9,7 +9,7 @@ import process from 'node:process';
 import { build } from 'esbuild';
 
 const out = await build({
-  entryPoints: ['src/util/docs.ts'],
+  entryPoints: ['src/node/readmeTables.ts'],
   bundle: true,
   write: false,
   format: 'esm',

@@ -7,7 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import { errorMessage, GpuDraError, inClaim } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ClaimGetter } from '../driver/claims.js';
-import type { DriverMetrics } from '../node/metrics.js';
+import type { Counter, Gauge, Histogram } from 'prom-client';
 import type {
   ClaimRef,
   NodePrepareResourcesRequest,
@@ -18,11 +18,19 @@ import type {
 } from './proto.js';
 import type { DeviceState, PreparedDevice } from '../driver/state.js';
 
+/** The metrics the DRA service records; the process (node/metrics.ts) registers and serves them. */
+export interface DraServiceMetrics {
+  readonly grpcRequests: Counter<'service' | 'method' | 'code'>;
+  readonly grpcDuration: Histogram<'method'>;
+  readonly claimOperations: Counter<'operation' | 'result'>;
+  readonly preparedClaims: Gauge;
+}
+
 export interface DraServiceOptions {
   readonly state: DeviceState;
   readonly claims: ClaimGetter;
   readonly logger: Logger;
-  readonly metrics?: DriverMetrics;
+  readonly metrics?: DraServiceMetrics;
 }
 
 type ApiVersion = 'v1' | 'v1beta1';

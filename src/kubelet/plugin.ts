@@ -6,10 +6,9 @@
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import type { ClaimGetter } from '../driver/claims.js';
-import type { DriverMetrics } from '../node/metrics.js';
 import { loadProtos } from './proto.js';
 import { RegistrationService } from './registration.js';
-import { DraService } from './draService.js';
+import { DraService, type DraServiceMetrics } from './draService.js';
 import { startUnixServer, type UnixServer } from './socketServer.js';
 import type { DeviceState } from '../driver/state.js';
 
@@ -35,7 +34,7 @@ export interface KubeletPluginOptions extends PluginPaths {
   readonly state: DeviceState;
   readonly claims: ClaimGetter;
   readonly logger: Logger;
-  readonly metrics?: DriverMetrics;
+  readonly metrics?: DraServiceMetrics;
 }
 
 export interface KubeletPlugin {

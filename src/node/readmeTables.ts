@@ -1,7 +1,7 @@
 /** Every generated README table, for `npm run docs` (scripts/docs.mjs). */
-import { driverFlagTable } from '../node/flagDocs.js';
-import { errorCodeTable } from './errorDocs.js';
-import { withTable, type ReadmeTable } from './readmeTable.js';
+import { driverFlagTable } from './flagDocs.js';
+import { errorCodeTable } from '../util/errorDocs.js';
+import { withTable, type ReadmeTable } from '../util/readmeTable.js';
 
 export const README_TABLES: readonly (() => ReadmeTable)[] = [driverFlagTable, errorCodeTable];
 
