@@ -28,6 +28,25 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** The causes behind an error, outermost first, each said once (a wrapper often repeats its cause). */
+export function causeLines(err: unknown): string[] {
+  const lines: string[] = [];
+  let seen = errorMessage(err);
+  for (let cause = (err as { cause?: unknown }).cause, depth = 0; cause !== undefined && depth < 5; depth++) {
+    const text = errorMessage(cause);
+    if (!seen.includes(text)) lines.push(`  caused by: ${text}`);
+    seen += text;
+    cause = cause instanceof Error ? cause.cause : undefined;
+  }
+  return lines;
+}
+
+// `gpu-dra demo | head` closes our stdout early: that is the reader's choice, not a failure.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 async function main(argv: string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
@@ -37,7 +56,7 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     const code = err instanceof GpuDraError ? ` [${err.code}]` : '';
-    process.stderr.write(`gpu-dra: ${errorMessage(err)}${code}\n`);
+    process.stderr.write([`gpu-dra: ${errorMessage(err)}${code}`, ...causeLines(err)].join('\n') + '\n');
     process.exitCode = exitCodeFor(err);
   }
 }

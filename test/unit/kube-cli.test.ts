@@ -6,7 +6,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import net, { type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +14,7 @@ import { defaultDeviceClasses } from '../../src/cel/classes.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 import { withSimulatedNode, type TempSimulatedNode } from '../support/sim.js';
+import { startConnectProxy, type ConnectProxy } from '../support/connectProxy.js';
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const CLI = path.join(repo, 'dist/gpu-dra.mjs');
@@ -106,37 +107,13 @@ async function apiserver(route: Route): Promise<{ url: string; seen: Seen[] }> {
   return { url: `https://127.0.0.1:${String((server.address() as AddressInfo).port)}`, seen };
 }
 
-/** A forward proxy that only tunnels (HTTP CONNECT), recording each target. */
-async function connectProxy(): Promise<{ url: string; tunnels: string[] }> {
-  const tunnels: string[] = [];
-  const sockets = new Set<net.Socket>();
-  const proxy = http.createServer((_req, res) => {
-    res.writeHead(405).end();
-  });
-  proxy.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
-    tunnels.push(req.url ?? '');
-    const [host = '', port = ''] = (req.url ?? '').split(':');
-    const upstream = net.connect(Number(port), host, () => {
-      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-      upstream.write(head);
-      upstream.pipe(socket);
-      socket.pipe(upstream);
-    });
-    for (const s of [socket, upstream]) {
-      sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => {
-        upstream.destroy();
-        socket.destroy();
-      });
-    }
-  });
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+/** The CONNECT proxy of test/support, closed after the test. */
+async function connectProxy(): Promise<ConnectProxy> {
+  const proxy = await startConnectProxy();
   closers.push(() => {
-    for (const s of sockets) s.destroy();
     proxy.close();
   });
-  return { url: `http://127.0.0.1:${String((proxy.address() as AddressInfo).port)}`, tunnels };
+  return proxy;
 }
 
 /**

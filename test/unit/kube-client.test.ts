@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import net, { type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { TLSSocket } from 'node:tls';
@@ -20,6 +20,7 @@ import { loadKubeconfigClient } from '../../src/kube/kubeconfig.js';
 import { GpuDraError } from '../../src/util/errors.js';
 import type { ResourceSlice } from '../../src/api/resource.js';
 import { httpStatus, kubeSliceClient } from '../../src/resourceslice/sliceApi.js';
+import { startConnectProxy } from '../support/connectProxy.js';
 
 let dir: string;
 const servers: (http.Server | https.Server)[] = [];
@@ -673,33 +674,8 @@ describe('kubeconfig files (client-node KubeConfig)', () => {
 
   it('tunnels through proxy-url (HTTP CONNECT)', async () => {
     const { url, auths } = await tlsServer();
-    const tunnels: string[] = [];
-    const sockets = new Set<net.Socket>();
-    const proxy = http.createServer((_req, res) => {
-      res.writeHead(405).end();
-    });
-    proxy.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
-      tunnels.push(req.url ?? '');
-      const [host = '', port = ''] = (req.url ?? '').split(':');
-      const upstream = net.connect(Number(port), host, () => {
-        socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-        upstream.write(head);
-        upstream.pipe(socket);
-        socket.pipe(upstream);
-      });
-      for (const s of [socket, upstream]) {
-        sockets.add(s);
-        s.on('error', () => undefined);
-        s.on('close', () => {
-          upstream.destroy();
-          socket.destroy();
-        });
-      }
-    });
-    proxy.on('close', () => {
-      for (const s of sockets) s.destroy();
-    });
-    const proxyUrl = await listen(proxy);
+    const proxy = await startConnectProxy();
+    const { tunnels, url: proxyUrl } = proxy;
     const kc = await load(
       kubeconfigFile(
         kubectlYaml(
@@ -712,6 +688,8 @@ describe('kubeconfig files (client-node KubeConfig)', () => {
     await kc.request('GET', '/api/v1/nodes/n');
     expect(auths).toEqual(['Bearer via-proxy']);
     expect(tunnels).toEqual([new URL(url).host]);
+    kc.close();
+    proxy.close();
   });
 
   it('talks to a plain http:// server (kubectl proxy) without insecure-skip-tls-verify', async () => {
