@@ -19,7 +19,7 @@ import {
   type V1Pod,
   type V1UserInfo,
 } from '@kubernetes/client-node';
-import { parse, parseAllDocuments } from 'yaml';
+import { parse, parseAllDocuments, stringify } from 'yaml';
 
 import type { SimulatedNode } from '../../src/sim/fakeHost.js';
 import type { Attachment, Cluster } from '../e2e/support/cluster.js';
@@ -325,12 +325,12 @@ export async function runPluginProcess(opts: PluginProcessOptions): Promise<Plug
   });
   // In-cluster config reads the projected token; the kubeconfig points at the same file
   // (`tokenFile`, re-read by the driver as the token rotates).
-  const text = JSON.parse(fs.readFileSync(kubeconfig, 'utf8')) as {
+  const text = parse(fs.readFileSync(kubeconfig, 'utf8')) as {
     users: { user: Record<string, string> }[];
   };
   const tokenFile = path.join(container.root, SA_TOKEN_DIR, 'token');
   if (text.users[0]) text.users[0].user = { tokenFile };
-  fs.writeFileSync(kubeconfig, JSON.stringify(text, null, 2), { mode: 0o600 });
+  fs.writeFileSync(kubeconfig, stringify(text), { mode: 0o600 });
 
   const logFile = path.join(dir, 'driver.log');
   const peer = spawnPeer({

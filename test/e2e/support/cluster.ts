@@ -23,6 +23,7 @@ import {
   waitUntilReady,
   type PeerProcess,
 } from './process.js';
+import { stringify } from 'yaml';
 
 export interface TokenUser {
   /** User name, e.g. `system:serviceaccount:gpu-dra:driver`. */
@@ -179,8 +180,8 @@ export class Cluster {
   }
 
   private kubeconfigText(token: string): string {
-    // JSON is valid YAML; both Go and client-node read it.
-    return JSON.stringify(
+    // YAML, as kubectl writes it: every driver and CLI the tests start reads what users have.
+    return stringify(
       {
         apiVersion: 'v1',
         kind: 'Config',
@@ -191,8 +192,7 @@ export class Cluster {
         contexts: [{ name: 'e2e', context: { cluster: 'e2e', user: 'e2e' } }],
         'current-context': 'e2e',
       },
-      null,
-      2,
+      { lineWidth: 0 },
     );
   }
 
