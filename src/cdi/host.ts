@@ -1,8 +1,8 @@
 /**
  * What the CDI builder needs to know about the host, read from the filesystem: the NVIDIA
  * driver's user-space files under the driver root, and whether (and as what) each device node
- * exists. Read-only. Results are not cached across prepares, so a driver upgrade or a node
- * that appears late is picked up by the next prepare (NVIDIA's cached specs went stale: #1144).
+ * exists. Read-only and uncached: the device state decides how long a driver-root scan may
+ * serve (driver/state.ts), device nodes are checked on every prepare.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -174,8 +174,12 @@ export function nvidiaNodeNumbers(
  */
 export function inspectDeviceNodes(
   nodes: readonly CdiDeviceNode[],
-  majors: ReadonlyMap<string, number> = new Map(),
+  majorsOf: ReadonlyMap<string, number> | (() => ReadonlyMap<string, number>) = new Map(),
 ): Map<string, DeviceNodeInfo> {
+  // /proc/devices is needed only for nodes that are not real devices (the simulated node's).
+  let majors: ReadonlyMap<string, number> | undefined;
+  const known = (): ReadonlyMap<string, number> =>
+    (majors ??= typeof majorsOf === 'function' ? majorsOf() : majorsOf);
   const info = new Map<string, DeviceNodeInfo>();
   const missing: string[] = [];
   for (const n of nodes) {
@@ -194,7 +198,7 @@ export function inspectDeviceNodes(
       const minor = (rdev & 0xff) | ((rdev >>> 12) & 0xfff00);
       info.set(n.path, { type: st.isCharacterDevice() ? 'c' : 'b', major, minor });
     } else {
-      const derived = nvidiaNodeNumbers(n.path, majors);
+      const derived = nvidiaNodeNumbers(n.path, known());
       if (derived) info.set(n.path, derived);
     }
   }

@@ -102,7 +102,8 @@ export class CheckpointStore {
       next.minReaderVersion = CHECKPOINT_MIN_READER_VERSION;
       try {
         await fsp.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
-        await atomicWriteFile(this.file, `${JSON.stringify(next, null, 2)}\n`, { mode: 0o600 });
+        // Compact: it is written twice per prepare and read by programs (jq pretty-prints it).
+        await atomicWriteFile(this.file, `${JSON.stringify(next)}\n`, { mode: 0o600 });
       } catch (err) {
         throw new CheckpointError(
           'CHECKPOINT_WRITE_FAILED',

@@ -81,6 +81,8 @@ export interface DeviceStateOptions {
   readonly logger: Logger;
   /** Injectable for tests; defaults to scanning `hostPaths.driverRoot`. */
   readonly scanDriverFiles?: (hostPaths: HostPaths, driverVersion: string) => DriverFiles;
+  /** How long one scan of the driver root serves prepares of the same driver version; default 60 s. */
+  readonly driverFilesTtlMs?: number;
 }
 
 export interface RecoveryReport {
@@ -137,6 +139,8 @@ export class DeviceState {
   private readonly claimLocks = new KeyedMutex();
   /** Held from the conflict check until the intent is recorded (step 2 → 3). */
   private readonly deviceLock = new KeyedMutex();
+  private driverFilesScan:
+    { readonly version: string; readonly at: number; readonly files: DriverFiles } | undefined;
 
   constructor(private readonly opts: DeviceStateOptions) {}
 
@@ -256,8 +260,7 @@ export class DeviceState {
     driverVersion: string,
   ): ClaimCdiSpec {
     const { hostPaths } = this.opts;
-    const nodeInfo = inspectDeviceNodes(
-      claimDeviceNodes({ devices, hostPaths }),
+    const nodeInfo = inspectDeviceNodes(claimDeviceNodes({ devices, hostPaths }), () =>
       readCharDeviceMajors(hostPaths),
     );
     return buildClaimCdiSpec({
@@ -265,9 +268,27 @@ export class DeviceState {
       claimUid,
       devices,
       hostPaths,
-      driverFiles: (this.opts.scanDriverFiles ?? scanDriverFiles)(hostPaths, driverVersion),
+      driverFiles: this.driverFiles(driverVersion),
       nodeInfo,
     });
+  }
+
+  /**
+   * The driver's user-space files. Scanning the driver root (a stat per candidate) was the
+   * largest part of a prepare, and the files change only with the driver: a scan serves every
+   * prepare of the same driver version for `driverFilesTtlMs`. The version comes from the latest
+   * discovery, so an upgraded driver is scanned afresh, and the TTL bounds how long a file
+   * installed later (a CDI hook, say) goes unseen; NVIDIA's specs, cached for the process's life,
+   * went stale on both counts (their #1144).
+   */
+  private driverFiles(driverVersion: string): DriverFiles {
+    const now = Date.now();
+    const ttl = this.opts.driverFilesTtlMs ?? 60_000;
+    const cached = this.driverFilesScan;
+    if (cached && cached.version === driverVersion && now - cached.at < ttl) return cached.files;
+    const files = (this.opts.scanDriverFiles ?? scanDriverFiles)(this.opts.hostPaths, driverVersion);
+    this.driverFilesScan = { version: driverVersion, at: now, files };
+    return files;
   }
 
   /** Unprepares one claim; a claim this driver does not know is a success. */

@@ -5,7 +5,12 @@ import type { CdiSpec } from '../../src/cdi/spec.js';
 import { CdiStore } from '../../src/cdi/store.js';
 import { CheckpointStore } from '../../src/checkpoint/store.js';
 import { MemoryClaimGetter } from '../../src/driver/claims.js';
-import { DeviceState, readBootId, type InventorySource } from '../../src/driver/state.js';
+import {
+  DeviceState,
+  readBootId,
+  type DeviceStateOptions,
+  type InventorySource,
+} from '../../src/driver/state.js';
 import {
   createTestHost,
   testClaim,
@@ -23,7 +28,12 @@ let host: TestHost;
 let getter: MemoryClaimGetter;
 let checkpointFile: string;
 
-function makeState(options: { inventory?: InventorySource; cdi?: CdiStore } = {}): DeviceState {
+function makeState(
+  options: { inventory?: InventorySource; cdi?: CdiStore } & Pick<
+    DeviceStateOptions,
+    'scanDriverFiles' | 'driverFilesTtlMs'
+  > = {},
+): DeviceState {
   const inventory = testInventory();
   return new DeviceState({
     driverName: TEST_DRIVER,
@@ -33,6 +43,8 @@ function makeState(options: { inventory?: InventorySource; cdi?: CdiStore } = {}
     checkpoint: new CheckpointStore(checkpointFile, log),
     inventory: options.inventory ?? { current: () => inventory },
     logger: log,
+    ...(options.scanDriverFiles ? { scanDriverFiles: options.scanDriverFiles } : {}),
+    ...(options.driverFilesTtlMs !== undefined ? { driverFilesTtlMs: options.driverFilesTtlMs } : {}),
   });
 }
 
@@ -199,6 +211,35 @@ describe('prepare failure paths', () => {
     await state.recover();
     expect(await prepareVia(state, 'late', ['gpu-1-mig-1g10gb-19-0'])).toEqual(['gpu-1-mig-1g10gb-19-0']);
     expect(refreshed).toBe(1);
+  });
+
+  it('scans the driver root once per driver version and TTL, not per prepare', async () => {
+    const scans: string[] = [];
+    let version = '580.105.08';
+    const files = { libraries: ['/usr/lib/x86_64-linux-gnu/libcuda.so.1'], binaries: [], firmware: [] };
+    const scanDriverFiles = (_: unknown, v: string): typeof files => {
+      scans.push(v);
+      return files;
+    };
+    const inventory = (): NodeInventory => ({ ...testInventory(), driverVersion: version });
+    const cached = makeState({ scanDriverFiles, inventory: { current: inventory } });
+    await cached.recover();
+    await prepareVia(cached, 'c1', ['gpu-0']);
+    await prepareVia(cached, 'c2', ['gpu-1-mig-1g10gb-19-0']);
+    expect(scans).toEqual(['580.105.08']);
+    version = '590.1.2'; // the device monitor saw an upgraded driver
+    await prepareVia(cached, 'c3', ['gpu-1-mig-1g10gb-19-1']);
+    expect(scans).toEqual(['580.105.08', '590.1.2']);
+    const spec = JSON.parse(fs.readFileSync(specPath('c3'), 'utf8')) as CdiSpec;
+    expect(spec.containerEdits?.mounts?.map((m) => m.containerPath)).toEqual(files.libraries);
+    await cached.cleanupAll();
+
+    scans.length = 0;
+    const uncached = makeState({ scanDriverFiles, driverFilesTtlMs: 0, inventory: { current: inventory } });
+    await uncached.recover();
+    await prepareVia(uncached, 'd1', ['gpu-0']);
+    await prepareVia(uncached, 'd2', ['gpu-1']);
+    expect(scans).toEqual(['590.1.2', '590.1.2']);
   });
 
   it('cleanupAll removes every spec of ours and the checkpoint', async () => {
