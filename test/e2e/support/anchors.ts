@@ -120,7 +120,8 @@ export async function grantAnchorRbac(cluster: Cluster): Promise<void> {
  * Makes the simulated node usable by NVIDIA's plugin, which reads more of a real host than ours:
  * real character devices under `<driver root>/dev` (its CDI spec generation stats them; plain files
  * give "empty device edits"), and a PCI `resource` file in each GPU's sysfs directory (go-nvlib's
- * PCI scan fails without one, and with it the NUMA node attribute goes missing). Idempotent.
+ * PCI scan fails without one, and with it the NUMA node attribute goes missing), and a stand-in
+ * nvidia-cdi-hook. Idempotent.
  * Needs root (mknod).
  */
 export function prepareSimForAnchors(sim: SimulatedNode): void {
@@ -160,6 +161,10 @@ export function prepareSimForAnchors(sim: SimulatedNode): void {
     const file = path.join(sim.hostPaths.sysRoot, 'bus', 'pci', 'devices', simBusId(gpu), 'resource');
     if (!fs.existsSync(file)) fs.writeFileSync(file, `${lines.join('\n')}\n`);
   });
+  // An nvidia-cdi-hook where NVIDIA's container toolkit installs it: our driver adds its hooks to
+  // CDI specs only when it finds one; NVIDIA's is told the path (never run here).
+  const hook = path.join(sim.hostPaths.driverRoot, 'usr', 'bin', 'nvidia-cdi-hook');
+  if (!fs.existsSync(hook)) fs.writeFileSync(hook, '#!/bin/sh\n', { mode: 0o755 });
 }
 
 export interface AnchorOptions {
@@ -213,8 +218,8 @@ export class AnchorProcess {
       `--nvidia-driver-root=${root}`,
       `--container-driver-root=${root}`,
       '--image-name=anchors.invalid/gpu-kubelet-plugin:unused',
-      // Only written into CDI specs; never run here.
-      '--nvidia-cdi-hook-path=/usr/bin/nvidia-cdi-hook',
+      // Only written into CDI specs, never run here; where our driver finds it (prepareSimForAnchors).
+      `--nvidia-cdi-hook-path=${path.join(root, 'usr', 'bin', 'nvidia-cdi-hook')}`,
     ];
     // It reads the hard-coded /sys/bus/pci/devices; the bind mount is private to its namespace.
     const script = 'mount --bind "$1" /sys && shift && exec "$@"';
