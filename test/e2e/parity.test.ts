@@ -20,6 +20,7 @@ import type { ClaimRef } from '../../src/kubelet/proto.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { ANCHOR_USER, grantAnchorRbac, prepareSimForAnchors, startAnchor } from './support/anchors.js';
+import { DEFAULT_NODE_NAMES } from './support/cluster.js';
 import { useCluster } from './support/fixture.js';
 import type { NodeHarness } from './support/node.js';
 import { peersLog, repoRoot } from './support/peers.js';
@@ -311,7 +312,11 @@ const table = (ds: readonly Difference[]): string =>
     .join('\n');
 
 describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', () => {
-  const fx = useCluster({ extraUsers: [{ name: ANCHOR_USER, groups: ['system:authenticated'] }] });
+  const fx = useCluster({
+    // node-e: the example driver's, checked at the end.
+    nodeNames: [...DEFAULT_NODE_NAMES, 'node-e'],
+    extraUsers: [{ name: ANCHOR_USER, groups: ['system:authenticated'] }],
+  });
   let resource: ResourceV1Api;
 
   beforeAll(async () => {
@@ -331,12 +336,13 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
     nodeName: string,
     pool: string,
     device: string,
+    driver = DRIVER,
   ): Promise<ClaimRef> {
     const created = await resource.createNamespacedResourceClaim({
       namespace: NS,
       body: {
         metadata: { name, namespace: NS },
-        spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: DRIVER } }] } },
+        spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: driver } }] } },
       },
     });
     const updated = await resource.replaceNamespacedResourceClaimStatus({
@@ -347,7 +353,7 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
         spec: created.spec,
         status: {
           allocation: {
-            devices: { results: [{ request: 'gpu', driver: DRIVER, pool, device }] },
+            devices: { results: [{ request: 'gpu', driver, pool, device }] },
             nodeSelector: {
               nodeSelectorTerms: [
                 { matchFields: [{ key: 'metadata.name', operator: 'In', values: [nodeName] }] },
@@ -533,4 +539,35 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
       );
     });
   }
+
+  // Not a parity check: the fixture's other anchor, which the benchmark compares against, starts
+  // on the same harness, publishes its 8 devices and prepares a claim.
+  it('the example driver runs on the e2e harness', async () => {
+    const c = fx.cluster;
+    const node = await fx.startNode('node-e');
+    const anchor = await startAnchor(fx, {
+      name: 'example',
+      node,
+      kubeconfig: c.makeKubeconfig(c.tokenFor(ANCHOR_USER), 'anchor-node-e'),
+    });
+    const slices = await eventually(`${anchor.driver} slices on node-e`, async () => {
+      const items = (
+        await resource.listResourceSlice({
+          fieldSelector: `spec.nodeName=node-e,spec.driver=${anchor.driver}`,
+        })
+      ).items;
+      return items.flatMap((s) => s.spec.devices ?? []).length === 8 ? items : undefined;
+    });
+    const pool = slices[0]?.spec.pool.name ?? '';
+    const ref = await allocatedClaim('example-node-e', 'node-e', pool, 'gpu-0', anchor.driver);
+    const client = new KubeletClient({ draSocket: anchor.draSocket, timeoutMs: 30_000 });
+    try {
+      const res = await client.prepare([ref]);
+      expect(res.claims[ref.uid]?.error).toBe('');
+      expect(res.claims[ref.uid]?.devices.map((d) => d.device_name)).toEqual(['gpu-0']);
+      expect((await client.unprepare([ref])).claims[ref.uid]?.error).toBe('');
+    } finally {
+      client.close();
+    }
+  });
 });
