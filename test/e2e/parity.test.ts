@@ -1,10 +1,12 @@
 // Parity with NVIDIA's DRA driver (issue 12): its gpu-kubelet-plugin (built from the pinned source
 // by test/anchors/build.sh) and ours, started as `--driver-name gpu.nvidia.com`, each on its own
 // simulated node of the same profile, against one real apiserver. Their published ResourceSlices
-// must match device by device, attribute by attribute, capacity by capacity; node and pool names
-// are the only thing normalised away. Every difference we know of is in KNOWN_DIFFERENCES with the
-// issue that closes it; anything else fails, and so does an entry that no longer shows (fixed:
-// delete it). Runs with `npm run test:parity` (a cold NVIDIA build is ~9 min, too much for CI).
+// must match device by device, attribute by attribute, capacity by capacity (node and pool names
+// are the only thing normalised away), and one claim prepared by each over dra.sock must give the
+// same container edits once CDI resolves them (each side's sim dir and claim UID normalised away).
+// Every difference we know of is in KNOWN_DIFFERENCES with its issue; anything else fails, and so
+// does an entry that no longer shows (fixed: delete it). Runs with `npm run test:parity`, outside
+// CI: a cold build of NVIDIA's plugin takes 7-9 min on 2 cores.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -19,7 +21,13 @@ import { KubeletClient } from '../../src/kubelet/client.js';
 import type { ClaimRef } from '../../src/kubelet/proto.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { fakeNvmlLib } from '../support/sim.js';
-import { ANCHOR_USER, grantAnchorRbac, prepareSimForAnchors, startAnchor } from './support/anchors.js';
+import {
+  ANCHOR_USER,
+  ensureAnchorBinary,
+  grantAnchorRbac,
+  prepareSimForAnchors,
+  startAnchor,
+} from './support/anchors.js';
 import { DEFAULT_NODE_NAMES } from './support/cluster.js';
 import { useCluster } from './support/fixture.js';
 import type { NodeHarness } from './support/node.js';
@@ -325,6 +333,8 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
     await grantDriverRbac(c, { readClaims: true });
     await grantAnchorRbac(c);
     await createNamespace(c.kubeConfig.makeApiClient(CoreV1Api), NS);
+    // Here, under the hook timeout, not in a test: a cold build takes minutes.
+    await Promise.all([ensureAnchorBinary('nvidia'), ensureAnchorBinary('example')]);
   });
 
   /**

@@ -2,7 +2,8 @@
 // the Go drivers gpu-dra is compared against, built by test/anchors/build.sh and started here as
 // child processes on the same simulated node (src/sim/fakeHost.ts) our driver uses, registered
 // with a kubelet-dra node of the e2e cluster. Their logs go to a file that the fixture's failure
-// dump prints; they are stopped with the file's other tracked things.
+// dump prints; they are stopped with the file's other tracked things. Needs root: mknod for the
+// device nodes, a mount namespace for NVIDIA's /sys.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -63,6 +64,8 @@ function runBuild(name: AnchorName): Promise<string> {
     });
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk: string) => {
+      // Progress of a cold build (minutes) shows as it happens, as the peers' build does.
+      process.stderr.write(chunk);
       stderrTail = (stderrTail + chunk).slice(-8000);
     });
     child.on('error', reject);
