@@ -1,0 +1,292 @@
+// The "anchors" (issue 12): NVIDIA's gpu-kubelet-plugin and the example driver's kubelet plugin,
+// the Go drivers gpu-dra is compared against, built by test/anchors/build.sh and started here as
+// child processes on the same simulated node (src/sim/fakeHost.ts) our driver uses, registered
+// with a kubelet-dra node of the e2e cluster. Their logs go to a file that the fixture's failure
+// dump prints; they are stopped with the file's other tracked things. Needs root: mknod for the
+// device nodes, a mount namespace for NVIDIA's /sys.
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import { RbacAuthorizationV1Api } from '@kubernetes/client-node';
+
+import { SIM_MAJORS, simBusId, type SimulatedNode } from '../../../src/sim/fakeHost.js';
+import type { Cluster } from './cluster.js';
+import type { E2e } from './fixture.js';
+import type { NodeHarness } from './node.js';
+import { peersLog, repoRoot } from './peers.js';
+import { describeExit, spawnPeer, stopPeer, tailFile, waitUntilReady, type PeerProcess } from './process.js';
+
+export type AnchorName = 'nvidia' | 'example';
+
+/** The driver name each anchor publishes and registers under. */
+export const ANCHOR_DRIVER: Readonly<Record<AnchorName, string>> = {
+  nvidia: 'gpu.nvidia.com',
+  example: 'gpu.example.com',
+};
+
+/**
+ * The identity the anchors run as: their own, because they need more than ours (NVIDIA's chart
+ * grants nodes and pods reads, claim watches). Pass it in useCluster's `extraUsers`.
+ */
+export const ANCHOR_USER = 'system:serviceaccount:anchors:anchor-driver';
+
+const builds = new Map<AnchorName, Promise<string>>();
+
+/**
+ * The anchor's binary, built by test/anchors/build.sh when not cached (cold: ~9 min for NVIDIA's,
+ * ~5 min for the example driver's on 2 cores; warm: seconds). GPU_DRA_ANCHOR_<NAME> (e.g.
+ * GPU_DRA_ANCHOR_NVIDIA) names a prebuilt binary instead.
+ */
+export function ensureAnchorBinary(name: AnchorName): Promise<string> {
+  const given = process.env[`GPU_DRA_ANCHOR_${name.toUpperCase()}`];
+  if (given !== undefined && given !== '') return Promise.resolve(given);
+  let build = builds.get(name);
+  if (build === undefined) {
+    build = runBuild(name);
+    builds.set(name, build);
+    // A failed build is retried by the next caller rather than remembered.
+    build.catch(() => builds.delete(name));
+  }
+  return build;
+}
+
+function runBuild(name: AnchorName): Promise<string> {
+  const script = path.join(repoRoot, 'test', 'anchors', 'build.sh');
+  const started = Date.now();
+  return new Promise<string>((resolve, reject) => {
+    const child = spawn('bash', [script, name], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderrTail = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk: string) => {
+      // Progress of a cold build (minutes) shows as it happens, as the peers' build does.
+      process.stderr.write(chunk);
+      stderrTail = (stderrTail + chunk).slice(-8000);
+    });
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      const seconds = ((Date.now() - started) / 1000).toFixed(1);
+      const bin = stdout.trim().split('\n').pop()?.trim() ?? '';
+      if (code !== 0 || bin === '') {
+        reject(
+          new Error(
+            `test/anchors/build.sh ${name} failed (code ${String(code)}, signal ${String(signal)}) after ${seconds}s:\n${stderrTail}`,
+          ),
+        );
+        return;
+      }
+      peersLog(`anchor ${name} ready after ${seconds}s: ${bin}`);
+      resolve(bin);
+    });
+  });
+}
+
+/** Grants ANCHOR_USER the rules of NVIDIA's kubelet-plugin ClusterRole (a superset of the example's). */
+export async function grantAnchorRbac(cluster: Cluster): Promise<void> {
+  const rbac = cluster.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
+  const name = 'anchor-kubelet-plugin';
+  await rbac.createClusterRole({
+    body: {
+      metadata: { name },
+      rules: [
+        { apiGroups: ['resource.k8s.io'], resources: ['resourceclaims'], verbs: ['get', 'list', 'watch'] },
+        {
+          apiGroups: ['resource.k8s.io'],
+          resources: ['resourceslices'],
+          verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete', 'deletecollection'],
+        },
+        { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch', 'update'] },
+        { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
+        {
+          apiGroups: ['resource.nvidia.com'],
+          resources: ['computedomains'],
+          verbs: ['get', 'list', 'watch'],
+        },
+      ],
+    },
+  });
+  await rbac.createClusterRoleBinding({
+    body: {
+      metadata: { name },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name },
+      subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: ANCHOR_USER }],
+    },
+  });
+}
+
+/**
+ * Makes the simulated node usable by NVIDIA's plugin, which reads more of a real host than ours:
+ * real character devices under `<driver root>/dev` (its CDI spec generation stats them; plain files
+ * give "empty device edits"), and a PCI `resource` file in each GPU's sysfs directory (go-nvlib's
+ * PCI scan fails without one, and with it the NUMA node attribute goes missing), and a stand-in
+ * nvidia-cdi-hook. Idempotent.
+ * Needs root (mknod).
+ */
+export function prepareSimForAnchors(sim: SimulatedNode): void {
+  const dev = path.join(sim.hostPaths.driverRoot, 'dev');
+  const nodes: [string, number, number][] = [
+    ['nvidiactl', SIM_MAJORS.frontend, 255],
+    ['nvidia-uvm', SIM_MAJORS.uvm, 0],
+    ['nvidia-uvm-tools', SIM_MAJORS.uvm, 1],
+    ['nvidia-caps/nvidia-cap1', SIM_MAJORS.caps, 1],
+    ['nvidia-caps/nvidia-cap2', SIM_MAJORS.caps, 2],
+    ...sim.config.gpus.map((g): [string, number, number] => [
+      `nvidia${g.minor}`,
+      SIM_MAJORS.frontend,
+      g.minor,
+    ]),
+  ];
+  for (const [rel, major, minor] of nodes) {
+    const file = path.join(dev, rel);
+    if (fs.existsSync(file)) continue;
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    execFileSync('mknod', ['-m', '0666', file, 'c', String(major), String(minor)]);
+  }
+  // BAR0 16 MiB, BAR1 64 GiB, BAR3 32 MiB, as an H100 shows them; the values only need to parse.
+  const bar = (start: bigint, size: bigint, flags: number): string =>
+    `0x${start.toString(16).padStart(16, '0')} 0x${(start + size - 1n).toString(16).padStart(16, '0')} 0x${flags.toString(16).padStart(16, '0')}`;
+  const empty = `0x${'0'.repeat(16)} 0x${'0'.repeat(16)} 0x${'0'.repeat(16)}`;
+  sim.config.gpus.forEach((gpu, i) => {
+    const base = 0x200000000000n + BigInt(i) * 0x2000000000n;
+    const lines = [
+      bar(0xa0000000n + BigInt(i) * 0x2000000n, 0x1000000n, 0x40200),
+      empty,
+      bar(base, 0x1000000000n, 0x14220c),
+      empty,
+      bar(base + 0x1000000000n, 0x2000000n, 0x14220c),
+      ...Array.from({ length: 8 }, () => empty),
+    ];
+    const file = path.join(sim.hostPaths.sysRoot, 'bus', 'pci', 'devices', simBusId(gpu), 'resource');
+    if (!fs.existsSync(file)) fs.writeFileSync(file, `${lines.join('\n')}\n`);
+  });
+  // An nvidia-cdi-hook where NVIDIA's container toolkit installs it: our driver adds its hooks to
+  // CDI specs only when it finds one; NVIDIA's is told the path (never run here).
+  const hook = path.join(sim.hostPaths.driverRoot, 'usr', 'bin', 'nvidia-cdi-hook');
+  if (!fs.existsSync(hook)) fs.writeFileSync(hook, '#!/bin/sh\n', { mode: 0o755 });
+}
+
+export interface AnchorOptions {
+  readonly name: AnchorName;
+  /** The kubelet-dra node it registers with; its sockets go under the node's dirs. */
+  readonly node: NodeHarness;
+  /** The simulated node (NVIDIA's plugin only; the example driver has no NVML). */
+  readonly sim?: SimulatedNode;
+  /** Kubeconfig of the identity it runs as (see ANCHOR_USER). */
+  readonly kubeconfig: string;
+  readonly extraArgs?: readonly string[];
+}
+
+export class AnchorProcess {
+  readonly driver: string;
+  readonly logFile: string;
+  readonly draSocket: string;
+  readonly registrationSocket: string;
+  private peer: PeerProcess | undefined;
+
+  constructor(
+    readonly binary: string,
+    private readonly opts: AnchorOptions,
+  ) {
+    this.driver = ANCHOR_DRIVER[opts.name];
+    this.logFile = path.join(opts.node.rootDir, `anchor-${opts.name}.log`);
+    this.draSocket = path.join(opts.node.pluginsDir, this.driver, 'dra.sock');
+    this.registrationSocket = path.join(opts.node.registryDir, `${this.driver}-reg.sock`);
+  }
+
+  /** The command line, wrapped for NVIDIA's plugin in a private mount namespace with the simulated sys on /sys. */
+  private commandLine(): { command: string; args: string[]; env: NodeJS.ProcessEnv } {
+    const { node, name, sim } = this.opts;
+    const common = [
+      `--node-name=${node.nodeName}`,
+      `--cdi-root=${node.cdiDir}`,
+      `--kubelet-registrar-directory-path=${node.registryDir}`,
+      `--kubelet-plugins-directory-path=${node.pluginsDir}`,
+      `--kubeconfig=${this.opts.kubeconfig}`,
+      // The defaults (qps 5, burst 10) make client-side throttling dominate every prepare.
+      '--kube-api-qps=1000',
+      '--kube-api-burst=1000',
+      '-v=6',
+      ...(this.opts.extraArgs ?? []),
+    ];
+    if (name === 'example') return { command: this.binary, args: common, env: process.env };
+    if (sim === undefined) throw new Error('the nvidia anchor needs the simulated node (sim)');
+    const root = sim.hostPaths.driverRoot;
+    const args = [
+      ...common,
+      `--nvidia-driver-root=${root}`,
+      `--container-driver-root=${root}`,
+      '--image-name=anchors.invalid/gpu-kubelet-plugin:unused',
+      // Only written into CDI specs, never run here; where our driver finds it (prepareSimForAnchors).
+      `--nvidia-cdi-hook-path=${path.join(root, 'usr', 'bin', 'nvidia-cdi-hook')}`,
+    ];
+    // It reads the hard-coded /sys/bus/pci/devices; the bind mount is private to its namespace.
+    const script = 'mount --bind "$1" /sys && shift && exec "$@"';
+    return {
+      command: 'unshare',
+      args: [
+        '-m',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        script,
+        'sh',
+        sim.hostPaths.sysRoot,
+        this.binary,
+        ...args,
+      ],
+      // It dlopens <driver root>/usr/lib/.../libnvidia-ml.so.1 (the fake), which reads this config.
+      env: { ...process.env, ...sim.env },
+    };
+  }
+
+  /** Starts the process and waits for both sockets. */
+  async start(timeoutMs = 60_000): Promise<void> {
+    fs.mkdirSync(path.join(this.opts.node.pluginsDir, this.driver), { recursive: true });
+    if (this.opts.sim !== undefined) prepareSimForAnchors(this.opts.sim);
+    const { command, args, env } = this.commandLine();
+    fs.appendFileSync(this.logFile, `[fixture] ${command} ${args.join(' ')}\n`);
+    this.peer = spawnPeer({
+      name: `anchor-${this.opts.name}[${this.opts.node.nodeName}]`,
+      command,
+      args,
+      env,
+      logFile: this.logFile,
+    });
+    await waitUntilReady(
+      this.peer,
+      'serving dra.sock and the registration socket',
+      () => Promise.resolve(fs.existsSync(this.draSocket) && fs.existsSync(this.registrationSocket)),
+      timeoutMs,
+    );
+  }
+
+  logs(lines = 60): string {
+    const state = this.peer === undefined ? 'not started' : describeExit(this.peer);
+    return `===== anchor ${this.opts.name}[${this.opts.node.nodeName}] (${state}) ${this.logFile}\n${tailFile(this.logFile, lines)}`;
+  }
+
+  async stop(): Promise<void> {
+    if (this.peer !== undefined) await stopPeer(this.peer);
+  }
+}
+
+/**
+ * Builds (if needed) and starts an anchor attached to the fixture: its log is in every failure
+ * dump and it is stopped with the cluster, before the nodes' temp dirs go.
+ */
+export async function startAnchor(fx: E2e, opts: AnchorOptions): Promise<AnchorProcess> {
+  const anchor = new AnchorProcess(await ensureAnchorBinary(opts.name), opts);
+  fx.cluster.attach({
+    name: `anchor-${opts.name}`,
+    logs: (lines) => anchor.logs(lines),
+    stop: () => anchor.stop(),
+  });
+  await anchor.start();
+  return anchor;
+}
