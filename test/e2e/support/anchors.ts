@@ -4,7 +4,7 @@
 // with a kubelet-dra node of the e2e cluster. Their logs go to a file that the fixture's failure
 // dump prints; they are stopped with the file's other tracked things. Needs root: mknod for the
 // device nodes, a mount namespace for NVIDIA's /sys.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -14,7 +14,7 @@ import { SIM_MAJORS, simBusId, type SimulatedNode } from '../../../src/sim/fakeH
 import type { Cluster } from './cluster.js';
 import type { E2e } from './fixture.js';
 import type { NodeHarness } from './node.js';
-import { peersLog, repoRoot } from './peers.js';
+import { buildOnce } from './peers.js';
 import { describeExit, spawnPeer, stopPeer, tailFile, waitUntilReady, type PeerProcess } from './process.js';
 
 export type AnchorName = 'nvidia' | 'example';
@@ -31,8 +31,6 @@ export const ANCHOR_DRIVER: Readonly<Record<AnchorName, string>> = {
  */
 export const ANCHOR_USER = 'system:serviceaccount:anchors:anchor-driver';
 
-const builds = new Map<AnchorName, Promise<string>>();
-
 /**
  * The anchor's binary, built by test/anchors/build.sh when not cached (cold: ~9 min for NVIDIA's,
  * ~5 min for the example driver's on 2 cores; warm: seconds). GPU_DRA_ANCHOR_<NAME> (e.g.
@@ -41,49 +39,7 @@ const builds = new Map<AnchorName, Promise<string>>();
 export function ensureAnchorBinary(name: AnchorName): Promise<string> {
   const given = process.env[`GPU_DRA_ANCHOR_${name.toUpperCase()}`];
   if (given !== undefined && given !== '') return Promise.resolve(given);
-  let build = builds.get(name);
-  if (build === undefined) {
-    build = runBuild(name);
-    builds.set(name, build);
-    // A failed build is retried by the next caller rather than remembered.
-    build.catch(() => builds.delete(name));
-  }
-  return build;
-}
-
-function runBuild(name: AnchorName): Promise<string> {
-  const script = path.join(repoRoot, 'test', 'anchors', 'build.sh');
-  const started = Date.now();
-  return new Promise<string>((resolve, reject) => {
-    const child = spawn('bash', [script, name], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderrTail = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (chunk: string) => {
-      // Progress of a cold build (minutes) shows as it happens, as the peers' build does.
-      process.stderr.write(chunk);
-      stderrTail = (stderrTail + chunk).slice(-8000);
-    });
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      const seconds = ((Date.now() - started) / 1000).toFixed(1);
-      const bin = stdout.trim().split('\n').pop()?.trim() ?? '';
-      if (code !== 0 || bin === '') {
-        reject(
-          new Error(
-            `test/anchors/build.sh ${name} failed (code ${String(code)}, signal ${String(signal)}) after ${seconds}s:\n${stderrTail}`,
-          ),
-        );
-        return;
-      }
-      peersLog(`anchor ${name} ready after ${seconds}s: ${bin}`);
-      resolve(bin);
-    });
-  });
+  return buildOnce('test/anchors/build.sh', name, `anchor ${name}`);
 }
 
 /** Grants ANCHOR_USER the rules of NVIDIA's kubelet-plugin ClusterRole (a superset of the example's). */

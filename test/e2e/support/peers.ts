@@ -10,8 +10,6 @@ export const DEFAULT_K8S_VERSION = 'v1.37.2';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
-const builds = new Map<string, Promise<string>>();
-
 /** Writes a timing or progress line for humans; the `[peers]` prefix makes it easy to grep. */
 export function peersLog(message: string): void {
   process.stderr.write(`[peers] ${message}\n`);
@@ -24,21 +22,31 @@ export function peersLog(message: string): void {
  */
 export function ensurePeersBinary(version?: string): Promise<string> {
   const v = version ?? process.env['GPU_DRA_K8S_VERSION'] ?? DEFAULT_K8S_VERSION;
-  let build = builds.get(v);
+  return buildOnce('test/peers/build.sh', v, `binary for ${v}`);
+}
+
+const builds = new Map<string, Promise<string>>();
+
+/**
+ * Runs a build script of ours (`test/<x>/build.sh ARG`: progress on stderr, shown as it comes,
+ * the binary's path as the last stdout line) once per process and argument; a failed build is
+ * retried by the next caller rather than remembered.
+ */
+export function buildOnce(script: string, arg: string, what: string): Promise<string> {
+  const key = `${script} ${arg}`;
+  let build = builds.get(key);
   if (build === undefined) {
-    build = runBuild(v);
-    builds.set(v, build);
-    // A failed build should not be cached for the rest of the process.
-    build.catch(() => builds.delete(v));
+    build = runBuild(script, arg, what);
+    builds.set(key, build);
+    build.catch(() => builds.delete(key));
   }
   return build;
 }
 
-function runBuild(version: string): Promise<string> {
-  const script = path.join(repoRoot, 'test', 'peers', 'build.sh');
+function runBuild(script: string, arg: string, what: string): Promise<string> {
   const started = Date.now();
   return new Promise<string>((resolve, reject) => {
-    const child = spawn('bash', [script, version], {
+    const child = spawn('bash', [path.join(repoRoot, script), arg], {
       cwd: repoRoot,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -59,18 +67,17 @@ function runBuild(version: string): Promise<string> {
       if (code !== 0) {
         reject(
           new Error(
-            `test/peers/build.sh ${version} failed (code ${String(code)}, signal ${String(signal)}) after ${seconds}s:\n${stderrTail}`,
+            `${script} ${arg} failed (code ${String(code)}, signal ${String(signal)}) after ${seconds}s:\n${stderrTail}`,
           ),
         );
         return;
       }
-      const lines = stdout.trim().split('\n');
-      const bin = lines[lines.length - 1]?.trim() ?? '';
+      const bin = stdout.trim().split('\n').pop()?.trim() ?? '';
       if (bin === '') {
-        reject(new Error(`test/peers/build.sh ${version} printed no binary path`));
+        reject(new Error(`${script} ${arg} printed no binary path`));
         return;
       }
-      peersLog(`binary for ${version} ready after ${seconds}s: ${bin}`);
+      peersLog(`${what} ready after ${seconds}s: ${bin}`);
       resolve(bin);
     });
   });
