@@ -1,7 +1,7 @@
 /**
  * The `gpu-dra driver` flags in one table: name, environment twin, default and help. The
  * commander options (src/cli/commands/driver.ts), the parsed config (config.ts, whose zod
- * schema is keyed by the same names) and README's flag table (`npm run docs:flags`) all come
+ * schema is keyed by the same names) and README's flag table (`npm run docs`) all come
  * from here. Zod-free on purpose: `--help` and start-up load this module, not the validator.
  */
 import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
