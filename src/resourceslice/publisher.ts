@@ -430,6 +430,9 @@ export class ResourceSlicePublisher {
     const nodeUid = await this.ensureNodeUid(true);
     if (this.poolInSync(current, nodeUid, existing, byName)) return;
     const generation = this.maxGeneration + 1;
+    // Taken before the writes: a pass that fails halfway has still written this generation
+    // somewhere, and the retry must go past it, not write it again over different content.
+    this.maxGeneration = generation;
     const want = this.desired(generation, nodeUid);
     this.log.info(
       { generation, slices: want.length, devices: this.devices?.length ?? 0, existing: existing.length },
@@ -466,7 +469,6 @@ export class ResourceSlicePublisher {
       if (stored.metadata.resourceVersion) this.rememberOwnWrite(stored.metadata.resourceVersion);
       this.checkStored(w, stored);
     }
-    this.maxGeneration = generation;
   }
 
   private rememberOwnWrite(rv: string): void {

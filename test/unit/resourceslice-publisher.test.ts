@@ -37,7 +37,8 @@ class FakeApi implements SliceClient {
   readonly nodes = new Map<string, string>([[NODE, 'node-uid-1']]);
   readonly calls = { list: 0, create: 0, update: 0, delete: 0, watch: 0, getNode: 0 };
   /** Errors to throw from the next calls of a verb. */
-  readonly faults: Partial<Record<'list' | 'create' | 'update' | 'delete', number[]>> = {};
+  /** Per verb, what successive calls do: an HTTP status to fail with, 0 to pass, or a function (run then) giving one. */
+  readonly faults: Partial<Record<'list' | 'create' | 'update' | 'delete', (number | (() => number))[]>> = {};
   /** Simulates a disabled feature gate: the apiserver drops these device fields. */
   dropDeviceFields: string[] = [];
   private rv = 100;
@@ -49,8 +50,9 @@ class FakeApi implements SliceClient {
   }
 
   private fault(verb: 'list' | 'create' | 'update' | 'delete'): void {
-    const code = this.faults[verb]?.shift();
-    if (code !== undefined) throw new ApiError(code, `injected ${code} on ${verb}`);
+    const fault = this.faults[verb]?.shift();
+    const code = typeof fault === 'function' ? fault() : fault;
+    if (code !== undefined && code !== 0) throw new ApiError(code, `injected ${code} on ${verb}`);
   }
 
   private emit(phase: WatchPhase, s: ResourceSlice): void {
@@ -408,6 +410,25 @@ describe('ResourceSlicePublisher', () => {
     await pub.update(inv('h100'));
     expect(api.mine()[0]?.spec.devices).toHaveLength(1);
     expect(pub.counters.conflicts).toBe(2);
+  });
+
+  it('never writes a generation twice, even when a pass failed halfway and its slices went', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api);
+    pub.start(inv('h100-mig-224'));
+    await pub.whenReady();
+    expect(api.mine().map((s) => s.spec.pool.generation)).toEqual([1, 1]);
+    // Generation 2 lands on the first slice; the second update fails and, before the retry,
+    // the kubelet wipes the node's slices: the retry must not publish generation 2 again.
+    api.faults.update = [
+      0,
+      () => {
+        api.wipeNode(NODE);
+        return 500;
+      },
+    ];
+    await pub.update(inv('h100-mig-224'), { 'gpu-0-mig-1g10gb-19-0': [{ key: 'k', effect: 'NoSchedule' }] });
+    expect(new Set(api.mine().map((s) => s.spec.pool.generation))).toEqual(new Set([3]));
   });
 
   it('publishes an empty pool for a node discovery found no GPU on', async () => {
