@@ -42,6 +42,7 @@ export interface CdiHook {
   hookName: string;
   path: string;
   args?: string[];
+  env?: string[];
 }
 export interface CdiContainerEdits {
   env?: string[];
@@ -117,6 +118,8 @@ export interface ClaimCdiInput {
   readonly devices: readonly CdiClaimDevice[];
   readonly hostPaths: Pick<HostPaths, 'devRoot' | 'driverRoot' | 'hostDriverRoot'>;
   readonly driverFiles: DriverFiles;
+  /** The host driver's version (NVML), for the CUDA forward-compatibility hook. */
+  readonly driverVersion: string;
   /** Keyed by container path (`/dev/nvidia0`); absent entries get no type/major/minor. */
   readonly nodeInfo?: ReadonlyMap<string, DeviceNodeInfo>;
 }
@@ -198,19 +201,39 @@ function commonEdits(input: ClaimCdiInput, devices: readonly CdiClaimDevice[]): 
   const hook = input.driverFiles.hook;
   const folders = ldcacheFolders(input.driverFiles.libraries);
   if (hook && folders.length > 0) {
-    const verb =
-      hook.kind === 'nvidia-ctk'
-        ? ['nvidia-ctk', 'hook', 'update-ldcache']
-        : ['nvidia-cdi-hook', 'update-ldcache'];
-    edits.hooks = [
-      {
-        hookName: 'createContainer',
-        path: underRoot(hostDriverRoot, hook.path),
-        args: [...verb, ...folders.flatMap((f) => ['--folder', f])],
-      },
-    ];
+    const libcuda = input.driverFiles.libraries.find((l) => /\/libcuda\.so\.\d+\.\d+(\.\d+)?$/.test(l));
+    const libcudaDir = libcuda === undefined ? undefined : path.posix.dirname(libcuda);
+    if (libcudaDir !== undefined) edits.env?.push(`NVIDIA_CTK_LIBCUDA_DIR=${libcudaDir}`);
+    edits.hooks = driverHooks(input, folders, libcudaDir).map((args) => ({
+      hookName: 'createContainer',
+      path: underRoot(hostDriverRoot, hook.path),
+      args: [...(hook.kind === 'nvidia-ctk' ? ['nvidia-ctk', 'hook'] : ['nvidia-cdi-hook']), ...args],
+      env: ['NVIDIA_CTK_DEBUG=false'],
+    }));
   }
   return edits;
+}
+
+/**
+ * The nvidia-cdi-hook calls a CUDA container needs, in the order NVIDIA's toolkit emits them:
+ * the `libcuda.so` development link many programs dlopen, the CUDA forward-compatibility
+ * libraries an image may bring for a newer CUDA than the host driver, the linker cache for the
+ * mounted libraries, and a guard that stops the driver inside the container from re-creating
+ * device nodes the claim did not get.
+ */
+function driverHooks(
+  input: ClaimCdiInput,
+  folders: readonly string[],
+  libcudaDir: string | undefined,
+): string[][] {
+  return [
+    ...(libcudaDir === undefined
+      ? []
+      : [['create-symlinks', '--link', `libcuda.so.1::${path.posix.join(libcudaDir, 'libcuda.so')}`]]),
+    ['enable-cuda-compat', ...(input.driverVersion ? [`--host-driver-version=${input.driverVersion}`] : [])],
+    ['update-ldcache', ...folders.flatMap((f) => ['--folder', f])],
+    ['disable-device-node-modification'],
+  ];
 }
 
 /**

@@ -269,6 +269,7 @@ export class DeviceState {
       devices,
       hostPaths,
       driverFiles: this.driverFiles(driverVersion),
+      driverVersion,
       nodeInfo,
     });
   }

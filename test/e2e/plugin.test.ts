@@ -280,7 +280,13 @@ describe('kubelet plugin end to end', () => {
     expect(env).toContain(`GPU_DRA_CLAIM_UID=${claimUid}`);
     expect(env).toContain('GPU_DRA_DEVICES=gpu-0');
     expect(oci.mounts?.map((m) => m.destination)).toContain('/usr/lib/x86_64-linux-gnu/libcuda.so.1');
-    expect(oci.hooks?.createContainer?.[0]?.args?.slice(0, 2)).toEqual(['nvidia-cdi-hook', 'update-ldcache']);
+    // The CDI library turned the spec's hooks into OCI createContainer hooks, in the toolkit's order.
+    expect(oci.hooks?.createContainer?.map((h) => h.args?.slice(0, 2).join(' '))).toEqual([
+      'nvidia-cdi-hook create-symlinks',
+      'nvidia-cdi-hook enable-cuda-compat',
+      'nvidia-cdi-hook update-ldcache',
+      'nvidia-cdi-hook disable-device-node-modification',
+    ]);
 
     const specFile = path.join((node as NodeHarness).cdiDir, `k8s.${DRIVER}-claim_${claimUid}.json`);
     expect((JSON.parse(fs.readFileSync(specFile, 'utf8')) as CdiSpec).kind).toBe(`k8s.${DRIVER}/claim`);

@@ -28,6 +28,7 @@ describe('injectCdiDevices (the CDI library’s merge, in memory)', () => {
     ],
     hostPaths: { devRoot: '/host/dev', driverRoot: '/drv' },
     driverFiles: NO_DRIVER_FILES,
+    driverVersion: '580.105.08',
   });
 
   it('adds the spec-wide edits once, then each device’s own nodes', () => {

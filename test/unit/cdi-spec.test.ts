@@ -44,6 +44,7 @@ const base: Omit<ClaimCdiInput, 'devices' | 'claimUid'> = {
   driverName: TEST_DRIVER,
   hostPaths: { devRoot: '/host/dev', driverRoot: '/run/nvidia/driver' },
   driverFiles: DRIVER_FILES,
+  driverVersion: TEST_DRIVER_VERSION,
 };
 
 const UID = '0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9';
@@ -103,12 +104,37 @@ describe('buildClaimCdiSpec', () => {
       claimUid: UID,
       devices: [{ deviceName: 'gpu-0', device: testGpu(0) }],
     });
-    expect(ctk.spec.containerEdits?.hooks?.[0]?.args?.slice(0, 3)).toEqual([
-      'nvidia-ctk',
-      'hook',
+    for (const h of ctk.spec.containerEdits?.hooks ?? []) {
+      expect(h.args?.slice(0, 2)).toEqual(['nvidia-ctk', 'hook']);
+      expect(h.path).toBe('/run/nvidia/driver/usr/bin/nvidia-ctk');
+    }
+  });
+
+  it("adds the toolkit's hooks in its order, and the libcuda.so link only with a versioned libcuda", () => {
+    const verbs = (files: DriverFiles): (string | undefined)[] =>
+      (
+        buildClaimCdiSpec({
+          ...base,
+          driverFiles: files,
+          claimUid: UID,
+          devices: [{ deviceName: 'gpu-0', device: testGpu(0) }],
+        }).spec.containerEdits?.hooks ?? []
+      ).map((h) => h.args?.[1]);
+    expect(verbs(DRIVER_FILES)).toEqual([
+      'create-symlinks',
+      'enable-cuda-compat',
       'update-ldcache',
+      'disable-device-node-modification',
     ]);
-    expect(ctk.spec.containerEdits?.hooks?.[0]?.path).toBe('/run/nvidia/driver/usr/bin/nvidia-ctk');
+    const noCuda = {
+      ...DRIVER_FILES,
+      libraries: DRIVER_FILES.libraries.filter((l) => !l.includes('libcuda')),
+    };
+    expect(verbs(noCuda)).toEqual([
+      'enable-cuda-compat',
+      'update-ldcache',
+      'disable-device-node-modification',
+    ]);
   });
 
   it('is deterministic and de-duplicates devices', () => {
