@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSimulatedNode } from '../../src/sim/fakeHost.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { freePort, httpGet } from './support/process.js';
-import { eventually } from './support/wait.js';
+import { driverReady } from './support/wait.js';
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const execFileP = promisify(execFile);
@@ -279,14 +279,7 @@ describe('the Dockerfile runtime stage', () => {
 
     // Ready means the slices are published; healthz dials the plugin's own gRPC sockets, so it
     // proves proto/ and the lazily loaded serving chunks came along.
-    await eventually(
-      'driver /readyz',
-      async () => {
-        if (child.exitCode !== null) throw new Error(`driver exited ${String(child.exitCode)}:\n${stderr}`);
-        return (await httpGet(`http://127.0.0.1:${String(port)}/readyz`)).status === 200 ? true : undefined;
-      },
-      60_000,
-    );
+    await driverReady(child, port, () => stderr);
     expect((await httpGet(`http://127.0.0.1:${String(port)}/healthz`)).status).toBe(200);
     expect(created).toHaveLength(1);
     expect(created[0]?.spec.nodeName).toBe('node-a');

@@ -15,7 +15,7 @@ import { useCluster } from './support/fixture.js';
 import { createNamespace, createPodWithClaims, oneDeviceTemplate } from './support/workloads.js';
 import { preparedContainers, type NodeHarness } from './support/node.js';
 import { freePort, httpGet } from './support/process.js';
-import { eventually } from './support/wait.js';
+import { driverReady } from './support/wait.js';
 
 const DRIVER = 'gpu.dra.dev';
 const NODE = 'node-a';
@@ -103,14 +103,7 @@ describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
     });
     last = { child, port, exited, stderr: () => stderr };
     // Ready: registered with the kubelet (not rejected) and ResourceSlices published.
-    await eventually(
-      'driver /readyz',
-      async () => {
-        if (child.exitCode !== null) throw new Error(`driver exited ${String(child.exitCode)}:\n${stderr}`);
-        return (await httpGet(`http://127.0.0.1:${String(port)}/readyz`)).status === 200 ? true : undefined;
-      },
-      60_000,
-    );
+    await driverReady(child, port, () => stderr);
     return last;
   }
 

@@ -1,4 +1,5 @@
-import { sleep } from './process.js';
+import type { ChildProcess } from 'node:child_process';
+import { httpGet, sleep } from './process.js';
 
 /**
  * Polls `fn` until it returns a value other than `undefined`. Errors thrown by `fn` are retried;
@@ -25,4 +26,19 @@ export async function eventually<T>(
     }
     await sleep(intervalMs);
   }
+}
+
+/**
+ * Waits until a `gpu-dra driver` child answers 200 on /readyz (registered with the kubelet and
+ * its ResourceSlices published); fails at once, with its stderr, if it exits first.
+ */
+export async function driverReady(child: ChildProcess, port: number, stderr: () => string): Promise<void> {
+  await eventually(
+    'driver /readyz',
+    async () => {
+      if (child.exitCode !== null) throw new Error(`driver exited ${String(child.exitCode)}:\n${stderr()}`);
+      return (await httpGet(`http://127.0.0.1:${String(port)}/readyz`)).status === 200 ? true : undefined;
+    },
+    60_000,
+  );
 }
