@@ -70,17 +70,22 @@ class Reader {
     return { entry: this.obj((found as Obj)[kind], field), field };
   }
 
-  /** `<key>-data` must be base64; the file named by `<key>` must be readable. */
-  pem(o: Obj, key: string, field: string): boolean {
+  /** PEM material from `<key>-data` (must be base64) or the file `<key>` names (must be readable). */
+  pem(o: Obj, key: string, field: string): Buffer | undefined {
     const data = this.optString(o, `${key}-data`, field);
     if (data !== undefined) {
-      if (Buffer.from(data, 'base64').length === 0) this.fail(`${field}.${key}-data`, 'is not valid base64');
-      return true;
+      const pem = Buffer.from(data, 'base64');
+      if (pem.length === 0) this.fail(`${field}.${key}-data`, 'is not valid base64');
+      return pem;
     }
     const file = this.optString(o, key, field);
-    if (file === undefined) return false;
-    this.readable(file, `${field}.${key}`);
-    return true;
+    if (file === undefined) return undefined;
+    const p = this.resolve(file);
+    try {
+      return fs.readFileSync(p);
+    } catch (err) {
+      return this.fail(`${field}.${key}`, `cannot read ${p}: ${errorMessage(err)}`, err);
+    }
   }
 
   resolve(file: string): string {
@@ -126,6 +131,10 @@ interface Resolved {
   readonly userField: string;
   readonly cluster: Obj;
   readonly user: Obj;
+  /** The TLS material, read once while checking. */
+  readonly ca: Buffer | undefined;
+  readonly cert: Buffer | undefined;
+  readonly key: Buffer | undefined;
 }
 
 function check(doc: Obj, r: Reader, context: string | undefined): Resolved {
@@ -158,7 +167,7 @@ function check(doc: Obj, r: Reader, context: string | undefined): Resolved {
   if (proxy !== undefined && !/^(https?|socks5h?|socks4a?):\/\/./.test(proxy)) {
     r.fail(`${clusterField}.proxy-url`, `must be an http://, https:// or socks5:// URL, not ${proxy}`);
   }
-  r.pem(cluster, 'certificate-authority', clusterField);
+  const ca = r.pem(cluster, 'certificate-authority', clusterField);
 
   const userName = r.optString(ctx, 'user', contextField);
   let user: Obj = {};
@@ -182,11 +191,11 @@ function check(doc: Obj, r: Reader, context: string | undefined): Resolved {
   if (tokenFile !== undefined) r.readable(tokenFile, `${userField}.tokenFile`);
   const cert = r.pem(user, 'client-certificate', userField);
   const key = r.pem(user, 'client-key', userField);
-  if (cert !== key) {
+  if ((cert === undefined) !== (key === undefined)) {
     const missing = cert ? 'client-key' : 'client-certificate';
     r.fail(`${userField}.${missing}`, 'is required when the other half of the client key pair is set');
   }
-  return { context: contextName, clusterField, userField, cluster, user };
+  return { context: contextName, clusterField, userField, cluster, user, ca, cert, key };
 }
 
 /** Cluster and user fields the lean client (./client.ts) handles exactly as kubectl does. */
@@ -215,21 +224,12 @@ const LEAN_USER_KEYS = new Set([
  * with a plugin, a proxy or anything we do not know goes to it instead.
  */
 function leanConfig(resolved: Resolved, r: Reader): KubeConfig | undefined {
-  const { cluster, user } = resolved;
+  const { cluster, user, ca, cert, key } = resolved;
   const set = (o: Obj): string[] =>
     Object.keys(o).filter((k) => o[k] !== undefined && o[k] !== null && o[k] !== '');
   if (!set(cluster).every((k) => LEAN_CLUSTER_KEYS.has(k))) return undefined;
   if (!set(user).every((k) => LEAN_USER_KEYS.has(k))) return undefined;
-  const pem = (o: Obj, key: string): Buffer | undefined => {
-    const data = o[`${key}-data`];
-    if (typeof data === 'string' && data !== '') return Buffer.from(data, 'base64');
-    const file = o[key];
-    return typeof file === 'string' && file !== '' ? fs.readFileSync(r.resolve(file)) : undefined;
-  };
   const str = (o: Obj, key: string): string | undefined => (typeof o[key] === 'string' ? o[key] : undefined);
-  const ca = pem(cluster, 'certificate-authority');
-  const cert = pem(user, 'client-certificate');
-  const key = pem(user, 'client-key');
   const token = str(user, 'token');
   const tokenFile = str(user, 'tokenFile');
   const tlsServerName = str(cluster, 'tls-server-name');
