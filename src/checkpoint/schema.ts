@@ -79,6 +79,6 @@ export function emptyCheckpoint(bootId?: string): CheckpointDocument {
   };
 }
 
-export function claimState(claim: CheckpointClaim): ClaimState {
+export function claimState(claim: Pick<CheckpointClaim, 'state'>): ClaimState {
   return claim.state === 'PrepareCompleted' ? 'PrepareCompleted' : 'PrepareStarted';
 }

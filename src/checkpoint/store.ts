@@ -1,8 +1,17 @@
 /**
- * The checkpoint file: read (missing = empty, unparsable = quarantined), and serialized
- * read-modify-write with atomic replacement. The in-memory copy is authoritative within the
- * process; it changes only after the file write succeeded.
+ * The checkpoint file: read (missing = empty, unparsable = quarantined), and read-modify-write
+ * with atomic, durable replacement. The in-memory document is authoritative within the process;
+ * it changes only after the file write succeeded.
+ *
+ * Group commit: updates that arrive while a write is in flight are applied together and written
+ * once, each caller answered when the write holding its change is durable. A burst of prepares
+ * costs one fsync pair per round, not one per claim.
+ *
+ * The document is immutable: `current()` hands out the live object (no copy per read; readers
+ * must not change it, which the types enforce), and an update works on a fresh top level and
+ * claims map, replacing the entries it changes.
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { errorMessage, GpuDraError } from '../util/errors.js';
@@ -13,6 +22,7 @@ import {
   CHECKPOINT_VERSION,
   checkpointSchema,
   emptyCheckpoint,
+  type CheckpointClaim,
   type CheckpointDocument,
 } from './schema.js';
 
@@ -26,9 +36,35 @@ export interface LoadResult {
   readonly quarantinedTo?: string;
 }
 
+/** The document as readers see it: nothing in it may be changed in place. */
+export type ReadonlyCheckpoint = DeepReadonly<CheckpointDocument>;
+type DeepReadonly<T> = T extends (infer E)[]
+  ? readonly DeepReadonly<E>[]
+  : T extends object
+    ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
+    : T;
+
+/**
+ * What an update's mutator changes: the top-level fields and which claims exist. Entries are
+ * replaced (`draft.claims[uid] = {...old, state}`), never edited, since readers share them.
+ */
+export interface CheckpointDraft {
+  bootId?: string | undefined;
+  claims: Record<string, ReadonlyCheckpointClaim>;
+}
+export type ReadonlyCheckpointClaim = DeepReadonly<CheckpointClaim>;
+
+interface PendingUpdate {
+  readonly mutate: (draft: CheckpointDraft) => unknown;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (err: unknown) => void;
+}
+
 export class CheckpointStore {
-  private doc: CheckpointDocument = emptyCheckpoint();
-  private queue: Promise<unknown> = Promise.resolve();
+  private doc: ReadonlyCheckpoint = emptyCheckpoint();
+  private pending: PendingUpdate[] = [];
+  private writing = false;
+  private written = 0;
 
   constructor(
     readonly file: string,
@@ -84,41 +120,84 @@ export class CheckpointStore {
     return undefined;
   }
 
-  /** A deep copy of the current document. */
+  /** File writes so far (one per group of updates), for tests and metrics. */
+  get writes(): number {
+    return this.written;
+  }
+
+  /** The current document, shared: never change it (the type says so). */
+  current(): ReadonlyCheckpoint {
+    return this.doc;
+  }
+
+  /** A deep copy of the current document (for callers that want to change their copy). */
   snapshot(): CheckpointDocument {
-    return structuredClone(this.doc);
+    return structuredClone(this.doc) as CheckpointDocument;
   }
 
   /**
-   * Applies `mutate` to a copy of the document and writes it. Calls are serialized; a throwing
-   * mutator writes nothing and its error is returned to the caller.
+   * Applies `mutate` to a draft of the document and writes it. Mutators run in call order; a
+   * throwing mutator changes nothing and its error goes to its caller alone. A failed write
+   * rejects every update it held, and the document stays as it was.
    */
-  update<T>(mutate: (doc: CheckpointDocument) => T): Promise<T> {
-    const run = async (): Promise<T> => {
-      const next = structuredClone(this.doc);
-      const result = mutate(next);
-      // The writer stamps its own format version; fields it does not know ride along untouched.
-      next.version = CHECKPOINT_VERSION;
-      next.minReaderVersion = CHECKPOINT_MIN_READER_VERSION;
-      try {
-        await fsp.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
-        // Compact: it is written twice per prepare and read by programs (jq pretty-prints it).
-        await atomicWriteFile(this.file, `${JSON.stringify(next)}\n`, { mode: 0o600 });
-      } catch (err) {
-        throw new CheckpointError(
-          'CHECKPOINT_WRITE_FAILED',
-          `cannot write checkpoint ${this.file}: ${errorMessage(err)}`,
-          {
-            cause: err,
-          },
-        );
+  update<T>(mutate: (draft: CheckpointDraft) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ mutate, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.writing) void this.writeRounds();
+    });
+  }
+
+  private async writeRounds(): Promise<void> {
+    this.writing = true;
+    try {
+      while (this.pending.length > 0) {
+        const round = this.pending.splice(0);
+        let next: ReadonlyCheckpoint = this.doc;
+        const applied: { readonly update: PendingUpdate; readonly result: unknown }[] = [];
+        for (const update of round) {
+          // A fresh top level and claims map per mutator, so a throwing one leaves no trace.
+          const draft = { ...next, claims: { ...next.claims } };
+          try {
+            applied.push({ update, result: update.mutate(draft) });
+            next = draft;
+          } catch (err) {
+            update.reject(err);
+          }
+        }
+        if (applied.length === 0) continue;
+        // The writer stamps its own format version; fields it does not know ride along untouched.
+        const doc = { ...next, version: CHECKPOINT_VERSION, minReaderVersion: CHECKPOINT_MIN_READER_VERSION };
+        try {
+          await this.write(doc);
+        } catch (err) {
+          const failed = new CheckpointError(
+            'CHECKPOINT_WRITE_FAILED',
+            `cannot write checkpoint ${this.file}: ${errorMessage(err)}`,
+            { cause: err },
+          );
+          for (const { update } of applied) update.reject(failed);
+          continue;
+        }
+        this.doc = doc;
+        this.written++;
+        for (const { update, result } of applied) update.resolve(result);
       }
-      this.doc = next;
-      return result;
-    };
-    const p = this.queue.then(run, run);
-    this.queue = p.catch(() => undefined);
-    return p;
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  private async write(doc: ReadonlyCheckpoint): Promise<void> {
+    // Compact: it is written on every prepare and read by programs (jq pretty-prints it).
+    const text = `${JSON.stringify(doc)}\n`;
+    try {
+      await atomicWriteFile(this.file, text, { mode: 0o600 });
+    } catch (err) {
+      // The directory is made on first use, and again if someone removed it since.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+      await atomicWriteFile(this.file, text, { mode: 0o600 });
+    }
   }
 
   /** Deletes the file (for --cleanup-on-exit). */

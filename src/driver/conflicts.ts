@@ -55,21 +55,28 @@ export function devicesOverlap(a: string, b: string): boolean {
   return gpuMinorOf(a) === gpuMinorOf(b);
 }
 
-/** The first conflict between `wanted` and what other claims hold, in UID order; undefined if none. */
+/**
+ * The conflict between `wanted` and what other claims hold with the lowest holder UID (so the
+ * answer does not depend on map order); undefined if none. One pass, no sort: it runs on every
+ * prepare against every held claim.
+ */
 export function findConflict(
   claims: Readonly<Record<string, ClaimHolding>>,
   claimUid: string,
   wanted: readonly HeldDevice[],
 ): Conflict | undefined {
-  for (const [holderUid, holder] of Object.entries(claims).sort(([a], [b]) => a.localeCompare(b))) {
-    if (holderUid === claimUid) continue;
-    for (const held of holder.devices) {
+  let found: Conflict | undefined;
+  for (const holderUid in claims) {
+    if (holderUid === claimUid || (found !== undefined && holderUid >= found.holderUid)) continue;
+    const holder = claims[holderUid] as ClaimHolding;
+    held: for (const held of holder.devices) {
       for (const want of wanted) {
         if (devicesOverlap(held.deviceName, want.deviceName) && !mayShare(held, want)) {
-          return { wanted: want.deviceName, held: held.deviceName, holderUid, holder };
+          found = { wanted: want.deviceName, held: held.deviceName, holderUid, holder };
+          break held;
         }
       }
     }
   }
-  return undefined;
+  return found;
 }

@@ -6,15 +6,20 @@
  *        if it vanished); PrepareStarted (an earlier attempt died) → roll it back first.
  *     1. fetch the claim (API) and plan its devices (plan.ts, pure; one re-discovery when an
  *        allocated device is unknown, e.g. a MIG device created after the last one).
- *     2. conflicts (conflicts.ts, pure) against what other claims hold, and
- *     3. record intent: checkpoint U = PrepareStarted {devices, spec}. 2 and 3 run under one
- *        node-wide lock, so two claims cannot both pass 2 for overlapping devices.
- *     4. write the CDI spec (built once, cdi/spec.ts, after inspecting the device nodes).
- *     5. record done: checkpoint U = PrepareCompleted. 6. reply with the recorded devices.
- *   A crash after 3 leaves PrepareStarted, which recovery (or the next prepare) rolls back.
+ *     2. conflicts (conflicts.ts, pure) against what other claims hold or are preparing, and
+ *        reserve the devices in memory: check and reserve run without yielding, so two claims
+ *        cannot both pass 2 for overlapping devices.
+ *     3. write the CDI spec (built once, cdi/spec.ts, after inspecting the device nodes).
+ *     4. record U = PrepareCompleted in the checkpoint: the one durable write (group-committed
+ *        with concurrent prepares), then release the reservation and reply.
+ *   A crash before 4 leaves at most a spec no checkpoint entry owns, which the start-up sweep
+ *   removes; the kubelet retries the prepare. No intent record is needed while a prepare
+ *   changes nothing on the host but its spec file. A step that will (creating a MIG device,
+ *   setting a GPU's sharing) must record PrepareStarted before acting, so that recovery, which
+ *   rolls such entries back, can undo it.
  *
- *   unprepare(U): drop the checkpoint entry first, then the spec file, so a crash in between
- *   leaves an orphan spec (swept at start-up) and never an entry recovery would restore.
+ *   unprepare(U): drop the checkpoint entry first (durable), then the spec file, so a crash in
+ *   between leaves an orphan spec (swept at start-up), never an entry recovery would restore.
  *
  * Every error leaving this module is a GpuDraError carrying the claim's UID.
  */
@@ -35,16 +40,11 @@ import {
 } from '../cdi/spec.js';
 import { inspectDeviceNodes, readCharDeviceMajors, scanDriverFiles } from '../cdi/host.js';
 import { CdiStore } from '../cdi/store.js';
-import { CheckpointStore, type LoadStatus } from '../checkpoint/store.js';
-import {
-  CHECKPOINT_FILE,
-  claimState,
-  type CheckpointClaim,
-  type CheckpointDevice,
-} from '../checkpoint/schema.js';
+import { CheckpointStore, type LoadStatus, type ReadonlyCheckpointClaim } from '../checkpoint/store.js';
+import { CHECKPOINT_FILE, claimState, type CheckpointClaim } from '../checkpoint/schema.js';
 import type { ResourceClaim } from '../api/resource.js';
 import { checkFetchedClaim } from './claims.js';
-import { findConflict } from './conflicts.js';
+import { findConflict, type ClaimHolding } from './conflicts.js';
 import { planClaim, type PlannedDevice } from './plan.js';
 import { indexInventory } from './deviceNames.js';
 import { KeyedMutex } from './keyedMutex.js';
@@ -56,10 +56,13 @@ export interface ClaimIdentity {
 }
 
 /** What the kubelet gets back for one device: the device as the checkpoint records it. */
-export type PreparedDevice = Pick<
-  CheckpointDevice,
-  'requestNames' | 'poolName' | 'deviceName' | 'cdiDeviceIds' | 'shareId'
->;
+export interface PreparedDevice {
+  readonly requestNames: readonly string[];
+  readonly poolName: string;
+  readonly deviceName: string;
+  readonly cdiDeviceIds: readonly string[];
+  readonly shareId?: string | undefined;
+}
 
 /**
  * The node's devices. `refresh` re-discovers (called once when an allocated device is not
@@ -109,14 +112,14 @@ function claimLabel(entry: Pick<CheckpointClaim, 'namespace' | 'name'>, uid: str
   return entry.namespace || entry.name ? `${entry.namespace}/${entry.name} (${uid})` : uid;
 }
 
-/** Pure: the checkpoint entry recording the intent to prepare `planned` with `built`. */
-function intentRecord(
+/** Pure: the checkpoint entry of a claim prepared as `planned`, its spec written as `built`. */
+function preparedRecord(
   ref: ClaimIdentity,
   planned: readonly PlannedDevice[],
   built: ClaimCdiSpec,
 ): CheckpointClaim {
   return {
-    state: 'PrepareStarted',
+    state: 'PrepareCompleted',
     namespace: ref.namespace,
     name: ref.name,
     cdiSpecFile: built.fileName,
@@ -130,15 +133,14 @@ function intentRecord(
       ...(p.shareId ? { shareId: p.shareId } : {}),
       ...(p.sharing ? { sharing: { ...p.sharing } } : {}),
     })),
-    cdiSpec: built.spec,
     updated: new Date().toISOString(),
   };
 }
 
 export class DeviceState {
   private readonly claimLocks = new KeyedMutex();
-  /** Held from the conflict check until the intent is recorded (step 2 → 3). */
-  private readonly deviceLock = new KeyedMutex();
+  /** Devices of prepares between their conflict check and their checkpoint write (steps 2–4). */
+  private readonly reserved = new Map<string, ClaimHolding>();
   private driverFilesScan:
     { readonly version: string; readonly at: number; readonly files: DriverFiles } | undefined;
 
@@ -146,16 +148,24 @@ export class DeviceState {
 
   /** UIDs of every claim the checkpoint records, prepared or not. */
   recordedClaimUids(): string[] {
-    return Object.keys(this.opts.checkpoint.snapshot().claims).sort();
+    return Object.keys(this.opts.checkpoint.current().claims).sort();
   }
 
   /** UIDs of claims recorded as PrepareCompleted. */
   preparedClaimUids(): string[] {
-    const doc = this.opts.checkpoint.snapshot();
-    return Object.entries(doc.claims)
-      .filter(([, c]) => claimState(c) === 'PrepareCompleted')
-      .map(([uid]) => uid)
+    const { claims } = this.opts.checkpoint.current();
+    return Object.keys(claims)
+      .filter((uid) => claimState(claims[uid] as ReadonlyCheckpointClaim) === 'PrepareCompleted')
       .sort();
+  }
+
+  /** How many claims are recorded as PrepareCompleted (the metric; no list, no sort). */
+  preparedClaimCount(): number {
+    const { claims } = this.opts.checkpoint.current();
+    let n = 0;
+    for (const uid in claims)
+      if (claimState(claims[uid] as ReadonlyCheckpointClaim) === 'PrepareCompleted') n++;
+    return n;
   }
 
   /**
@@ -176,7 +186,7 @@ export class DeviceState {
     }
     return this.claimLocks
       .run(ref.uid, async () => {
-        const existing = this.opts.checkpoint.snapshot().claims[ref.uid];
+        const existing = this.opts.checkpoint.current().claims[ref.uid];
         if (existing && claimState(existing) === 'PrepareCompleted') {
           await this.ensureSpecFile(ref.uid, existing, logger);
           logger.debug({ devices: existing.devices.length }, 'claim already prepared');
@@ -193,22 +203,24 @@ export class DeviceState {
         checkFetchedClaim(claim, ref.uid);
         const { planned, inventory } = await this.plan(ref.uid, claim);
         const built = this.buildSpec(ref.uid, planned, inventory.driverVersion);
-        const record = intentRecord(ref, planned, built);
-        await this.recordIntent(ref.uid, record);
+        const record = preparedRecord(ref, planned, built);
+        this.reserve(ref.uid, record);
         try {
           await this.opts.cdi.write(built.fileName, built.spec);
           await this.opts.checkpoint.update((doc) => {
-            const entry = doc.claims[ref.uid];
-            if (entry) {
-              entry.state = 'PrepareCompleted';
-              entry.updated = new Date().toISOString();
-            }
+            doc.claims[ref.uid] = record;
           });
         } catch (err) {
-          await this.rollback(ref.uid, record).catch((e: unknown) => {
-            logger.error({ err: e }, 'rollback after a failed prepare failed; recovery retries it');
+          // Nothing recorded: the spec must not outlive the attempt (the sweep catches it if this fails).
+          await this.opts.cdi.remove(built.fileName).catch((e: unknown) => {
+            logger.error(
+              { err: e },
+              'removing the spec of a failed prepare failed; the start-up sweep removes it',
+            );
           });
           throw err;
+        } finally {
+          this.reserved.delete(ref.uid);
         }
         logger.info(
           { devices: record.devices.map((d) => d.deviceName), cdiSpec: built.fileName },
@@ -235,22 +247,23 @@ export class DeviceState {
     }
   }
 
-  /** Steps 2 and 3: no other claim may hold overlapping hardware unless sharing allows it. */
-  private recordIntent(claimUid: string, record: CheckpointClaim): Promise<void> {
-    return this.deviceLock.run('devices', async () => {
-      const held = this.opts.checkpoint.snapshot().claims;
-      const conflict = findConflict(held, claimUid, record.devices);
-      if (conflict) {
-        throw new GpuDraError(
-          'DEVICE_IN_USE',
-          `device ${conflict.wanted} overlaps ${conflict.held}, already prepared for claim ${claimLabel(conflict.holder, conflict.holderUid)}, and no sharing allows both`,
-          { claimUid },
-        );
-      }
-      await this.opts.checkpoint.update((doc) => {
-        doc.claims[claimUid] = record;
-      });
-    });
+  /**
+   * Step 2: no other claim may hold or be preparing overlapping hardware unless sharing allows
+   * it. Synchronous from check to reservation, so concurrent prepares see each other.
+   */
+  private reserve(claimUid: string, record: CheckpointClaim): void {
+    const recorded = this.opts.checkpoint.current().claims;
+    const held: Record<string, ClaimHolding> =
+      this.reserved.size === 0 ? recorded : { ...recorded, ...Object.fromEntries(this.reserved) };
+    const conflict = findConflict(held, claimUid, record.devices);
+    if (conflict) {
+      throw new GpuDraError(
+        'DEVICE_IN_USE',
+        `device ${conflict.wanted} overlaps ${conflict.held}, already prepared for claim ${claimLabel(conflict.holder, conflict.holderUid)}, and no sharing allows both`,
+        { claimUid },
+      );
+    }
+    this.reserved.set(claimUid, record);
   }
 
   /** Reads what the spec needs from the host (driver files, device nodes), then builds it once. */
@@ -297,7 +310,7 @@ export class DeviceState {
     if (!isValidClaimUid(ref.uid)) return Promise.resolve(); // never ours: we only record valid UIDs
     return this.claimLocks
       .run(ref.uid, async () => {
-        const entry = this.opts.checkpoint.snapshot().claims[ref.uid];
+        const entry = this.opts.checkpoint.current().claims[ref.uid];
         if (!entry) {
           // A spec without an entry can only be debris from a crash between steps: remove it too.
           if (await this.opts.cdi.remove(claimSpecFileName(this.opts.driverName, ref.uid))) {
@@ -317,7 +330,7 @@ export class DeviceState {
    * an orphan spec, which the start-up sweep removes, never an entry whose spec recovery would
    * restore for a claim being unprepared.
    */
-  private async rollback(uid: string, entry: CheckpointClaim): Promise<void> {
+  private async rollback(uid: string, entry: ReadonlyCheckpointClaim): Promise<void> {
     await this.opts.checkpoint.update((doc) => {
       // eslint-disable-next-line @typescript-eslint/no-dynamic-delete
       delete doc.claims[uid];
@@ -327,8 +340,15 @@ export class DeviceState {
     if (entry.cdiSpecFile && entry.cdiSpecFile !== fileName) await this.opts.cdi.remove(entry.cdiSpecFile);
   }
 
-  /** Same boot: a completed claim's spec file must exist; restore it from the checkpoint if not. */
-  private async ensureSpecFile(uid: string, entry: CheckpointClaim, logger: Logger): Promise<boolean> {
+  /**
+   * Same boot: a completed claim's spec file must exist; restore it if not, from the spec an
+   * older version stored in the checkpoint, else rebuilt from the recorded devices.
+   */
+  private async ensureSpecFile(
+    uid: string,
+    entry: ReadonlyCheckpointClaim,
+    logger: Logger,
+  ): Promise<boolean> {
     const fileName = entry.cdiSpecFile ?? claimSpecFileName(this.opts.driverName, uid);
     if (await this.opts.cdi.exists(fileName)) return false;
     if (entry.cdiSpec && typeof entry.cdiSpec === 'object') {
@@ -348,7 +368,7 @@ export class DeviceState {
    * (after a reboot: device nodes, driver files and even minors may differ). Throws when a
    * device is gone or is now a different device (UUID changed).
    */
-  private async rebuild(uid: string, entry: CheckpointClaim): Promise<void> {
+  private async rebuild(uid: string, entry: ReadonlyCheckpointClaim): Promise<void> {
     const inventory = this.opts.inventory.current();
     const index = indexInventory(inventory);
     const devices = entry.devices.map((d) => {
@@ -368,13 +388,24 @@ export class DeviceState {
     });
     const built = this.buildSpec(uid, devices, inventory.driverVersion);
     await this.opts.cdi.write(built.fileName, built.spec);
+    const unchanged =
+      entry.cdiSpecFile === built.fileName &&
+      entry.cdiSpec === undefined &&
+      entry.devices.every(
+        (d) => d.cdiDeviceIds.length === 1 && d.cdiDeviceIds[0] === built.cdiIds.get(d.deviceName),
+      );
+    if (unchanged) return;
     await this.opts.checkpoint.update((doc) => {
       const current = doc.claims[uid];
       if (!current) return;
-      current.cdiSpecFile = built.fileName;
-      current.cdiSpec = built.spec;
-      for (const d of current.devices) d.cdiDeviceIds = [built.cdiIds.get(d.deviceName) ?? ''];
-      current.updated = new Date().toISOString();
+      // Older versions stored the spec itself; the entry now names the file and device IDs only.
+      const rest = Object.fromEntries(Object.entries(current).filter(([key]) => key !== 'cdiSpec'));
+      doc.claims[uid] = {
+        ...(rest as typeof current),
+        cdiSpecFile: built.fileName,
+        devices: current.devices.map((d) => ({ ...d, cdiDeviceIds: [built.cdiIds.get(d.deviceName) ?? ''] })),
+        updated: new Date().toISOString(),
+      };
     });
   }
 
@@ -386,7 +417,7 @@ export class DeviceState {
     const log = this.opts.logger;
     const loaded = await this.opts.checkpoint.load();
     const bootId = readBootId(this.opts.hostPaths);
-    const doc = this.opts.checkpoint.snapshot();
+    const doc = this.opts.checkpoint.current();
     const rebooted = doc.bootId !== undefined && bootId !== undefined && doc.bootId !== bootId;
     const report = {
       rolledBack: [] as string[],
@@ -425,7 +456,7 @@ export class DeviceState {
         report.dropped.push(uid);
       }
     }
-    if (bootId !== undefined && this.opts.checkpoint.snapshot().bootId !== bootId) {
+    if (bootId !== undefined && this.opts.checkpoint.current().bootId !== bootId) {
       await this.opts.checkpoint.update((d) => {
         d.bootId = bootId;
       });
@@ -436,7 +467,7 @@ export class DeviceState {
       log.warn('checkpoint was unreadable: keeping existing CDI specs (running pods may still need them)');
     } else {
       const owned = new Set(
-        Object.entries(this.opts.checkpoint.snapshot().claims).map(
+        Object.entries(this.opts.checkpoint.current().claims).map(
           ([uid, c]) => c.cdiSpecFile ?? claimSpecFileName(this.opts.driverName, uid),
         ),
       );

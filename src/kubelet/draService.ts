@@ -94,7 +94,7 @@ export class DraService {
         }
       }),
     );
-    this.opts.metrics?.preparedClaims.set(this.opts.state.preparedClaimUids().length);
+    this.opts.metrics?.preparedClaims.set(this.opts.state.preparedClaimCount());
     return { claims };
   }
 
@@ -118,7 +118,7 @@ export class DraService {
         }
       }),
     );
-    this.opts.metrics?.preparedClaims.set(this.opts.state.preparedClaimUids().length);
+    this.opts.metrics?.preparedClaims.set(this.opts.state.preparedClaimCount());
     return { claims };
   }
 

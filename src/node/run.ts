@@ -215,7 +215,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
   });
   const recovery = await state.recover();
   logger.info({ recovery }, 'checkpoint recovered');
-  metrics.preparedClaims.set(state.preparedClaimUids().length);
+  metrics.preparedClaims.set(state.preparedClaimCount());
 
   const plugin = await serving.startKubeletPlugin({
     driverName: config.driverName,

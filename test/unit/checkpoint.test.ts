@@ -146,13 +146,69 @@ describe('CheckpointStore', () => {
     expect(Object.keys((readJson() as { claims: object }).claims)).toHaveLength(40);
   });
 
+  it('group commit: updates arriving during a write share the next one; a throwing one drops out alone', async () => {
+    const s = store();
+    await s.load();
+    const first = s.update((doc) => {
+      doc.bootId = 'b1';
+    });
+    // These arrive while the first write is in flight.
+    const rest = Array.from({ length: 10 }, (_, i) =>
+      s.update((doc) => {
+        if (i === 3) {
+          doc.claims['poison'] = { state: 'PrepareCompleted', namespace: '', name: '', devices: [] };
+          throw new Error('refused');
+        }
+        doc.claims[`u${i}`] = { state: 'PrepareCompleted', namespace: 'ns', name: `c${i}`, devices: [] };
+        return i;
+      }),
+    );
+    await first;
+    const settled = await Promise.allSettled(rest);
+    expect(settled.map((r) => (r.status === 'fulfilled' ? r.value : 'rejected'))).toEqual([
+      0,
+      1,
+      2,
+      'rejected',
+      4,
+      5,
+      6,
+      7,
+      8,
+      9,
+    ]);
+    expect(s.writes).toBe(2);
+    const onDisk = readJson() as { bootId: string; claims: Record<string, unknown> };
+    expect(onDisk.bootId).toBe('b1');
+    expect(Object.keys(onDisk.claims).sort()).toEqual(['u0', 'u1', 'u2', 'u4', 'u5', 'u6', 'u7', 'u8', 'u9']);
+    expect(s.current()).toEqual(onDisk);
+  });
+
+  it('a failed write rejects every update it held and leaves the document as it was', async () => {
+    const s = store();
+    await s.load();
+    await s.update((doc) => {
+      doc.bootId = 'kept';
+    });
+    fs.rmSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(path.dirname(file), ''); // a file where the directory was: no write can land
+    const results = await Promise.allSettled([
+      s.update((doc) => {
+        doc.bootId = 'lost';
+      }),
+      s.update((doc) => {
+        doc.claims['x'] = { state: 'PrepareCompleted', namespace: '', name: '', devices: [] };
+      }),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+    expect(String((results[0] as PromiseRejectedResult).reason)).toContain('cannot write checkpoint');
+    expect(s.current().bootId).toBe('kept');
+    expect(s.current().claims).toEqual({});
+  });
+
   it('an unknown claim state counts as PrepareStarted', () => {
-    expect(claimState({ state: 'PrepareCompleted', namespace: '', name: '', devices: [] })).toBe(
-      'PrepareCompleted',
-    );
-    expect(claimState({ state: 'UnprepareStarted', namespace: '', name: '', devices: [] })).toBe(
-      'PrepareStarted',
-    );
+    expect(claimState({ state: 'PrepareCompleted' })).toBe('PrepareCompleted');
+    expect(claimState({ state: 'UnprepareStarted' })).toBe('PrepareStarted');
   });
 });
 

@@ -52,7 +52,7 @@ const specFile = (uid: string): string => `k8s.gpu.dra.dev-claim_${uid}.json`;
 const specPath = (uid: string): string => path.join(host.cdiRoot, specFile(uid));
 const readCheckpoint = (): {
   bootId?: string;
-  claims: Record<string, { state: string; cdiSpec?: CdiSpec }>;
+  claims: Record<string, { state: string; cdiSpec?: CdiSpec; cdiSpecFile?: string }>;
 } => JSON.parse(fs.readFileSync(checkpointFile, 'utf8')) as never;
 
 async function prepareVia(state: DeviceState, uid: string, devices: string[]): Promise<string[]> {
@@ -117,14 +117,33 @@ describe('start-up recovery', () => {
     expect(await prepareVia(fresh, 'c3', ['gpu-0'])).toEqual(['gpu-0']);
   });
 
-  it('same boot, spec file lost: restored byte for byte from the checkpoint', async () => {
+  it('same boot, spec file lost: rebuilt byte for byte from the recorded devices', async () => {
     const state = makeState();
     await state.recover();
     await prepareVia(state, 'c4', ['gpu-1-mig-1g10gb-19-0']);
     const content = fs.readFileSync(specPath('c4'), 'utf8');
+    const recorded = fs.readFileSync(checkpointFile, 'utf8');
     fs.rmSync(specPath('c4'));
     expect((await makeState().recover()).restored).toEqual(['c4']);
     expect(fs.readFileSync(specPath('c4'), 'utf8')).toBe(content);
+    // Nothing about the claim changed, so neither did its record.
+    expect(JSON.parse(fs.readFileSync(checkpointFile, 'utf8'))).toEqual(JSON.parse(recorded));
+  });
+
+  it('a checkpoint of an older version, which stored the spec itself, restores that spec', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepareVia(state, 'old', ['gpu-0']);
+    const doc = readCheckpoint();
+    const stored = {
+      ...(JSON.parse(fs.readFileSync(specPath('old'), 'utf8')) as CdiSpec),
+      cdiVersion: '0.5.0',
+    };
+    (doc.claims['old'] as { cdiSpec?: CdiSpec }).cdiSpec = stored;
+    fs.writeFileSync(checkpointFile, JSON.stringify(doc));
+    fs.rmSync(specPath('old'));
+    expect((await makeState().recover()).restored).toEqual(['old']);
+    expect((JSON.parse(fs.readFileSync(specPath('old'), 'utf8')) as CdiSpec).cdiVersion).toBe('0.5.0');
   });
 
   it('after a reboot, specs are rebuilt against the current host, not trusted', async () => {
@@ -143,7 +162,9 @@ describe('start-up recovery', () => {
     const spec = JSON.parse(fs.readFileSync(specPath('c5'), 'utf8')) as CdiSpec;
     expect(spec.containerEdits?.mounts?.map((m) => m.containerPath)).not.toContain('/usr/bin/nvidia-smi');
     expect(readCheckpoint().bootId).toBe('99999999-0000-0000-0000-000000000000');
-    expect(readCheckpoint().claims['c5']?.cdiSpec).toEqual(spec);
+    // The checkpoint names the spec file; the spec itself is derived data, not stored twice.
+    expect(readCheckpoint().claims['c5']).toMatchObject({ cdiSpecFile: specFile('c5') });
+    expect(readCheckpoint().claims['c5']?.cdiSpec).toBeUndefined();
   });
 
   it('after a reboot, a claim whose device vanished or changed identity is dropped', async () => {
@@ -194,6 +215,49 @@ describe('prepare failure paths', () => {
     await expect(prepareVia(state, 'fail', ['gpu-0'])).rejects.toThrow('disk full');
     expect(readCheckpoint().claims).toEqual({});
     expect(fs.existsSync(specPath('fail'))).toBe(false);
+  });
+
+  it('a failed checkpoint write leaves no spec behind and records nothing', async () => {
+    const state = makeState();
+    await state.recover();
+    // The plugin directory is gone and a file sits in its place: the spec lands, the record cannot.
+    const dir = path.dirname(checkpointFile);
+    fs.rmSync(dir, { recursive: true });
+    fs.writeFileSync(dir, '');
+    await expect(prepareVia(state, 'ro', ['gpu-0'])).rejects.toThrow(
+      /CHECKPOINT_WRITE_FAILED|cannot write checkpoint/,
+    );
+    expect(fs.existsSync(specPath('ro'))).toBe(false);
+    fs.rmSync(dir);
+    // Nothing was recorded, so gpu-0 is free for the retry.
+    expect(await prepareVia(state, 'ro', ['gpu-0'])).toEqual(['gpu-0']);
+  });
+
+  it('a crash between the spec write and the checkpoint write leaves only a spec the sweep removes', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepareVia(state, 'kept', ['gpu-0']);
+    // What the crash leaves: the spec of a claim the checkpoint does not record.
+    fs.copyFileSync(specPath('kept'), specPath('crashed'));
+    const report = await makeState().recover();
+    expect(report.orphansRemoved).toEqual([specFile('crashed')]);
+    expect(fs.existsSync(specPath('kept'))).toBe(true);
+  });
+
+  it('concurrent prepares of overlapping devices: exactly one wins, the other is refused before writing', async () => {
+    const state = makeState();
+    await state.recover();
+    const results = await Promise.allSettled([
+      prepareVia(state, 'a', ['gpu-1']),
+      prepareVia(state, 'b', ['gpu-1-mig-1g10gb-19-0']),
+      prepareVia(state, 'c', ['gpu-1']),
+    ]);
+    const won = results.filter((r) => r.status === 'fulfilled');
+    expect(won).toHaveLength(1);
+    for (const r of results)
+      if (r.status === 'rejected') expect(String(r.reason)).toMatch(/overlaps|already prepared/);
+    expect(Object.keys(readCheckpoint().claims)).toHaveLength(1);
+    expect(fs.readdirSync(host.cdiRoot).filter((f) => f.endsWith('.json'))).toHaveLength(1);
   });
 
   it('re-discovers once when an allocated device is unknown (e.g. a MIG device created later)', async () => {
