@@ -261,6 +261,35 @@ describe('gpu-dra discover through the CLI', () => {
   });
 });
 
+describe('NUMA node and addressing mode', () => {
+  it("reads the NUMA node from the PCI device's sysfs numa_node, as NVIDIA's driver does", async () => {
+    const inventory = await withSimulatedNode('mixed', (node) => {
+      const numaFile = (busId: string) =>
+        path.join(node.hostPaths.sysRoot, 'bus/pci/devices', busId, 'numa_node');
+      const [first, second] = discoverInventory({ nvmlLib: node.libPath, hostPaths: node.hostPaths }).gpus;
+      if (!first || !second) throw new Error('mixed has fewer than 2 GPUs');
+      // The kernel's -1 ("no affinity") means unknown; another node number is taken as is, whatever
+      // nvmlDeviceGetNumaNodeId says (the fake still answers the profile's value there).
+      fs.writeFileSync(numaFile(first.pci.busId), '-1\n');
+      fs.writeFileSync(numaFile(second.pci.busId), '3\n');
+      return discoverInventory({ nvmlLib: node.libPath, hostPaths: node.hostPaths });
+    });
+    const [first, second] = inventory.gpus;
+    expect(first).not.toHaveProperty('numaNode');
+    expect(second?.numaNode).toBe(3);
+  });
+
+  it('reports the addressing mode per GPU and leaves it out where NVML says NOT_SUPPORTED', async () => {
+    const inventory = await discover('mixed');
+    const modes = Object.fromEntries(inventory.gpus.map((g) => [g.productName, g.addressingMode]));
+    expect(modes).toEqual({
+      'NVIDIA H100 80GB HBM3': 'HMM',
+      'NVIDIA L4': undefined,
+      'NVIDIA A100-SXM4-40GB': undefined,
+    });
+  });
+});
+
 describe('pure helpers', () => {
   it('normalizes NVML bus ids to the sysfs form', () => {
     expect(normalizeBusId('00000000:00:06.0')).toBe('0000:00:06.0');
