@@ -2,7 +2,14 @@ import { errorMessage } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { NvmlError } from './errors.js';
 import { DEFAULT_HOST_PATHS, type HostPaths } from '../util/hostPaths.js';
-import { migAccessCaps, normalizeBusId, readMigMinors, readPcieRoot, type MigMinors } from './host.js';
+import {
+  migAccessCaps,
+  normalizeBusId,
+  readMigMinors,
+  readNumaNode,
+  readPcieRoot,
+  type MigMinors,
+} from './host.js';
 import { GPU_INSTANCE_PROFILE_INDEX_COUNT, loadNvml, type DeviceHandle, type NvmlApi } from './library.js';
 import {
   addressingModeName,
@@ -94,10 +101,15 @@ function readGpu(nvml: NvmlApi, index: number, host: HostPaths, migMinors: MigMi
   const arch = optional(() => nvml.deviceGetArchitecture(dev));
   const cc = optional(() => nvml.deviceGetCudaComputeCapability(dev));
   const memory = optional(() => nvml.deviceGetMemoryInfo(dev));
-  const numaNode = optional(() => nvml.deviceGetNumaNodeId(dev));
+  // The PCI device's NUMA node from sysfs, as NVIDIA's driver reads it (go-nvlib nvpci), not
+  // nvmlDeviceGetNumaNodeId: that one is the GPU memory's own node on platforms where the GPU is a
+  // NUMA node (Grace Hopper), not the CPU node the GPU hangs off.
+  const numaNode = readNumaNode(host, busId);
   const mig = optional(() => nvml.deviceGetMigMode(dev));
+  // Per GPU: NOT_SUPPORTED (or an NVML too old to have the call) leaves it out, NONE is `None`.
   const getAddressingMode = nvml.deviceGetAddressingMode;
-  const addressingMode = getAddressingMode && addressingModeName(optional(() => getAddressingMode(dev)) ?? 0);
+  const mode = getAddressingMode && optional(() => getAddressingMode(dev));
+  const addressingMode = mode === undefined ? undefined : addressingModeName(mode);
 
   const migProfiles = mig ? readMigProfiles(nvml, dev) : [];
   const migDevices =

@@ -3,9 +3,9 @@ import path from 'node:path';
 import { underRoot, type HostPaths } from '../util/hostPaths.js';
 
 /**
- * Read-only facts from procfs and sysfs that NVML does not give: MIG access-cap minors and the
- * PCIe root complex of a GPU. Missing files are normal (no MIG, containers without sysfs) and
- * yield empty results rather than errors.
+ * Read-only facts from procfs and sysfs that NVML does not give: MIG access-cap minors, the
+ * PCIe root complex and the NUMA node of a GPU. Missing files are normal (no MIG, containers
+ * without sysfs) and yield empty results rather than errors.
  */
 
 /** `gpu<minor>/gi<id>/access` and `gpu<minor>/gi<id>/ci<id>/access` → cap minor. */
@@ -51,6 +51,22 @@ export function readPcieRoot(host: HostPaths, busId: string): string | undefined
   } catch {
     return undefined;
   }
+}
+
+/**
+ * `/sys/bus/pci/devices/<busId>/numa_node`: the NUMA node the GPU is attached to. The kernel
+ * writes -1 for "no NUMA affinity"; that, a missing file or garbage all mean "unknown".
+ */
+export function readNumaNode(host: HostPaths, busId: string): number | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(underRoot(host.sysRoot, 'bus/pci/devices', busId, 'numa_node'), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const node = /^\s*(-?\d+)\s*$/.exec(text);
+  const n = node?.[1] === undefined ? Number.NaN : Number(node[1]);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
 /** NVML writes `00000000:00:06.0`; sysfs and Kubernetes use `0000:00:06.0`. */

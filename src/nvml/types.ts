@@ -50,13 +50,14 @@ export interface GpuDevice {
   readonly productName: string;
   /** Brand as a name, e.g. `Nvidia`, `Tesla`, `GeForce`. */
   readonly brand?: string;
-  /** Architecture as a name, e.g. `Hopper`, `Ampere`, `Ada`, `Blackwell`. */
+  /** Architecture as NVIDIA's driver names it, e.g. `Hopper`, `Ampere`, `Ada Lovelace`. */
   readonly architecture?: string;
   /** `major.minor`, e.g. `9.0`. */
   readonly cudaComputeCapability?: string;
   /** Total framebuffer bytes; absent where NVML says NOT_SUPPORTED (some vGPUs). */
   readonly memoryBytes?: number;
   readonly pci: PciInfo;
+  /** NUMA node of the PCI device (sysfs `numa_node`); absent when the kernel says -1 or none. */
   readonly numaNode?: number;
   /** Absent when the GPU is not MIG capable. */
   readonly migMode?: MigMode;
@@ -64,7 +65,7 @@ export interface GpuDevice {
   readonly migProfiles: readonly MigProfileInfo[];
   /** MIG devices that exist now (only when MIG mode is enabled). */
   readonly migDevices: readonly MigDevice[];
-  /** `HMM` / `ATS` on coherent-memory platforms; absent otherwise. */
+  /** `HMM`, `ATS` or `None` where NVML reports a mode (coherent-memory platforms); else absent. */
   readonly addressingMode?: string;
 }
 

@@ -9,19 +9,23 @@
  * - Full GPU `gpu-<minor>`: `type`="gpu", `uuid`, `productName`, `brand`, `architecture`
  *   (strings); `cudaComputeCapability`, `driverVersion`, `cudaDriverVersion` (versions);
  *   `resource.kubernetes.io/pciBusID`, and where known `resource.kubernetes.io/pcieRoot` and
- *   `addressingMode` (strings). Capacity `memory` (bytes).
+ *   `addressingMode` (strings) and `resource.kubernetes.io/numaNode` (int). Capacity `memory`
+ *   (bytes).
  * - MIG device `gpu-<parentMinor>-mig-<profile>-<giProfileId>-<placementStart>`: `type`="mig",
- *   `uuid`, `parentUUID`, `profile`, and the parent's product/brand/architecture/versions/PCI
- *   attributes. Capacities `multiprocessors`, `copyEngines`, `decoders`, `encoders`,
+ *   `uuid`, `parentUUID`, `profile`, and the parent's product/brand/architecture/versions/PCI/
+ *   addressing-mode/NUMA attributes. Capacities `multiprocessors`, `copyEngines`, `decoders`, `encoders`,
  *   `jpegEngines`, `ofaEngines`, `memory`.
  * - A GPU with MIG mode enabled publishes its MIG devices, not itself; a MIG-capable GPU with
  *   MIG mode off publishes itself.
  *
- * Optional fields (`brand`, `architecture`, `cudaComputeCapability`, `pcieRoot`, `addressingMode`,
- * GPU `memory`: whatever discovery may not know) follow an all-or-nothing rule per node: published
- * only when known for *every* GPU on the node, otherwise omitted for all (with a warning). A selector that reads an attribute a device lacks fails with a CEL evaluation error
- * that aborts scheduling of the claim, so within a pool every device of a type carries the same
- * attribute set with the same types; {@link buildDevices} asserts this.
+ * Optional fields (`brand`, `architecture`, `cudaComputeCapability`, `pcieRoot`, GPU `memory`:
+ * whatever discovery may not know) follow an all-or-nothing rule per node: published only when
+ * known for *every* GPU on the node, otherwise omitted for all (with a warning). A selector that
+ * reads an attribute a device lacks fails with a CEL evaluation error that aborts scheduling of
+ * the claim, so within a pool every device of a type carries the same attribute set with the same
+ * types; {@link buildDevices} asserts this. The exceptions are {@link PER_DEVICE_ATTRIBUTES}
+ * (`addressingMode`, `resource.kubernetes.io/numaNode`): NVIDIA's driver publishes them on each
+ * device that has them, selectors written for it guard them with `has()` or `in`, and we match it.
  *
  * Versions are normalized to Semantic Versioning 2.0.0 (see {@link normalizeVersion}):
  * `580.159.04` is published as `580.159.4`, `9.0` as `9.0.0`, `13.0` as `13.0.0`, as NVIDIA does.
@@ -54,6 +58,14 @@ export const DRIVER_NAME_MAX = 63;
 
 export const PCI_BUS_ID_ATTRIBUTE = 'resource.kubernetes.io/pciBusID';
 export const PCIE_ROOT_ATTRIBUTE = 'resource.kubernetes.io/pcieRoot';
+/** KEP-6072's standard NUMA attribute, an int (NVIDIA's list form needs DRAListTypeAttributes). */
+export const NUMA_NODE_ATTRIBUTE = 'resource.kubernetes.io/numaNode';
+
+/**
+ * Attributes published on each device that has them, as NVIDIA's driver does, rather than all or
+ * nothing per node: a GPU with no addressing mode or no NUMA node just lacks the attribute.
+ */
+export const PER_DEVICE_ATTRIBUTES: ReadonlySet<string> = new Set(['addressingMode', NUMA_NODE_ATTRIBUTE]);
 
 /** Exactly one field set, as in `resource.k8s.io/v1` DeviceAttribute (lists not used). */
 export type AttributeValue =
@@ -148,7 +160,6 @@ export const OPTIONAL_GPU_FIELDS = {
   architecture: (g: GpuDevice) => g.architecture || undefined,
   cudaComputeCapability: (g: GpuDevice) => g.cudaComputeCapability || undefined,
   [PCIE_ROOT_ATTRIBUTE]: (g: GpuDevice) => g.pci.pcieRoot || undefined,
-  addressingMode: (g: GpuDevice) => g.addressingMode || undefined,
   memory: (g: GpuDevice) => g.memoryBytes,
 } as const;
 export type OptionalGpuField = keyof typeof OPTIONAL_GPU_FIELDS;
@@ -182,7 +193,9 @@ function parentAttributes(
     ['cudaDriverVersion', version(device, 'cudaDriverVersion', inv.cudaDriverVersion)],
     [PCI_BUS_ID_ATTRIBUTE, { string: gpu.pci.busId }],
     [PCIE_ROOT_ATTRIBUTE, str(PCIE_ROOT_ATTRIBUTE, gpu, included)],
-    ['addressingMode', str('addressingMode', gpu, included)],
+    // Per device (PER_DEVICE_ATTRIBUTES): present exactly where this GPU reports them.
+    ['addressingMode', gpu.addressingMode ? { string: gpu.addressingMode } : undefined],
+    [NUMA_NODE_ATTRIBUTE, gpu.numaNode === undefined ? undefined : { int: gpu.numaNode }],
   ];
   const a: Record<string, AttributeValue> = {};
   for (const [k, v] of entries) if (v !== undefined) a[k] = v;
@@ -353,8 +366,10 @@ export function validateDevice(d: SliceDevice): void {
   }
 }
 
+/** The attribute names and types every device of a type must share (per-device ones aside). */
 function attributeSignature(d: SliceDevice): string {
   const attrs = Object.entries(d.attributes)
+    .filter(([k]) => !PER_DEVICE_ATTRIBUTES.has(k))
     .map(([k, v]) => `${k}:${Object.keys(v)[0] ?? ''}`)
     .sort();
   const caps = Object.keys(d.capacity).sort();

@@ -76,33 +76,6 @@ const SONAME_LINK = /^edits\.mount\.\/usr\/lib\/x86_64-linux-gnu\/lib[\w-]+\.so\
  * "Parity with NVIDIA's driver" table in step.
  */
 const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
-  // ResourceSlices: the three attribute gaps issue 16 fixes.
-  {
-    profiles: ['mixed'],
-    path: 'attributes.resource.kubernetes.io/numaNode',
-    ours: 'absent',
-    theirs: 'present',
-    issue: 16,
-    why: 'we do not publish the standard NUMA attribute (KEP-6072) although discovery has it',
-  },
-  {
-    profiles: ['mixed'],
-    path: 'attributes.gpu.nvidia.com/addressingMode',
-    devices: ['gpu-0'],
-    ours: 'absent',
-    theirs: { json: '{"string":"HMM"}' },
-    issue: 16,
-    why: 'we leave addressingMode out on every device when one GPU lacks it; NVIDIA publishes it per device',
-  },
-  {
-    profiles: ['mixed'],
-    path: 'attributes.gpu.nvidia.com/architecture',
-    devices: ['gpu-1'],
-    ours: { json: '{"string":"Ada"}' },
-    theirs: { json: '{"string":"Ada Lovelace"}' },
-    issue: 16,
-    why: "our architecture names are not go-nvlib's",
-  },
   // Container edits of one whole GPU.
   {
     profiles: BOTH,

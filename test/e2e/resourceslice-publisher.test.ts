@@ -27,6 +27,15 @@ const DRIVER = 'gpu.dra.dev';
 const NVIDIA_DRIVER = 'gpu.nvidia.com';
 
 /** The only place this file gets inventories from (switch to fake-NVML discovery here). */
+/** client-node's models call an attribute's `int` field `_int`; the wire (and our model) say `int`. */
+function asWire(value: unknown): unknown {
+  return JSON.parse(JSON.stringify(value), (_key, v: unknown) => {
+    if (v === null || typeof v !== 'object' || !('_int' in v)) return v;
+    const { _int: int, ...rest } = v as Record<string, unknown>;
+    return { ...rest, int };
+  });
+}
+
 function inventoryOf(profile: InventoryProfile): NodeInventory {
   return inventoryFixture(profile);
 }
@@ -90,13 +99,13 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
     // What the apiserver stored is exactly the model: nothing dropped, quantities canonical.
     expect(pub.counters.droppedFields).toBe(0);
     const model = buildSlices(inventoryOf('h100-mig-224'), { nodeName: 'node-b' }).slices;
-    expect(slices.map((s) => s.spec.devices)).toEqual(model.map((m) => m.spec.devices));
+    expect(asWire(slices.map((s) => s.spec.devices))).toEqual(model.map((m) => m.spec.devices));
 
     for (const profile of ['h100-8x', 'a100-mig', 'h100'] as const) {
       await pub.update(inventoryOf(profile));
       slices = await slicesOf('node-b');
       const want = buildSlices(inventoryOf(profile), { nodeName: 'node-b' }).slices;
-      expect(slices.map((s) => s.spec.devices)).toEqual(want.map((m) => m.spec.devices));
+      expect(asWire(slices.map((s) => s.spec.devices))).toEqual(want.map((m) => m.spec.devices));
       expect(slices.every((s) => s.spec.pool.resourceSliceCount === want.length)).toBe(true);
     }
     expect(pub.counters.droppedFields).toBe(0);

@@ -8,7 +8,15 @@ import { discoverInventory } from '../../src/nvml/discover.js';
 import { NvmlError, NvmlLibraryNotFoundError } from '../../src/nvml/errors.js';
 import { normalizeBusId, parseMigMinors } from '../../src/nvml/host.js';
 import { libraryCandidates, loadNvml } from '../../src/nvml/library.js';
-import { architectureName, brandName, cudaVersionString, migProfileName } from '../../src/nvml/names.js';
+import {
+  addressingModeName,
+  ARCHITECTURES,
+  architectureName,
+  BRANDS,
+  brandName,
+  cudaVersionString,
+  migProfileName,
+} from '../../src/nvml/names.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
 import { withSimulatedNode } from '../support/sim.js';
 
@@ -157,7 +165,7 @@ describe('discovery on a mixed node', () => {
       cudaComputeCapability: '9.0',
     });
     const l4 = byName.get('NVIDIA L4');
-    expect(l4).toMatchObject({ architecture: 'Ada', cudaComputeCapability: '8.9', migProfiles: [] });
+    expect(l4).toMatchObject({ architecture: 'Ada Lovelace', cudaComputeCapability: '8.9', migProfiles: [] });
     expect(l4).not.toHaveProperty('migMode'); // not MIG capable: NVML says NOT_SUPPORTED
     expect(byName.get('NVIDIA A100-SXM4-40GB')).toMatchObject({
       architecture: 'Ampere',
@@ -253,6 +261,35 @@ describe('gpu-dra discover through the CLI', () => {
   });
 });
 
+describe('NUMA node and addressing mode', () => {
+  it("reads the NUMA node from the PCI device's sysfs numa_node, as NVIDIA's driver does", async () => {
+    const inventory = await withSimulatedNode('mixed', (node) => {
+      const numaFile = (busId: string) =>
+        path.join(node.hostPaths.sysRoot, 'bus/pci/devices', busId, 'numa_node');
+      const [first, second] = discoverInventory({ nvmlLib: node.libPath, hostPaths: node.hostPaths }).gpus;
+      if (!first || !second) throw new Error('mixed has fewer than 2 GPUs');
+      // The kernel's -1 ("no affinity") means unknown; another node number is taken as is, whatever
+      // nvmlDeviceGetNumaNodeId says (the fake still answers the profile's value there).
+      fs.writeFileSync(numaFile(first.pci.busId), '-1\n');
+      fs.writeFileSync(numaFile(second.pci.busId), '3\n');
+      return discoverInventory({ nvmlLib: node.libPath, hostPaths: node.hostPaths });
+    });
+    const [first, second] = inventory.gpus;
+    expect(first).not.toHaveProperty('numaNode');
+    expect(second?.numaNode).toBe(3);
+  });
+
+  it('reports the addressing mode per GPU and leaves it out where NVML says NOT_SUPPORTED', async () => {
+    const inventory = await discover('mixed');
+    const modes = Object.fromEntries(inventory.gpus.map((g) => [g.productName, g.addressingMode]));
+    expect(modes).toEqual({
+      'NVIDIA H100 80GB HBM3': 'HMM',
+      'NVIDIA L4': undefined,
+      'NVIDIA A100-SXM4-40GB': undefined,
+    });
+  });
+});
+
 describe('pure helpers', () => {
   it('normalizes NVML bus ids to the sysfs form', () => {
     expect(normalizeBusId('00000000:00:06.0')).toBe('0000:00:06.0');
@@ -260,12 +297,65 @@ describe('pure helpers', () => {
     expect(normalizeBusId('0001:c1:00.1')).toBe('0001:c1:00.1');
   });
 
-  it('names enums and versions as NVIDIA tools do', () => {
-    expect(architectureName(9)).toBe('Hopper');
-    expect(architectureName(8)).toBe('Ada');
-    expect(architectureName(10)).toBe('Blackwell');
-    expect(architectureName(1234)).toBe('Unknown');
-    expect(brandName(14)).toBe('Nvidia');
+  // Every value nvml.h defines, with the name go-nvlib (hence NVIDIA's DRA driver) publishes.
+  it.each([
+    [2, 'Kepler'],
+    [3, 'Maxwell'],
+    [4, 'Pascal'],
+    [5, 'Volta'],
+    [6, 'Turing'],
+    [7, 'Ampere'],
+    [8, 'Ada Lovelace'],
+    [9, 'Hopper'],
+    [10, 'Blackwell'],
+    [13, 'Rubin'],
+    [0xffffffff, 'Unknown'],
+  ])('names NVML architecture %i as %s', (value, name) => {
+    expect(architectureName(value)).toBe(name);
+  });
+
+  it.each([
+    [0, 'Unknown'],
+    [1, 'Quadro'],
+    [2, 'Tesla'],
+    [3, 'NVS'],
+    [4, 'Grid'],
+    [5, 'GeForce'],
+    [6, 'Titan'],
+    [7, 'NvidiaVApps'],
+    [8, 'NvidiaVPC'],
+    [9, 'NvidiaVCS'],
+    [10, 'NvidiaVWS'],
+    [11, 'NvidiaCloudGaming'],
+    [12, 'QuadroRTX'],
+    [13, 'NvidiaRTX'],
+    [14, 'Nvidia'],
+    [15, 'GeForceRTX'],
+    [16, 'TitanRTX'],
+  ])('names NVML brand %i as %s', (value, name) => {
+    expect(brandName(value)).toBe(name);
+  });
+
+  it('has a name for every architecture and brand it maps, and Unknown for values nvml.h lacks', () => {
+    // The tables above are the whole of the maps: a value added to one must be added here too.
+    expect(
+      Object.keys(ARCHITECTURES)
+        .map(Number)
+        .sort((a, b) => a - b),
+    ).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 0xffffffff]);
+    expect(Object.keys(BRANDS).map(Number)).toEqual([...Array(17).keys()]);
+    for (const unassigned of [0, 1, 11, 12, 14]) expect(architectureName(unassigned)).toBe('Unknown');
+    expect(brandName(17)).toBe('Unknown');
+  });
+
+  it('names addressing modes as go-nvlib does, None included', () => {
+    expect(addressingModeName(0)).toBe('None');
+    expect(addressingModeName(1)).toBe('HMM');
+    expect(addressingModeName(2)).toBe('ATS');
+    expect(addressingModeName(3)).toBeUndefined();
+  });
+
+  it('names versions as NVIDIA tools do', () => {
     expect(cudaVersionString(13000)).toBe('13.0');
     expect(cudaVersionString(12080)).toBe('12.8');
     expect(migProfileName('MIG 1g.10gb')).toBe('1g.10gb');

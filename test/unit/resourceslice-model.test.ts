@@ -147,6 +147,7 @@ describe('device model', () => {
       cudaDriverVersion: { version: '13.0.0' },
       'resource.kubernetes.io/pciBusID': { string: '0000:18:00.0' },
       'resource.kubernetes.io/pcieRoot': { string: 'pci0000:00' },
+      'resource.kubernetes.io/numaNode': { int: 0 },
     });
     expect(d.capacity).toEqual({ memory: { value: '81559Mi' } });
   });
@@ -215,16 +216,41 @@ describe('device model', () => {
     expect(warnings.join('\n')).toMatch(/brand omitted on all devices/);
   });
 
-  it('publishes addressingMode only when every GPU has one', () => {
-    const gpus = [h100Gpu(0, { addressingMode: 'HMM' }), h100Gpu(1, { addressingMode: 'HMM' })];
-    const { devices } = buildDevices({ ...inventoryOf('h100'), gpus });
-    expect(devices.map((d) => attr(d, 'addressingMode'))).toEqual([{ string: 'HMM' }, { string: 'HMM' }]);
-    const mixed = [h100Gpu(0, { addressingMode: 'HMM' }), h100Gpu(1)];
-    const other = buildDevices({ ...inventoryOf('h100'), gpus: mixed });
-    expect(other.devices.map((d) => attr(d, 'addressingMode'))).toEqual([undefined, undefined]);
-    expect(other.warnings).toEqual([
-      'addressingMode omitted on all devices: unknown for gpu-1 (every device must carry the same attributes)',
+  it('publishes addressingMode per device, as NVIDIA does: where the GPU reports one', () => {
+    const gpus = [h100Gpu(0, { addressingMode: 'HMM' }), h100Gpu(1), h100Gpu(2, { addressingMode: 'None' })];
+    const { devices, warnings } = buildDevices({ ...inventoryOf('h100'), gpus });
+    expect(devices.map((d) => attr(d, 'addressingMode'))).toEqual([
+      { string: 'HMM' },
+      undefined,
+      { string: 'None' },
     ]);
+    expect(warnings).toEqual([]);
+  });
+
+  it('publishes resource.kubernetes.io/numaNode as an int on each device with a NUMA node', () => {
+    const gpus = [
+      h100Gpu(0, { numaNode: 0 }),
+      h100Gpu(1, { numaNode: undefined }),
+      h100Gpu(2, { numaNode: 1 }),
+    ];
+    const { devices, warnings } = buildDevices({ ...inventoryOf('h100'), gpus });
+    expect(devices.map((d) => attr(d, 'resource.kubernetes.io/numaNode'))).toEqual([
+      { int: 0 },
+      undefined,
+      { int: 1 },
+    ]);
+    expect(warnings).toEqual([]);
+  });
+
+  it("gives a MIG device its parent's NUMA node and addressing mode", () => {
+    const parent = withMig(h100Gpu(0, { numaNode: 1, addressingMode: 'ATS' }), [['1g.10gb', 0]]);
+    const { devices } = buildDevices({ ...inventoryOf('h100'), gpus: [parent] });
+    expect(devices.length).toBeGreaterThan(0);
+    for (const d of devices) {
+      expect(attr(d, 'type')).toEqual({ string: 'mig' });
+      expect(attr(d, 'resource.kubernetes.io/numaNode')).toEqual({ int: 1 });
+      expect(attr(d, 'addressingMode')).toEqual({ string: 'ATS' });
+    }
   });
 
   it('warns about a MIG-enabled GPU without MIG devices and about failed GPUs', () => {

@@ -42,6 +42,17 @@ export function ensureAnchorBinary(name: AnchorName): Promise<string> {
   return buildOnce('test/anchors/build.sh', name, `anchor ${name}`);
 }
 
+/**
+ * NVIDIA's mock NVML, built by `test/anchors/build.sh mocknvml` when not cached (cold: about a
+ * minute on 2 cores; warm: instant): a directory with `libnvidia-ml.so.1`, the profile YAMLs in
+ * `configs/` and `render-pci-sysfs`. GPU_DRA_MOCK_NVML names a prebuilt directory instead.
+ */
+export function ensureMockNvml(): Promise<string> {
+  const given = process.env['GPU_DRA_MOCK_NVML'];
+  if (given !== undefined && given !== '') return Promise.resolve(given);
+  return buildOnce('test/anchors/build.sh', 'mocknvml', "NVIDIA's mock NVML");
+}
+
 /** Grants ANCHOR_USER the rules of NVIDIA's kubelet-plugin ClusterRole (a superset of the example's). */
 export async function grantAnchorRbac(cluster: Cluster): Promise<void> {
   const rbac = cluster.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
