@@ -34,6 +34,7 @@ export const FIG = {
   rssGrowth: 'RSS growth (MiB)',
   cycles: 'prepare/unprepare cycles',
   cpuPerK: 'CPU seconds per 1000 claims (prepare + unprepare)',
+  failed: 'failed prepare/unprepare calls, whole run so far',
 } as const;
 
 const START = '<!-- bench:side-by-side:start -->';
@@ -175,13 +176,21 @@ export function renderSideBySide(run: BenchRun): string {
 
 /**
  * Writes `bench-results/side-by-side.md` always, and the marked section of BENCHMARKS.md when
- * this run measured every figure of the table (a partial run leaves the committed one alone).
+ * `opts.updateDoc` (a full-size run without failures) and this run measured every figure of the
+ * table (a partial or quick run leaves the committed one alone).
  */
-export async function writeSideBySide(run: BenchRun): Promise<{ file: string; doc: boolean }> {
+export async function writeSideBySide(
+  run: BenchRun,
+  opts: { readonly updateDoc: boolean; readonly why: string },
+): Promise<{ file: string; doc: boolean }> {
   const body = renderSideBySide(run);
   const file = path.join(resultsDir(), 'side-by-side.md');
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, `# gpu-dra side by side with the anchors\n\n${body}\n`);
+  if (!opts.updateDoc) {
+    process.stderr.write(`[bench] BENCHMARKS.md side-by-side left as it was: ${opts.why}\n`);
+    return { file, doc: false };
+  }
   const missing = missingFromRun(run, sideRequired());
   if (missing.length > 0) {
     process.stderr.write(
