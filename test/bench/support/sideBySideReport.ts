@@ -65,7 +65,11 @@ interface Row {
 }
 
 const fmt = (v: number | undefined): string =>
-  v === undefined || !Number.isFinite(v) ? '?' : Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(1);
+  v === undefined || !Number.isFinite(v)
+    ? '?'
+    : Number.isInteger(v) || Math.abs(v) >= 100
+      ? v.toFixed(0)
+      : v.toFixed(1);
 const ratio = (a: number | undefined, b: number | undefined): string =>
   a === undefined || b === undefined || b === 0 ? '?' : (a / b).toFixed(2);
 
@@ -131,6 +135,7 @@ function rows(run: BenchRun): Row[] {
       value: fig(FIG.cpuPerK),
       target: { text: '≤ 1.5 × example', met: (g, _n, e) => g <= 1.5 * e },
     },
+    { label: 'failed calls, start of the run → the RSS part (expected 0)', value: fig(FIG.failed) },
     {
       label: 'through the kubelet (kubelet-dra): pod bound → prepared, p50 (ms)',
       value: stat('kubelet', 'p50'),
