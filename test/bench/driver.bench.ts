@@ -29,7 +29,7 @@ import { bucketQuantile, slope, summarize } from '../../src/bench/stats.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { atomicWriteFile } from '../../src/util/atomicWrite.js';
 import { startCluster, type Cluster } from '../e2e/support/cluster.js';
-import { startNode, type KubeletEvent, type NodeHarness } from '../e2e/support/node.js';
+import { startNode, type NodeHarness } from '../e2e/support/node.js';
 import { ensurePeersBinary } from '../e2e/support/peers.js';
 import { sleep } from '../e2e/support/process.js';
 import { eventually } from '../e2e/support/wait.js';
@@ -46,13 +46,10 @@ import {
   type DriverProcess,
 } from './support/driverProcess.js';
 import { updateBenchmarksDoc } from './support/report.js';
+import { envInt, eventTimeMs, pool } from './support/util.js';
 import { grantDriverRbac } from '../e2e/support/rbac.js';
 import { waitForDefaultServiceAccount } from '../e2e/support/workloads.js';
 
-const envInt = (name: string, fallback: number): number => {
-  const v = Number(process.env[name]);
-  return Number.isFinite(v) && v > 0 ? Math.floor(v) : fallback;
-};
 const N_CLAIMS = envInt('BENCH_CLAIMS', 1000);
 const KUBELET_BUDGET_MS = envInt('BENCH_KUBELET_BUDGET_S', 240) * 1000;
 const MEMORY_CYCLES = envInt('BENCH_MEMORY_CYCLES', 2000);
@@ -76,13 +73,6 @@ function log(message: string): void {
 const round = (v: number, digits = 1): number => Math.round(v * 10 ** digits) / 10 ** digits;
 const mib = (bytes: number): number => round(bytes / 2 ** 20, 1);
 
-/** RFC 3339 with nanoseconds (the kubelet harness's `time`) → epoch milliseconds with fraction. */
-function eventTimeMs(e: KubeletEvent): number {
-  const m = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/.exec(e.time);
-  if (!m?.[1] || !m[3]) return Date.parse(e.time);
-  return Date.parse(`${m[1]}${m[3]}`) + Number(`0.${m[2] ?? '0'}`) * 1000;
-}
-
 /** ms between two marks of a pino log (isoTime) line, by message; undefined when absent. */
 function logTime(logText: string, msg: string): number | undefined {
   for (const line of logText.split('\n')) {
@@ -95,26 +85,6 @@ function logTime(logText: string, msg: string): number | undefined {
     }
   }
   return undefined;
-}
-
-/** Runs `fn` over `items` with at most `limit` in flight. */
-async function pool<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T, i: number) => Promise<R>,
-): Promise<R[]> {
-  const out: R[] = new Array<R>(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      for (;;) {
-        const i = next++;
-        if (i >= items.length) return;
-        out[i] = await fn(items[i] as T, i);
-      }
-    }),
-  );
-  return out;
 }
 
 function timeChild(command: string, args: string[]): Promise<number> {

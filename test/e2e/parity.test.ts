@@ -429,7 +429,7 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
       await startOurs(ourNode, ourSim, nodeOurs);
       const anchor = await startAnchor(fx, {
         name: 'nvidia',
-        node: nodeTheirs,
+        dirs: nodeTheirs,
         sim: theirSim,
         kubeconfig: c.makeKubeconfig(c.tokenFor(ANCHOR_USER), `anchor-${theirNode}`),
       });
@@ -506,7 +506,7 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
     const node = await fx.startNode('node-e');
     const anchor = await startAnchor(fx, {
       name: 'example',
-      node,
+      dirs: node,
       kubeconfig: c.makeKubeconfig(c.tokenFor(ANCHOR_USER), 'anchor-node-e'),
     });
     const slices = await eventually(`${anchor.driver} slices on node-e`, async () => {

@@ -26,6 +26,8 @@ export interface DriverProcessOptions {
   readonly registryDir?: string;
   readonly pluginsDir?: string;
   readonly cdiRoot?: string;
+  /** Default the simulated node's dev/ (plain files); the side-by-side bench passes real nodes. */
+  readonly devRoot?: string;
   readonly logLevel?: string;
   /** Extra `node` flags before the script (e.g. `--expose-gc`). */
   readonly nodeArgs?: readonly string[];
@@ -80,7 +82,7 @@ export async function spawnDriver(opts: DriverProcessOptions): Promise<DriverPro
       `--kubelet-plugins-dir=${pluginsDir}`,
       `--cdi-root=${cdiRoot}`,
       `--nvml-lib=${opts.sim.libPath}`,
-      `--dev-root=${h.devRoot}`,
+      `--dev-root=${opts.devRoot ?? h.devRoot}`,
       `--proc-root=${h.procRoot}`,
       `--sys-root=${h.sysRoot}`,
       `--driver-root=${h.driverRoot}`,

@@ -88,6 +88,13 @@ export function renderSummary(run: BenchRun, extra: { clusterSeconds: number }):
   ].join('\n');
 }
 
+/** The ids in `required` this run has not measured (a result older than the run's start is stale). */
+export function missingFromRun(run: BenchRun, required: readonly string[]): string[] {
+  return required.filter(
+    (id) => !run.results.some((r) => r.id === id && Date.parse(r.measuredAt) >= Date.parse(run.startedAt)),
+  );
+}
+
 /**
  * Replaces the marked section of BENCHMARKS.md, only when every id in `required` was measured
  * in this run (a partial run leaves the committed figures alone). Returns whether it wrote.
@@ -96,22 +103,28 @@ export async function updateBenchmarksDoc(
   run: BenchRun,
   extra: { clusterSeconds: number; required: readonly string[] },
 ): Promise<boolean> {
-  const missing = extra.required.filter(
-    (id) => !run.results.some((r) => r.id === id && Date.parse(r.measuredAt) >= Date.parse(run.startedAt)),
-  );
+  const missing = missingFromRun(run, extra.required);
   if (missing.length > 0) {
     process.stderr.write(`[bench] BENCHMARKS.md left as it was: this run lacks ${missing.join(', ')}\n`);
     return false;
   }
+  await replaceMarkedSection(START, END, renderSummary(run, extra));
+  return true;
+}
+
+/**
+ * Replaces `start` … `end` (both kept, `section` includes them) in BENCHMARKS.md and formats the
+ * file with the repository's prettier settings, so `npm run lint` passes after a run.
+ */
+export async function replaceMarkedSection(start: string, end: string, section: string): Promise<void> {
   const file = path.join(repoRoot, 'BENCHMARKS.md');
   const text = fs.readFileSync(file, 'utf8');
-  const i = text.indexOf(START);
-  const j = text.indexOf(END);
-  if (i < 0 || j < i) throw new Error(`${file} lacks the ${START} … ${END} markers`);
-  let next = text.slice(0, i) + renderSummary(run, extra) + text.slice(j + END.length);
+  const i = text.indexOf(start);
+  const j = text.indexOf(end);
+  if (i < 0 || j < i) throw new Error(`${file} lacks the ${start} … ${end} markers`);
+  let next = text.slice(0, i) + section + text.slice(j + end.length);
   const prettier = await import('prettier');
   const options = (await prettier.resolveConfig(file)) ?? {};
   next = await prettier.format(next, { ...options, filepath: file });
   fs.writeFileSync(file, next);
-  return true;
 }

@@ -1,8 +1,9 @@
 // The "anchors" (issue 12): NVIDIA's gpu-kubelet-plugin and the example driver's kubelet plugin,
 // the Go drivers gpu-dra is compared against, built by test/anchors/build.sh and started here as
 // child processes on the same simulated node (src/sim/fakeHost.ts) our driver uses, registered
-// with a kubelet-dra node of the e2e cluster. Their logs go to a file that the fixture's failure
-// dump prints; they are stopped with the file's other tracked things. Needs root: mknod for the
+// with a kubelet-dra node of the e2e cluster or, in the benchmarks, with no kubelet at all (the
+// bench calls their dra.sock itself). Their logs go to a file that the fixture's failure dump
+// prints; they are stopped with the file's other tracked things. Needs root: mknod for the
 // device nodes, a mount namespace for NVIDIA's /sys.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -13,9 +14,16 @@ import { RbacAuthorizationV1Api } from '@kubernetes/client-node';
 import { SIM_MAJORS, simBusId, type SimulatedNode } from '../../../src/sim/fakeHost.js';
 import type { Cluster } from './cluster.js';
 import type { E2e } from './fixture.js';
-import type { NodeHarness } from './node.js';
 import { buildOnce } from './peers.js';
-import { describeExit, spawnPeer, stopPeer, tailFile, waitUntilReady, type PeerProcess } from './process.js';
+import {
+  describeExit,
+  sleep,
+  spawnPeer,
+  stopPeer,
+  tailFile,
+  waitUntilReady,
+  type PeerProcess,
+} from './process.js';
 
 export type AnchorName = 'nvidia' | 'example';
 
@@ -137,14 +145,31 @@ export function prepareSimForAnchors(sim: SimulatedNode): void {
   if (!fs.existsSync(hook)) fs.writeFileSync(hook, '#!/bin/sh\n', { mode: 0o755 });
 }
 
+/**
+ * Where an anchor runs: its node and the kubelet-facing directories. A NodeHarness (kubelet-dra)
+ * is one; a benchmark without a kubelet makes its own.
+ */
+export interface AnchorDirs {
+  readonly nodeName: string;
+  /** Its log goes here. */
+  readonly rootDir: string;
+  /** Where its registration socket goes (the kubelet's plugins_registry). */
+  readonly registryDir: string;
+  /** Parent of its dra.sock (`<pluginsDir>/<driver>/dra.sock`) and of its checkpoint. */
+  readonly pluginsDir: string;
+  readonly cdiDir: string;
+}
+
 export interface AnchorOptions {
   readonly name: AnchorName;
-  /** The kubelet-dra node it registers with; its sockets go under the node's dirs. */
-  readonly node: NodeHarness;
+  /** The node and directories it runs with (e.g. the kubelet-dra node it registers with). */
+  readonly dirs: AnchorDirs;
   /** The simulated node (NVIDIA's plugin only; the example driver has no NVML). */
   readonly sim?: SimulatedNode;
   /** Kubeconfig of the identity it runs as (see ANCHOR_USER). */
   readonly kubeconfig: string;
+  /** klog `-v`; default 6 (tests read the logs). Benchmarks pass each chart's default. */
+  readonly verbosity?: number;
   readonly extraArgs?: readonly string[];
 }
 
@@ -154,30 +179,32 @@ export class AnchorProcess {
   readonly draSocket: string;
   readonly registrationSocket: string;
   private peer: PeerProcess | undefined;
+  /** `Date.now()` right before the spawn; NaN before it. */
+  spawnedAt = Number.NaN;
 
   constructor(
     readonly binary: string,
     private readonly opts: AnchorOptions,
   ) {
     this.driver = ANCHOR_DRIVER[opts.name];
-    this.logFile = path.join(opts.node.rootDir, `anchor-${opts.name}.log`);
-    this.draSocket = path.join(opts.node.pluginsDir, this.driver, 'dra.sock');
-    this.registrationSocket = path.join(opts.node.registryDir, `${this.driver}-reg.sock`);
+    this.logFile = path.join(opts.dirs.rootDir, `anchor-${opts.name}.log`);
+    this.draSocket = path.join(opts.dirs.pluginsDir, this.driver, 'dra.sock');
+    this.registrationSocket = path.join(opts.dirs.registryDir, `${this.driver}-reg.sock`);
   }
 
   /** The command line, wrapped for NVIDIA's plugin in a private mount namespace with the simulated sys on /sys. */
   private commandLine(): { command: string; args: string[]; env: NodeJS.ProcessEnv } {
-    const { node, name, sim } = this.opts;
+    const { dirs, name, sim } = this.opts;
     const common = [
-      `--node-name=${node.nodeName}`,
-      `--cdi-root=${node.cdiDir}`,
-      `--kubelet-registrar-directory-path=${node.registryDir}`,
-      `--kubelet-plugins-directory-path=${node.pluginsDir}`,
+      `--node-name=${dirs.nodeName}`,
+      `--cdi-root=${dirs.cdiDir}`,
+      `--kubelet-registrar-directory-path=${dirs.registryDir}`,
+      `--kubelet-plugins-directory-path=${dirs.pluginsDir}`,
       `--kubeconfig=${this.opts.kubeconfig}`,
       // The defaults (qps 5, burst 10) make client-side throttling dominate every prepare.
       '--kube-api-qps=1000',
       '--kube-api-burst=1000',
-      '-v=6',
+      `-v=${String(this.opts.verbosity ?? 6)}`,
       ...(this.opts.extraArgs ?? []),
     ];
     if (name === 'example') return { command: this.binary, args: common, env: process.env };
@@ -212,21 +239,79 @@ export class AnchorProcess {
     };
   }
 
-  /** Starts the process and waits for both sockets. */
-  async start(timeoutMs = 60_000): Promise<void> {
-    fs.mkdirSync(path.join(this.opts.node.pluginsDir, this.driver), { recursive: true });
+  /**
+   * Starts the process without waiting for it (a benchmark times what follows from
+   * `spawnedAt`). The directories and the simulated node's extras are made first.
+   */
+  spawn(): PeerProcess {
+    if (this.peer !== undefined) throw new Error(`anchor ${this.opts.name} already started`);
+    // NVIDIA's plugin refuses to start without the registrar directory.
+    for (const d of [path.join(this.opts.dirs.pluginsDir, this.driver), this.opts.dirs.registryDir])
+      fs.mkdirSync(d, { recursive: true });
     if (this.opts.sim !== undefined) prepareSimForAnchors(this.opts.sim);
     const { command, args, env } = this.commandLine();
     fs.appendFileSync(this.logFile, `[fixture] ${command} ${args.join(' ')}\n`);
+    this.spawnedAt = Date.now();
     this.peer = spawnPeer({
-      name: `anchor-${this.opts.name}[${this.opts.node.nodeName}]`,
+      name: `anchor-${this.opts.name}[${this.opts.dirs.nodeName}]`,
       command,
       args,
       env,
       logFile: this.logFile,
     });
+    return this.peer;
+  }
+
+  /** The spawned process; throws before spawn(). */
+  get process(): PeerProcess {
+    if (this.peer === undefined) throw new Error(`anchor ${this.opts.name} not started`);
+    return this.peer;
+  }
+
+  /**
+   * The pid of the driver itself. NVIDIA's is spawned as `unshare … sh -c '… exec BINARY'`: the
+   * shell execs the binary in the same process, but only after the bind mount, so this waits
+   * until that pid (or, should a wrapper fork instead, a descendant) runs the binary.
+   */
+  async driverPid(timeoutMs = 10_000): Promise<number> {
+    const root = this.process.child.pid;
+    if (root === undefined) throw new Error(`anchor ${this.opts.name} has no pid`);
+    const want = fs.realpathSync(this.binary);
+    const exe = (pid: number): string | undefined => {
+      try {
+        return fs.readlinkSync(`/proc/${String(pid)}/exe`);
+      } catch {
+        return undefined;
+      }
+    };
+    const children = (pid: number): number[] => {
+      try {
+        return fs
+          .readFileSync(`/proc/${String(pid)}/task/${String(pid)}/children`, 'utf8')
+          .split(/\s+/)
+          .filter(Boolean)
+          .map(Number);
+      } catch {
+        return [];
+      }
+    };
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const queue = [root];
+      for (let pid = queue.shift(); pid !== undefined; pid = queue.shift()) {
+        if (exe(pid) === want) return pid;
+        queue.push(...children(pid));
+      }
+      if (this.peer?.exit !== undefined || Date.now() > deadline)
+        throw new Error(`no process runs ${want} below pid ${String(root)}:\n${this.logs()}`);
+      await sleep(5);
+    }
+  }
+
+  /** Starts the process and waits for both sockets. */
+  async start(timeoutMs = 60_000): Promise<void> {
     await waitUntilReady(
-      this.peer,
+      this.spawn(),
       'serving dra.sock and the registration socket',
       () => Promise.resolve(fs.existsSync(this.draSocket) && fs.existsSync(this.registrationSocket)),
       timeoutMs,
@@ -235,7 +320,7 @@ export class AnchorProcess {
 
   logs(lines = 60): string {
     const state = this.peer === undefined ? 'not started' : describeExit(this.peer);
-    return `===== anchor ${this.opts.name}[${this.opts.node.nodeName}] (${state}) ${this.logFile}\n${tailFile(this.logFile, lines)}`;
+    return `===== anchor ${this.opts.name}[${this.opts.dirs.nodeName}] (${state}) ${this.logFile}\n${tailFile(this.logFile, lines)}`;
   }
 
   async stop(): Promise<void> {
