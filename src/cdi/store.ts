@@ -2,10 +2,10 @@
  * The CDI spec directory: atomic write, removal and listing of this driver's per-claim spec
  * files. File names come only from spec.ts naming (driver + validated UID).
  *
- * Writes and removals are atomic but not fsynced: a spec is derived data. The checkpoint is the
- * durable record, and after a reboot (the only event that loses unsynced writes) recovery
- * rebuilds every spec from it against the host as it is then; most nodes keep /var/run/cdi on
- * a tmpfs anyway. Skipping the fsyncs takes two of a prepare's disk waits away.
+ * Writes are atomic but not fsynced: a spec is derived data. The checkpoint is the durable
+ * record, and after a reboot (the only event that loses unsynced writes) recovery rebuilds
+ * every spec from it against the host as it is then; most nodes keep /var/run/cdi on a tmpfs
+ * anyway. Skipping the fsync takes a disk wait out of every prepare.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -33,12 +33,12 @@ export class CdiStore {
     const text = serializeCdiSpec(spec);
     try {
       try {
-        await atomicWriteFile(file, text, { mode: 0o644, durable: false });
+        await atomicWriteFile(file, text, { mode: 0o644, fsync: false });
       } catch (err) {
         // The root is made on first use, and again if someone removed it since.
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
         fs.mkdirSync(this.root, { recursive: true, mode: 0o755 });
-        await atomicWriteFile(file, text, { mode: 0o644, durable: false });
+        await atomicWriteFile(file, text, { mode: 0o644, fsync: false });
       }
     } catch (err) {
       throw new GpuDraError('CDI_WRITE_FAILED', `cannot write CDI spec ${file}: ${errorMessage(err)}`, {
@@ -66,8 +66,11 @@ export class CdiStore {
   }
 
   /** Removes a spec; returns whether it existed. */
-  async remove(fileName: string): Promise<boolean> {
-    return removeFile(this.pathOf(fileName), { durable: false });
+  remove(fileName: string): Promise<boolean> {
+    // The executor turns a throw (a refused name, EACCES) into a rejection, as callers expect.
+    return new Promise((resolve) => {
+      resolve(removeFile(this.pathOf(fileName)));
+    });
   }
 
   /** This driver's per-claim spec files (by prefix), sorted. */

@@ -1,7 +1,15 @@
 /**
  * The checkpoint file: read (missing = empty, unparsable = quarantined), and read-modify-write
- * with atomic, durable replacement. The in-memory document is authoritative within the process;
- * it changes only after the file write succeeded.
+ * with atomic replacement, the data fsynced before the rename. The in-memory document is
+ * authoritative within the process; it changes only after the file write succeeded.
+ *
+ * What survives what: a crash of the process loses nothing that was answered (the page cache
+ * outlives it). A power loss can bring back the file as it was a few seconds earlier (the rename
+ * is not forced to disk; that is a second fsync per write, of the directory), never a torn one.
+ * Both ways that can go are safe after the reboot that follows: a prepare that went missing is
+ * prepared again when the kubelet restarts its pod, and an unprepared claim that came back holds
+ * its devices only until a claim that wants them finds, through the API, that it is gone
+ * (driver/state.ts, stale holders).
  *
  * Group commit: updates that arrive while a write is in flight are applied together and written
  * once, each caller answered when the write holding its change is durable. A burst of prepares

@@ -2,7 +2,7 @@
  * The one edge that fetches a ResourceClaim from the API server (src/api/resource.ts has its
  * shape), an in-memory stand-in, and the checks the kubelet helper makes on what it fetched.
  */
-import { toKubeClient, type KubeClient } from '../kube/client.js';
+import { KubeApiError, toKubeClient, type KubeClient } from '../kube/client.js';
 import type { KubeConfig } from '../kube/config.js';
 import { GpuDraError } from '../util/errors.js';
 import type { ResourceClaim } from '../api/resource.js';
@@ -28,6 +28,11 @@ export function kubeClaimGetter(kube: KubeClient | KubeConfig): Promise<ClaimGet
   });
 }
 
+/** Did a ClaimGetter say the claim does not exist (HTTP 404), as opposed to failing to ask? */
+export function isClaimNotFound(err: unknown): boolean {
+  return err instanceof KubeApiError && err.statusCode === 404;
+}
+
 /** In-memory getter for tests, demos and the simulator. */
 export class MemoryClaimGetter implements ClaimGetter {
   private readonly claims = new Map<string, ResourceClaim>();
@@ -43,8 +48,18 @@ export class MemoryClaimGetter implements ClaimGetter {
 
   get(namespace: string, name: string): Promise<ResourceClaim> {
     const claim = this.claims.get(`${namespace}/${name}`);
-    if (!claim)
-      return Promise.reject(new Error(`resourceclaims "${name}" not found in namespace "${namespace}"`));
+    if (!claim) {
+      // As the apiserver answers, so that callers see the same 404.
+      return Promise.reject(
+        new KubeApiError({
+          method: 'GET',
+          path: `/apis/resource.k8s.io/v1/namespaces/${namespace}/resourceclaims/${name}`,
+          statusCode: 404,
+          reason: 'NotFound',
+          message: `resourceclaims.resource.k8s.io "${name}" not found`,
+        }),
+      );
+    }
     return Promise.resolve(structuredClone(claim));
   }
 }

@@ -43,7 +43,7 @@ import { CdiStore } from '../cdi/store.js';
 import { CheckpointStore, type LoadStatus, type ReadonlyCheckpointClaim } from '../checkpoint/store.js';
 import { CHECKPOINT_FILE, claimState, type CheckpointClaim } from '../checkpoint/schema.js';
 import type { ResourceClaim } from '../api/resource.js';
-import { checkFetchedClaim } from './claims.js';
+import { checkFetchedClaim, isClaimNotFound, type ClaimGetter } from './claims.js';
 import { findConflict, type ClaimHolding } from './conflicts.js';
 import { planClaim, type PlannedDevice } from './plan.js';
 import { indexInventory } from './deviceNames.js';
@@ -86,6 +86,12 @@ export interface DeviceStateOptions {
   readonly scanDriverFiles?: (hostPaths: HostPaths, driverVersion: string) => DriverFiles;
   /** How long one scan of the driver root serves prepares of the same driver version; default 60 s. */
   readonly driverFilesTtlMs?: number;
+  /**
+   * Reads other claims: when a prepare finds its devices held by a recorded claim, it asks the
+   * API whether that claim still exists and holds them (see `reserve`). Without it, every
+   * recorded holder is taken at its word.
+   */
+  readonly claims?: ClaimGetter;
 }
 
 export interface RecoveryReport {
@@ -204,7 +210,7 @@ export class DeviceState {
         const { planned, inventory } = await this.plan(ref.uid, claim);
         const built = this.buildSpec(ref.uid, planned, inventory.driverVersion);
         const record = preparedRecord(ref, planned, built);
-        this.reserve(ref.uid, record);
+        await this.reserve(ref.uid, record, logger);
         try {
           await this.opts.cdi.write(built.fileName, built.spec);
           await this.opts.checkpoint.update((doc) => {
@@ -249,21 +255,70 @@ export class DeviceState {
 
   /**
    * Step 2: no other claim may hold or be preparing overlapping hardware unless sharing allows
-   * it. Synchronous from check to reservation, so concurrent prepares see each other.
+   * it. The final check and the reservation run without yielding, so concurrent prepares see
+   * each other.
+   *
+   * A recorded holder is checked against the API before it is believed: a claim that is gone,
+   * was replaced, or is no longer allocated those devices is a stale record (an unprepare the
+   * kubelet never sent, or one a power loss took back; see checkpoint/store.ts), and is rolled
+   * back so this claim can have its devices. Only a definite answer counts: when the API
+   * cannot be asked, the holder keeps its devices.
    */
-  private reserve(claimUid: string, record: CheckpointClaim): void {
-    const recorded = this.opts.checkpoint.current().claims;
-    const held: Record<string, ClaimHolding> =
-      this.reserved.size === 0 ? recorded : { ...recorded, ...Object.fromEntries(this.reserved) };
-    const conflict = findConflict(held, claimUid, record.devices);
-    if (conflict) {
-      throw new GpuDraError(
-        'DEVICE_IN_USE',
-        `device ${conflict.wanted} overlaps ${conflict.held}, already prepared for claim ${claimLabel(conflict.holder, conflict.holderUid)}, and no sharing allows both`,
-        { claimUid },
-      );
+  private async reserve(claimUid: string, record: CheckpointClaim, logger: Logger): Promise<void> {
+    const checked = new Set<string>();
+    for (;;) {
+      const recorded = this.opts.checkpoint.current().claims;
+      const held: Record<string, ClaimHolding> =
+        this.reserved.size === 0 ? recorded : { ...recorded, ...Object.fromEntries(this.reserved) };
+      const conflict = findConflict(held, claimUid, record.devices);
+      if (!conflict) {
+        this.reserved.set(claimUid, record);
+        return;
+      }
+      const holder = this.reserved.has(conflict.holderUid) ? undefined : recorded[conflict.holderUid];
+      if (
+        holder === undefined ||
+        checked.has(conflict.holderUid) ||
+        !(await this.isStale(conflict.holderUid, holder))
+      ) {
+        throw new GpuDraError(
+          'DEVICE_IN_USE',
+          `device ${conflict.wanted} overlaps ${conflict.held}, already prepared for claim ${claimLabel(conflict.holder, conflict.holderUid)}, and no sharing allows both`,
+          { claimUid },
+        );
+      }
+      checked.add(conflict.holderUid);
+      await this.claimLocks.run(conflict.holderUid, async () => {
+        // Unless the holder's own unprepare or prepare changed it meanwhile.
+        if (this.opts.checkpoint.current().claims[conflict.holderUid] !== holder) return;
+        await this.rollback(conflict.holderUid, holder);
+        logger.warn(
+          {
+            staleClaim: claimLabel(holder, conflict.holderUid),
+            devices: holder.devices.map((d) => d.deviceName),
+          },
+          'released the devices of a recorded claim the API no longer allocates them to',
+        );
+      });
     }
-    this.reserved.set(claimUid, record);
+  }
+
+  /** Does the API say `uid` no longer holds the devices its record names? */
+  private async isStale(uid: string, entry: ReadonlyCheckpointClaim): Promise<boolean> {
+    if (!this.opts.claims || !entry.namespace || !entry.name) return false;
+    let claim: ResourceClaim;
+    try {
+      claim = await this.opts.claims.get(entry.namespace, entry.name);
+    } catch (err) {
+      return isClaimNotFound(err);
+    }
+    if (claim.metadata?.uid !== uid) return true;
+    const results = claim.status?.allocation?.devices?.results ?? [];
+    return !entry.devices.some((d) =>
+      results.some(
+        (r) => r.driver === this.opts.driverName && r.pool === d.poolName && r.device === d.deviceName,
+      ),
+    );
   }
 
   /** Reads what the spec needs from the host (driver files, device nodes), then builds it once. */
@@ -497,6 +552,8 @@ export interface DeviceStateSetup {
   /** The plugin's own directory (`<plugins dir>/<driver>`), where the checkpoint lives. */
   readonly pluginDir: string;
   readonly inventory: InventorySource;
+  /** Reads other claims' allocation when a record holds devices a new claim wants. */
+  readonly claims?: ClaimGetter;
   readonly logger: Logger;
 }
 
@@ -512,6 +569,7 @@ export function createDeviceState(setup: DeviceStateSetup): DeviceState {
       setup.logger.child({ component: 'checkpoint' }),
     ),
     inventory: setup.inventory,
+    ...(setup.claims ? { claims: setup.claims } : {}),
     logger: setup.logger.child({ component: 'state' }),
   });
 }

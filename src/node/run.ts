@@ -211,6 +211,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     cdiRoot: config.cdiRoot,
     pluginDir: serving.pluginDataDir({ pluginsDir: config.kubeletPluginsDir }, config.driverName),
     inventory: devices,
+    claims,
     logger,
   });
   const recovery = await state.recover();

@@ -104,6 +104,8 @@ export async function runPreparedClaimDemo(options: PreparedClaimDemoOptions): P
     registryDir: path.join(options.dir, 'plugins_registry'),
     pluginsDir: path.join(options.dir, 'plugins'),
   };
+  const claims = new MemoryClaimGetter();
+  claims.set(options.claim);
   const state = createDeviceState({
     driverName: options.driverName,
     nodeName: options.nodeName,
@@ -111,11 +113,10 @@ export async function runPreparedClaimDemo(options: PreparedClaimDemoOptions): P
     cdiRoot,
     pluginDir: pluginDataDir(paths, options.driverName),
     inventory: { current: () => options.inventory },
+    claims,
     logger,
   });
   await state.recover();
-  const claims = new MemoryClaimGetter();
-  claims.set(options.claim);
   const plugin = await startKubeletPlugin({
     driverName: options.driverName,
     ...paths,

@@ -8,34 +8,28 @@ import { promisify } from 'node:util';
  * target. Readers see the old content or the new, never a torn file. Temp names start with `.`
  * and end in `.tmp` so that directory watchers (the kubelet's, CDI's) ignore them.
  *
- * `durable` (the default) also fsyncs the file before the rename and the directory after it, so
- * the new content survives a power loss. A process crash never needs that (the page cache
- * outlives the process): files that can be rebuilt from a durable record skip it.
+ * `fsync` (the default) flushes the temp file before the rename, so that after a power loss the
+ * target holds the old content or the new, never an empty or torn file. The directory is not
+ * fsynced: the rename reaches the disk with the filesystem's next commit (seconds), and a power
+ * loss before it brings back the previous file, which callers must tolerate (the checkpoint
+ * does; see checkpoint/store.ts). A process crash loses nothing either way: the page cache
+ * outlives the process.
  *
  * Open, write, rename and close touch only the page cache and are called synchronously: each
  * asynchronous call is a thread-pool round trip that cost more CPU than the call itself. Only
- * the fsyncs, which wait for the disk, leave the event loop.
+ * the fsync, which waits for the disk, leaves the event loop.
  */
 export interface AtomicWriteOptions {
   /** File mode of the new file (default 0o600). */
   readonly mode?: number;
-  /** fsync the file and its directory (default true). */
-  readonly durable?: boolean;
+  /** Flush the data before the rename (default true). */
+  readonly fsync?: boolean;
 }
 
-const fsync = promisify(fs.fsync);
+const fsyncFd = promisify(fs.fsync);
 
 function tempName(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    await fsync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 export async function atomicWriteFile(
@@ -43,13 +37,12 @@ export async function atomicWriteFile(
   data: string | Uint8Array,
   options: AtomicWriteOptions = {},
 ): Promise<void> {
-  const durable = options.durable ?? true;
   const tmp = tempName(target);
   const fd = fs.openSync(tmp, 'wx', options.mode ?? 0o600);
   try {
     try {
       fs.writeFileSync(fd, data);
-      if (durable) await fsync(fd);
+      if (options.fsync ?? true) await fsyncFd(fd);
     } finally {
       fs.closeSync(fd);
     }
@@ -58,20 +51,15 @@ export async function atomicWriteFile(
     fs.rmSync(tmp, { force: true });
     throw err;
   }
-  if (durable) await fsyncDir(path.dirname(target));
 }
 
-/**
- * Removes a file; a missing file is not an error. Returns whether it existed. `durable` (the
- * default) fsyncs the directory so the removal survives a power loss.
- */
-export async function removeFile(target: string, options: { durable?: boolean } = {}): Promise<boolean> {
+/** Removes a file; a missing file is not an error. Returns whether it existed. */
+export function removeFile(target: string): boolean {
   try {
     fs.unlinkSync(target);
+    return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;
   }
-  if (options.durable ?? true) await fsyncDir(path.dirname(target));
-  return true;
 }

@@ -31,7 +31,7 @@ let checkpointFile: string;
 function makeState(
   options: { inventory?: InventorySource; cdi?: CdiStore } & Pick<
     DeviceStateOptions,
-    'scanDriverFiles' | 'driverFilesTtlMs'
+    'scanDriverFiles' | 'driverFilesTtlMs' | 'claims'
   > = {},
 ): DeviceState {
   const inventory = testInventory();
@@ -42,6 +42,7 @@ function makeState(
     cdi: options.cdi ?? new CdiStore(host.cdiRoot, TEST_DRIVER),
     checkpoint: new CheckpointStore(checkpointFile, log),
     inventory: options.inventory ?? { current: () => inventory },
+    claims: options.claims ?? getter,
     logger: log,
     ...(options.scanDriverFiles ? { scanDriverFiles: options.scanDriverFiles } : {}),
     ...(options.driverFilesTtlMs !== undefined ? { driverFilesTtlMs: options.driverFilesTtlMs } : {}),
@@ -199,6 +200,70 @@ describe('start-up recovery', () => {
     expect(report.checkpoint).toBe('quarantined');
     expect(report.orphansRemoved).toEqual([]);
     expect(fs.existsSync(path.join(host.cdiRoot, specFile('in-use')))).toBe(true);
+  });
+});
+
+describe('stale holders (a record the API no longer backs)', () => {
+  async function heldThenWanted(change: () => void): Promise<{ state: DeviceState; result: unknown }> {
+    const state = makeState();
+    await state.recover();
+    await prepareVia(state, 'old', ['gpu-0']);
+    change();
+    const result = await prepareVia(state, 'new', ['gpu-0']).catch((e: unknown) => e);
+    return { state, result };
+  }
+
+  it('a holder whose claim was deleted gives its devices up, record and spec', async () => {
+    const { state, result } = await heldThenWanted(() => {
+      getter.delete('default', 'claim-old');
+    });
+    expect(result).toEqual(['gpu-0']);
+    expect(state.recordedClaimUids()).toEqual(['new']);
+    expect(fs.existsSync(specPath('old'))).toBe(false);
+  });
+
+  it('so does one whose claim was replaced (new UID) or deallocated', async () => {
+    const replaced = await heldThenWanted(() => {
+      getter.set(testClaim({ uid: 'other', name: 'claim-old', devices: ['gpu-0'] }));
+    });
+    expect(replaced.result).toEqual(['gpu-0']);
+    host.cleanup();
+    host = createTestHost();
+    checkpointFile = path.join(host.pluginsDir, TEST_DRIVER, 'checkpoint.json');
+    const deallocated = await heldThenWanted(() => {
+      getter.set(testClaim({ uid: 'old', devices: ['gpu-0'], allocated: false }));
+    });
+    expect(deallocated.result).toEqual(['gpu-0']);
+  });
+
+  it('a holder still allocated its devices keeps them: DEVICE_IN_USE', async () => {
+    const { state, result } = await heldThenWanted(() => undefined);
+    expect(result).toMatchObject({ code: 'DEVICE_IN_USE' });
+    expect(state.recordedClaimUids()).toEqual(['old']);
+  });
+
+  it('when the API cannot be asked, the holder is believed', async () => {
+    const unreachable = {
+      get: (): Promise<never> => Promise.reject(new Error('connect ECONNREFUSED')),
+    };
+    const state = makeState({ claims: unreachable });
+    await state.recover();
+    getter.set(testClaim({ uid: 'old', devices: ['gpu-0'] }));
+    await state.prepare(
+      { uid: 'old', namespace: 'default', name: 'claim-old' },
+      () => getter.get('default', 'claim-old'),
+      log,
+    );
+    getter.set(testClaim({ uid: 'new', devices: ['gpu-0'] }));
+    const err = await state
+      .prepare(
+        { uid: 'new', namespace: 'default', name: 'claim-new' },
+        () => getter.get('default', 'claim-new'),
+        log,
+      )
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'DEVICE_IN_USE' });
+    expect(state.recordedClaimUids()).toEqual(['old']);
   });
 });
 
