@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 
 /**
@@ -28,8 +27,12 @@ export interface AtomicWriteOptions {
 
 const fsyncFd = promisify(fs.fsync);
 
+let tempSeq = 0;
+
+/** Unique within this process (pid + counter); `wx` refuses a leftover of another with our pid. */
 function tempName(target: string): string {
-  return path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
+  tempSeq = (tempSeq + 1) % Number.MAX_SAFE_INTEGER;
+  return path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}-${tempSeq}.tmp`);
 }
 
 export async function atomicWriteFile(
@@ -37,8 +40,16 @@ export async function atomicWriteFile(
   data: string | Uint8Array,
   options: AtomicWriteOptions = {},
 ): Promise<void> {
-  const tmp = tempName(target);
-  const fd = fs.openSync(tmp, 'wx', options.mode ?? 0o600);
+  let tmp = tempName(target);
+  let fd: number;
+  try {
+    fd = fs.openSync(tmp, 'wx', options.mode ?? 0o600);
+  } catch (err) {
+    // A temp file a crashed process with the same pid left behind: take the next name.
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    tmp = tempName(target);
+    fd = fs.openSync(tmp, 'wx', options.mode ?? 0o600);
+  }
   try {
     try {
       fs.writeFileSync(fd, data);

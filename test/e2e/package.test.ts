@@ -245,13 +245,15 @@ describe('the Dockerfile runtime stage', () => {
     const simDir = fs.mkdtempSync(path.join(tmp, 's'));
     const sim = await createSimulatedNode('h100-8x', simDir, { libPath: fakeNvmlLib() });
     const port = await freePort();
-    // ENTRYPOINT ["node", "/app/dist/gpu-dra.mjs"] with the image's ENV, cwd = WORKDIR.
-    const [node, script] = stage.entrypoint;
+    // ENTRYPOINT ["node", ...flags, "/app/dist/gpu-dra.mjs"] with the image's ENV, cwd = WORKDIR.
+    const [node, ...rest] = stage.entrypoint;
     expect(node).toBe('node');
+    const script = rest.at(-1);
     if (!script) throw new Error('Dockerfile has no ENTRYPOINT script');
     const child = spawn(
       process.execPath,
       [
+        ...rest.slice(0, -1),
         toHost(script),
         'driver',
         '--node-name=node-a',

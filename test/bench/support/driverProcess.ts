@@ -14,6 +14,7 @@ import {
   type PeerProcess,
 } from '../../e2e/support/process.js';
 import { repoRoot } from '../../e2e/support/peers.js';
+import { imageNodeFlags } from '../../support/image.js';
 
 export const DRIVER_NAME = 'gpu.dra.dev';
 
@@ -29,7 +30,7 @@ export interface DriverProcessOptions {
   /** Default the simulated node's dev/ (plain files); the side-by-side bench passes real nodes. */
   readonly devRoot?: string;
   readonly logLevel?: string;
-  /** Extra `node` flags before the script (e.g. `--expose-gc`). */
+  /** Extra `node` flags before the script (e.g. `--expose-gc`), after the image's own. */
   readonly nodeArgs?: readonly string[];
   /** Serve /metrics and /readyz (default true). */
   readonly http?: boolean;
@@ -73,6 +74,8 @@ export async function spawnDriver(opts: DriverProcessOptions): Promise<DriverPro
     name: `gpu-dra driver[${opts.nodeName}]`,
     command: process.execPath,
     args: [
+      // As the image runs it (Dockerfile ENTRYPOINT), so memory figures are the pod's.
+      ...imageNodeFlags(),
       ...(opts.nodeArgs ?? []),
       CLI,
       'driver',
