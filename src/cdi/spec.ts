@@ -176,42 +176,72 @@ function ldcacheFolders(libraries: readonly string[]): string[] {
 
 function commonEdits(input: ClaimCdiInput, devices: readonly CdiClaimDevice[]): CdiContainerEdits {
   const uuids = devices.map((d) => d.device.uuid);
-  const edits: CdiContainerEdits = {
+  const files = driverFileEdits(input);
+  return {
     env: [
       `NVIDIA_VISIBLE_DEVICES=${uuids.join(',')}`,
       `GPU_DRA_CLAIM_UID=${input.claimUid}`,
       `GPU_DRA_DEVICES=${devices.map((d) => d.deviceName).join(',')}`,
+      ...files.env,
     ],
     deviceNodes: CONTROL_NODES.map((p) => node(p, input)),
+    ...(files.mounts.length > 0 ? { mounts: files.mounts } : {}),
+    ...(files.hooks.length > 0 ? { hooks: files.hooks } : {}),
   };
-  const files = [
-    ...input.driverFiles.libraries,
-    ...input.driverFiles.binaries,
-    ...input.driverFiles.firmware,
-  ];
+}
+
+interface DriverFileEdits {
+  readonly key: string;
+  readonly env: readonly string[];
+  readonly mounts: CdiMount[];
+  readonly hooks: CdiHook[];
+}
+
+/**
+ * One scan of the driver root serves many prepares (driver/state.ts), and so do the edits built
+ * from it: memoized per scan result, for the same host root and driver version. Frozen, since
+ * every spec built from the scan shares them.
+ */
+const driverFileEditsCache = new WeakMap<DriverFiles, DriverFileEdits>();
+
+function driverFileEdits(input: ClaimCdiInput): DriverFileEdits {
   // Mount sources and the hook are resolved by the runtime on the host, not in our container.
   const hostDriverRoot = input.hostPaths.hostDriverRoot ?? input.hostPaths.driverRoot;
-  if (files.length > 0) {
-    edits.mounts = [...new Set(files)].sort().map((containerPath) => ({
-      hostPath: underRoot(hostDriverRoot, containerPath),
-      containerPath,
-      options: [...RO_BIND],
-    }));
-  }
-  const hook = input.driverFiles.hook;
-  const folders = ldcacheFolders(input.driverFiles.libraries);
+  const key = `${hostDriverRoot}\0${input.driverVersion ?? ''}`;
+  const cached = driverFileEditsCache.get(input.driverFiles);
+  if (cached?.key === key) return cached;
+
+  const { libraries, binaries, firmware, hook } = input.driverFiles;
+  const mounts = [...new Set([...libraries, ...binaries, ...firmware])].sort().map((containerPath) => ({
+    hostPath: underRoot(hostDriverRoot, containerPath),
+    containerPath,
+    options: [...RO_BIND],
+  }));
+  const env: string[] = [];
+  let hooks: CdiHook[] = [];
+  const folders = ldcacheFolders(libraries);
   if (hook && folders.length > 0) {
-    const libcuda = input.driverFiles.libraries.find((l) => /\/libcuda\.so\.\d+\.\d+(\.\d+)?$/.test(l));
+    const libcuda = libraries.find((l) => /\/libcuda\.so\.\d+\.\d+(\.\d+)?$/.test(l));
     const libcudaDir = libcuda === undefined ? undefined : path.posix.dirname(libcuda);
-    if (libcudaDir !== undefined) edits.env?.push(`NVIDIA_CTK_LIBCUDA_DIR=${libcudaDir}`);
-    edits.hooks = driverHooks(input, folders, libcudaDir).map((args) => ({
+    if (libcudaDir !== undefined) env.push(`NVIDIA_CTK_LIBCUDA_DIR=${libcudaDir}`);
+    hooks = driverHooks(input, folders, libcudaDir).map((args) => ({
       hookName: 'createContainer',
       path: underRoot(hostDriverRoot, hook.path),
       args: [...(hook.kind === 'nvidia-ctk' ? ['nvidia-ctk', 'hook'] : ['nvidia-cdi-hook']), ...args],
       env: ['NVIDIA_CTK_DEBUG=false'],
     }));
   }
+  const edits: DriverFileEdits = deepFreeze({ key, env, mounts, hooks });
+  driverFileEditsCache.set(input.driverFiles, edits);
   return edits;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
 }
 
 /**
