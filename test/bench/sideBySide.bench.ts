@@ -124,10 +124,11 @@ function cpuSeconds(pid: number): number {
   return (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
 }
 
-function rssMiB(pid: number): number {
+/** A /proc/<pid>/status memory line in MiB: VmRSS, or its RssAnon (private) / RssFile part. */
+function rssMiB(pid: number, field: 'VmRSS' | 'RssAnon' | 'RssFile' = 'VmRSS'): number {
   const status = fs.readFileSync(`/proc/${String(pid)}/status`, 'utf8');
-  const kb = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1];
-  if (kb === undefined) throw new Error(`no VmRSS for pid ${String(pid)}`);
+  const kb = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(status)?.[1];
+  if (kb === undefined) throw new Error(`no ${field} for pid ${String(pid)}`);
   return round(Number(kb) / 1024, 1);
 }
 
@@ -647,6 +648,9 @@ describe('side by side: gpu-dra, NVIDIA’s gpu-kubelet-plugin, the example driv
         // Let start-up work (informers, the first publish) settle before the idle sample.
         await sleep(2_000);
         const idle = rssMiB(pid);
+        // File-backed pages (the executable's code, Node's ~40 MiB binary among them) are shared
+        // with every process mapping the same file; the anonymous part is the driver's own.
+        const idleAnon = rssMiB(pid, 'RssAnon');
         await client.waitForReady();
         const claims = drivers.get(side)?.claims ?? [];
         for (let i = 0; i < MEMORY_CYCLES; i++) {
@@ -663,7 +667,9 @@ describe('side by side: gpu-dra, NVIDIA’s gpu-kubelet-plugin, the example driv
           unit: '',
           figures: {
             [FIG.rssIdle]: idle,
+            [FIG.rssAnonIdle]: idleAnon,
             [FIG.rssAfter]: after,
+            [FIG.rssAnonAfter]: rssMiB(pid, 'RssAnon'),
             [FIG.rssGrowth]: round(after - idle),
             [FIG.cycles]: MEMORY_CYCLES,
             [FIG.cpuPerK]: round((c.seconds * 1000) / c.claims, 2),

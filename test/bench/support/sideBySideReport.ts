@@ -30,6 +30,8 @@ export const SIDE_MEASURES = [
 export const SIDE_RESOURCES = 'resources';
 export const FIG = {
   rssIdle: 'RSS idle, after start (MiB)',
+  rssAnonIdle: 'RSS idle, anonymous part (MiB)',
+  rssAnonAfter: 'RSS after the cycles, anonymous part (MiB)',
   rssAfter: 'RSS after the cycles (MiB)',
   rssGrowth: 'RSS growth (MiB)',
   cycles: 'prepare/unprepare cycles',
@@ -122,8 +124,16 @@ function rows(run: BenchRun): Row[] {
       target: { text: '≤ 60 MiB', met: (g) => g <= 60 },
     },
     {
+      label: 'RSS idle, anonymous (not file-backed) part (MiB)',
+      value: fig(FIG.rssAnonIdle),
+    },
+    {
       label: `RSS after ${cycles === undefined ? '?' : String(cycles)} cycles (MiB)`,
       value: fig(FIG.rssAfter),
+    },
+    {
+      label: `RSS after ${cycles === undefined ? '?' : String(cycles)} cycles, anonymous part (MiB)`,
+      value: fig(FIG.rssAnonAfter),
     },
     {
       label: 'RSS growth over those cycles (MiB)',
