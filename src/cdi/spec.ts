@@ -13,9 +13,16 @@
  * claim's devices share goes into the spec-level containerEdits, which CDI applies whenever any
  * device of the spec is injected: control nodes (`/dev/nvidiactl`, `/dev/nvidia-uvm`,
  * `/dev/nvidia-uvm-tools`), read-only mounts of the driver's user-space files, the ldcache
- * hook, and the env (`NVIDIA_VISIBLE_DEVICES` with every UUID of the claim, comma-joined, plus
- * `GPU_DRA_CLAIM_UID` and `GPU_DRA_DEVICES`). A single env value per claim is deliberate: CDI
+ * hook, and the env (`NVIDIA_VISIBLE_DEVICES=void`, `GPU_DRA_CLAIM_UID`, and `GPU_DRA_DEVICES`
+ * and `GPU_DRA_DEVICE_UUIDS`, comma-joined). A single env value per claim is deliberate: CDI
  * merges env by key, so per-device values of one key would overwrite each other.
+ *
+ * `void`, as NVIDIA's driver and `nvidia-ctk cdi generate` write it: CDI has already injected
+ * the devices, and the variable is read only by NVIDIA's container runtime, which given GPU IDs
+ * would inject them a second time (legacy hook) or, in its `cdi` mode, ask for
+ * `nvidia.com/gpu=<id>` devices that a node without nvidia-ctk's spec cannot resolve, failing
+ * the container. `void` also overrides an image's `NVIDIA_VISIBLE_DEVICES=all`. CUDA itself
+ * never reads it; the UUIDs are in `GPU_DRA_DEVICE_UUIDS` for the workload's information.
  */
 import path from 'node:path';
 import { underRoot, type HostPaths } from '../util/hostPaths.js';
@@ -179,9 +186,10 @@ function commonEdits(input: ClaimCdiInput, devices: readonly CdiClaimDevice[]): 
   const files = driverFileEdits(input);
   return {
     env: [
-      `NVIDIA_VISIBLE_DEVICES=${uuids.join(',')}`,
+      'NVIDIA_VISIBLE_DEVICES=void',
       `GPU_DRA_CLAIM_UID=${input.claimUid}`,
       `GPU_DRA_DEVICES=${devices.map((d) => d.deviceName).join(',')}`,
+      `GPU_DRA_DEVICE_UUIDS=${uuids.join(',')}`,
       ...files.env,
     ],
     deviceNodes: CONTROL_NODES.map((p) => node(p, input)),

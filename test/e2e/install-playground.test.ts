@@ -90,7 +90,8 @@ describe('npm run playground', () => {
     const gpuNodes = [...stdout.matchAll(/^ {4}(\/dev\/nvidia\d+) {2}c 195:(\d+)$/gm)];
     expect(gpuNodes.map((m) => m[1])).toEqual([`/dev/nvidia${allocated?.[1] ?? '?'}`]);
     expect(stdout).toMatch(/^ {4}\/dev\/nvidiactl {2}c 195:255$/m);
-    expect(stdout).toMatch(/^ {4}NVIDIA_VISIBLE_DEVICES=GPU-[0-9a-f-]+$/m);
+    expect(stdout).toMatch(/^ {4}NVIDIA_VISIBLE_DEVICES=void$/m);
+    expect(stdout).toMatch(/^ {4}GPU_DRA_DEVICE_UUIDS=GPU-[0-9a-f-]+$/m);
     expect(stdout).toMatch(/^ {4}GPU_DRA_DEVICES=gpu-\d$/m);
     expect(stdout).toMatch(
       /^ {4}\/usr\/lib\/x86_64-linux-gnu\/libcuda\.so\.1 {2}<- {2}\S+ {2}\(ro,nosuid,nodev,bind\)$/m,

@@ -79,19 +79,11 @@ const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
   // Container edits of one whole GPU.
   {
     profiles: BOTH,
-    path: /^edits\.env\.GPU_DRA_(CLAIM_UID|DEVICES)$/,
+    path: /^edits\.env\.GPU_DRA_(CLAIM_UID|DEVICES|DEVICE_UUIDS)$/,
     ours: 'present',
     theirs: 'absent',
     issue: 12,
-    why: 'ours only: tells the workload which claim and devices it got; nothing reads them',
-  },
-  {
-    profiles: BOTH,
-    path: 'edits.env.NVIDIA_VISIBLE_DEVICES',
-    ours: 'present',
-    theirs: { json: '"void"' },
-    issue: 12,
-    why: 'ours names the GPU UUIDs, NVIDIA says "void" so a legacy nvidia-container-runtime adds nothing',
+    why: 'ours only: tells the workload which claim, devices and UUIDs it got; nothing else reads them',
   },
   {
     profiles: BOTH,
@@ -115,7 +107,7 @@ const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
     ours: 'present',
     theirs: 'absent',
     issue: 12,
-    why: 'we bind the soname links too (a file at the link path); NVIDIA leaves them to update-ldcache',
+    why: 'we bind the soname links too, so CUDA finds libcuda.so.1 without nvidia-cdi-hook; NVIDIA leaves them to update-ldcache',
   },
   {
     profiles: BOTH,
@@ -123,7 +115,7 @@ const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
     ours: 'present',
     theirs: 'absent',
     issue: 12,
-    why: 'we mount the GSP firmware directory, NVIDIA each file in it',
+    why: 'we mount the GSP firmware directory, NVIDIA each file in it: the same files at the same paths',
   },
   {
     profiles: BOTH,
@@ -131,7 +123,7 @@ const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
     ours: 'absent',
     theirs: 'present',
     issue: 12,
-    why: 'we mount the GSP firmware directory, NVIDIA each file in it',
+    why: 'we mount the GSP firmware directory, NVIDIA each file in it: the same files at the same paths',
   },
 ];
 

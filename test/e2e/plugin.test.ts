@@ -276,7 +276,8 @@ describe('kubelet plugin end to end', () => {
     ]);
     const gpu0 = inventory?.gpus.find((g) => g.minor === 0);
     const env = oci.process?.env ?? [];
-    expect(env).toContain(`NVIDIA_VISIBLE_DEVICES=${gpu0?.uuid ?? '?'}`);
+    expect(env).toContain(`GPU_DRA_DEVICE_UUIDS=${gpu0?.uuid ?? '?'}`);
+    expect(env).toContain('NVIDIA_VISIBLE_DEVICES=void');
     expect(env).toContain(`GPU_DRA_CLAIM_UID=${claimUid}`);
     expect(env).toContain('GPU_DRA_DEVICES=gpu-0');
     expect(oci.mounts?.map((m) => m.destination)).toContain('/usr/lib/x86_64-linux-gnu/libcuda.so.1');
@@ -322,7 +323,7 @@ describe('kubelet plugin end to end', () => {
       ['/dev/nvidia-uvm', '/dev/nvidia-uvm-tools', '/dev/nvidia2', '/dev/nvidiactl', ...caps].sort(),
     );
     const visible = (oci.process?.env ?? [])
-      .find((e) => e.startsWith('NVIDIA_VISIBLE_DEVICES='))
+      .find((e) => e.startsWith('GPU_DRA_DEVICE_UUIDS='))
       ?.split('=')[1]
       ?.split(',')
       .sort();
@@ -391,7 +392,7 @@ describe('kubelet plugin end to end', () => {
     ]);
     const env = oci.process?.env ?? [];
     const visible = env
-      .find((e) => e.startsWith('NVIDIA_VISIBLE_DEVICES='))
+      .find((e) => e.startsWith('GPU_DRA_DEVICE_UUIDS='))
       ?.split('=')[1]
       ?.split(',')
       .sort();

@@ -33,7 +33,7 @@ interface OciSpec extends OciLikeSpec {
 /** What the container checks from inside: its /dev, its env, that the driver files are usable. */
 const INSIDE = [
   'for f in /dev/* /dev/nvidia-caps/*; do [ -e "$f" ] && [ ! -d "$f" ] && echo "dev $f"; done',
-  'echo "visible $NVIDIA_VISIBLE_DEVICES"',
+  'echo "visible $GPU_DRA_DEVICE_UUIDS"',
   '[ -s /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1 ] && echo "nvml present"',
   '( : > /usr/lib/x86_64-linux-gnu/libcuda.so.1 ) 2>/dev/null && echo "libcuda writable" || echo "libcuda read-only"',
   '/usr/bin/nvidia-smi',
@@ -190,7 +190,8 @@ describe('the container a runtime builds from the injected OCI spec', () => {
       '/usr/bin/nvidia-smi',
     ]);
     expect(under('/lib/firmware/')).toContain(`/lib/firmware/nvidia/${version}/gsp_ga10x.bin`);
-    expect(oci.process?.env).toContain(`NVIDIA_VISIBLE_DEVICES=${gpu0?.uuid ?? '?'}`);
+    expect(oci.process?.env).toContain(`GPU_DRA_DEVICE_UUIDS=${gpu0?.uuid ?? '?'}`);
+    expect(oci.process?.env).toContain('NVIDIA_VISIBLE_DEVICES=void');
 
     if (rootfs.mode === 'namespace') {
       const byPath = new Map(rootfs.entries.map((e) => [e.path, e]));

@@ -84,8 +84,9 @@ describe('buildClaimCdiSpec', () => {
       '/dev/nvidia-caps/nvidia-cap100',
       '/dev/nvidia-caps/nvidia-cap101',
     ]);
+    expect(built.spec.containerEdits?.env).toContain('NVIDIA_VISIBLE_DEVICES=void');
     expect(built.spec.containerEdits?.env).toContain(
-      `NVIDIA_VISIBLE_DEVICES=${testMig(1, 0).uuid},${testMig(1, 1).uuid}`,
+      `GPU_DRA_DEVICE_UUIDS=${testMig(1, 0).uuid},${testMig(1, 1).uuid}`,
     );
   });
 

@@ -29,7 +29,7 @@ const PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 /** Lists the container's /dev and environment and runs the driver's nvidia-smi, from inside. */
 const INSIDE = [
   'for f in /dev/* /dev/nvidia-caps/*; do [ -e "$f" ] && [ ! -d "$f" ] && echo "dev $f"; done',
-  'echo "visible $NVIDIA_VISIBLE_DEVICES"',
+  'echo "visible $GPU_DRA_DEVICE_UUIDS"',
   '( : > /usr/lib/x86_64-linux-gnu/libcuda.so.1 ) 2>/dev/null && echo "libcuda writable" || echo "libcuda read-only"',
   '/usr/bin/nvidia-smi',
 ].join('\n');
@@ -111,7 +111,8 @@ describe('a prepared claim’s CDI spec builds a usable container (simulated nod
       expect(libs).toContain(`/usr/lib/x86_64-linux-gnu/${lib}`);
     expect(paths(rootfs, '/usr/bin/')).toContain('/usr/bin/nvidia-smi');
     expect(paths(rootfs, '/lib/firmware/')).toContain(`/lib/firmware/nvidia/${version}/gsp_ga10x.bin`);
-    expect(prepared.container.env).toContain(`NVIDIA_VISIBLE_DEVICES=${gpu0?.uuid ?? '?'}`);
+    expect(prepared.container.env).toContain(`GPU_DRA_DEVICE_UUIDS=${gpu0?.uuid ?? '?'}`);
+    expect(prepared.container.env).toContain('NVIDIA_VISIBLE_DEVICES=void');
 
     if (rootfs.mode === 'namespace') {
       // Real device nodes, numbered from the majors in the simulated node's /proc/devices.
@@ -166,7 +167,8 @@ describe('a prepared claim’s CDI spec builds a usable container (simulated nod
       for (const c of caps)
         expect(rootfs.entries.find((e) => e.path === c)).toMatchObject({ type: 'char', major: 241 });
     }
-    expect(prepared.container.env).toContain(`NVIDIA_VISIBLE_DEVICES=${device?.uuid ?? '?'}`);
+    expect(prepared.container.env).toContain(`GPU_DRA_DEVICE_UUIDS=${device?.uuid ?? '?'}`);
+    expect(prepared.container.env).toContain('NVIDIA_VISIBLE_DEVICES=void');
   });
 
   it('the symlink fallback (no mount namespaces) still shows exactly the claimed nodes', async () => {
@@ -290,10 +292,10 @@ describe('nvidia-smi inside the container', () => {
       const listed = [...(rootfs.exec?.stdout ?? '').matchAll(/UUID: ((?:GPU|MIG)-[0-9a-fA-F-]+)/g)].map(
         (m) => m[1] ?? '',
       );
-      // NVIDIA_VISIBLE_DEVICES holds the claimed UUIDs; nvidia-smi lists a MIG device under its GPU.
+      // GPU_DRA_DEVICE_UUIDS holds the claimed UUIDs; nvidia-smi lists a MIG device under its GPU.
       const visible =
         prepared.container.env
-          .find((e) => e.startsWith('NVIDIA_VISIBLE_DEVICES='))
+          .find((e) => e.startsWith('GPU_DRA_DEVICE_UUIDS='))
           ?.split('=')[1]
           ?.split(',') ?? [];
       const parents = visible.map(
