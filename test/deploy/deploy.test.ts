@@ -428,7 +428,8 @@ describe('Dockerfile', () => {
     expect(text.match(/^FROM /gm)?.length).toBe(3);
     expect(text).toMatch(/npm ci --omit=dev/);
     expect(text).toMatch(/^COPY proto \.\/proto$/m);
-    expect(text).toMatch(/^ENTRYPOINT \["node", "\/app\/dist\/gpu-dra\.mjs"\]$/m);
+    // node, its flags (a small young generation, see the comment there), then the CLI.
+    expect(text).toMatch(/^ENTRYPOINT \["node", "--max-semi-space-size=1", "\/app\/dist\/gpu-dra\.mjs"\]$/m);
     expect(text).toMatch(/^CMD \["driver"\]$/m);
     expect(text).toMatch(/^USER 0:0$/m);
     expect(text).toMatch(/Root on purpose/);
