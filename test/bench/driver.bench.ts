@@ -46,7 +46,7 @@ import {
   type DriverProcess,
 } from './support/driverProcess.js';
 import { updateBenchmarksDoc } from './support/report.js';
-import { envInt, eventTimeMs, pool } from './support/util.js';
+import { createClaimPod, envInt, eventTimeMs, pool, waitForPrepareOutcome } from './support/util.js';
 import { grantDriverRbac } from '../e2e/support/rbac.js';
 import { waitForDefaultServiceAccount } from '../e2e/support/workloads.js';
 
@@ -668,36 +668,16 @@ describe('gpu-dra driver benchmarks', () => {
       const uids = await Promise.all(
         names.map(async (name) => {
           createdAt.set(name, Date.now());
-          const pod = await core.createNamespacedPod({
+          return createClaimPod(core, {
             namespace: NS_KUBELET,
-            body: {
-              metadata: { name, namespace: NS_KUBELET },
-              spec: {
-                nodeSelector: { 'kubernetes.io/hostname': KUBELET_NODE },
-                containers: [
-                  {
-                    name: 'ctr',
-                    image: 'registry.k8s.io/pause:3.10',
-                    resources: { claims: [{ name: 'gpu' }] },
-                  },
-                ],
-                resourceClaims: [{ name: 'gpu', resourceClaimTemplateName: 'one-gpu' }],
-              },
-            },
+            name,
+            nodeName: KUBELET_NODE,
+            template: 'one-gpu',
           });
-          return pod.metadata?.uid ?? '';
         }),
       );
       const outcomes = await Promise.all(
-        names.map((name) =>
-          n.waitForEvent(
-            (e) =>
-              e['pod'] === `${NS_KUBELET}/${name}` &&
-              (e.event === 'prepared' ||
-                (e.event === 'prepareFailed' && String(e['error']).includes('NodePrepareResources'))),
-            120_000,
-          ),
-        ),
+        names.map((name) => waitForPrepareOutcome(n, `${NS_KUBELET}/${name}`)),
       );
       outcomes.forEach((e, k) => {
         const name = names[k] as string;

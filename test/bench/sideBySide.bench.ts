@@ -61,7 +61,7 @@ import {
   renderSideBySideTable,
   type Side,
 } from './support/sideBySideReport.js';
-import { envInt, eventTimeMs, pool } from './support/util.js';
+import { createClaimPod, envInt, eventTimeMs, pool, waitForPrepareOutcome } from './support/util.js';
 
 const ROUNDS = envInt('BENCH_SIDE_ROUNDS', 5);
 const SEQUENTIAL = envInt('BENCH_SIDE_SEQUENTIAL', 200);
@@ -743,38 +743,11 @@ describe('side by side: gpu-dra, NVIDIA’s gpu-kubelet-plugin, the example driv
         const ns = kubeletNs(side);
         const names = Array.from({ length: KUBELET_BATCH }, (_, k) => `p-${String(b)}-${String(k)}`);
         const uids = await Promise.all(
-          names.map(async (name) => {
-            const pod = await core.createNamespacedPod({
-              namespace: ns,
-              body: {
-                metadata: { name, namespace: ns },
-                spec: {
-                  nodeSelector: { 'kubernetes.io/hostname': node.nodeName },
-                  containers: [
-                    {
-                      name: 'ctr',
-                      image: 'registry.k8s.io/pause:3.10',
-                      resources: { claims: [{ name: 'gpu' }] },
-                    },
-                  ],
-                  resourceClaims: [{ name: 'gpu', resourceClaimTemplateName: 'one-gpu' }],
-                },
-              },
-            });
-            return pod.metadata?.uid ?? '';
-          }),
-        );
-        const outcomes = await Promise.all(
           names.map((name) =>
-            node.waitForEvent(
-              (e) =>
-                e['pod'] === `${ns}/${name}` &&
-                (e.event === 'prepared' ||
-                  (e.event === 'prepareFailed' && String(e['error']).includes('NodePrepareResources'))),
-              120_000,
-            ),
+            createClaimPod(core, { namespace: ns, name, nodeName: node.nodeName, template: 'one-gpu' }),
           ),
         );
+        const outcomes = await Promise.all(names.map((name) => waitForPrepareOutcome(node, `${ns}/${name}`)));
         outcomes.forEach((e, k) => {
           const key = `${ns}/${names[k] as string}`;
           if (e.event !== 'prepared') failures.push(`${side} kubelet ${key}: ${String(e['error'])}`);

@@ -1,5 +1,50 @@
 // Small helpers both cluster benchmarks use.
-import type { KubeletEvent } from '../../e2e/support/node.js';
+import type { CoreV1Api } from '@kubernetes/client-node';
+
+import type { KubeletEvent, NodeHarness } from '../../e2e/support/node.js';
+
+/**
+ * A pause pod pinned to `nodeName` whose one container uses one claim made from `template`.
+ * Returns the pod's UID.
+ */
+export async function createClaimPod(
+  core: CoreV1Api,
+  opts: { namespace: string; name: string; nodeName: string; template: string },
+): Promise<string> {
+  const { namespace, name } = opts;
+  const pod = await core.createNamespacedPod({
+    namespace,
+    body: {
+      metadata: { name, namespace },
+      spec: {
+        nodeSelector: { 'kubernetes.io/hostname': opts.nodeName },
+        containers: [
+          { name: 'ctr', image: 'registry.k8s.io/pause:3.10', resources: { claims: [{ name: 'gpu' }] } },
+        ],
+        resourceClaims: [{ name: 'gpu', resourceClaimTemplateName: opts.template }],
+      },
+    },
+  });
+  return pod.metadata?.uid ?? '';
+}
+
+/**
+ * The kubelet-dra event that settles a pod's prepare: `prepared`, or a `prepareFailed` from the
+ * driver's NodePrepareResources (not the harness's own retries before the claim is visible).
+ */
+export function waitForPrepareOutcome(
+  node: NodeHarness,
+  pod: string,
+  timeoutMs = 120_000,
+): Promise<KubeletEvent> {
+  return node.waitForEvent(
+    (e) =>
+      e['pod'] === pod &&
+      (e.event === 'prepared' ||
+        (e.event === 'prepareFailed' && String(e['error']).includes('NodePrepareResources'))),
+    timeoutMs,
+  );
+}
 
 /** A positive integer from the environment (a bench knob), else `fallback`. */
 export function envInt(name: string, fallback: number): number {
