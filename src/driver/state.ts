@@ -114,6 +114,20 @@ export function readBootId(hostPaths: Pick<HostPaths, 'procRoot'>): string | und
   }
 }
 
+/**
+ * The kubelet names a claim by UID, namespace and name; the UID alone must not reach another
+ * claim's record. Records from before names were kept (empty) match any.
+ */
+function checkRecordedIdentity(ref: ClaimIdentity, entry: Pick<CheckpointClaim, 'namespace' | 'name'>): void {
+  if (!entry.namespace && !entry.name) return;
+  if (entry.namespace === ref.namespace && entry.name === ref.name) return;
+  throw new GpuDraError(
+    'CLAIM_REF_INVALID',
+    `claim ${ref.uid} was prepared as ${entry.namespace}/${entry.name}, not ${ref.namespace}/${ref.name}: nothing done`,
+    { claimUid: ref.uid },
+  );
+}
+
 function claimLabel(entry: Pick<CheckpointClaim, 'namespace' | 'name'>, uid: string): string {
   return entry.namespace || entry.name ? `${entry.namespace}/${entry.name} (${uid})` : uid;
 }
@@ -193,6 +207,7 @@ export class DeviceState {
     return this.claimLocks
       .run(ref.uid, async () => {
         const existing = this.opts.checkpoint.current().claims[ref.uid];
+        if (existing) checkRecordedIdentity(ref, existing);
         if (existing && claimState(existing) === 'PrepareCompleted') {
           await this.ensureSpecFile(ref.uid, existing, logger);
           logger.debug({ devices: existing.devices.length }, 'claim already prepared');
@@ -366,6 +381,7 @@ export class DeviceState {
     return this.claimLocks
       .run(ref.uid, async () => {
         const entry = this.opts.checkpoint.current().claims[ref.uid];
+        if (entry) checkRecordedIdentity(ref, entry);
         if (!entry) {
           // A spec without an entry can only be debris from a crash between steps: remove it too.
           if (await this.opts.cdi.remove(claimSpecFileName(this.opts.driverName, ref.uid))) {

@@ -46,21 +46,43 @@ function toProto(device: PreparedDevice, version: ApiVersion): ProtoDevice {
 }
 
 function claimWhere(ref: ClaimRef): string {
-  return `${ref.namespace}/${ref.name}`;
+  return `${shown(ref.namespace)}/${shown(ref.name)}`;
 }
 
+/**
+ * A value from the request, for a message or a log line: cut to 80 characters (saying how long
+ * it was), so that an oversized field cannot blow up the reply past the kubelet's 4 MiB limit.
+ */
+export function shown(value: string): string {
+  return value.length <= 80 ? value : `${value.slice(0, 64)}…(${String(value.length)} characters)`;
+}
+
+/** Kubernetes limits: a namespace is a DNS label, a name a DNS subdomain, a UID a UUID. */
+const REF_LIMITS = { uid: 36, namespace: 63, name: 253 } as const;
+
+/** Checked before anything else, the API call included. */
 function checkRef(ref: ClaimRef): void {
   const missing = (['uid', 'namespace', 'name'] as const).filter((k) => !ref[k]);
   if (missing.length > 0) {
     throw new GpuDraError('CLAIM_REF_INVALID', `claim reference lacks ${missing.join(', ')}`, {
-      claimUid: ref.uid,
+      claimUid: shown(ref.uid),
     });
+  }
+  for (const field of ['uid', 'namespace', 'name'] as const) {
+    const max = REF_LIMITS[field];
+    if (ref[field].length > max) {
+      throw new GpuDraError(
+        'CLAIM_REF_INVALID',
+        `claim reference ${field} is ${String(ref[field].length)} characters, over the Kubernetes limit of ${String(max)}`,
+        { claimUid: shown(ref.uid) },
+      );
+    }
   }
 }
 
 /** The claim's error string the kubelet shows in the pod's events: where, the code, why. */
 function claimErrorText(verb: string, ref: ClaimRef, err: GpuDraError): string {
-  return `${verb} claim ${claimWhere(ref)} (${ref.uid}): ${err.code}: ${err.message}`;
+  return `${verb} claim ${claimWhere(ref)} (${shown(ref.uid)}): ${err.code}: ${err.message}`;
 }
 
 export class DraService {
@@ -76,7 +98,11 @@ export class DraService {
     const claims: NodePrepareResourcesResponse['claims'] = {};
     await Promise.all(
       request.claims.map(async (ref) => {
-        const clog = logger.child({ claimUid: ref.uid, namespace: ref.namespace, name: ref.name });
+        const clog = logger.child({
+          claimUid: shown(ref.uid),
+          namespace: shown(ref.namespace),
+          name: shown(ref.name),
+        });
         try {
           checkRef(ref);
           const devices = await this.opts.state.prepare(
@@ -105,8 +131,13 @@ export class DraService {
     const claims: NodeUnprepareResourcesResponse['claims'] = {};
     await Promise.all(
       request.claims.map(async (ref) => {
-        const clog = logger.child({ claimUid: ref.uid, namespace: ref.namespace, name: ref.name });
+        const clog = logger.child({
+          claimUid: shown(ref.uid),
+          namespace: shown(ref.namespace),
+          name: shown(ref.name),
+        });
         try {
+          checkRef(ref);
           await this.opts.state.unprepare(ref, clog);
           claims[ref.uid] = { error: '' };
           this.opts.metrics?.claimOperations.inc({ operation: 'unprepare', result: 'success' });

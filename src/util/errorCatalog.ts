@@ -22,7 +22,8 @@ export const ERROR_CATALOG = {
     action: 'fix the claim (or class) config; examples/claims/ has valid ones',
   },
   CLAIM_REF_INVALID: {
-    means: 'the kubelet sent a claim reference without uid, namespace or name',
+    means:
+      "a claim reference lacks uid, namespace or name, is over a Kubernetes limit, or isn't its UID's claim",
     action: 'a kubelet bug or a foreign client on dra.sock; check who talks to the socket',
   },
   CLAIM_UID_INVALID: {

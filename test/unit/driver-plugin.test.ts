@@ -349,4 +349,25 @@ describe('NodePrepareResources / NodeUnprepareResources', () => {
     expect(res.claims['../../etc']?.error).toMatch(/invalid claim UID/);
     expect(claims.gets).toBe(0);
   });
+
+  it('refuses names over the Kubernetes limits before any API call, and never echoes them whole', async () => {
+    const huge = 'x'.repeat(1_000_000);
+    const refs = [
+      { uid: '11111111-2222-4333-8444-555555555555', namespace: 'default', name: huge },
+      { uid: '11111111-2222-4333-8444-666666666666', namespace: huge, name: 'c' },
+    ];
+    const res = await v1.prepare(refs);
+    const un = await v1.unprepare(refs);
+    for (const answer of [res.claims, un.claims]) {
+      for (const ref of refs) {
+        const error = answer[ref.uid]?.error ?? '';
+        expect(error).toMatch(
+          /CLAIM_REF_INVALID: claim reference (name|namespace) is 1000000 characters, over the Kubernetes limit of (253|63)/,
+        );
+        expect(error).toContain('…(1000000 characters)');
+        expect(error.length).toBeLessThan(400);
+      }
+    }
+    expect(claims.gets).toBe(0);
+  });
 });

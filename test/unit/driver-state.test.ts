@@ -203,6 +203,23 @@ describe('start-up recovery', () => {
   });
 });
 
+describe('a claim is reached by its UID, namespace and name together', () => {
+  it('unprepare or prepare under a known UID with another namespace/name changes nothing', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepareVia(state, 'victim', ['gpu-0']);
+    const forged = { uid: 'victim', namespace: 'other', name: 'wrong' };
+    await expect(state.unprepare(forged, log)).rejects.toMatchObject({ code: 'CLAIM_REF_INVALID' });
+    await expect(
+      state.prepare(forged, () => getter.get('default', 'claim-victim'), log),
+    ).rejects.toMatchObject({ code: 'CLAIM_REF_INVALID' });
+    expect(state.recordedClaimUids()).toEqual(['victim']);
+    expect(fs.existsSync(specPath('victim'))).toBe(true);
+    await state.unprepare({ uid: 'victim', namespace: 'default', name: 'claim-victim' }, log);
+    expect(state.recordedClaimUids()).toEqual([]);
+  });
+});
+
 describe('stale holders (a record the API no longer backs)', () => {
   async function heldThenWanted(change: () => void): Promise<{ state: DeviceState; result: unknown }> {
     const state = makeState();
