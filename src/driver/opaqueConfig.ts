@@ -26,6 +26,29 @@ export const CONFIG_KINDS = ['GpuConfig', 'MigDeviceConfig'] as const;
 export type ConfigKind = (typeof CONFIG_KINDS)[number];
 
 const QUANTITY = /^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$/;
+const QUANTITY_SCALE: Readonly<Record<string, number>> = {
+  '': 1,
+  m: 1e-3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  P: 1e15,
+  E: 1e18,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+  Pi: 2 ** 50,
+  Ei: 2 ** 60,
+};
+
+/** A quantity (already matching QUANTITY) in bytes; Infinity when it is too large to hold. */
+export function quantityBytes(quantity: string): number {
+  const m = QUANTITY.exec(quantity);
+  if (!m?.[1]) return Number.NaN;
+  return Number(m[1]) * (QUANTITY_SCALE[m[3] ?? ''] ?? Number.NaN);
+}
 
 const mpsSchema = z.strictObject({
   defaultActiveThreadPercentage: z.number().int().min(0).max(100).optional(),
@@ -187,6 +210,8 @@ interface ValidatedConfig {
   readonly index: number;
   readonly requests: readonly string[];
   readonly config: DeviceConfig;
+  /** From the DeviceClass (may name kinds a claim of the class lacks) rather than the claim. */
+  readonly fromClass: boolean;
 }
 
 /**
@@ -198,7 +223,7 @@ export function validateClaimConfigs(
   configs: readonly DeviceAllocationConfiguration[] | undefined,
 ): ValidatedConfig[] {
   const issues: ConfigIssue[] = [];
-  const valid: (ValidatedConfig & { fromClass: boolean })[] = [];
+  const valid: ValidatedConfig[] = [];
   (configs ?? []).forEach((entry, index) => {
     if (!entry.opaque || entry.opaque.driver !== driverName) return;
     const result = validateOpaqueParameters(entry.opaque.parameters, `config[${index}].opaque.parameters`);
@@ -214,9 +239,7 @@ export function validateClaimConfigs(
     });
   });
   if (issues.length > 0) throw new OpaqueConfigError(issues);
-  return [...valid.filter((c) => c.fromClass), ...valid.filter((c) => !c.fromClass)].map(
-    ({ index, requests, config }) => ({ index, requests, config }),
-  );
+  return [...valid.filter((c) => c.fromClass), ...valid.filter((c) => !c.fromClass)];
 }
 
 /**
@@ -251,4 +274,38 @@ export function configForResult(
     }
   }
   return undefined;
+}
+
+/**
+ * What can only be checked against the devices the claim got: a claim's own config without
+ * `requests` must fit at least one of them (a MigDeviceConfig on a claim of whole GPUs would
+ * otherwise be dropped without a word), and an MPS pinned-memory limit must not exceed the
+ * device's memory. Throws OpaqueConfigError naming the field.
+ */
+export function checkConfigsAgainstDevices(
+  configs: readonly ValidatedConfig[],
+  devices: readonly { readonly device: AllocatableDevice; readonly sharing?: SharingSettings }[],
+): void {
+  const issues: ConfigIssue[] = [];
+  const kinds = new Set(devices.map((d) => kindFor(d.device)));
+  for (const c of configs) {
+    if (c.fromClass || c.requests.length > 0 || kinds.has(c.config.kind)) continue;
+    issues.push({
+      path: `config[${String(c.index)}].opaque.parameters.kind`,
+      message: `${c.config.kind} applies to no device of this claim (it got ${[...kinds].map((k) => (k === 'GpuConfig' ? 'full GPUs' : 'MIG devices')).join(' and ')}); use ${[...kinds].join(' or ')}`,
+    });
+  }
+  for (const { device, sharing } of devices) {
+    const limit = sharing?.mps?.defaultPinnedDeviceMemoryLimit;
+    const memory = device.memoryBytes;
+    if (limit === undefined || memory === undefined) continue;
+    const bytes = quantityBytes(limit);
+    if (!(bytes <= memory)) {
+      issues.push({
+        path: 'sharing.mps.defaultPinnedDeviceMemoryLimit',
+        message: `${limit} is more than the ${String(Math.round(memory / 2 ** 20))} MiB of memory of the device it limits (${device.uuid})`,
+      });
+    }
+  }
+  if (issues.length > 0) throw new OpaqueConfigError(issues);
 }

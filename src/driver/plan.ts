@@ -11,6 +11,7 @@ import {
   baseRequestName,
   configForResult,
   sharingOf,
+  checkConfigsAgainstDevices,
   validateClaimConfigs,
   type SharingSettings,
 } from './opaqueConfig.js';
@@ -66,7 +67,7 @@ function ourResults(input: Omit<PlanInput, 'devices'>): DeviceRequestAllocationR
 export function planClaim(input: PlanInput): PlannedDevice[] {
   const results = ourResults(input);
   const configs = validateClaimConfigs(input.driverName, input.claim.status?.allocation?.devices?.config);
-  return results.map((result) => {
+  const planned = results.map((result): PlannedDevice => {
     const device = input.devices.get(result.device);
     if (!device) {
       throw new GpuDraError(
@@ -86,4 +87,6 @@ export function planClaim(input: PlanInput): PlannedDevice[] {
       ...(sharing ? { sharing } : {}),
     };
   });
+  checkConfigsAgainstDevices(configs, planned);
+  return planned;
 }

@@ -61,6 +61,34 @@ describe('planClaim', () => {
     );
     expect(planned[0]).toMatchObject({ adminAccess: true, sharing: { strategy: 'MPS' } });
   });
+
+  const V = 'gpu.dra.dev/v1alpha1';
+
+  it("a claim's own config that fits none of its devices is an error, a class's is not", () => {
+    const mig = { apiVersion: V, kind: 'MigDeviceConfig', sharing: { strategy: 'TimeSlicing' } };
+    expect(() => plan(testClaim({ uid: 'u1', devices: ['gpu-0'], config: [opaque(mig)] }))).toThrow(
+      /config\[0\]\.opaque\.parameters\.kind: MigDeviceConfig applies to no device of this claim \(it got full GPUs\); use GpuConfig/,
+    );
+    expect(
+      plan(testClaim({ uid: 'u1', devices: ['gpu-0'], config: [opaque(mig, undefined, 'FromClass')] })),
+    ).toHaveLength(1);
+  });
+
+  it('an MPS pinned-memory limit must fit the device: 10Gi does, 99999999999999999999999999Ei does not', () => {
+    const mps = (limit: string): ReturnType<typeof opaque> =>
+      opaque({
+        apiVersion: V,
+        kind: 'GpuConfig',
+        sharing: { strategy: 'MPS', mps: { defaultPinnedDeviceMemoryLimit: limit } },
+      });
+    expect(plan(testClaim({ uid: 'u1', devices: ['gpu-0'], config: [mps('10Gi')] }))[0]).toMatchObject({
+      sharing: { mps: { defaultPinnedDeviceMemoryLimit: '10Gi' } },
+    });
+    for (const limit of ['99999999999999999999999999Ei', '1Ei', '100Ti'])
+      expect(() => plan(testClaim({ uid: 'u1', devices: ['gpu-0'], config: [mps(limit)] })), limit).toThrow(
+        /sharing\.mps\.defaultPinnedDeviceMemoryLimit: .* is more than the \d+ MiB of memory/,
+      );
+  });
 });
 
 describe('overlap rules', () => {
