@@ -9,6 +9,7 @@ import { MemoryClaimGetter, type ClaimGetter } from '../../src/driver/claims.js'
 import { createDriverMetrics } from '../../src/node/metrics.js';
 import { startKubeletPlugin, type KubeletPlugin } from '../../src/kubelet/plugin.js';
 import { KubeletClient } from '../../src/kubelet/client.js';
+import { CLAIMS_IN_FLIGHT } from '../../src/kubelet/draService.js';
 import type {
   NodePrepareResourcesResponse,
   NodeUnprepareResourcesResponse,
@@ -28,13 +29,21 @@ import { silentLogger } from '../../src/util/log.js';
 /** Counts GETs so tests can tell whether a prepare went to the API server. */
 class CountingGetter implements ClaimGetter {
   gets = 0;
+  inFlight = 0;
+  maxInFlight = 0;
   readonly inner = new MemoryClaimGetter();
   set(claim: ResourceClaim): void {
     this.inner.set(claim);
   }
-  get(namespace: string, name: string): Promise<ResourceClaim> {
+  async get(namespace: string, name: string): Promise<ResourceClaim> {
     this.gets++;
-    return this.inner.get(namespace, name);
+    this.maxInFlight = Math.max(this.maxInFlight, ++this.inFlight);
+    try {
+      await new Promise((resolve) => setImmediate(resolve)); // an answer takes a turn, as over the network
+      return await this.inner.get(namespace, name);
+    } finally {
+      this.inFlight--;
+    }
   }
 }
 
@@ -348,6 +357,21 @@ describe('NodePrepareResources / NodeUnprepareResources', () => {
     const res = await prepare(v1, claim);
     expect(res.claims['../../etc']?.error).toMatch(/invalid claim UID/);
     expect(claims.gets).toBe(0);
+  });
+
+  it(`works on at most ${String(CLAIMS_IN_FLIGHT)} claims of one call at once, and answers every claim`, async () => {
+    const many = Array.from({ length: 3 * CLAIMS_IN_FLIGHT }, (_, i) =>
+      testClaim({ uid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, devices: ['gpu-0'] }),
+    );
+    for (const c of many) claims.set(c);
+    const res = await prepare(v1, ...many);
+    expect(Object.keys(res.claims)).toHaveLength(many.length);
+    expect(claims.maxInFlight).toBeGreaterThan(1);
+    expect(claims.maxInFlight).toBeLessThanOrEqual(CLAIMS_IN_FLIGHT);
+    // gpu-0 went to exactly one of them; the others were told why.
+    const errors = Object.values(res.claims).filter((c) => c.error !== '');
+    expect(errors).toHaveLength(many.length - 1);
+    for (const e of errors) expect(e.error).toContain('DEVICE_IN_USE');
   });
 
   it('refuses names over the Kubernetes limits before any API call, and never echoes them whole', async () => {
