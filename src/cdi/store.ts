@@ -7,7 +7,6 @@
  * every spec from it against the host as it is then; most nodes keep /var/run/cdi on a tmpfs
  * anyway. Skipping the fsync takes a disk wait out of every prepare.
  */
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { atomicWriteFile, removeFile } from '../util/atomicWrite.js';
@@ -30,16 +29,8 @@ export class CdiStore {
   /** Writes a spec atomically (0644: container runtimes read it). */
   async write(fileName: string, spec: CdiSpec): Promise<void> {
     const file = this.pathOf(fileName);
-    const text = serializeCdiSpec(spec);
     try {
-      try {
-        await atomicWriteFile(file, text, { mode: 0o644, fsync: false });
-      } catch (err) {
-        // The root is made on first use, and again if someone removed it since.
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-        fs.mkdirSync(this.root, { recursive: true, mode: 0o755 });
-        await atomicWriteFile(file, text, { mode: 0o644, fsync: false });
-      }
+      await atomicWriteFile(file, serializeCdiSpec(spec), { mode: 0o644, fsync: false, dirMode: 0o755 });
     } catch (err) {
       throw new GpuDraError('CDI_WRITE_FAILED', `cannot write CDI spec ${file}: ${errorMessage(err)}`, {
         cause: err,

@@ -19,9 +19,7 @@
  * must not change it, which the types enforce), and an update works on a fresh top level and
  * claims map, replacing the entries it changes.
  */
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import path from 'node:path';
 import { errorMessage, GpuDraError } from '../util/errors.js';
 import { atomicWriteFile } from '../util/atomicWrite.js';
 import type { Logger } from '../util/log.js';
@@ -197,15 +195,7 @@ export class CheckpointStore {
 
   private async write(doc: ReadonlyCheckpoint): Promise<void> {
     // Compact: it is written on every prepare and read by programs (jq pretty-prints it).
-    const text = `${JSON.stringify(doc)}\n`;
-    try {
-      await atomicWriteFile(this.file, text, { mode: 0o600 });
-    } catch (err) {
-      // The directory is made on first use, and again if someone removed it since.
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
-      await atomicWriteFile(this.file, text, { mode: 0o600 });
-    }
+    await atomicWriteFile(this.file, `${JSON.stringify(doc)}\n`, { mode: 0o600, dirMode: 0o700 });
   }
 
   /** Deletes the file (for --cleanup-on-exit). */

@@ -23,6 +23,11 @@ export interface AtomicWriteOptions {
   readonly mode?: number;
   /** Flush the data before the rename (default true). */
   readonly fsync?: boolean;
+  /**
+   * Create the target's directory with this mode when it is missing, on first use and again if
+   * someone removed it since. Checked only when the write fails, so it costs nothing per write.
+   */
+  readonly dirMode?: number;
 }
 
 const fsyncFd = promisify(fs.fsync);
@@ -39,6 +44,20 @@ export async function atomicWriteFile(
   target: string,
   data: string | Uint8Array,
   options: AtomicWriteOptions = {},
+): Promise<void> {
+  try {
+    await writeViaTemp(target, data, options);
+  } catch (err) {
+    if (options.dirMode === undefined || (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    fs.mkdirSync(path.dirname(target), { recursive: true, mode: options.dirMode });
+    await writeViaTemp(target, data, options);
+  }
+}
+
+async function writeViaTemp(
+  target: string,
+  data: string | Uint8Array,
+  options: AtomicWriteOptions,
 ): Promise<void> {
   let tmp = tempName(target);
   let fd: number;
