@@ -48,7 +48,7 @@ import {
 import { updateBenchmarksDoc } from './support/report.js';
 import { createClaimPod, envInt, eventTimeMs, pool, waitForPrepareOutcome } from './support/util.js';
 import { grantDriverRbac } from '../e2e/support/rbac.js';
-import { waitForDefaultServiceAccount } from '../e2e/support/workloads.js';
+import { createAllocatedClaim, waitForDefaultServiceAccount } from '../e2e/support/workloads.js';
 
 const N_CLAIMS = envInt('BENCH_CLAIMS', 1000);
 const KUBELET_BUDGET_MS = envInt('BENCH_KUBELET_BUDGET_S', 240) * 1000;
@@ -302,42 +302,16 @@ describe('gpu-dra driver benchmarks', () => {
       8,
       async (i) => {
         const name = `claim-${String(i).padStart(4, '0')}`;
-        const created = await resource.createNamespacedResourceClaim({
+        return createAllocatedClaim(resource, {
           namespace: NS_DIRECT,
-          body: {
-            metadata: { name, namespace: NS_DIRECT },
-            spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: GPU_CLASS } }] } },
-          },
-        });
-        const updated = await resource.replaceNamespacedResourceClaimStatus({
           name,
-          namespace: NS_DIRECT,
-          body: {
-            metadata: created.metadata,
-            spec: created.spec,
-            status: {
-              allocation: {
-                devices: {
-                  results: [
-                    {
-                      request: 'gpu',
-                      driver: DRIVER_NAME,
-                      pool: nodeName,
-                      device: `gpu-${String(i % GPUS)}`,
-                    },
-                  ],
-                },
-                nodeSelector: {
-                  nodeSelectorTerms: [
-                    { matchFields: [{ key: 'metadata.name', operator: 'In', values: [nodeName] }] },
-                  ],
-                },
-              },
-              reservedFor: [{ resource: 'pods', name: `pod-${String(i)}`, uid: crypto.randomUUID() }],
-            },
-          },
+          deviceClassName: GPU_CLASS,
+          driver: DRIVER_NAME,
+          pool: nodeName,
+          device: `gpu-${String(i % GPUS)}`,
+          nodeName,
+          podName: `pod-${String(i)}`,
         });
-        return { namespace: NS_DIRECT, name, uid: updated.metadata?.uid ?? '' };
       },
     );
   }

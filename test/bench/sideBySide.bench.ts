@@ -47,7 +47,8 @@ import { ensurePeersBinary, repoRoot } from '../e2e/support/peers.js';
 import { sleep } from '../e2e/support/process.js';
 import { grantDriverRbac } from '../e2e/support/rbac.js';
 import { eventually } from '../e2e/support/wait.js';
-import { waitForDefaultServiceAccount } from '../e2e/support/workloads.js';
+import { createAllocatedClaim, waitForDefaultServiceAccount } from '../e2e/support/workloads.js';
+import { naturalCompare } from '../../src/util/naturalCompare.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { h100Profile } from './support/bigProfile.js';
 import { DRIVER_NAME, spawnDriver } from './support/driverProcess.js';
@@ -455,50 +456,22 @@ describe('side by side: gpu-dra, NVIDIA’s gpu-kubelet-plugin, the example driv
   /** Pre-allocated claims for `side`'s pool on its direct node: claim i on device i mod 64. */
   async function allocatedClaims(side: Side, devices: readonly string[]): Promise<ClaimRef[]> {
     const ns = directNs(side);
-    const sorted = [...devices].sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
+    const sorted = [...devices].sort(naturalCompare);
     return pool(
       Array.from({ length: CLAIMS }, (_, i) => i),
       8,
       async (i) => {
         const name = `claim-${String(i).padStart(4, '0')}`;
-        const created = await resource.createNamespacedResourceClaim({
+        return createAllocatedClaim(resource, {
           namespace: ns,
-          body: {
-            metadata: { name, namespace: ns },
-            spec: {
-              devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: deviceClass(side) } }] },
-            },
-          },
-        });
-        const updated = await resource.replaceNamespacedResourceClaimStatus({
           name,
-          namespace: ns,
-          body: {
-            metadata: created.metadata,
-            spec: created.spec,
-            status: {
-              allocation: {
-                devices: {
-                  results: [
-                    {
-                      request: 'gpu',
-                      driver: DRIVER[side],
-                      pool: directNode(side),
-                      device: sorted[i % GPUS] as string,
-                    },
-                  ],
-                },
-                nodeSelector: {
-                  nodeSelectorTerms: [
-                    { matchFields: [{ key: 'metadata.name', operator: 'In', values: [directNode(side)] }] },
-                  ],
-                },
-              },
-              reservedFor: [{ resource: 'pods', name: `pod-${String(i)}`, uid: crypto.randomUUID() }],
-            },
-          },
+          deviceClassName: deviceClass(side),
+          driver: DRIVER[side],
+          pool: directNode(side),
+          device: sorted[i % GPUS] as string,
+          nodeName: directNode(side),
+          podName: `pod-${String(i)}`,
         });
-        return { namespace: ns, name, uid: updated.metadata?.uid ?? '' };
       },
     );
   }

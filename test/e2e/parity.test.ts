@@ -7,7 +7,6 @@
 // Every difference we know of is in KNOWN_DIFFERENCES with its issue; anything else fails, and so
 // does an entry that no longer shows (fixed: delete it). Runs with `npm run test:parity`, outside
 // CI: a cold build of NVIDIA's plugin takes 7-9 min on 2 cores.
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -35,7 +34,7 @@ import { peersLog, repoRoot } from './support/peers.js';
 import { describeExit, freePort, spawnPeer, stopPeer, tailFile } from './support/process.js';
 import { grantDriverRbac } from './support/rbac.js';
 import { eventually } from './support/wait.js';
-import { createNamespace } from './support/workloads.js';
+import { createAllocatedClaim, createNamespace } from './support/workloads.js';
 
 const DRIVER = 'gpu.nvidia.com';
 const NS = 'parity';
@@ -289,33 +288,16 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
     device: string,
     driver = DRIVER,
   ): Promise<ClaimRef> {
-    const created = await resource.createNamespacedResourceClaim({
+    return createAllocatedClaim(resource, {
       namespace: NS,
-      body: {
-        metadata: { name, namespace: NS },
-        spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: driver } }] } },
-      },
-    });
-    const updated = await resource.replaceNamespacedResourceClaimStatus({
       name,
-      namespace: NS,
-      body: {
-        metadata: created.metadata,
-        spec: created.spec,
-        status: {
-          allocation: {
-            devices: { results: [{ request: 'gpu', driver, pool, device }] },
-            nodeSelector: {
-              nodeSelectorTerms: [
-                { matchFields: [{ key: 'metadata.name', operator: 'In', values: [nodeName] }] },
-              ],
-            },
-          },
-          reservedFor: [{ resource: 'pods', name: `pod-${name}`, uid: crypto.randomUUID() }],
-        },
-      },
+      deviceClassName: driver,
+      driver,
+      pool,
+      device,
+      nodeName,
+      podName: `pod-${name}`,
     });
-    return { namespace: NS, name, uid: updated.metadata?.uid ?? '' };
   }
 
   /** The node's slices of DRIVER once its pool is complete (every slice of the latest generation). */

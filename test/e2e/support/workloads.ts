@@ -1,6 +1,10 @@
 // The workload the e2e tests submit again and again: one ResourceClaimTemplate per pod claim and
 // a single-container pod that uses them all, as a user would write it.
+import crypto from 'node:crypto';
+
 import type { CoreV1Api, ResourceV1Api, V1Pod, V1ResourceClaimTemplateSpec } from '@kubernetes/client-node';
+
+import type { ClaimRef } from '../../../src/kubelet/proto.js';
 import { eventually } from './wait.js';
 
 export interface PodClaim {
@@ -73,4 +77,54 @@ export async function createNamespace(
 ): Promise<void> {
   await core.createNamespace({ body: { metadata: { name, labels } } });
   await waitForDefaultServiceAccount(core, name);
+}
+
+/** One claim for `device`, allocated as the scheduler would have allocated it. */
+export interface AllocatedClaim {
+  readonly namespace: string;
+  readonly name: string;
+  readonly deviceClassName: string;
+  readonly driver: string;
+  readonly pool: string;
+  readonly device: string;
+  /** The node the allocation is pinned to. */
+  readonly nodeName: string;
+  /** The made-up pod it is reserved for. */
+  readonly podName: string;
+}
+
+/**
+ * Creates a one-request claim and writes its status.allocation and reservedFor with the admin
+ * client, so a driver can be asked to prepare it with no scheduler or kubelet: drivers GET it
+ * and check both before preparing.
+ */
+export async function createAllocatedClaim(resource: ResourceV1Api, c: AllocatedClaim): Promise<ClaimRef> {
+  const { namespace, name } = c;
+  const created = await resource.createNamespacedResourceClaim({
+    namespace,
+    body: {
+      metadata: { name, namespace },
+      spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: c.deviceClassName } }] } },
+    },
+  });
+  const updated = await resource.replaceNamespacedResourceClaimStatus({
+    name,
+    namespace,
+    body: {
+      metadata: created.metadata,
+      spec: created.spec,
+      status: {
+        allocation: {
+          devices: { results: [{ request: 'gpu', driver: c.driver, pool: c.pool, device: c.device }] },
+          nodeSelector: {
+            nodeSelectorTerms: [
+              { matchFields: [{ key: 'metadata.name', operator: 'In', values: [c.nodeName] }] },
+            ],
+          },
+        },
+        reservedFor: [{ resource: 'pods', name: c.podName, uid: crypto.randomUUID() }],
+      },
+    },
+  });
+  return { namespace, name, uid: updated.metadata?.uid ?? '' };
 }
