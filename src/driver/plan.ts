@@ -9,7 +9,7 @@ import type { DeviceRequestAllocationResult, ResourceClaim } from '../api/resour
 import type { AllocatableDevice } from './deviceNames.js';
 import {
   baseRequestName,
-  configForResult,
+  configEntryForResult,
   sharingOf,
   checkConfigsAgainstDevices,
   validateClaimConfigs,
@@ -25,6 +25,11 @@ export interface PlannedDevice {
   readonly adminAccess: boolean;
   readonly shareId?: string;
   readonly sharing?: SharingSettings;
+  /**
+   * Index in the claim's `config` list of the opaque config that applies, if any. Devices with
+   * the same one share its MPS settings, whose per-device keys count them in this order.
+   */
+  readonly configIndex?: number;
 }
 
 export interface PlanInput {
@@ -76,7 +81,8 @@ export function planClaim(input: PlanInput): PlannedDevice[] {
         { claimUid: input.claimUid },
       );
     }
-    const sharing = sharingOf(configForResult(configs, result, device));
+    const entry = configEntryForResult(configs, result, device);
+    const sharing = sharingOf(entry?.config);
     return {
       requestNames: [baseRequestName(result.request)],
       poolName: result.pool,
@@ -85,6 +91,7 @@ export function planClaim(input: PlanInput): PlannedDevice[] {
       adminAccess: result.adminAccess === true,
       ...(result.shareID ? { shareId: result.shareID } : {}),
       ...(sharing ? { sharing } : {}),
+      ...(entry ? { configIndex: entry.index } : {}),
     };
   });
   checkConfigsAgainstDevices(configs, planned);

@@ -2,7 +2,15 @@ import { describe, expect, it } from 'vitest';
 import { devicesOverlap, findConflict, mayShare } from '../../src/driver/conflicts.js';
 import { planClaim } from '../../src/driver/plan.js';
 import { indexInventory } from '../../src/driver/deviceNames.js';
-import { opaque, testClaim, testInventory, TEST_DRIVER, TEST_NODE } from '../support/driverFixtures.js';
+import { mpsPinnedLimitsMiB, OpaqueConfigError } from '../../src/driver/opaqueConfig.js';
+import {
+  opaque,
+  testClaim,
+  testGpu,
+  testInventory,
+  TEST_DRIVER,
+  TEST_NODE,
+} from '../support/driverFixtures.js';
 
 const devices = indexInventory(testInventory());
 const plan = (claim: ReturnType<typeof testClaim>): ReturnType<typeof planClaim> =>
@@ -86,8 +94,169 @@ describe('planClaim', () => {
     });
     for (const limit of ['99999999999999999999999999Ei', '1Ei', '100Ti'])
       expect(() => plan(testClaim({ uid: 'u1', devices: ['gpu-0'], config: [mps(limit)] })), limit).toThrow(
-        /sharing\.mps\.defaultPinnedDeviceMemoryLimit: .* is more than the \d+ MiB of memory/,
+        /config\[0\]\.opaque\.parameters\.sharing\.mps\.defaultPinnedDeviceMemoryLimit: .* is more than the memory of the device it limits: 81559 MiB on GPU-/,
       );
+  });
+});
+
+describe('planClaim: MPS settings against the devices each config applies to', () => {
+  const N = 'resource.nvidia.com/v1beta1';
+  // gpu-0, gpu-2: H100 (9.0, 81559 MiB); gpu-3: a Pascal card (6.1, 16 GiB); gpu-1: MIG mode.
+  const inventory = testInventory();
+  const nodeDevices = indexInventory({
+    gpus: [
+      ...inventory.gpus,
+      testGpu(2),
+      testGpu(3, { cudaComputeCapability: '6.1', memoryBytes: 16 * 2 ** 30, architecture: 'Pascal' }),
+    ],
+  });
+  const planOn = (claim: ReturnType<typeof testClaim>): ReturnType<typeof planClaim> =>
+    planClaim({ claimUid: 'u1', driverName: TEST_DRIVER, poolName: TEST_NODE, claim, devices: nodeDevices });
+  const uuid = (name: string): string => nodeDevices.get(name)?.uuid ?? '';
+  const mps = (mpsConfig: unknown, requests?: string[], kind = 'GpuConfig'): ReturnType<typeof opaque> =>
+    opaque({ apiVersion: N, kind, sharing: { strategy: 'MPS', mpsConfig } }, requests);
+  const issuesOf = (fn: () => unknown): string[] => {
+    try {
+      fn();
+    } catch (err) {
+      if (err instanceof OpaqueConfigError) return err.issues.map((i) => `${i.path}: ${i.message}`);
+      throw err;
+    }
+    return [];
+  };
+  const F = 'config[0].opaque.parameters.sharing.mpsConfig';
+
+  it('carries the config index, and per-device limits resolve by index or UUID within its devices', () => {
+    const planned = planOn(
+      testClaim({
+        uid: 'u1',
+        devices: ['gpu-0', 'gpu-2', 'gpu-3'],
+        config: [
+          mps({
+            defaultPinnedDeviceMemoryLimit: '10Gi',
+            defaultPerDevicePinnedMemoryLimit: { '1': '20Gi', [uuid('gpu-3')]: '4Gi' },
+          }),
+        ],
+      }),
+    );
+    expect(planned.map((p) => p.configIndex)).toEqual([0, 0, 0]);
+    expect(
+      mpsPinnedLimitsMiB(
+        planned[0]?.sharing?.mps,
+        planned.map((p) => p.device),
+      ),
+    ).toEqual({ [uuid('gpu-0')]: 10240, [uuid('gpu-2')]: 20480, [uuid('gpu-3')]: 4096 });
+  });
+
+  it('an index counts only the devices of its own config, not the whole claim', () => {
+    const claim = (key: string): ReturnType<typeof testClaim> =>
+      testClaim({
+        uid: 'u1',
+        devices: ['a:gpu-0', 'b:gpu-2'],
+        config: [mps({ defaultPerDevicePinnedMemoryLimit: { [key]: '1Gi' } }, ['b']), mps({}, ['a'])],
+      });
+    expect(planOn(claim('0')).map((p) => p.configIndex)).toEqual([1, 0]);
+    expect(issuesOf(() => planOn(claim('1')))).toEqual([
+      `${F}.defaultPerDevicePinnedMemoryLimit["1"]: device index 1 is out of range: this config applies to 1 device(s) of the claim, index 0..0 in allocation order (${uuid('gpu-2')})`,
+    ]);
+    expect(issuesOf(() => planOn(claim(uuid('gpu-0'))))).toEqual([
+      `${F}.defaultPerDevicePinnedMemoryLimit["${uuid('gpu-0')}"]: ${uuid('gpu-0')} is not a device this config applies to in the claim (${uuid('gpu-2')})`,
+    ]);
+  });
+
+  it('two keys for one device are an error, not a coin toss', () => {
+    const claim = testClaim({
+      uid: 'u1',
+      devices: ['gpu-0', 'gpu-2'],
+      config: [mps({ defaultPerDevicePinnedMemoryLimit: { '1': '1Gi', [uuid('gpu-2')]: '2Gi' } })],
+    });
+    expect(issuesOf(() => planOn(claim))).toEqual([
+      `${F}.defaultPerDevicePinnedMemoryLimit["${uuid('gpu-2')}"]: names the same device as key "1" (${uuid('gpu-2')}); give one`,
+    ]);
+  });
+
+  it('every pinned limit must fit the device it limits: one issue per limit, naming each device', () => {
+    const claim = testClaim({
+      uid: 'u1',
+      devices: ['gpu-0', 'gpu-2', 'gpu-3'],
+      config: [
+        mps({
+          defaultPinnedDeviceMemoryLimit: '20Gi',
+          defaultPerDevicePinnedMemoryLimit: { '0': '79Gi', '1': '100Gi' },
+        }),
+      ],
+    });
+    expect(issuesOf(() => planOn(claim))).toEqual([
+      `${F}.defaultPerDevicePinnedMemoryLimit["1"]: 100Gi is more than the memory of the device it limits: 81559 MiB on ${uuid('gpu-2')}`,
+      `${F}.defaultPinnedDeviceMemoryLimit: 20Gi is more than the memory of the device it limits: 16384 MiB on ${uuid('gpu-3')}`,
+    ]);
+    const all = testClaim({
+      uid: 'u1',
+      devices: ['gpu-0', 'gpu-2'],
+      config: [mps({ defaultPinnedDeviceMemoryLimit: '80Gi' })],
+    });
+    expect(issuesOf(() => planOn(all))).toEqual([
+      `${F}.defaultPinnedDeviceMemoryLimit: 80Gi is more than the memory of the device it limits: 81559 MiB on ${uuid('gpu-0')}, 81559 MiB on ${uuid('gpu-2')}`,
+    ]);
+  });
+
+  it('checks MIG devices against their own memory and UUIDs, in our format too', () => {
+    const mig = 'gpu-1-mig-1g10gb-19-1';
+    const ours = (mpsSettings: unknown): ReturnType<typeof opaque> =>
+      opaque({
+        apiVersion: 'gpu.dra.dev/v1alpha1',
+        kind: 'MigDeviceConfig',
+        sharing: { strategy: 'MPS', mps: mpsSettings },
+      });
+    expect(
+      planOn(
+        testClaim({
+          uid: 'u1',
+          devices: [mig],
+          config: [ours({ defaultPerDevicePinnedMemoryLimit: { [uuid(mig)]: '9Gi' }, multiUser: true })],
+        }),
+      ),
+    ).toHaveLength(1);
+    expect(
+      issuesOf(() =>
+        planOn(
+          testClaim({
+            uid: 'u1',
+            devices: [mig],
+            config: [ours({ defaultPerDevicePinnedMemoryLimit: { '0': '10Gi' } })],
+          }),
+        ),
+      ),
+    ).toEqual([
+      `config[0].opaque.parameters.sharing.mps.defaultPerDevicePinnedMemoryLimit["0"]: 10Gi is more than the memory of the device it limits: 9728 MiB on ${uuid(mig)}`,
+    ]);
+  });
+
+  it('multiUser needs compute capability 7.0 on every device it applies to', () => {
+    const claim = (devices: string[]): ReturnType<typeof testClaim> =>
+      testClaim({ uid: 'u1', devices, config: [mps({ multiUser: true })] });
+    expect(planOn(claim(['gpu-0', 'gpu-2']))[0]).toMatchObject({ sharing: { mps: { multiUser: true } } });
+    expect(issuesOf(() => planOn(claim(['gpu-0', 'gpu-3'])))).toEqual([
+      `${F}.multiUser: needs compute capability 7.0 (Volta) or newer on every device it applies to; ${uuid('gpu-3')} has 6.1`,
+    ]);
+    const off = testClaim({ uid: 'u1', devices: ['gpu-3'], config: [mps({ multiUser: false })] });
+    expect(planOn(off)).toHaveLength(1);
+  });
+
+  it('a MIG device with TimeSlicing gets no interval; a full GPU gets Default', () => {
+    const ts = (kind: string): ReturnType<typeof opaque> =>
+      opaque({ apiVersion: N, kind, sharing: { strategy: 'TimeSlicing' } });
+    const planned = planOn(
+      testClaim({
+        uid: 'u1',
+        devices: ['gpu-0', 'mig:gpu-1-mig-1g10gb-19-0'],
+        config: [ts('GpuConfig'), ts('MigDeviceConfig')],
+      }),
+    );
+    expect(planned.map((p) => [p.sharing, p.configIndex])).toEqual([
+      [{ strategy: 'TimeSlicing', interval: 'Default' }, 0],
+      [{ strategy: 'TimeSlicing' }, 1],
+    ]);
   });
 });
 
