@@ -129,6 +129,11 @@ export interface ClaimCdiInput {
   readonly driverVersion: string;
   /** Keyed by container path (`/dev/nvidia0`); absent entries get no type/major/minor. */
   readonly nodeInfo?: ReadonlyMap<string, DeviceNodeInfo>;
+  /**
+   * Extra edits per device name (an MPS daemon's pipes and /dev/shm): on the device, not the
+   * spec, because two devices of one claim may be served by different daemons.
+   */
+  readonly deviceEdits?: ReadonlyMap<string, CdiContainerEdits>;
 }
 
 export interface ClaimCdiSpec {
@@ -294,7 +299,11 @@ export function buildClaimCdiSpec(input: ClaimCdiInput): ClaimCdiSpec {
   const cdiDevices: CdiDevice[] = devices.map((d) => {
     cdiIds.set(d.deviceName, qualifiedCdiId(input.driverName, input.claimUid, d.deviceName));
     const nodes = deviceNodePaths(d.device).map((p) => node(p, input));
-    return { name: cdiDeviceName(input.claimUid, d.deviceName), containerEdits: { deviceNodes: nodes } };
+    const extra = input.deviceEdits?.get(d.deviceName);
+    return {
+      name: cdiDeviceName(input.claimUid, d.deviceName),
+      containerEdits: { deviceNodes: nodes, ...(extra ? structuredClone(extra) : {}) },
+    };
   });
   const containerEdits = commonEdits(input, devices);
 

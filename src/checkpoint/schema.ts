@@ -23,6 +23,10 @@ export const CHECKPOINT_VERSION = 1;
 export const CHECKPOINT_MIN_READER_VERSION = 1;
 export const CHECKPOINT_FILE = 'checkpoint.json';
 
+/**
+ * `UnprepareStarted` marks a claim whose sharing is being undone; readers (this one and older
+ * ones, which do not know it) treat it as PrepareStarted and roll it back.
+ */
 export type ClaimState = 'PrepareStarted' | 'PrepareCompleted';
 
 const sharingSchema = z.looseObject({
@@ -50,6 +54,8 @@ export const checkpointClaimSchema = z.looseObject({
   /** Spec file name in the CDI root (derived from the UID; kept so rollback needs nothing else). */
   cdiSpecFile: z.string().optional(),
   devices: z.array(checkpointDeviceSchema).default([]),
+  /** Ids of the claim's MPS daemons (sharing/plan.ts), recorded before they are created. */
+  mpsDaemons: z.array(z.string()).optional(),
   /** The spec exactly as written; lets a restart restore a lost file without recomputing. */
   cdiSpec: z.unknown().optional(),
   /** ISO time of the last state change (informational). */

@@ -6,6 +6,7 @@ import { registerDemoCommand } from './commands/demo.js';
 import { registerDiscoverCommand } from './commands/discover.js';
 import { registerDriverCommand } from './commands/driver.js';
 import { registerExplainCommand } from './commands/explain.js';
+import { registerMpsDaemonCommand } from './commands/mpsDaemon.js';
 import { registerSlicesCommand } from './commands/slices.js';
 
 /** Exit codes: 1 runtime failure, 2 environment/usage problem (no NVML, bad flags). */
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerSlicesCommand(program);
   registerExplainCommand(program);
   registerDemoCommand(program);
+  registerMpsDaemonCommand(program);
   return program;
 }
 

@@ -9,7 +9,7 @@ import { parseDeviceName } from '../resourceslice/names.js';
 export interface HeldDevice {
   readonly deviceName: string;
   readonly adminAccess: boolean;
-  readonly sharing?: { readonly strategy: string } | undefined;
+  readonly sharing?: { readonly strategy: string; readonly interval?: string | undefined } | undefined;
 }
 
 type Sharing = Pick<HeldDevice, 'adminAccess' | 'sharing'>;
@@ -25,15 +25,35 @@ export interface Conflict {
   readonly held: string;
   readonly holderUid: string;
   readonly holder: ClaimHolding;
+  /** Why they cannot share, for the error. */
+  readonly reason: string;
 }
 
 /**
  * May `holder`'s use of a device coexist with `candidate`'s? Only when sharing says so: either
- * side has admin access (monitoring), or both configured the same sharing strategy.
+ * side has admin access (monitoring), or both time-slice it with the same interval (the slice is
+ * the GPU's, one value for all). MPS does not share across claims: each claim's daemon takes its
+ * GPUs in EXCLUSIVE_PROCESS mode, so a second daemon could not start; pods share an MPS GPU by
+ * sharing one claim.
  */
 export function mayShare(holder: Sharing, candidate: Sharing): boolean {
-  if (holder.adminAccess || candidate.adminAccess) return true;
-  return holder.sharing !== undefined && holder.sharing.strategy === candidate.sharing?.strategy;
+  return whyNotShared(holder, candidate) === undefined;
+}
+
+/** Why two uses of one device cannot coexist, in words for the error; undefined when they can. */
+export function whyNotShared(holder: Sharing, candidate: Sharing): string | undefined {
+  if (holder.adminAccess || candidate.adminAccess) return undefined;
+  const held = holder.sharing;
+  const wanted = candidate.sharing;
+  if (held?.strategy === 'TimeSlicing' && wanted?.strategy === 'TimeSlicing') {
+    if ((held.interval ?? 'Default') === (wanted.interval ?? 'Default')) return undefined;
+    return `it is time-sliced with interval ${held.interval ?? 'Default'} and this claim asks for ${wanted.interval ?? 'Default'}; a GPU has one time slice`;
+  }
+  if (held?.strategy === 'MPS' && wanted?.strategy === 'MPS') {
+    return "it runs that claim's MPS daemon; pods share an MPS GPU by sharing one claim";
+  }
+  if (held === undefined) return 'no sharing allows both';
+  return `it is shared by ${held.strategy} and this claim asks for ${wanted?.strategy ?? 'exclusive use'}`;
 }
 
 /** The GPU minor a device name lives on (its own, or its MIG parent's); undefined if not ours. */
@@ -71,8 +91,10 @@ export function findConflict(
     const holder = claims[holderUid] as ClaimHolding;
     held: for (const held of holder.devices) {
       for (const want of wanted) {
-        if (devicesOverlap(held.deviceName, want.deviceName) && !mayShare(held, want)) {
-          found = { wanted: want.deviceName, held: held.deviceName, holderUid, holder };
+        if (!devicesOverlap(held.deviceName, want.deviceName)) continue;
+        const reason = whyNotShared(held, want);
+        if (reason !== undefined) {
+          found = { wanted: want.deviceName, held: held.deviceName, holderUid, holder, reason };
           break held;
         }
       }

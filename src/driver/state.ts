@@ -48,6 +48,10 @@ import { findConflict, type ClaimHolding } from './conflicts.js';
 import { planClaim, type PlannedDevice } from './plan.js';
 import { indexInventory } from './deviceNames.js';
 import { KeyedMutex } from './keyedMutex.js';
+import type { SharingSettings } from './opaqueConfig.js';
+import { parseDeviceName } from '../resourceslice/names.js';
+import type { SharingApplier } from '../sharing/apply.js';
+import { changesHost, mpsGroups, type SharedDevice } from '../sharing/plan.js';
 
 export interface ClaimIdentity {
   readonly uid: string;
@@ -92,6 +96,11 @@ export interface DeviceStateOptions {
    * recorded holder is taken at its word.
    */
   readonly claims?: ClaimGetter;
+  /**
+   * Applies and undoes sharing on the host (time slices, compute modes, MPS daemons). Without
+   * it, a claim whose sharing would change the host is refused (SHARING_TOOL_NOT_FOUND).
+   */
+  readonly sharing?: SharingApplier;
 }
 
 export interface RecoveryReport {
@@ -102,6 +111,8 @@ export interface RecoveryReport {
   readonly rebuilt: readonly string[];
   readonly dropped: readonly string[];
   readonly orphansRemoved: readonly string[];
+  /** MPS daemons (and their directories) no recorded claim owned, removed. */
+  readonly mpsDaemonsRemoved: readonly string[];
 }
 
 export function readBootId(hostPaths: Pick<HostPaths, 'procRoot'>): string | undefined {
@@ -137,9 +148,11 @@ function preparedRecord(
   ref: ClaimIdentity,
   planned: readonly PlannedDevice[],
   built: ClaimCdiSpec,
+  mpsDaemons: readonly string[],
 ): CheckpointClaim {
   return {
     state: 'PrepareCompleted',
+    ...(mpsDaemons.length > 0 ? { mpsDaemons: [...mpsDaemons] } : {}),
     namespace: ref.namespace,
     name: ref.name,
     cdiSpecFile: built.fileName,
@@ -157,10 +170,36 @@ function preparedRecord(
   };
 }
 
+/** A recorded claim's devices as the sharing code sees them. */
+function sharedDevices(entry: Pick<ReadonlyCheckpointClaim, 'devices'>): SharedDevice[] {
+  return entry.devices.flatMap((d) => {
+    const kind = parseDeviceName(d.deviceName)?.kind;
+    if (!d.uuid || !kind) return [];
+    return [
+      { deviceName: d.deviceName, uuid: d.uuid, kind, sharing: d.sharing as SharingSettings | undefined },
+    ];
+  });
+}
+
+function plannedShared(planned: readonly PlannedDevice[]) {
+  return planned.map((p) => ({
+    deviceName: p.deviceName,
+    uuid: p.device.uuid,
+    kind: p.device.kind,
+    sharing: p.sharing,
+    memoryBytes: p.device.memoryBytes,
+  }));
+}
+
+/** Does undoing this recorded claim touch the host beyond its spec file? */
+function entryChangesHost(entry: ReadonlyCheckpointClaim): boolean {
+  return (entry.mpsDaemons?.length ?? 0) > 0 || changesHost(sharedDevices(entry));
+}
+
 export class DeviceState {
   private readonly claimLocks = new KeyedMutex();
   /** Devices of prepares between their conflict check and their checkpoint write (steps 2–4). */
-  private readonly reserved = new Map<string, ClaimHolding>();
+  private readonly reserved = new Map<string, CheckpointClaim>();
   private driverFilesScan:
     { readonly version: string; readonly at: number; readonly files: DriverFiles } | undefined;
 
@@ -213,7 +252,7 @@ export class DeviceState {
           logger.debug({ devices: existing.devices.length }, 'claim already prepared');
           return existing.devices;
         }
-        if (existing) await this.rollback(ref.uid, existing);
+        if (existing) await this.rollback(ref.uid, existing, logger);
 
         const claim = await fetch().catch((err: unknown) => {
           throw new GpuDraError('CLAIM_FETCH_FAILED', `cannot read the claim: ${errorMessage(err)}`, {
@@ -223,22 +262,48 @@ export class DeviceState {
         });
         checkFetchedClaim(claim, ref.uid);
         const { planned, inventory } = await this.plan(ref.uid, claim);
-        const built = this.buildSpec(ref.uid, planned, inventory.driverVersion);
-        const record = preparedRecord(ref, planned, built);
+        const shared = plannedShared(planned);
+        const hostChanges = changesHost(shared);
+        const sharing = hostChanges ? this.sharingFor(ref.uid) : undefined;
+        const built = this.buildSpec(
+          ref.uid,
+          planned,
+          inventory.driverVersion,
+          sharing?.cdiEdits(ref.uid, shared),
+        );
+        const record = preparedRecord(ref, planned, built, sharing?.mpsDaemonIds(ref.uid, shared) ?? []);
         await this.reserve(ref.uid, record, logger);
+        let started: CheckpointClaim | undefined;
         try {
+          if (sharing) {
+            // Intent first: a crash while the GPU is being changed leaves an entry recovery undoes.
+            started = { ...record, state: 'PrepareStarted' };
+            const intent = started;
+            await this.opts.checkpoint.update((doc) => {
+              doc.claims[ref.uid] = intent;
+            });
+            await sharing.apply(ref.uid, shared, logger);
+          }
           await this.opts.cdi.write(built.fileName, built.spec);
           await this.opts.checkpoint.update((doc) => {
             doc.claims[ref.uid] = record;
           });
         } catch (err) {
-          // Nothing recorded: the spec must not outlive the attempt (the sweep catches it if this fails).
+          // The spec must not outlive the attempt (the sweep catches it if this fails).
           await this.opts.cdi.remove(built.fileName).catch((e: unknown) => {
             logger.error(
               { err: e },
               'removing the spec of a failed prepare failed; the start-up sweep removes it',
             );
           });
+          if (started) {
+            await this.rollback(ref.uid, started, logger).catch((e: unknown) => {
+              logger.error(
+                { err: e },
+                'undoing the sharing of a failed prepare failed; the entry stays PrepareStarted and the next prepare, unprepare or start-up undoes it',
+              );
+            });
+          }
           throw err;
         } finally {
           this.reserved.delete(ref.uid);
@@ -250,6 +315,27 @@ export class DeviceState {
         return record.devices;
       })
       .catch((err: unknown) => Promise.reject(inClaim(err, ref.uid, 'INTERNAL')));
+  }
+
+  private sharingFor(claimUid: string): SharingApplier {
+    if (this.opts.sharing) return this.opts.sharing;
+    throw new GpuDraError(
+      'SHARING_TOOL_NOT_FOUND',
+      'the claim asks for sharing that changes the GPU (time-slicing or MPS), which this plugin was started without',
+      { claimUid },
+    );
+  }
+
+  /** Every claim but `uid` that holds or is preparing devices, as the sharing code sees them. */
+  private otherHolders(uid: string): SharedDevice[][] {
+    const out: SharedDevice[][] = [];
+    for (const [other, entry] of Object.entries(this.opts.checkpoint.current().claims)) {
+      if (other !== uid) out.push(sharedDevices(entry));
+    }
+    for (const [other, holding] of this.reserved) {
+      if (other !== uid) out.push(sharedDevices(holding));
+    }
+    return out;
   }
 
   /** Step 1: plan against the current devices; once more after a re-discovery if one is unknown. */
@@ -298,7 +384,7 @@ export class DeviceState {
       ) {
         throw new GpuDraError(
           'DEVICE_IN_USE',
-          `device ${conflict.wanted} overlaps ${conflict.held}, already prepared for claim ${claimLabel(conflict.holder, conflict.holderUid)}, and no sharing allows both`,
+          `device ${conflict.wanted} overlaps ${conflict.held}, already prepared for claim ${claimLabel(conflict.holder, conflict.holderUid)}: ${conflict.reason}`,
           { claimUid },
         );
       }
@@ -306,7 +392,7 @@ export class DeviceState {
       await this.claimLocks.run(conflict.holderUid, async () => {
         // Unless the holder's own unprepare or prepare changed it meanwhile.
         if (this.opts.checkpoint.current().claims[conflict.holderUid] !== holder) return;
-        await this.rollback(conflict.holderUid, holder);
+        await this.rollback(conflict.holderUid, holder, logger);
         logger.warn(
           {
             staleClaim: claimLabel(holder, conflict.holderUid),
@@ -341,6 +427,7 @@ export class DeviceState {
     claimUid: string,
     devices: ClaimCdiInput['devices'],
     driverVersion: string,
+    deviceEdits?: ClaimCdiInput['deviceEdits'],
   ): ClaimCdiSpec {
     const { hostPaths } = this.opts;
     const nodeInfo = inspectDeviceNodes(claimDeviceNodes({ devices, hostPaths }), () =>
@@ -354,6 +441,7 @@ export class DeviceState {
       driverFiles: this.driverFiles(driverVersion),
       driverVersion,
       nodeInfo,
+      ...(deviceEdits && deviceEdits.size > 0 ? { deviceEdits } : {}),
     });
   }
 
@@ -390,7 +478,7 @@ export class DeviceState {
           logger.debug('claim not prepared here; nothing to do');
           return;
         }
-        await this.rollback(ref.uid, entry);
+        await this.rollback(ref.uid, entry, logger);
         logger.info('claim unprepared');
       })
       .catch((err: unknown) => Promise.reject(inClaim(err, ref.uid, 'INTERNAL')));
@@ -401,7 +489,24 @@ export class DeviceState {
    * an orphan spec, which the start-up sweep removes, never an entry whose spec recovery would
    * restore for a claim being unprepared.
    */
-  private async rollback(uid: string, entry: ReadonlyCheckpointClaim): Promise<void> {
+  private async rollback(uid: string, entry: ReadonlyCheckpointClaim, logger: Logger): Promise<void> {
+    if (entryChangesHost(entry)) {
+      // Undo is idempotent; marking the entry first means a crash midway leaves an entry that
+      // recovery rolls back (undoing again), never a completed claim whose sharing is gone.
+      if (claimState(entry) === 'PrepareCompleted') {
+        await this.opts.checkpoint.update((doc) => {
+          const current = doc.claims[uid];
+          if (current) doc.claims[uid] = { ...current, state: 'UnprepareStarted' };
+        });
+      }
+      await this.sharingFor(uid).undo(
+        uid,
+        sharedDevices(entry),
+        () => this.otherHolders(uid),
+        logger,
+        entry.mpsDaemons ?? [],
+      );
+    }
     await this.opts.checkpoint.update((doc) => {
       // eslint-disable-next-line @typescript-eslint/no-dynamic-delete
       delete doc.claims[uid];
@@ -457,7 +562,12 @@ export class DeviceState {
       }
       return { deviceName: d.deviceName, device };
     });
-    const built = this.buildSpec(uid, devices, inventory.driverVersion);
+    const built = this.buildSpec(
+      uid,
+      devices,
+      inventory.driverVersion,
+      this.opts.sharing?.cdiEdits(uid, sharedDevices(entry)),
+    );
     await this.opts.cdi.write(built.fileName, built.spec);
     const unchanged =
       entry.cdiSpecFile === built.fileName &&
@@ -508,7 +618,7 @@ export class DeviceState {
         continue;
       }
       if (claimState(entry) !== 'PrepareCompleted') {
-        await this.rollback(uid, entry);
+        await this.rollback(uid, entry, clog);
         report.rolledBack.push(uid);
         clog.warn({ state: entry.state }, 'rolled back an unfinished prepare');
         continue;
@@ -516,6 +626,9 @@ export class DeviceState {
       try {
         if (rebooted) {
           await this.rebuild(uid, entry);
+          // A reboot reset the GPUs' time slices and compute modes; MPS daemon pods come back by themselves.
+          if (entryChangesHost(entry))
+            await this.sharingFor(uid).applyGpuSettings(uid, sharedDevices(entry), clog);
           report.rebuilt.push(uid);
           clog.info('node rebooted: rebuilt CDI spec from the checkpoint');
         } else if (await this.ensureSpecFile(uid, entry, clog)) {
@@ -523,7 +636,7 @@ export class DeviceState {
         }
       } catch (err) {
         clog.error({ err }, 'cannot restore prepared claim; dropping it so the next prepare starts afresh');
-        await this.rollback(uid, entry);
+        await this.rollback(uid, entry, clog);
         report.dropped.push(uid);
       }
     }
@@ -550,7 +663,35 @@ export class DeviceState {
       if (orphansRemoved.length > 0)
         log.info({ files: orphansRemoved }, 'removed CDI specs no prepared claim owns');
     }
-    return { checkpoint: loaded.status, rebooted, ...report, orphansRemoved };
+    const mpsDaemonsRemoved = await this.sweepMpsDaemons();
+    return { checkpoint: loaded.status, rebooted, ...report, orphansRemoved, mpsDaemonsRemoved };
+  }
+
+  /**
+   * MPS daemons of this node that no recorded claim owns (a crash between creating one and
+   * recording it, or a lost checkpoint) are removed. The API may be unreachable at start-up:
+   * then they stay until the next start, and the claims' own unprepares remove theirs.
+   */
+  private async sweepMpsDaemons(): Promise<string[]> {
+    const mps = this.opts.sharing?.mpsDaemons;
+    if (!mps) return [];
+    const owned = new Set<string>();
+    for (const [uid, entry] of Object.entries(this.opts.checkpoint.current().claims)) {
+      for (const id of entry.mpsDaemons ?? []) owned.add(id);
+      for (const g of mpsGroups(uid, sharedDevices(entry))) owned.add(g.id);
+    }
+    try {
+      const removed = await mps.sweep(owned, this.opts.logger);
+      if (removed.length > 0)
+        this.opts.logger.info({ mpsDaemons: removed }, 'removed MPS daemons no prepared claim owns');
+      return removed;
+    } catch (err) {
+      this.opts.logger.warn(
+        { err },
+        'cannot list MPS daemons to remove orphans; trying again at the next start',
+      );
+      return [];
+    }
   }
 
   /** Removes every spec and the checkpoint (for `--cleanup-on-exit`). */
@@ -561,6 +702,8 @@ export class DeviceState {
 }
 
 export interface DeviceStateSetup {
+  /** Applies sharing settings; see {@link DeviceStateOptions.sharing}. */
+  readonly sharing?: SharingApplier;
   readonly driverName: string;
   readonly nodeName: string;
   readonly hostPaths: HostPaths;
@@ -586,6 +729,7 @@ export function createDeviceState(setup: DeviceStateSetup): DeviceState {
     ),
     inventory: setup.inventory,
     ...(setup.claims ? { claims: setup.claims } : {}),
+    ...(setup.sharing ? { sharing: setup.sharing } : {}),
     logger: setup.logger.child({ component: 'state' }),
   });
 }

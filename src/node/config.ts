@@ -46,6 +46,17 @@ const deviceCheckInterval = duration.refine(
   (ms) => ms === 0 || (ms >= 1_000 && ms <= 86_400_000),
   'must be 0 (off) or between 1s and 24h',
 );
+const BINARY_QUANTITY = /^(\d+)(Ki|Mi|Gi|Ti)?$/;
+const QUANTITY_SHIFT: Readonly<Record<string, number>> = { '': 0, Ki: 10, Mi: 20, Gi: 30, Ti: 40 };
+/** A byte size as `0`, `512Mi`, `1Gi`, in bytes. */
+const byteSize = z
+  .string()
+  .regex(BINARY_QUANTITY, 'must be a size such as 1Gi, 512Mi or 0')
+  .transform((s) => {
+    const m = BINARY_QUANTITY.exec(s);
+    return Number(m?.[1] ?? 0) * 2 ** (QUANTITY_SHIFT[m?.[2] ?? ''] ?? 0);
+  })
+  .refine((n) => Number.isSafeInteger(n), 'is too large');
 const bool = z.union(
   [z.boolean(), z.enum(['true', 'false', '1', '0', '']).transform((s) => s === 'true' || s === '1')],
   { error: 'must be true, false, 1 or 0' },
@@ -74,6 +85,13 @@ const SCHEMA = {
   logLevel: z.enum(LOG_LEVELS),
   deviceCheckInterval,
   deviceEvents: bool,
+  namespace: z
+    .string()
+    .regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a namespace name (DNS label)')
+    .optional(),
+  image: z.string().min(1).optional(),
+  mpsShmSize: byteSize,
+  mpsReadyTimeout: duration.refine((ms) => ms >= 1_000 && ms <= 600_000, 'must be between 1s and 10m'),
 } satisfies { readonly [K in DriverFlagName]: z.ZodType };
 
 /** Flags that may stay unset: in the table, no default and not required; here, optional. */
@@ -99,7 +117,12 @@ type HostPathFlag = 'devRoot' | 'procRoot' | 'sysRoot' | 'driverRoot' | 'hostDri
  * as one `hostPaths`, the check interval in milliseconds. Every field's meaning is its flag's
  * help in flags.ts.
  */
-export type DriverConfig = Readonly<Omit<ParsedFlags, HostPathFlag | 'deviceCheckInterval'>> & {
+export type DriverConfig = Readonly<
+  Omit<ParsedFlags, HostPathFlag | 'deviceCheckInterval' | 'mpsShmSize' | 'mpsReadyTimeout'>
+> & {
+  /** Bytes; 0 = no tmpfs. */
+  readonly mpsShmSizeBytes: number;
+  readonly mpsReadyTimeoutMs: number;
   readonly hostPaths: HostPaths;
   /** 0 = never re-discover. */
   readonly deviceCheckIntervalMs: number;
@@ -153,11 +176,22 @@ export function parseDriverConfig(flags: DriverFlags, env: NodeJS.ProcessEnv = p
     );
   }
   // Optional flags left unset are absent from `parsed.data`, so the spread adds no undefined keys.
-  const { devRoot, procRoot, sysRoot, driverRoot, hostDriverRoot, deviceCheckInterval, ...rest } =
-    parsed.data;
+  const {
+    devRoot,
+    procRoot,
+    sysRoot,
+    driverRoot,
+    hostDriverRoot,
+    deviceCheckInterval,
+    mpsShmSize,
+    mpsReadyTimeout,
+    ...rest
+  } = parsed.data;
   return deepFreeze({
     ...rest,
     hostPaths: { devRoot, procRoot, sysRoot, driverRoot, ...(hostDriverRoot ? { hostDriverRoot } : {}) },
     deviceCheckIntervalMs: deviceCheckInterval,
+    mpsShmSizeBytes: mpsShmSize,
+    mpsReadyTimeoutMs: mpsReadyTimeout,
   });
 }

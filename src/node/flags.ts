@@ -112,6 +112,30 @@ export const DRIVER_FLAGS = {
     default: 'true',
     help: 'watch NVML events: XID errors taint devices, MIG changes trigger a re-discovery',
   },
+  namespace: {
+    value: '<name>',
+    env: 'POD_NAMESPACE',
+    unset: 'no MPS daemons',
+    help: "the plugin's namespace (downward API), where it runs MPS daemons",
+  },
+  image: {
+    value: '<image>',
+    env: 'IMAGE',
+    unset: 'no MPS daemons',
+    help: "the plugin's own image; MPS daemons run `gpu-dra mps-control-daemon` from it",
+  },
+  mpsShmSize: {
+    value: '<quantity>',
+    env: 'MPS_SHM_SIZE',
+    default: '1Gi',
+    help: "size of each MPS daemon's shared /dev/shm tmpfs; 0 = the plain directory (simulated nodes)",
+  },
+  mpsReadyTimeout: {
+    value: '<duration>',
+    env: 'MPS_READY_TIMEOUT',
+    default: '60s',
+    help: 'how long a prepare waits for its MPS daemon to report ready',
+  },
 } as const satisfies Readonly<Record<string, FlagSpec>>;
 
 export type DriverFlagName = keyof typeof DRIVER_FLAGS;

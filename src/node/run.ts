@@ -9,6 +9,7 @@
  * half-recovered state) → DRA socket → registration socket → HTTP → periodic re-discovery and
  * the NVML event watch.
  */
+import fs from 'node:fs';
 import type http from 'node:http';
 import { createKubeClient, type KubeClient } from '../kube/client.js';
 import { loadInClusterConfig, type KubeConfig } from '../kube/config.js';
@@ -20,6 +21,7 @@ import type { DeviceState, RecoveryReport } from '../driver/state.js';
 import { DeviceMonitor } from './deviceMonitor.js';
 import { watchDeviceEvents, type DeviceEvent, type DeviceEventWatch } from '../nvml/events.js';
 import { discoverInventory } from '../nvml/discover.js';
+import { libraryCandidates } from '../nvml/library.js';
 import type { NodeInventory } from '../nvml/types.js';
 import { discoverWithRetry } from './discoveryRetry.js';
 import type { TaintMap } from '../resourceslice/model.js';
@@ -133,6 +135,42 @@ async function connectKube(config: DriverConfig): Promise<KubeClient> {
   return loadKubeconfigClient(config.kubeconfig);
 }
 
+/** nvidia-smi from the driver root, and MPS daemons when the plugin knows its namespace and image. */
+function sharingApplier(
+  serving: typeof import('./serving.js'),
+  config: DriverConfig,
+  pluginDir: string,
+  kube: KubeClient | undefined,
+  logger: Logger,
+) {
+  const nvmlLibPath = libraryCandidates({
+    nvmlLib: config.nvmlLib,
+    driverRoot: config.hostPaths.driverRoot,
+  }).find((p) => p.includes('/') && fs.existsSync(p));
+  const nvidiaSmi = serving.createNvidiaSmi({
+    driverRoot: config.hostPaths.driverRoot,
+    ...(nvmlLibPath ? { nvmlLibPath } : {}),
+  });
+  if (!config.namespace || !config.image || !kube) {
+    logger.info('MPS claims will be refused: --namespace and --image are not both set');
+    return new serving.SharingApplier({ nvidiaSmi });
+  }
+  const mps = new serving.MpsDaemons({
+    kube,
+    settings: {
+      namespace: config.namespace,
+      image: config.image,
+      nodeName: config.nodeName,
+      driverName: config.driverName,
+      pluginDir,
+      hostDriverRoot: config.hostPaths.hostDriverRoot ?? config.hostPaths.driverRoot,
+      shmSizeBytes: config.mpsShmSizeBytes,
+    },
+    readyTimeoutMs: config.mpsReadyTimeoutMs,
+  });
+  return new serving.SharingApplier({ nvidiaSmi, mps });
+}
+
 export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Promise<RunningDriver> {
   const logger = (deps.logger ?? createLogger({ level: config.logLevel })).child({
     driver: config.driverName,
@@ -204,14 +242,16 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
   if (publisher) await settledWithin(publisher.whenReady(), FIRST_PUBLISH_WAIT_MS);
   const serving = await import('./serving.js');
 
+  const pluginDir = serving.pluginDataDir({ pluginsDir: config.kubeletPluginsDir }, config.driverName);
   const state = serving.createDeviceState({
     driverName: config.driverName,
     nodeName: config.nodeName,
     hostPaths: config.hostPaths,
     cdiRoot: config.cdiRoot,
-    pluginDir: serving.pluginDataDir({ pluginsDir: config.kubeletPluginsDir }, config.driverName),
+    pluginDir,
     inventory: devices,
     claims,
+    sharing: sharingApplier(serving, config, pluginDir, kubeClient, logger),
     logger,
   });
   const recovery = await state.recover();

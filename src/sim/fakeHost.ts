@@ -8,6 +8,7 @@ import { copyFile, chmod, mkdir, rm, symlink, writeFile } from 'node:fs/promises
 import path from 'node:path';
 
 import type { HostPaths } from '../util/hostPaths.js';
+import { packageRoot } from '../util/packageRoot.js';
 import {
   buildFakeNvml,
   type FakeGpu,
@@ -41,6 +42,24 @@ export interface SimulatedNodeOptions {
 
 /** Multiarch directory of the driver's libraries inside the driver root. */
 export const DRIVER_LIB_DIR = 'usr/lib/x86_64-linux-gnu';
+
+/** The driver-root tools the simulated node replaces with recording stand-ins (src/sim/tools/). */
+export const SIM_TOOLS = ['nvidia-smi', 'nvidia-cuda-mps-control'] as const;
+
+/** Where the stand-ins record each call, one line per call (`nvidia-smi -i GPU-… -c DEFAULT`). */
+export function simCallLog(driverRoot: string): string {
+  return path.join(driverRoot, 'var', 'log', 'gpu-dra-sim', 'calls.log');
+}
+
+/** The settings a stand-in left on a GPU (`computeMode`, `timeslice`), as a real GPU would keep them. */
+export function simGpuSettingsFile(driverRoot: string, uuid: string): string {
+  return path.join(driverRoot, 'var', 'lib', 'gpu-dra-sim', 'gpus', uuid);
+}
+
+/** Lines `<tool> <text>` here make the stand-in fail every call whose arguments contain <text>. */
+export function simFailFile(driverRoot: string): string {
+  return path.join(driverRoot, 'etc', 'gpu-dra-sim', 'fail');
+}
 
 /** Character-device majors written to the simulated /proc/devices. */
 export const SIM_MAJORS = { frontend: 195, uvm: 238, caps: 241 } as const;
@@ -258,9 +277,15 @@ async function writeDriverRoot(driverRoot: string, version: string, libPath: str
 
   const bin = path.join(driverRoot, 'usr', 'bin');
   await mkdir(bin, { recursive: true });
-  for (const tool of ['nvidia-smi', 'nvidia-debugdump', 'nvidia-persistenced']) {
+  for (const tool of ['nvidia-debugdump', 'nvidia-persistenced']) {
     const p = path.join(bin, tool);
     await writeFile(p, `#!/bin/sh\necho "${tool} (simulated, driver ${version})"\n`);
+    await chmod(p, 0o755);
+  }
+  // Stand-ins that record what would run on a real node (sharing settings, MPS) and change nothing.
+  for (const tool of SIM_TOOLS) {
+    const p = path.join(bin, tool);
+    await copyFile(path.join(packageRoot(), 'src', 'sim', 'tools', tool), p);
     await chmod(p, 0o755);
   }
   const fw = path.join(driverRoot, 'lib', 'firmware', 'nvidia', version);

@@ -90,6 +90,29 @@ export const ERROR_CATALOG = {
     means: 'the checkpoint could not be written durably',
     action: 'check the plugin directory is writable and the disk is not full; the claim was not prepared',
   },
+  SHARING_TOOL_NOT_FOUND: {
+    means:
+      "a sharing setting needs the host driver's `nvidia-smi` or `nvidia-cuda-mps-control`, which is not under the driver root",
+    action: 'check --driver-root (NVIDIA_DRIVER_ROOT) points at the host driver install; nothing was changed',
+  },
+  SHARING_APPLY_FAILED: {
+    means:
+      "setting a GPU's time slice or compute mode through `nvidia-smi` failed (its exit code and output are in the message)",
+    action:
+      'run the command the message names on the node; the claim was left unprepared and the GPU as it was',
+  },
+  MPS_DAEMON_FAILED: {
+    means:
+      "the claim's MPS control daemon (a Deployment in the driver's namespace) could not be created, removed or listed",
+    action:
+      "check the plugin's RBAC (deployments in its namespace) and --namespace/--image; the kubelet retries",
+  },
+  MPS_DAEMON_NOT_READY: {
+    means:
+      "the claim's MPS control daemon did not report ready in time; the message names it and holds its last log lines",
+    action:
+      '`kubectl -n <namespace> describe deploy <name>` and its pod: image pull, node taints, or the MPS log lines quoted',
+  },
   NVML_LIBRARY_NOT_FOUND: {
     means: 'libnvidia-ml.so.1 (the NVIDIA driver library) could not be loaded',
     action:

@@ -14,6 +14,7 @@ import type {
   NodePrepareResourcesResponse,
   NodeUnprepareResourcesResponse,
 } from '../../src/kubelet/proto.js';
+import { SharingApplier } from '../../src/sharing/apply.js';
 import { DeviceState } from '../../src/driver/state.js';
 import {
   createTestHost,
@@ -67,6 +68,8 @@ async function start(): Promise<void> {
     cdi,
     checkpoint,
     inventory: { current: () => inventory },
+    // Time slices are "set" by a stand-in that accepts every nvidia-smi call.
+    sharing: new SharingApplier({ nvidiaSmi: { run: () => Promise.resolve({ stdout: '', stderr: '' }) } }),
     logger,
   });
   await state.recover();
@@ -295,11 +298,11 @@ describe('NodePrepareResources / NodeUnprepareResources', () => {
     );
   });
 
-  it('allows sharing when both claims configure the same strategy, or with admin access', async () => {
+  it('allows sharing when both claims time-slice at one interval, or with admin access', async () => {
     const mps = opaque({
       apiVersion: 'gpu.dra.dev/v1alpha1',
       kind: 'GpuConfig',
-      sharing: { strategy: 'MPS' },
+      sharing: { strategy: 'TimeSlicing', timeSlicing: { interval: 'Short' } },
     });
     const a = testClaim({ uid: 'share-a', devices: ['gpu-0'], config: [mps] });
     const b = testClaim({ uid: 'share-b', devices: ['gpu-0'], config: [mps] });
