@@ -23,7 +23,14 @@ import {
 } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { createSimulatedNode, migCapMinor, type SimulatedNode } from '../../src/sim/fakeHost.js';
+import {
+  createSimulatedNode,
+  migCapMinor,
+  simCallLog,
+  simGpuSettingsFile,
+  type SimulatedNode,
+} from '../../src/sim/fakeHost.js';
+import { runDaemonPods } from './support/daemonPods.js';
 import {
   applyObjects,
   deployManifests,
@@ -227,14 +234,7 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
 
   it('the driver, run with the pod’s args, env, mounts and token, registers and publishes its node’s devices', async () => {
     for (const name of [H100, A100]) {
-      const plugin = await runPluginProcess({
-        cluster: fx.cluster,
-        node: get(nodes, name),
-        sim: get(sims, name),
-        pod: get(pods, name),
-        token: get(tokens, name),
-      });
-      plugins.set(name, plugin);
+      const plugin = await startPlugin(name);
       expect(plugin.container.args).toEqual(['driver']);
       await get(nodes, name).waitForEvent((e) => e.event === 'registered' && e['driver'] === DRIVER, 30_000);
     }
@@ -249,6 +249,20 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
     for (const p of plugins.values())
       expect(fs.readFileSync(p.logFile, 'utf8')).not.toMatch(/Forbidden|denied/);
   });
+
+  /** The plugin process for a node's pod (a simulated node has no mount for a /dev/shm tmpfs). */
+  async function startPlugin(name: string): Promise<PluginProcess> {
+    const plugin = await runPluginProcess({
+      cluster: fx.cluster,
+      node: get(nodes, name),
+      sim: get(sims, name),
+      pod: get(pods, name),
+      token: get(tokens, name),
+      env: { MPS_SHM_SIZE: '0', MPS_READY_TIMEOUT: '30s' },
+    });
+    plugins.set(name, plugin);
+    return plugin;
+  }
 
   /** Applies an example in `default` and returns its pod's `prepared` and `running` events. */
   async function runExample(
@@ -282,7 +296,11 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
   async function allocation(
     pod: V1Pod,
   ): Promise<{ request: string; driver: string; pool: string; device: string }[]> {
-    const claimName = pod.status?.resourceClaimStatuses?.[0]?.resourceClaimName ?? '';
+    // A template's claim is named in the pod's status; a shared claim in its spec.
+    const claimName =
+      pod.status?.resourceClaimStatuses?.[0]?.resourceClaimName ??
+      pod.spec?.resourceClaims?.[0]?.resourceClaimName ??
+      '';
     const claim = await fx.cluster.kubeConfig
       .makeApiClient(ResourceV1Api)
       .readNamespacedResourceClaim({ namespace: 'default', name: claimName });
@@ -333,6 +351,118 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
         `/dev/nvidia-caps/nvidia-cap${String(migCapMinor(minor, mig?.gpuInstanceId ?? -1, mig?.computeInstanceId))}`,
       ].sort(),
     );
+  });
+
+  /** What the simulated node's nvidia-smi and nvidia-cuda-mps-control stand-ins were asked since `from`. */
+  function toolCalls(nodeName: string, from = 0): string[] {
+    const file = simCallLog(get(sims, nodeName).hostPaths.driverRoot);
+    return fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).slice(from) : [];
+  }
+
+  async function deletePods(names: string[], nodeName: string): Promise<void> {
+    const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
+    const node = get(nodes, nodeName);
+    for (const name of names) {
+      const pod = await core.readNamespacedPod({ namespace: 'default', name });
+      await core.deleteNamespacedPod({ namespace: 'default', name });
+      await terminated(pod, async () => {
+        await node.waitForEvent((e) => e.event === 'unprepared' && e['uid'] === pod.metadata?.uid, 60_000);
+      });
+    }
+  }
+
+  it('examples/claims/time-slicing.yaml: two pods on one GPU at the Long slice, set through nvidia-smi and reset after the last', async () => {
+    const before = toolCalls(H100).length;
+    const { pod, oci } = await runExample('time-slicing.yaml', H100);
+    const node = get(nodes, H100);
+    await node.waitForEvent((e) => e.event === 'running' && e['pod'] === 'default/time-sliced-b', 60_000);
+    const [result] = await allocation(pod);
+    const minor = Number(result?.device.replace('gpu-', ''));
+    const uuid = get(sims, H100).config.gpus.find((g) => g.minor === minor)?.uuid ?? '?';
+    expect((oci.linux?.devices ?? []).map((d) => d.path)).toContain(`/dev/nvidia${String(minor)}`);
+    // Prepared once for the claim (both pods share it): exactly NVIDIA's two calls.
+    expect(toolCalls(H100, before)).toEqual([
+      `nvidia-smi -i ${uuid} -c DEFAULT`,
+      `nvidia-smi compute-policy -i ${uuid} --set-timeslice 3`,
+    ]);
+    const settings = () =>
+      fs.readFileSync(simGpuSettingsFile(get(sims, H100).hostPaths.driverRoot, uuid), 'utf8');
+    expect(settings()).toContain('timeslice=3');
+    await deletePods(['time-sliced-a', 'time-sliced-b'], H100);
+    await eventually(
+      'time slice reset',
+      async () => (settings().includes('timeslice=0') ? true : undefined),
+      60_000,
+      250,
+    );
+    expect(toolCalls(H100, before).at(-1)).toBe(`nvidia-smi compute-policy -i ${uuid} --set-timeslice 0`);
+  });
+
+  it('examples/claims/mps.yaml: the claim’s MPS daemon runs with its limits, survives a plugin restart, and goes at unprepare', async () => {
+    const daemons = fx.track(
+      runDaemonPods({
+        cluster: fx.cluster,
+        node: get(nodes, H100),
+        sim: get(sims, H100),
+        namespace: PLUGIN_NAMESPACE,
+        labelSelector: 'app.kubernetes.io/component=mps-control-daemon',
+      }),
+    );
+    const before = toolCalls(H100).length;
+    const { pod, oci } = await runExample('mps.yaml', H100);
+    const [result] = await allocation(pod);
+    const minor = Number(result?.device.replace('gpu-', ''));
+    const uuid = get(sims, H100).config.gpus.find((g) => g.minor === minor)?.uuid ?? '?';
+    const apps = fx.cluster.kubeConfig.makeApiClient(AppsV1Api);
+    const [deployment, ...others] = (await apps.listNamespacedDeployment({ namespace: PLUGIN_NAMESPACE }))
+      .items;
+    expect(others).toEqual([]);
+    const name = deployment?.metadata?.name ?? '';
+    expect(name).toMatch(/^gpu-dra-mps-[0-9a-f-]{36}-[0-9a-f]{5}$/);
+    expect(deployment?.spec?.template.spec?.nodeName).toBe(H100);
+    // What ran on the node: the GPU made exclusive to the daemon, the daemon for exactly that
+    // GPU, then the claim's limits through its command interface.
+    expect(toolCalls(H100, before)).toEqual([
+      `nvidia-smi -i ${uuid} -c EXCLUSIVE_PROCESS`,
+      `nvidia-cuda-mps-control -f (CUDA_VISIBLE_DEVICES=${uuid})`,
+      'nvidia-cuda-mps-control < get_server_list',
+      'nvidia-cuda-mps-control < set_default_active_thread_percentage 50',
+      `nvidia-cuda-mps-control < set_default_device_pinned_mem_limit ${uuid} 10240M`,
+    ]);
+    // The container reaches the daemon: its pipe directory and /dev/shm, from the host.
+    const env = (oci as { process?: { env?: string[] } }).process?.env ?? [];
+    expect(env).toContain('CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps');
+    const mounts = new Map((oci.mounts ?? []).map((m) => [m.destination, m.source]));
+    const daemonDir = mounts.get('/tmp/nvidia-mps')?.replace(/\/pipe$/, '') ?? '?';
+    expect(mounts.get('/dev/shm')).toBe(`${daemonDir}/shm`);
+    const ready = path.join(daemonDir, 'ready');
+    expect(fs.existsSync(ready)).toBe(true);
+
+    // A plugin restart (an upgrade, a crash) leaves the daemon serving and the claim prepared.
+    await stopPlugin(get(plugins, H100));
+    await startPlugin(H100);
+    await get(nodes, H100).waitForEvent((e) => e.event === 'registered' && e['driver'] === DRIVER, 30_000);
+    expect(fs.existsSync(ready)).toBe(true);
+    expect([...daemons.started.values()].filter((d) => d.peer.exit === undefined)).toHaveLength(1);
+    expect((await apps.listNamespacedDeployment({ namespace: PLUGIN_NAMESPACE })).items).toHaveLength(1);
+
+    const mark = toolCalls(H100).length;
+    await deletePods(['mps-a', 'mps-b'], H100);
+    await eventually(
+      'MPS daemon removed',
+      async () =>
+        (await apps.listNamespacedDeployment({ namespace: PLUGIN_NAMESPACE })).items.length === 0
+          ? true
+          : undefined,
+      60_000,
+      250,
+    );
+    expect(fs.existsSync(daemonDir)).toBe(false);
+    expect(toolCalls(H100, mark)).toEqual([
+      'nvidia-cuda-mps-control < quit',
+      `nvidia-smi -i ${uuid} -c DEFAULT`,
+    ]);
+    expect(fs.readFileSync(get(plugins, H100).logFile, 'utf8')).not.toMatch(/Forbidden/);
   });
 
   // The plugin sees the driver's files at /driver-root inside its container, but the container

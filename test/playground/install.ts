@@ -49,7 +49,12 @@ export const PLUGIN_POD_SELECTOR =
 /** The label the DaemonSet's nodeSelector asks for (NVIDIA's GPU feature discovery sets it). */
 export const GPU_NODE_LABEL = 'nvidia.com/gpu.present=true';
 /** Controllers the install needs besides the fixture's defaults. */
-export const INSTALL_CONTROLLERS = ['daemonset-controller'];
+export const INSTALL_CONTROLLERS = [
+  'daemonset-controller',
+  // MPS daemons are Deployments (src/sharing/mps.ts).
+  'deployment-controller',
+  'replicaset-controller',
+];
 /** The DaemonSet's pod is privileged. */
 export const INSTALL_APISERVER_ARGS = ['--allow-privileged=true'];
 /** Where the kubelet projects the ServiceAccount token into a container. */
@@ -318,6 +323,8 @@ export async function runPluginProcess(opts: PluginProcessOptions): Promise<Plug
   const kubeconfig = cluster.makeKubeconfig(token, `plugin-${pod.metadata?.name ?? nodeName}`);
   // Short: the sockets below it must fit a Unix socket path (107 bytes).
   const containerRoot = path.join(cluster.dir, 'c', pod.metadata?.name?.split('-').at(-1) ?? nodeName);
+  // A restarted container starts from its pod's mounts again (links only: their targets stay).
+  fs.rmSync(containerRoot, { recursive: true, force: true });
   const container = pluginContainer(pod, simulatedHostLayout(node, sim), containerRoot, {
     token,
     caData: cluster.kubeConfig.getCurrentCluster()?.caData ?? '',

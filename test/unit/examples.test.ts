@@ -152,6 +152,7 @@ describe('examples/claims', () => {
       'gpu-min-memory.yaml',
       'hopper-or-newer.yaml',
       'mig-1g.yaml',
+      'mps.yaml',
       'product-name.yaml',
       'shared-claim.yaml',
       'single-gpu.yaml',

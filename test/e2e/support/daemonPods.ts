@@ -43,12 +43,11 @@ export function runDaemonPods(opts: {
     const simPaths: Record<string, string> = { ...layout };
     for (const v of pod.spec?.volumes ?? []) {
       const p = v.hostPath?.path;
-      if (p !== undefined && p.startsWith(`${opts.cluster.dir}/`)) simPaths[p] = p;
-      if (p !== undefined && v.hostPath?.type === 'DirectoryOrCreate') {
-        fs.mkdirSync(p.startsWith(`${opts.cluster.dir}/`) ? p : path.join(layout['/'] ?? '/', p), {
-          recursive: true,
-        });
-      }
+      if (p === undefined || !p.startsWith(`${opts.cluster.dir}/`)) continue;
+      if (v.hostPath?.type === 'DirectoryOrCreate') fs.mkdirSync(p, { recursive: true });
+      // Resolved now: the plugin's container view (links) is rebuilt when the plugin restarts,
+      // and a host directory does not move under a running container.
+      simPaths[p] = fs.realpathSync(p);
     }
     const container = pluginContainer(pod, simPaths, path.join(dir, 'root'), {
       token: '',
