@@ -14,10 +14,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { parseDriverConfig } from '../../src/node/config.js';
 import { runDriver, type RunningDriver } from '../../src/node/run.js';
-import type { CdiSpec } from '../../src/cdi/spec.js';
+import { deviceEnvKey, type CdiSpec } from '../../src/cdi/spec.js';
 import type { NodePrepareResourcesRequest, NodePrepareResourcesResponse } from '../../src/kubelet/proto.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
-import type { NodeInventory } from '../../src/nvml/types.js';
+import type { MigDevice, NodeInventory } from '../../src/nvml/types.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { loadProfile, parseFakeNvmlConfig } from '../../src/sim/fakeNvml.js';
 import type { Logger } from '../../src/util/log.js';
@@ -58,6 +58,16 @@ async function mixedMigConfig(): Promise<ReturnType<typeof parseFakeNvmlConfig>>
       { ...a100, minor: 2, pci: { ...a100.pci, bus: 0xc1 } },
     ],
   });
+}
+
+/** The per-device env entries (`GPU_DRA_DEVICE_<NAME>=<uuid>`) of a container, sorted. */
+function deviceEnv(env: readonly string[]): string[] {
+  return env.filter((e) => e.startsWith('GPU_DRA_DEVICE_')).sort();
+}
+
+/** How a MIG device's name ends: `-<profile id>-<placement start>`. */
+function migSuffix(m: MigDevice): string {
+  return `-${String(m.profileId)}-${String(m.placement.start)}`;
 }
 
 /** A driver log record (pino JSON line). */
@@ -276,10 +286,8 @@ describe('kubelet plugin end to end', () => {
     ]);
     const gpu0 = inventory?.gpus.find((g) => g.minor === 0);
     const env = oci.process?.env ?? [];
-    expect(env).toContain(`GPU_DRA_DEVICE_UUIDS=${gpu0?.uuid ?? '?'}`);
+    expect(deviceEnv(env)).toEqual([`GPU_DRA_DEVICE_GPU_0=${gpu0?.uuid ?? '?'}`]);
     expect(env).toContain('NVIDIA_VISIBLE_DEVICES=void');
-    expect(env).toContain(`GPU_DRA_CLAIM_UID=${claimUid}`);
-    expect(env).toContain('GPU_DRA_DEVICES=gpu-0');
     expect(oci.mounts?.map((m) => m.destination)).toContain('/usr/lib/x86_64-linux-gnu/libcuda.so.1');
     // The CDI library turned the spec's hooks into OCI createContainer hooks, in the toolkit's order.
     expect(oci.hooks?.createContainer?.map((h) => h.args?.slice(0, 2).join(' '))).toEqual([
@@ -308,9 +316,7 @@ describe('kubelet plugin end to end', () => {
     const allocated = (claim.status?.allocation?.devices?.results ?? []).map((r) => r.device);
     expect(allocated).toHaveLength(2);
     const migs = inventory?.gpus.flatMap((g) => g.migDevices) ?? [];
-    const chosen = migs.filter((m) =>
-      allocated.some((d) => d.endsWith(`-${String(m.profileId)}-${String(m.placement.start)}`)),
-    );
+    const chosen = migs.filter((m) => allocated.some((d) => d.endsWith(migSuffix(m))));
     expect(chosen).toHaveLength(2);
 
     const [ctr] = preparedContainers(prepared);
@@ -322,12 +328,11 @@ describe('kubelet plugin end to end', () => {
     expect(paths).toEqual(
       ['/dev/nvidia-uvm', '/dev/nvidia-uvm-tools', '/dev/nvidia2', '/dev/nvidiactl', ...caps].sort(),
     );
-    const visible = (oci.process?.env ?? [])
-      .find((e) => e.startsWith('GPU_DRA_DEVICE_UUIDS='))
-      ?.split('=')[1]
-      ?.split(',')
-      .sort();
-    expect(visible).toEqual(chosen.map((m) => m.uuid).sort());
+    expect(deviceEnv(oci.process?.env ?? [])).toEqual(
+      allocated
+        .map((d) => `${deviceEnvKey(d)}=${chosen.find((m) => d.endsWith(migSuffix(m)))?.uuid ?? '?'}`)
+        .sort(),
+    );
 
     await deletePodAndWaitUnprepared('two-mig', uid);
     expect(fs.readdirSync((node as NodeHarness).cdiDir)).toEqual([]);
@@ -391,15 +396,8 @@ describe('kubelet plugin end to end', () => {
       '/dev/nvidiactl 195:255',
     ]);
     const env = oci.process?.env ?? [];
-    const visible = env
-      .find((e) => e.startsWith('GPU_DRA_DEVICE_UUIDS='))
-      ?.split('=')[1]
-      ?.split(',')
-      .sort();
-    const uuids = (inventory?.gpus ?? []).filter((g) => g.minor === 0 || g.minor === 1).map((g) => g.uuid);
-    expect(uuids).toHaveLength(2);
-    expect(visible).toEqual(uuids.sort());
-    expect(env).toContain('GPU_DRA_DEVICES=gpu-0,gpu-1');
+    const uuid = (minor: number): string => inventory?.gpus.find((g) => g.minor === minor)?.uuid ?? '?';
+    expect(deviceEnv(env)).toEqual([`GPU_DRA_DEVICE_GPU_0=${uuid(0)}`, `GPU_DRA_DEVICE_GPU_1=${uuid(1)}`]);
 
     const specFile = path.join((node as NodeHarness).cdiDir, `k8s.${DRIVER}-claim_${claimUid}.json`);
     const spec = JSON.parse(fs.readFileSync(specFile, 'utf8')) as CdiSpec;

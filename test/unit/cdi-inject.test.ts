@@ -45,8 +45,11 @@ describe('injectCdiDevices (the CDI library’s merge, in memory)', () => {
       '/dev/nvidia-caps/nvidia-cap101',
     ]);
     expect(edits.deviceNodes[3]?.hostPath).toBe('/host/dev/nvidia0');
-    expect(edits.env).toContain(`GPU_DRA_DEVICE_UUIDS=${testGpu(0).uuid},${testMig(1, 0).uuid}`);
-    expect(edits.env).toContain('NVIDIA_VISIBLE_DEVICES=void');
+    expect(edits.env).toEqual([
+      'NVIDIA_VISIBLE_DEVICES=void',
+      `GPU_DRA_DEVICE_GPU_0=${testGpu(0).uuid}`,
+      `GPU_DRA_DEVICE_GPU_1_MIG_1G10GB_19_0=${testMig(1, 0).uuid}`,
+    ]);
   });
 
   it('one device of the spec still gets the spec-wide edits; unknown ids are reported', () => {
