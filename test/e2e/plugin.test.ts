@@ -14,6 +14,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { parseDriverConfig } from '../../src/node/config.js';
 import { runDriver, type RunningDriver } from '../../src/node/run.js';
+import { injectCdiDevices } from '../../src/cdi/inject.js';
 import { deviceEnvKey, type CdiSpec } from '../../src/cdi/spec.js';
 import type { NodePrepareResourcesRequest, NodePrepareResourcesResponse } from '../../src/kubelet/proto.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
@@ -405,6 +406,99 @@ describe('kubelet plugin end to end', () => {
 
     await deletePodAndWaitUnprepared('two-gpus', uid);
     expect(fs.existsSync(specFile)).toBe(false);
+  });
+
+  it('a container using two claims (a GPU and a MIG device) sees every device of both', async () => {
+    // The CDI library merges env by key across the specs of one container, later ones winning: a
+    // per-claim value under a shared key would leave this container only the last claim's.
+    const { prepared, claims, uid } = await runPodWithClaims('two-claims', [
+      {
+        name: 'gpu',
+        template: {
+          spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: `gpu.${DRIVER}` } }] } },
+        },
+      },
+      {
+        name: 'mig',
+        template: {
+          spec: { devices: { requests: [{ name: 'mig', exactly: { deviceClassName: `mig.${DRIVER}` } }] } },
+        },
+      },
+    ]);
+    expect(prepared.event, JSON.stringify(prepared)).toBe('prepared');
+    const allocation = (name: string): { claimUid: string; device: string } => {
+      const c = claims.get(name);
+      return {
+        claimUid: c?.metadata?.uid ?? '',
+        device: c?.status?.allocation?.devices?.results?.[0]?.device ?? '',
+      };
+    };
+    const gpu = allocation('gpu');
+    const mig = allocation('mig');
+    expect(gpu.device).toMatch(/^gpu-[01]$/);
+    expect(mig.device).toMatch(/^gpu-2-mig-/);
+    expect(gpu.claimUid).not.toBe(mig.claimUid);
+    const gpuDevice = inventory?.gpus.find((g) => `gpu-${String(g.minor)}` === gpu.device);
+    const migDevice = inventory?.gpus
+      .flatMap((g) => g.migDevices)
+      .find((m) => mig.device.endsWith(migSuffix(m)));
+    if (!gpuDevice || !migDevice) throw new Error(`not in the inventory: ${gpu.device}, ${mig.device}`);
+
+    // One container, both claims' CDI devices, injected together by the CDI library.
+    const [ctr] = preparedContainers(prepared);
+    expect(ctr?.cdiError).toBeUndefined();
+    expect([...(ctr?.cdiDevices ?? [])].sort()).toEqual(
+      [
+        `k8s.${DRIVER}/claim=${gpu.claimUid}-${gpu.device}`,
+        `k8s.${DRIVER}/claim=${mig.claimUid}-${mig.device}`,
+      ].sort(),
+    );
+    const oci = ctr?.ociSpec as OciSpec;
+    const caps = [migDevice.accessCaps?.gi, migDevice.accessCaps?.ci].map(
+      (n) => `/dev/nvidia-caps/nvidia-cap${String(n)}`,
+    );
+    expect((oci.linux?.devices ?? []).map((d) => d.path).sort()).toEqual(
+      [
+        '/dev/nvidia-uvm',
+        '/dev/nvidia-uvm-tools',
+        '/dev/nvidiactl',
+        `/dev/nvidia${String(gpuDevice.minor)}`,
+        '/dev/nvidia2',
+        ...caps,
+      ].sort(),
+    );
+    const env = oci.process?.env ?? [];
+    expect(deviceEnv(env)).toEqual(
+      [
+        `${deviceEnvKey(gpu.device)}=${gpuDevice.uuid}`,
+        `${deviceEnvKey(mig.device)}=${migDevice.uuid}`,
+      ].sort(),
+    );
+    // Nothing of ours is keyed per claim any more: every GPU_DRA_ entry names one device.
+    const keys = env.filter((e) => e.startsWith('GPU_DRA_')).map((e) => e.split('=')[0]);
+    expect(keys.sort()).toEqual([deviceEnvKey(gpu.device), deviceEnvKey(mig.device)].sort());
+    expect(env.filter((e) => e.startsWith('NVIDIA_VISIBLE_DEVICES='))).toEqual([
+      'NVIDIA_VISIBLE_DEVICES=void',
+    ]);
+
+    // Our in-memory injector (demo, unit tests) merges the two specs as the library did.
+    const specs = [gpu, mig].map(
+      (a) =>
+        JSON.parse(
+          fs.readFileSync(
+            path.join((node as NodeHarness).cdiDir, `k8s.${DRIVER}-claim_${a.claimUid}.json`),
+            'utf8',
+          ),
+        ) as CdiSpec,
+    );
+    const ours = injectCdiDevices(specs, ctr?.cdiDevices ?? []);
+    expect(ours.unresolved).toEqual([]);
+    expect(env.filter((e) => !/^(PATH|HOSTNAME)=/.test(e))).toEqual(ours.edits.env);
+    expect((oci.linux?.devices ?? []).map((d) => d.path)).toEqual(ours.edits.deviceNodes.map((n) => n.path));
+
+    await deletePodAndWaitUnprepared('two-claims', uid);
+    expect(fs.readdirSync((node as NodeHarness).cdiDir)).toEqual([]);
+    expect(driver?.state.preparedClaimUids()).toEqual([]);
   });
 
   it('a bad claim next to a good one in one NodePrepareResources call fails alone; the good one is prepared', async () => {
