@@ -8,21 +8,27 @@
  * - device:    `<claimUID>-<deviceName>`, qualified `k8s.<driver>/claim=<claimUID>-<deviceName>`
  * - spec file: `k8s.<driver>-claim_<claimUID>.json` (CDI's transient-spec naming)
  *
- * Layout of a claim's spec: each CDI device carries only its own device nodes (the GPU's
- * `/dev/nvidia<minor>`, or a MIG device's parent node and GI/CI access caps). Everything the
- * claim's devices share goes into the spec-level containerEdits, which CDI applies whenever any
- * device of the spec is injected: control nodes (`/dev/nvidiactl`, `/dev/nvidia-uvm`,
- * `/dev/nvidia-uvm-tools`), read-only mounts of the driver's user-space files, the ldcache
- * hook, and the env (`NVIDIA_VISIBLE_DEVICES=void`, `GPU_DRA_CLAIM_UID`, and `GPU_DRA_DEVICES`
- * and `GPU_DRA_DEVICE_UUIDS`, comma-joined). A single env value per claim is deliberate: CDI
- * merges env by key, so per-device values of one key would overwrite each other.
+ * Layout of a claim's spec: each CDI device carries its own device nodes (the GPU's
+ * `/dev/nvidia<minor>`, or a MIG device's parent node and GI/CI access caps) and its own env
+ * entry `GPU_DRA_DEVICE_<NAME>=<uuid>` (see {@link deviceEnvKey}). What every device shares goes
+ * into the spec-level containerEdits, which CDI applies whenever any device of the spec is
+ * injected: control nodes (`/dev/nvidiactl`, `/dev/nvidia-uvm`, `/dev/nvidia-uvm-tools`),
+ * read-only mounts of the driver's user-space files, the ldcache hook, and the env that is the
+ * same for every claim on the node (`NVIDIA_VISIBLE_DEVICES=void`, the driver-file env).
+ *
+ * Why per-device keys: CDI merges env by key, later entries winning, across all the specs a
+ * container's devices come from. A per-claim list under one key (a comma-joined UUID list, the
+ * claim's UID) would show a container that uses two claims only the last claim's value. Keys
+ * named after the device never collide across claims (device names are unique on a node), and
+ * two claims sharing one device (time-slicing) write the same value; spec-level entries are
+ * identical in every claim, so merging them is harmless.
  *
  * `void`, as NVIDIA's driver and `nvidia-ctk cdi generate` write it: CDI has already injected
  * the devices, and the variable is read only by NVIDIA's container runtime, which given GPU IDs
  * would inject them a second time (legacy hook) or, in its `cdi` mode, ask for
  * `nvidia.com/gpu=<id>` devices that a node without nvidia-ctk's spec cannot resolve, failing
  * the container. `void` also overrides an image's `NVIDIA_VISIBLE_DEVICES=all`. CUDA itself
- * never reads it; the UUIDs are in `GPU_DRA_DEVICE_UUIDS` for the workload's information.
+ * never reads it; the UUIDs are in `GPU_DRA_DEVICE_<NAME>` for the workload's information.
  */
 import path from 'node:path';
 import { underRoot, type HostPaths } from '../util/hostPaths.js';
@@ -186,21 +192,26 @@ function ldcacheFolders(libraries: readonly string[]): string[] {
   return [...new Set(libraries.map((lib) => path.posix.dirname(lib)))].sort();
 }
 
-function commonEdits(input: ClaimCdiInput, devices: readonly CdiClaimDevice[]): CdiContainerEdits {
-  const uuids = devices.map((d) => d.device.uuid);
+function commonEdits(input: ClaimCdiInput): CdiContainerEdits {
   const files = driverFileEdits(input);
   return {
-    env: [
-      'NVIDIA_VISIBLE_DEVICES=void',
-      `GPU_DRA_CLAIM_UID=${input.claimUid}`,
-      `GPU_DRA_DEVICES=${devices.map((d) => d.deviceName).join(',')}`,
-      `GPU_DRA_DEVICE_UUIDS=${uuids.join(',')}`,
-      ...files.env,
-    ],
+    // Only values identical in every claim: CDI merges env by key across specs.
+    env: ['NVIDIA_VISIBLE_DEVICES=void', ...files.env],
     deviceNodes: CONTROL_NODES.map((p) => node(p, input)),
     ...(files.mounts.length > 0 ? { mounts: files.mounts } : {}),
     ...(files.hooks.length > 0 ? { hooks: files.hooks } : {}),
   };
+}
+
+/**
+ * The env key naming one device, `GPU_DRA_DEVICE_<NAME>`: the device name uppercased, every
+ * character other than a letter or digit turned into `_` (`gpu-1-mig-1g10gb-19-0` →
+ * `GPU_DRA_DEVICE_GPU_1_MIG_1G10GB_19_0`), so it is a portable shell variable name. Keyed by
+ * device, not claim, so that a container using several claims sees every device (CDI merges env
+ * by key). Device names are DNS labels, unique on a node, and map to distinct keys.
+ */
+export function deviceEnvKey(deviceName: string): string {
+  return `GPU_DRA_DEVICE_${deviceName.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
 }
 
 interface DriverFileEdits {
@@ -300,12 +311,17 @@ export function buildClaimCdiSpec(input: ClaimCdiInput): ClaimCdiSpec {
     cdiIds.set(d.deviceName, qualifiedCdiId(input.driverName, input.claimUid, d.deviceName));
     const nodes = deviceNodePaths(d.device).map((p) => node(p, input));
     const extra = input.deviceEdits?.get(d.deviceName);
+    const env = [`${deviceEnvKey(d.deviceName)}=${d.device.uuid}`, ...(extra?.env ?? [])];
     return {
       name: cdiDeviceName(input.claimUid, d.deviceName),
-      containerEdits: { deviceNodes: nodes, ...(extra ? structuredClone(extra) : {}) },
+      containerEdits: {
+        env,
+        deviceNodes: nodes,
+        ...(extra?.mounts ? { mounts: structuredClone(extra.mounts) } : {}),
+      },
     };
   });
-  const containerEdits = commonEdits(input, devices);
+  const containerEdits = commonEdits(input);
 
   return {
     spec: { cdiVersion: CDI_VERSION, kind: cdiKind(input.driverName), devices: cdiDevices, containerEdits },

@@ -91,8 +91,9 @@ describe('npm run playground', () => {
     expect(gpuNodes.map((m) => m[1])).toEqual([`/dev/nvidia${allocated?.[1] ?? '?'}`]);
     expect(stdout).toMatch(/^ {4}\/dev\/nvidiactl {2}c 195:255$/m);
     expect(stdout).toMatch(/^ {4}NVIDIA_VISIBLE_DEVICES=void$/m);
-    expect(stdout).toMatch(/^ {4}GPU_DRA_DEVICE_UUIDS=GPU-[0-9a-f-]+$/m);
-    expect(stdout).toMatch(/^ {4}GPU_DRA_DEVICES=gpu-\d$/m);
+    // The allocated GPU's UUID under its own key, and no other device's.
+    const deviceEnv = [...stdout.matchAll(/^ {4}(GPU_DRA_DEVICE_\w+)=(GPU-[0-9a-f-]+)$/gm)];
+    expect(deviceEnv.map((m) => m[1])).toEqual([`GPU_DRA_DEVICE_GPU_${allocated?.[1] ?? '?'}`]);
     expect(stdout).toMatch(
       /^ {4}\/usr\/lib\/x86_64-linux-gnu\/libcuda\.so\.1 {2}<- {2}\S+ {2}\(ro,nosuid,nodev,bind\)$/m,
     );

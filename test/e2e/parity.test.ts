@@ -78,11 +78,11 @@ const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
   // Container edits of one whole GPU.
   {
     profiles: BOTH,
-    path: /^edits\.env\.GPU_DRA_(CLAIM_UID|DEVICES|DEVICE_UUIDS)$/,
+    path: /^edits\.env\.GPU_DRA_DEVICE_[A-Z0-9_]+$/,
     ours: 'present',
     theirs: 'absent',
     issue: 12,
-    why: 'ours only: tells the workload which claim, devices and UUIDs it got; nothing else reads them',
+    why: 'ours only: each device’s UUID under its own key, for the workload; nothing else reads them',
   },
   {
     profiles: BOTH,

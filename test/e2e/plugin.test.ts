@@ -14,10 +14,11 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { parseDriverConfig } from '../../src/node/config.js';
 import { runDriver, type RunningDriver } from '../../src/node/run.js';
-import type { CdiSpec } from '../../src/cdi/spec.js';
+import { injectCdiDevices } from '../../src/cdi/inject.js';
+import { deviceEnvKey, type CdiSpec } from '../../src/cdi/spec.js';
 import type { NodePrepareResourcesRequest, NodePrepareResourcesResponse } from '../../src/kubelet/proto.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
-import type { NodeInventory } from '../../src/nvml/types.js';
+import type { MigDevice, NodeInventory } from '../../src/nvml/types.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { loadProfile, parseFakeNvmlConfig } from '../../src/sim/fakeNvml.js';
 import type { Logger } from '../../src/util/log.js';
@@ -58,6 +59,16 @@ async function mixedMigConfig(): Promise<ReturnType<typeof parseFakeNvmlConfig>>
       { ...a100, minor: 2, pci: { ...a100.pci, bus: 0xc1 } },
     ],
   });
+}
+
+/** The per-device env entries (`GPU_DRA_DEVICE_<NAME>=<uuid>`) of a container, sorted. */
+function deviceEnv(env: readonly string[]): string[] {
+  return env.filter((e) => e.startsWith('GPU_DRA_DEVICE_')).sort();
+}
+
+/** How a MIG device's name ends: `-<profile id>-<placement start>`. */
+function migSuffix(m: MigDevice): string {
+  return `-${String(m.profileId)}-${String(m.placement.start)}`;
 }
 
 /** A driver log record (pino JSON line). */
@@ -276,10 +287,8 @@ describe('kubelet plugin end to end', () => {
     ]);
     const gpu0 = inventory?.gpus.find((g) => g.minor === 0);
     const env = oci.process?.env ?? [];
-    expect(env).toContain(`GPU_DRA_DEVICE_UUIDS=${gpu0?.uuid ?? '?'}`);
+    expect(deviceEnv(env)).toEqual([`GPU_DRA_DEVICE_GPU_0=${gpu0?.uuid ?? '?'}`]);
     expect(env).toContain('NVIDIA_VISIBLE_DEVICES=void');
-    expect(env).toContain(`GPU_DRA_CLAIM_UID=${claimUid}`);
-    expect(env).toContain('GPU_DRA_DEVICES=gpu-0');
     expect(oci.mounts?.map((m) => m.destination)).toContain('/usr/lib/x86_64-linux-gnu/libcuda.so.1');
     // The CDI library turned the spec's hooks into OCI createContainer hooks, in the toolkit's order.
     expect(oci.hooks?.createContainer?.map((h) => h.args?.slice(0, 2).join(' '))).toEqual([
@@ -308,9 +317,7 @@ describe('kubelet plugin end to end', () => {
     const allocated = (claim.status?.allocation?.devices?.results ?? []).map((r) => r.device);
     expect(allocated).toHaveLength(2);
     const migs = inventory?.gpus.flatMap((g) => g.migDevices) ?? [];
-    const chosen = migs.filter((m) =>
-      allocated.some((d) => d.endsWith(`-${String(m.profileId)}-${String(m.placement.start)}`)),
-    );
+    const chosen = migs.filter((m) => allocated.some((d) => d.endsWith(migSuffix(m))));
     expect(chosen).toHaveLength(2);
 
     const [ctr] = preparedContainers(prepared);
@@ -322,12 +329,11 @@ describe('kubelet plugin end to end', () => {
     expect(paths).toEqual(
       ['/dev/nvidia-uvm', '/dev/nvidia-uvm-tools', '/dev/nvidia2', '/dev/nvidiactl', ...caps].sort(),
     );
-    const visible = (oci.process?.env ?? [])
-      .find((e) => e.startsWith('GPU_DRA_DEVICE_UUIDS='))
-      ?.split('=')[1]
-      ?.split(',')
-      .sort();
-    expect(visible).toEqual(chosen.map((m) => m.uuid).sort());
+    expect(deviceEnv(oci.process?.env ?? [])).toEqual(
+      allocated
+        .map((d) => `${deviceEnvKey(d)}=${chosen.find((m) => d.endsWith(migSuffix(m)))?.uuid ?? '?'}`)
+        .sort(),
+    );
 
     await deletePodAndWaitUnprepared('two-mig', uid);
     expect(fs.readdirSync((node as NodeHarness).cdiDir)).toEqual([]);
@@ -391,15 +397,8 @@ describe('kubelet plugin end to end', () => {
       '/dev/nvidiactl 195:255',
     ]);
     const env = oci.process?.env ?? [];
-    const visible = env
-      .find((e) => e.startsWith('GPU_DRA_DEVICE_UUIDS='))
-      ?.split('=')[1]
-      ?.split(',')
-      .sort();
-    const uuids = (inventory?.gpus ?? []).filter((g) => g.minor === 0 || g.minor === 1).map((g) => g.uuid);
-    expect(uuids).toHaveLength(2);
-    expect(visible).toEqual(uuids.sort());
-    expect(env).toContain('GPU_DRA_DEVICES=gpu-0,gpu-1');
+    const uuid = (minor: number): string => inventory?.gpus.find((g) => g.minor === minor)?.uuid ?? '?';
+    expect(deviceEnv(env)).toEqual([`GPU_DRA_DEVICE_GPU_0=${uuid(0)}`, `GPU_DRA_DEVICE_GPU_1=${uuid(1)}`]);
 
     const specFile = path.join((node as NodeHarness).cdiDir, `k8s.${DRIVER}-claim_${claimUid}.json`);
     const spec = JSON.parse(fs.readFileSync(specFile, 'utf8')) as CdiSpec;
@@ -407,6 +406,99 @@ describe('kubelet plugin end to end', () => {
 
     await deletePodAndWaitUnprepared('two-gpus', uid);
     expect(fs.existsSync(specFile)).toBe(false);
+  });
+
+  it('a container using two claims (a GPU and a MIG device) sees every device of both', async () => {
+    // The CDI library merges env by key across the specs of one container, later ones winning: a
+    // per-claim value under a shared key would leave this container only the last claim's.
+    const { prepared, claims, uid } = await runPodWithClaims('two-claims', [
+      {
+        name: 'gpu',
+        template: {
+          spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: `gpu.${DRIVER}` } }] } },
+        },
+      },
+      {
+        name: 'mig',
+        template: {
+          spec: { devices: { requests: [{ name: 'mig', exactly: { deviceClassName: `mig.${DRIVER}` } }] } },
+        },
+      },
+    ]);
+    expect(prepared.event, JSON.stringify(prepared)).toBe('prepared');
+    const allocation = (name: string): { claimUid: string; device: string } => {
+      const c = claims.get(name);
+      return {
+        claimUid: c?.metadata?.uid ?? '',
+        device: c?.status?.allocation?.devices?.results?.[0]?.device ?? '',
+      };
+    };
+    const gpu = allocation('gpu');
+    const mig = allocation('mig');
+    expect(gpu.device).toMatch(/^gpu-[01]$/);
+    expect(mig.device).toMatch(/^gpu-2-mig-/);
+    expect(gpu.claimUid).not.toBe(mig.claimUid);
+    const gpuDevice = inventory?.gpus.find((g) => `gpu-${String(g.minor)}` === gpu.device);
+    const migDevice = inventory?.gpus
+      .flatMap((g) => g.migDevices)
+      .find((m) => mig.device.endsWith(migSuffix(m)));
+    if (!gpuDevice || !migDevice) throw new Error(`not in the inventory: ${gpu.device}, ${mig.device}`);
+
+    // One container, both claims' CDI devices, injected together by the CDI library.
+    const [ctr] = preparedContainers(prepared);
+    expect(ctr?.cdiError).toBeUndefined();
+    expect([...(ctr?.cdiDevices ?? [])].sort()).toEqual(
+      [
+        `k8s.${DRIVER}/claim=${gpu.claimUid}-${gpu.device}`,
+        `k8s.${DRIVER}/claim=${mig.claimUid}-${mig.device}`,
+      ].sort(),
+    );
+    const oci = ctr?.ociSpec as OciSpec;
+    const caps = [migDevice.accessCaps?.gi, migDevice.accessCaps?.ci].map(
+      (n) => `/dev/nvidia-caps/nvidia-cap${String(n)}`,
+    );
+    expect((oci.linux?.devices ?? []).map((d) => d.path).sort()).toEqual(
+      [
+        '/dev/nvidia-uvm',
+        '/dev/nvidia-uvm-tools',
+        '/dev/nvidiactl',
+        `/dev/nvidia${String(gpuDevice.minor)}`,
+        '/dev/nvidia2',
+        ...caps,
+      ].sort(),
+    );
+    const env = oci.process?.env ?? [];
+    expect(deviceEnv(env)).toEqual(
+      [
+        `${deviceEnvKey(gpu.device)}=${gpuDevice.uuid}`,
+        `${deviceEnvKey(mig.device)}=${migDevice.uuid}`,
+      ].sort(),
+    );
+    // Nothing of ours is keyed per claim any more: every GPU_DRA_ entry names one device.
+    const keys = env.filter((e) => e.startsWith('GPU_DRA_')).map((e) => e.split('=')[0]);
+    expect(keys.sort()).toEqual([deviceEnvKey(gpu.device), deviceEnvKey(mig.device)].sort());
+    expect(env.filter((e) => e.startsWith('NVIDIA_VISIBLE_DEVICES='))).toEqual([
+      'NVIDIA_VISIBLE_DEVICES=void',
+    ]);
+
+    // Our in-memory injector (demo, unit tests) merges the two specs as the library did.
+    const specs = [gpu, mig].map(
+      (a) =>
+        JSON.parse(
+          fs.readFileSync(
+            path.join((node as NodeHarness).cdiDir, `k8s.${DRIVER}-claim_${a.claimUid}.json`),
+            'utf8',
+          ),
+        ) as CdiSpec,
+    );
+    const ours = injectCdiDevices(specs, ctr?.cdiDevices ?? []);
+    expect(ours.unresolved).toEqual([]);
+    expect(env.filter((e) => !/^(PATH|HOSTNAME)=/.test(e))).toEqual(ours.edits.env);
+    expect((oci.linux?.devices ?? []).map((d) => d.path)).toEqual(ours.edits.deviceNodes.map((n) => n.path));
+
+    await deletePodAndWaitUnprepared('two-claims', uid);
+    expect(fs.readdirSync((node as NodeHarness).cdiDir)).toEqual([]);
+    expect(driver?.state.preparedClaimUids()).toEqual([]);
   });
 
   it('a bad claim next to a good one in one NodePrepareResources call fails alone; the good one is prepared', async () => {

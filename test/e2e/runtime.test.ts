@@ -33,7 +33,8 @@ interface OciSpec extends OciLikeSpec {
 /** What the container checks from inside: its /dev, its env, that the driver files are usable. */
 const INSIDE = [
   'for f in /dev/* /dev/nvidia-caps/*; do [ -e "$f" ] && [ ! -d "$f" ] && echo "dev $f"; done',
-  'echo "visible $GPU_DRA_DEVICE_UUIDS"',
+  // Every per-device variable, with shell builtins only (the container has just /bin/sh).
+  'export -p | while read -r _ kv; do k=${kv%%=*}; case "$k" in GPU_DRA_DEVICE_*) eval "echo \\"visible $k=\\$$k\\"";; esac; done',
   '[ -s /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1 ] && echo "nvml present"',
   '( : > /usr/lib/x86_64-linux-gnu/libcuda.so.1 ) 2>/dev/null && echo "libcuda writable" || echo "libcuda read-only"',
   '/usr/bin/nvidia-smi',
@@ -190,7 +191,7 @@ describe('the container a runtime builds from the injected OCI spec', () => {
       '/usr/bin/nvidia-smi',
     ]);
     expect(under('/lib/firmware/')).toContain(`/lib/firmware/nvidia/${version}/gsp_ga10x.bin`);
-    expect(oci.process?.env).toContain(`GPU_DRA_DEVICE_UUIDS=${gpu0?.uuid ?? '?'}`);
+    expect(oci.process?.env).toContain(`GPU_DRA_DEVICE_GPU_0=${gpu0?.uuid ?? '?'}`);
     expect(oci.process?.env).toContain('NVIDIA_VISIBLE_DEVICES=void');
 
     if (rootfs.mode === 'namespace') {
@@ -206,7 +207,9 @@ describe('the container a runtime builds from the injected OCI spec', () => {
         'dev /dev/nvidia0',
         'dev /dev/nvidiactl',
       ]);
-      expect(out).toContain(`visible ${gpu0?.uuid ?? '?'}`);
+      expect(out.filter((l) => l.startsWith('visible '))).toEqual([
+        `visible GPU_DRA_DEVICE_GPU_0=${gpu0?.uuid ?? '?'}`,
+      ]);
       expect(out).toContain('nvml present');
       expect(out).toContain('libcuda read-only');
       expect(out).toContain(`nvidia-smi (simulated, driver ${version})`);

@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { injectCdiDevices, parseQualifiedName } from '../../src/cdi/inject.js';
-import { buildClaimCdiSpec, NO_DRIVER_FILES, type CdiSpec } from '../../src/cdi/spec.js';
+import { buildClaimCdiSpec, NO_DRIVER_FILES, type CdiSpec, type ClaimCdiSpec } from '../../src/cdi/spec.js';
+import type { GpuDevice, MigDevice } from '../../src/nvml/types.js';
 import { testGpu, testMig, TEST_DRIVER } from '../support/driverFixtures.js';
 
 const UID = '0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9';
+const OTHER_UID = '1c2d3e4f-5061-4728-93a4-b5c6d7e8f9a0';
 
 describe('parseQualifiedName', () => {
   it('splits vendor/class=name and rejects unqualified ids', () => {
@@ -45,8 +47,67 @@ describe('injectCdiDevices (the CDI library’s merge, in memory)', () => {
       '/dev/nvidia-caps/nvidia-cap101',
     ]);
     expect(edits.deviceNodes[3]?.hostPath).toBe('/host/dev/nvidia0');
-    expect(edits.env).toContain(`GPU_DRA_DEVICE_UUIDS=${testGpu(0).uuid},${testMig(1, 0).uuid}`);
-    expect(edits.env).toContain('NVIDIA_VISIBLE_DEVICES=void');
+    expect(edits.env).toEqual([
+      'NVIDIA_VISIBLE_DEVICES=void',
+      `GPU_DRA_DEVICE_GPU_0=${testGpu(0).uuid}`,
+      `GPU_DRA_DEVICE_GPU_1_MIG_1G10GB_19_0=${testMig(1, 0).uuid}`,
+    ]);
+  });
+
+  it('a container using two claims sees every device of both, not only the last claim’s', () => {
+    const claim = (uid: string, deviceName: string, device: GpuDevice | MigDevice): ClaimCdiSpec =>
+      buildClaimCdiSpec({
+        driverName: TEST_DRIVER,
+        claimUid: uid,
+        devices: [{ deviceName, device }],
+        hostPaths: { devRoot: '/host/dev', driverRoot: '/drv' },
+        driverFiles: NO_DRIVER_FILES,
+        driverVersion: '580.105.08',
+      });
+    const first = claim(UID, 'gpu-0', testGpu(0));
+    const second = claim(OTHER_UID, 'gpu-1-mig-1g10gb-19-0', testMig(1, 0));
+    const { edits, unresolved } = injectCdiDevices(
+      [first.spec, second.spec],
+      [...first.cdiIds.values(), ...second.cdiIds.values()],
+    );
+    expect(unresolved).toEqual([]);
+    // (The second spec's control nodes replace the first's, moving them after gpu-0's node.)
+    expect(edits.deviceNodes.map((n) => n.path).sort()).toEqual([
+      '/dev/nvidia-caps/nvidia-cap100',
+      '/dev/nvidia-caps/nvidia-cap101',
+      '/dev/nvidia-uvm',
+      '/dev/nvidia-uvm-tools',
+      '/dev/nvidia0',
+      '/dev/nvidia1',
+      '/dev/nvidiactl',
+    ]);
+    // Each device's UUID under its own key; the spec-wide value, the same in both, once.
+    expect(edits.env).toEqual([
+      'NVIDIA_VISIBLE_DEVICES=void',
+      `GPU_DRA_DEVICE_GPU_0=${testGpu(0).uuid}`,
+      `GPU_DRA_DEVICE_GPU_1_MIG_1G10GB_19_0=${testMig(1, 0).uuid}`,
+    ]);
+  });
+
+  it('two claims time-slicing one device write the same entry: one key, one value', () => {
+    const build = (uid: string): ClaimCdiSpec =>
+      buildClaimCdiSpec({
+        driverName: TEST_DRIVER,
+        claimUid: uid,
+        devices: [{ deviceName: 'gpu-0', device: testGpu(0) }],
+        hostPaths: { devRoot: '/host/dev', driverRoot: '/drv' },
+        driverFiles: NO_DRIVER_FILES,
+        driverVersion: '580.105.08',
+      });
+    const [a, b] = [build(UID), build(OTHER_UID)];
+    const { edits } = injectCdiDevices([a.spec, b.spec], [...a.cdiIds.values(), ...b.cdiIds.values()]);
+    expect(edits.env).toEqual(['NVIDIA_VISIBLE_DEVICES=void', `GPU_DRA_DEVICE_GPU_0=${testGpu(0).uuid}`]);
+    expect(edits.deviceNodes.map((n) => n.path).sort()).toEqual([
+      '/dev/nvidia-uvm',
+      '/dev/nvidia-uvm-tools',
+      '/dev/nvidia0',
+      '/dev/nvidiactl',
+    ]);
   });
 
   it('one device of the spec still gets the spec-wide edits; unknown ids are reported', () => {

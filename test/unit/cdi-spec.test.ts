@@ -5,6 +5,7 @@ import {
   buildClaimCdiSpec,
   claimDeviceNodes,
   claimSpecFileName,
+  deviceEnvKey,
   isValidClaimUid,
   qualifiedCdiId,
   serializeCdiSpec,
@@ -85,9 +86,19 @@ describe('buildClaimCdiSpec', () => {
       '/dev/nvidia-caps/nvidia-cap101',
     ]);
     expect(built.spec.containerEdits?.env).toContain('NVIDIA_VISIBLE_DEVICES=void');
-    expect(built.spec.containerEdits?.env).toContain(
-      `GPU_DRA_DEVICE_UUIDS=${testMig(1, 0).uuid},${testMig(1, 1).uuid}`,
-    );
+    expect(built.spec.devices.map((d) => d.containerEdits.env)).toEqual([
+      [`GPU_DRA_DEVICE_GPU_1_MIG_1G10GB_19_0=${testMig(1, 0).uuid}`],
+      [`GPU_DRA_DEVICE_GPU_1_MIG_1G10GB_19_1=${testMig(1, 1).uuid}`],
+    ]);
+  });
+
+  it('the spec-level env holds only what every claim on the node shares (CDI merges env by key)', () => {
+    const env = (uid: string, deviceName: string, index: number): string[] =>
+      buildClaimCdiSpec({ ...base, claimUid: uid, devices: [{ deviceName, device: testGpu(index) }] }).spec
+        .containerEdits?.env ?? [];
+    const a = env(UID, 'gpu-0', 0);
+    expect(a).toEqual(['NVIDIA_VISIBLE_DEVICES=void', 'NVIDIA_CTK_LIBCUDA_DIR=/usr/lib/x86_64-linux-gnu']);
+    expect(env('1b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9', 'gpu-5', 5)).toEqual(a);
   });
 
   it('without driver files there are no mounts and no hook; nvidia-ctk gets its hook verb', () => {
@@ -271,6 +282,21 @@ describe('host I/O', () => {
     expect(() => store.pathOf('nvidia.yaml')).toThrow(/refusing/);
     expect(await store.remove(built.fileName)).toBe(true);
     expect(await store.remove(built.fileName)).toBe(false);
+  });
+});
+
+describe('deviceEnvKey', () => {
+  it('uppercases the device name and turns every other character into _', () => {
+    expect(deviceEnvKey('gpu-0')).toBe('GPU_DRA_DEVICE_GPU_0');
+    expect(deviceEnvKey('gpu-1-mig-1g10gb-19-0')).toBe('GPU_DRA_DEVICE_GPU_1_MIG_1G10GB_19_0');
+    expect(deviceEnvKey('a.b/c')).toBe('GPU_DRA_DEVICE_A_B_C');
+  });
+
+  it('gives distinct device names distinct keys, each a portable shell variable name', () => {
+    const names = ['gpu-0', 'gpu-1', 'gpu-10', 'gpu-1-0', 'gpu-1-mig-1g10gb-19-0', 'gpu-1-mig-1g10gb-19-1'];
+    const keys = names.map(deviceEnvKey);
+    expect(new Set(keys).size).toBe(names.length);
+    for (const k of keys) expect(k).toMatch(/^[A-Z_][A-Z0-9_]*$/);
   });
 });
 

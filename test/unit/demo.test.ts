@@ -3,7 +3,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
-import type { CdiSpec } from '../../src/cdi/spec.js';
+import { deviceEnvKey, type CdiSpec } from '../../src/cdi/spec.js';
 import type { NodePrepareResourceResponse } from '../../src/kubelet/proto.js';
 
 const repo = path.resolve(import.meta.dirname, '../..');
@@ -64,7 +64,7 @@ describe('gpu-dra demo (the embedded default)', () => {
       /^ {3}device nodes {2}\/dev\/nvidiactl, \/dev\/nvidia-uvm, \/dev\/nvidia-uvm-tools, \/dev\/nvidia0$/m,
     );
     expect(stdout).toMatch(/^ {3}env {11}NVIDIA_VISIBLE_DEVICES=void$/m);
-    expect(stdout).toMatch(/^ {17}GPU_DRA_DEVICE_UUIDS=GPU-6a5915e5-c913-b8b9-41dc-75d55806210b$/m);
+    expect(stdout).toMatch(/^ {17}GPU_DRA_DEVICE_GPU_0=GPU-6a5915e5-c913-b8b9-41dc-75d55806210b$/m);
     expect(stdout).toMatch(/^ {3}mounts {8}14 driver files, read-only \(nvidia-smi, libcuda\.so\.1, /m);
     expect(stdout).toContain('then NodeUnprepareResources: ok, CDI spec removed');
     expect(stdout).not.toContain('"cdiVersion"');
@@ -143,7 +143,7 @@ describe('gpu-dra demo (the embedded default)', () => {
       '/dev/nvidiactl 195:255',
     ]);
     expect(container).toContain('  NVIDIA_VISIBLE_DEVICES=void\n');
-    expect(container).toContain('  GPU_DRA_DEVICE_UUIDS=GPU-6a5915e5-c913-b8b9-41dc-75d55806210b\n');
+    expect(container).toContain('  GPU_DRA_DEVICE_GPU_0=GPU-6a5915e5-c913-b8b9-41dc-75d55806210b\n');
     expect(container).toMatch(
       /^ {2}\/usr\/lib\/x86_64-linux-gnu\/libcuda\.so\.1 +← \/\S+\/driver\/usr\/lib/m,
     );
@@ -196,8 +196,10 @@ describe('gpu-dra demo (the embedded default)', () => {
     expect(caps).toHaveLength(2);
     for (const c of caps) expect(c).toMatchObject({ type: 'c', major: 241 });
     const migUuids = out.inventory.gpus.flatMap((g) => g.migDevices.map((m) => m.uuid));
-    const visible = p.container.env.find((e) => e.startsWith('GPU_DRA_DEVICE_UUIDS='))?.split('=')[1];
-    expect(migUuids).toContain(visible);
+    // The one device's UUID, under its own key.
+    const visible = p.container.env.filter((e) => e.startsWith('GPU_DRA_DEVICE_')).map((e) => e.split('='));
+    expect(visible.map(([key]) => key)).toEqual([deviceEnvKey(result?.device ?? '?')]);
+    expect(migUuids).toContain(visible[0]?.[1]);
 
     expect(p.unprepare).toEqual({ error: '', cdiSpecRemoved: true, checkpointClaims: 0 });
   });

@@ -191,11 +191,12 @@ describe('NodePrepareResources / NodeUnprepareResources', () => {
       ],
     });
     const spec = JSON.parse(fs.readFileSync(specPath(uid), 'utf8')) as {
-      devices: { name: string }[];
-      containerEdits: { env: string[] };
+      devices: { name: string; containerEdits: { env: string[] } }[];
     };
     expect(spec.devices.map((d) => d.name)).toEqual([`${uid}-gpu-0`]);
-    expect(spec.containerEdits.env).toContain(`GPU_DRA_CLAIM_UID=${uid}`);
+    expect(spec.devices[0]?.containerEdits.env).toEqual([
+      expect.stringMatching(/^GPU_DRA_DEVICE_GPU_0=GPU-/),
+    ]);
   });
 
   it('two claims, one failing: the failure is that claim’s error only', async () => {

@@ -12,6 +12,7 @@ import type { ResourceClaim } from '../../src/api/resource.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
 import { DEFAULT_HOST_PATHS } from '../../src/util/hostPaths.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
+import { deviceEnvKey } from '../../src/cdi/spec.js';
 import { exampleClaim, runPreparedClaimDemo, type PreparedClaimDemo } from '../../src/sim/demoNode.js';
 import { fakeNvmlLib, withSimulatedNode, type TempSimulatedNode } from '../support/sim.js';
 import {
@@ -29,7 +30,8 @@ const PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 /** Lists the container's /dev and environment and runs the driver's nvidia-smi, from inside. */
 const INSIDE = [
   'for f in /dev/* /dev/nvidia-caps/*; do [ -e "$f" ] && [ ! -d "$f" ] && echo "dev $f"; done',
-  'echo "visible $GPU_DRA_DEVICE_UUIDS"',
+  // Every per-device variable, with shell builtins only (the container has just /bin/sh).
+  'export -p | while read -r _ kv; do k=${kv%%=*}; case "$k" in GPU_DRA_DEVICE_*) eval "echo \\"visible $k=\\$$k\\"";; esac; done',
   '( : > /usr/lib/x86_64-linux-gnu/libcuda.so.1 ) 2>/dev/null && echo "libcuda writable" || echo "libcuda read-only"',
   '/usr/bin/nvidia-smi',
 ].join('\n');
@@ -111,7 +113,7 @@ describe('a prepared claim’s CDI spec builds a usable container (simulated nod
       expect(libs).toContain(`/usr/lib/x86_64-linux-gnu/${lib}`);
     expect(paths(rootfs, '/usr/bin/')).toContain('/usr/bin/nvidia-smi');
     expect(paths(rootfs, '/lib/firmware/')).toContain(`/lib/firmware/nvidia/${version}/gsp_ga10x.bin`);
-    expect(prepared.container.env).toContain(`GPU_DRA_DEVICE_UUIDS=${gpu0?.uuid ?? '?'}`);
+    expect(prepared.container.env).toContain(`GPU_DRA_DEVICE_GPU_0=${gpu0?.uuid ?? '?'}`);
     expect(prepared.container.env).toContain('NVIDIA_VISIBLE_DEVICES=void');
 
     if (rootfs.mode === 'namespace') {
@@ -135,7 +137,9 @@ describe('a prepared claim’s CDI spec builds a usable container (simulated nod
         'dev /dev/nvidia0',
         'dev /dev/nvidiactl',
       ]);
-      expect(out).toContain(`visible ${gpu0?.uuid ?? '?'}`);
+      expect(out.filter((l) => l.startsWith('visible '))).toEqual([
+        `visible GPU_DRA_DEVICE_GPU_0=${gpu0?.uuid ?? '?'}`,
+      ]);
       expect(out).toContain('libcuda read-only');
       expect(out).toContain(`nvidia-smi (simulated, driver ${version})`);
     }
@@ -167,7 +171,7 @@ describe('a prepared claim’s CDI spec builds a usable container (simulated nod
       for (const c of caps)
         expect(rootfs.entries.find((e) => e.path === c)).toMatchObject({ type: 'char', major: 241 });
     }
-    expect(prepared.container.env).toContain(`GPU_DRA_DEVICE_UUIDS=${device?.uuid ?? '?'}`);
+    expect(prepared.container.env).toContain(`${deviceEnvKey(mig)}=${device?.uuid ?? '?'}`);
     expect(prepared.container.env).toContain('NVIDIA_VISIBLE_DEVICES=void');
   });
 
@@ -292,12 +296,10 @@ describe('nvidia-smi inside the container', () => {
       const listed = [...(rootfs.exec?.stdout ?? '').matchAll(/UUID: ((?:GPU|MIG)-[0-9a-fA-F-]+)/g)].map(
         (m) => m[1] ?? '',
       );
-      // GPU_DRA_DEVICE_UUIDS holds the claimed UUIDs; nvidia-smi lists a MIG device under its GPU.
-      const visible =
-        prepared.container.env
-          .find((e) => e.startsWith('GPU_DRA_DEVICE_UUIDS='))
-          ?.split('=')[1]
-          ?.split(',') ?? [];
+      // GPU_DRA_DEVICE_<NAME> holds each claimed UUID; nvidia-smi lists a MIG device under its GPU.
+      const visible = prepared.container.env
+        .filter((e) => e.startsWith('GPU_DRA_DEVICE_'))
+        .map((e) => e.slice(e.indexOf('=') + 1));
       const parents = visible.map(
         (uuid) =>
           inventory.gpus.find((g) => g.uuid === uuid || g.migDevices.some((m) => m.uuid === uuid))?.uuid ??
