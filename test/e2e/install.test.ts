@@ -391,7 +391,7 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
     await deletePods(['time-sliced-a', 'time-sliced-b'], H100);
     await eventually(
       'time slice reset',
-      async () => (settings().includes('timeslice=0') ? true : undefined),
+      () => Promise.resolve(settings().includes('timeslice=0') ? true : undefined),
       60_000,
       250,
     );

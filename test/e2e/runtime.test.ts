@@ -186,6 +186,7 @@ describe('the container a runtime builds from the injected OCI spec', () => {
       expect(under('/usr/lib/x86_64-linux-gnu/')).toContain(`/usr/lib/x86_64-linux-gnu/${lib}`);
     // The tools (the ldcache hook runs from the host and is not mounted).
     expect(under('/usr/bin/')).toEqual([
+      '/usr/bin/nvidia-cuda-mps-control',
       '/usr/bin/nvidia-debugdump',
       '/usr/bin/nvidia-persistenced',
       '/usr/bin/nvidia-smi',

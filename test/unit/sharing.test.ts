@@ -167,7 +167,9 @@ describe('device state applies and undoes time-slicing', () => {
     smi = new RecordingSmi();
     checkpointFile = path.join(host.pluginsDir, TEST_DRIVER, 'checkpoint.json');
   });
-  afterEach(() => host.cleanup());
+  afterEach(() => {
+    host.cleanup();
+  });
 
   it('sets the slice at prepare, keeps it while another claim uses it, restores Default after the last', async () => {
     const state = makeState();
@@ -195,9 +197,7 @@ describe('device state applies and undoes time-slicing', () => {
     smi.calls.length = 0;
     const err = await prepare(state, 'ts-long', [ts('Long')]).catch((e: unknown) => e);
     expect(isGpuDraError(err, 'DEVICE_IN_USE')).toBe(true);
-    expect(String((err as Error).message)).toMatch(
-      /time-sliced with interval Short and this claim asks for Long/,
-    );
+    expect((err as Error).message).toMatch(/time-sliced with interval Short and this claim asks for Long/);
     expect(smi.calls).toEqual([]);
     expect(Object.keys(entries())).toEqual(['ts-short']);
     expect(fs.existsSync(path.join(host.cdiRoot, `k8s.${TEST_DRIVER}-claim_ts-long.json`))).toBe(false);
@@ -253,7 +253,7 @@ describe('device state applies and undoes time-slicing', () => {
     await state.recover();
     const err = await prepare(state, 'mps-off', [mps]).catch((e: unknown) => e);
     expect(isGpuDraError(err, 'MPS_DAEMON_FAILED')).toBe(true);
-    expect(String((err as Error).message)).toMatch(/--namespace and --image/);
+    expect((err as Error).message).toMatch(/--namespace and --image/);
     expect(entries()).toEqual({});
   });
 

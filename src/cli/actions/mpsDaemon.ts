@@ -160,9 +160,11 @@ export async function runMpsDaemon(flags: MpsDaemonFlags): Promise<void> {
   });
   daemon.stdout?.on('data', (b: Buffer) => logFile.write(b));
   daemon.stderr?.on('data', (b: Buffer) => logFile.write(b));
-  const exited = new Promise<number>((resolve) =>
-    daemon.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))),
-  );
+  const exited = new Promise<number>((resolve) => {
+    daemon.on('exit', (code, signal) => {
+      resolve(code ?? (signal ? 128 : 1));
+    });
+  });
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -170,14 +172,16 @@ export async function runMpsDaemon(flags: MpsDaemonFlags): Promise<void> {
     stopping = true;
     log(`${signal}: asking the control daemon to quit`);
     fs.rmSync(dirs.ready, { force: true });
-    await run(control, [], { env, input: 'quit\n' }).catch((err: unknown) =>
-      log(`quit failed: ${errorMessage(err)}`),
-    );
+    await run(control, [], { env, input: 'quit\n' }).catch((err: unknown) => {
+      log(`quit failed: ${errorMessage(err)}`);
+    });
     const code = await Promise.race([exited, sleep(10_000).then(() => -1)]);
     if (code === -1) daemon.kill('SIGKILL');
     if (mountedShm) {
       await run('umount', ['/dev/shm']).catch(() => undefined);
-      await run('umount', [dirs.shm]).catch((err: unknown) => log(`umount failed: ${errorMessage(err)}`));
+      await run('umount', [dirs.shm]).catch((err: unknown) => {
+        log(`umount failed: ${errorMessage(err)}`);
+      });
     }
     log('stopped');
     logFile.end();
