@@ -38,6 +38,7 @@
  * `Default`; MPS without settings → no `mps`).
  */
 import * as z from 'zod';
+import type { MpsSettings, SharingSettings } from '../sharing/settings.js';
 import { GpuDraError } from '../util/errors.js';
 import type { DeviceAllocationConfiguration, DeviceRequestAllocationResult } from '../api/resource.js';
 import type { AllocatableDevice } from './deviceNames.js';
@@ -225,23 +226,7 @@ export type DeviceConfig = GpuConfig | MigDeviceConfig | NvidiaGpuConfig | Nvidi
  * MPS settings in the normalized form; quantities and per-device keys are kept as given. A type
  * rather than an interface so that it fits the checkpoint's open record (`{[k: string]: unknown}`).
  */
-export type MpsSettings = {
-  readonly defaultActiveThreadPercentage?: number;
-  /** The quantity string as given (a number is kept as its decimal string). */
-  readonly defaultPinnedDeviceMemoryLimit?: string;
-  /** Key as given (an index among the config's devices, or a UUID) → quantity. */
-  readonly defaultPerDevicePinnedMemoryLimit?: Readonly<Record<string, string>>;
-  readonly multiUser?: boolean;
-};
-
-/** The sharing part of a device's effective config, in the normalized form stored and applied. */
-export interface SharingSettings {
-  readonly strategy: 'TimeSlicing' | 'MPS';
-  /** TimeSlicing on a full GPU only; `Default` when unset. */
-  readonly interval?: 'Default' | 'Short' | 'Medium' | 'Long';
-  /** MPS only; absent when no setting is given. */
-  readonly mps?: MpsSettings;
-}
+export type { MpsSettings, SharingSettings } from '../sharing/settings.js';
 
 export interface ConfigIssue {
   readonly path: string;

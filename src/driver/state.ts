@@ -47,10 +47,10 @@ import { checkFetchedClaim, isClaimNotFound, type ClaimGetter } from './claims.j
 import { findConflict, type ClaimHolding } from './conflicts.js';
 import { planClaim, type PlannedDevice } from './plan.js';
 import { indexInventory } from './deviceNames.js';
-import { KeyedMutex } from './keyedMutex.js';
-import type { SharingSettings } from './opaqueConfig.js';
+import { KeyedMutex } from '../util/keyedMutex.js';
+import { mpsPinnedLimitsMiB, type SharingSettings } from './opaqueConfig.js';
 import { parseDeviceName } from '../resourceslice/names.js';
-import type { SharingApplier } from '../sharing/apply.js';
+import type { ApplyDevice, SharingApplier } from '../sharing/apply.js';
 import { changesHost, mpsGroups, type SharedDevice } from '../sharing/plan.js';
 
 export interface ClaimIdentity {
@@ -181,13 +181,33 @@ function sharedDevices(entry: Pick<ReadonlyCheckpointClaim, 'devices'>): SharedD
   });
 }
 
-function plannedShared(planned: readonly PlannedDevice[]) {
+/**
+ * The planned devices for the sharing code, each with its MPS pinned-memory limit resolved
+ * among the devices of its own config (a per-device key is an index into those, or a UUID).
+ */
+function plannedShared(planned: readonly PlannedDevice[]): ApplyDevice[] {
+  const limits = new Map<string, number>();
+  const byConfig = new Map<number, PlannedDevice[]>();
+  for (const p of planned) {
+    if (p.sharing?.strategy !== 'MPS' || p.configIndex === undefined) continue;
+    byConfig.set(p.configIndex, [...(byConfig.get(p.configIndex) ?? []), p]);
+  }
+  for (const group of byConfig.values()) {
+    const resolved = mpsPinnedLimitsMiB(
+      group[0]?.sharing?.mps,
+      group.map((p) => ({
+        uuid: p.device.uuid,
+        ...(p.device.memoryBytes === undefined ? {} : { memoryBytes: p.device.memoryBytes }),
+      })),
+    );
+    for (const [uuid, mib] of Object.entries(resolved)) limits.set(uuid, mib);
+  }
   return planned.map((p) => ({
     deviceName: p.deviceName,
     uuid: p.device.uuid,
     kind: p.device.kind,
     sharing: p.sharing,
-    memoryBytes: p.device.memoryBytes,
+    pinnedMemLimitMiB: limits.get(p.device.uuid),
   }));
 }
 

@@ -5,8 +5,7 @@
  */
 import { GpuDraError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { mpsPinnedLimitsMiB } from '../driver/opaqueConfig.js';
-import { KeyedMutex } from '../driver/keyedMutex.js';
+import { KeyedMutex } from '../util/keyedMutex.js';
 import type { CdiContainerEdits } from '../cdi/spec.js';
 import type { NvidiaSmi } from './driverTools.js';
 import { mpsContainerEdits, type MpsDaemons } from './mps.js';
@@ -25,9 +24,9 @@ export interface SharingApplierOptions {
   readonly mps?: MpsDaemons;
 }
 
-/** A claim's device with what the MPS limits need to know about it. */
+/** A claim's device with its MPS pinned-memory limit, resolved from its config (driver/opaqueConfig.ts). */
 export interface ApplyDevice extends SharedDevice {
-  readonly memoryBytes?: number | undefined;
+  readonly pinnedMemLimitMiB?: number | undefined;
 }
 
 export class SharingApplier {
@@ -78,13 +77,11 @@ export class SharingApplier {
     await this.applyGpuSettings(claimUid, devices, logger);
     if (!mps) return;
     for (const group of groups) {
-      const limits = mpsPinnedLimitsMiB(
-        group.mps,
-        group.uuids.map((uuid) => {
-          const memoryBytes = devices.find((d) => d.uuid === uuid)?.memoryBytes;
-          return memoryBytes === undefined ? { uuid } : { uuid, memoryBytes };
-        }),
-      );
+      const limits: Record<string, number> = {};
+      for (const uuid of group.uuids) {
+        const mib = devices.find((d) => d.uuid === uuid)?.pinnedMemLimitMiB;
+        if (mib !== undefined) limits[uuid] = mib;
+      }
       await mps.start(claimUid, group, limits, logger);
     }
   }

@@ -15,7 +15,7 @@
  *   and compute mode belongs to the parent, so only MPS applies to them.
  */
 import { createHash } from 'node:crypto';
-import type { SharingSettings } from '../driver/opaqueConfig.js';
+import type { SharingSettings } from './settings.js';
 
 /** `nvidia-smi compute-policy --set-timeslice` values. */
 export const TIMESLICE_VALUE = { Default: 0, Short: 1, Medium: 2, Long: 3 } as const;

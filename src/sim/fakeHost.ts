@@ -4,7 +4,7 @@
  * and the driver's user-space files), all under one directory. Device nodes are plain files:
  * tests cannot mknod.
  */
-import { copyFile, chmod, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, chmod, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import type { HostPaths } from '../util/hostPaths.js';
@@ -285,7 +285,8 @@ async function writeDriverRoot(driverRoot: string, version: string, libPath: str
   // Stand-ins that record what would run on a real node (sharing settings, MPS) and change nothing.
   for (const tool of SIM_TOOLS) {
     const p = path.join(bin, tool);
-    await copyFile(path.join(packageRoot(), 'src', 'sim', 'tools', tool), p);
+    const text = await readFile(path.join(packageRoot(), 'src', 'sim', 'tools', tool), 'utf8');
+    await writeFile(p, text.replaceAll('@DRIVER_VERSION@', version), { mode: 0o755 });
     await chmod(p, 0o755);
   }
   const fw = path.join(driverRoot, 'lib', 'firmware', 'nvidia', version);

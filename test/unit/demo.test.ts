@@ -65,7 +65,7 @@ describe('gpu-dra demo (the embedded default)', () => {
     );
     expect(stdout).toMatch(/^ {3}env {11}NVIDIA_VISIBLE_DEVICES=void$/m);
     expect(stdout).toMatch(/^ {17}GPU_DRA_DEVICE_GPU_0=GPU-6a5915e5-c913-b8b9-41dc-75d55806210b$/m);
-    expect(stdout).toMatch(/^ {3}mounts {8}14 driver files, read-only \(nvidia-smi, libcuda\.so\.1, /m);
+    expect(stdout).toMatch(/^ {3}mounts {8}15 driver files, read-only \(nvidia-smi, libcuda\.so\.1, /m);
     expect(stdout).toContain('then NodeUnprepareResources: ok, CDI spec removed');
     expect(stdout).not.toContain('"cdiVersion"');
     expect(stdout).toContain('--verbose');

@@ -269,7 +269,7 @@ describe('overlap rules', () => {
     expect(devicesOverlap('gpu-10', 'gpu-1-mig-1g10gb-19-0')).toBe(false);
   });
 
-  it('mayShare: admin access on either side, or the same sharing strategy on both', () => {
+  it('mayShare: admin access on either side, or time-slicing at one interval on both; never MPS across claims', () => {
     const none = { adminAccess: false };
     expect(mayShare(none, none)).toBe(false);
     expect(mayShare({ adminAccess: true }, none)).toBe(true);
@@ -278,6 +278,12 @@ describe('overlap rules', () => {
       mayShare(
         { adminAccess: false, sharing: { strategy: 'MPS' } },
         { adminAccess: false, sharing: { strategy: 'MPS' } },
+      ),
+    ).toBe(false);
+    expect(
+      mayShare(
+        { adminAccess: false, sharing: { strategy: 'TimeSlicing', interval: 'Short' } },
+        { adminAccess: false, sharing: { strategy: 'TimeSlicing', interval: 'Short' } },
       ),
     ).toBe(true);
     expect(

@@ -29,6 +29,8 @@ describe('parseDriverConfig', () => {
       cleanupOnExit: false,
       logLevel: 'info',
       deviceCheckIntervalMs: 30_000,
+      mpsShmSizeBytes: 2 ** 30,
+      mpsReadyTimeoutMs: 60_000,
       deviceEvents: true,
     });
     expect(Object.isFrozen(config)).toBe(true);
