@@ -88,7 +88,7 @@ describe('deploy/ manifests', () => {
   });
 
   it('every object is well formed and namespaced objects live in the driver namespace', () => {
-    const namespaced = new Set(['ServiceAccount', 'DaemonSet']);
+    const namespaced = new Set(['ServiceAccount', 'DaemonSet', 'Role', 'RoleBinding']);
     for (const o of all) {
       expect(o.apiVersion, o.kind).toMatch(/^[a-z0-9.]*\/?v\d+(alpha\d+|beta\d+)?$/);
       expect(o.metadata.name).toMatch(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/);

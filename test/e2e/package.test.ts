@@ -50,8 +50,14 @@ describe('the npm package', () => {
     const files = info.files.map((f) => f.path);
     expect(files).toContain('src/sim/fake-nvml/fake_nvml.c');
     expect(files).toContain('src/sim/fake-nvml/profiles/h100-8x.json');
-    // Only the fake's assets ship from src/, not the TypeScript or the test-only generator.
-    expect(files.filter((f) => f.startsWith('src/') && !f.startsWith('src/sim/fake-nvml/'))).toEqual([]);
+    // The simulated node's recording nvidia-smi / nvidia-cuda-mps-control ship with it.
+    expect(files).toContain('src/sim/tools/nvidia-smi');
+    // Only the simulated node's assets ship from src/, not the TypeScript or the test-only generator.
+    expect(
+      files.filter(
+        (f) => f.startsWith('src/') && !f.startsWith('src/sim/fake-nvml/') && !f.startsWith('src/sim/tools/'),
+      ),
+    ).toEqual([]);
 
     const app = path.join(tmp, 'app');
     fs.mkdirSync(app);
