@@ -8,6 +8,11 @@ import * as z from 'zod';
 import type { HostPaths } from '../util/hostPaths.js';
 import { ConfigError } from '../util/errors.js';
 import {
+  MAX_CONSUMABLE_SHARES,
+  parseConsumableShares,
+  type ConsumableShares,
+} from '../resourceslice/shares.js';
+import {
   DRIVER_FLAGS,
   LOG_LEVELS,
   driverFlagNames,
@@ -46,6 +51,15 @@ const deviceCheckInterval = duration.refine(
   (ms) => ms === 0 || (ms >= 1_000 && ms <= 86_400_000),
   'must be 0 (off) or between 1s and 24h',
 );
+const consumableShares = z.string().transform((s, ctx): ConsumableShares => {
+  const mode = parseConsumableShares(s);
+  if (mode !== undefined) return mode;
+  ctx.addIssue({
+    code: 'custom',
+    message: `must be disabled, memory, unlimited or a number of shares from 1 to ${String(MAX_CONSUMABLE_SHARES)}`,
+  });
+  return z.NEVER;
+});
 const bool = z.union(
   [z.boolean(), z.enum(['true', 'false', '1', '0', '']).transform((s) => s === 'true' || s === '1')],
   { error: 'must be true, false, 1 or 0' },
@@ -74,6 +88,7 @@ const SCHEMA = {
   logLevel: z.enum(LOG_LEVELS),
   deviceCheckInterval,
   deviceEvents: bool,
+  consumableShares,
 } satisfies { readonly [K in DriverFlagName]: z.ZodType };
 
 /** Flags that may stay unset: in the table, no default and not required; here, optional. */

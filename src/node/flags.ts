@@ -112,6 +112,12 @@ export const DRIVER_FLAGS = {
     default: 'true',
     help: 'watch NVML events: XID errors taint devices, MIG changes trigger a re-discovery',
   },
+  consumableShares: {
+    value: '<mode>',
+    env: 'CONSUMABLE_SHARES',
+    default: 'disabled',
+    help: 'let claims share a full GPU (gate DRAConsumableCapacity): disabled|memory|unlimited|N',
+  },
 } as const satisfies Readonly<Record<string, FlagSpec>>;
 
 export type DriverFlagName = keyof typeof DRIVER_FLAGS;
