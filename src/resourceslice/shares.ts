@@ -60,8 +60,3 @@ export function sharesCapacity(mode: ConsumableShares): DeviceCapacity | undefin
   const validRange = mode > 1 ? { min: '1', max: n, step: '1' } : { min: '1', max: n };
   return { value: n, requestPolicy: { default: '1', validRange } };
 }
-
-/** For help and logs: `memory`, `unlimited`, `4 shares`. */
-export function describeConsumableShares(mode: ConsumableShares): string {
-  return typeof mode === 'number' ? `${String(mode)} shares` : mode;
-}
