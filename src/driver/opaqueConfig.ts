@@ -280,11 +280,16 @@ export function configForResult(
  * What can only be checked against the devices the claim got: a claim's own config without
  * `requests` must fit at least one of them (a MigDeviceConfig on a claim of whole GPUs would
  * otherwise be dropped without a word), and an MPS pinned-memory limit must not exceed the
- * device's memory. Throws OpaqueConfigError naming the field.
+ * device's memory, or a share's (consumable capacity): more would let it use memory the
+ * scheduler gave other shares. Throws OpaqueConfigError naming the field.
  */
 export function checkConfigsAgainstDevices(
   configs: readonly ValidatedConfig[],
-  devices: readonly { readonly device: AllocatableDevice; readonly sharing?: SharingSettings }[],
+  devices: readonly {
+    readonly device: AllocatableDevice;
+    readonly sharing?: SharingSettings;
+    readonly consumedMemoryBytes?: number;
+  }[],
 ): void {
   const issues: ConfigIssue[] = [];
   const kinds = new Set(devices.map((d) => kindFor(d.device)));
@@ -295,15 +300,15 @@ export function checkConfigsAgainstDevices(
       message: `${c.config.kind} applies to no device of this claim (it got ${[...kinds].map((k) => (k === 'GpuConfig' ? 'full GPUs' : 'MIG devices')).join(' and ')}); use ${[...kinds].join(' or ')}`,
     });
   }
-  for (const { device, sharing } of devices) {
+  for (const { device, sharing, consumedMemoryBytes } of devices) {
     const limit = sharing?.mps?.defaultPinnedDeviceMemoryLimit;
-    const memory = device.memoryBytes;
+    const memory = consumedMemoryBytes ?? device.memoryBytes;
     if (limit === undefined || memory === undefined) continue;
     const bytes = quantityBytes(limit);
     if (!(bytes <= memory)) {
       issues.push({
         path: 'sharing.mps.defaultPinnedDeviceMemoryLimit',
-        message: `${limit} is more than the ${String(Math.round(memory / 2 ** 20))} MiB of memory of the device it limits (${device.uuid})`,
+        message: `${limit} is more than the ${String(Math.round(memory / 2 ** 20))} MiB of memory of the ${consumedMemoryBytes === undefined ? 'device' : 'share of the device'} it limits (${device.uuid})`,
       });
     }
   }

@@ -36,6 +36,7 @@ import { quantityKey } from '../../src/resourceslice/values.js';
 import { silentLogger } from '../../src/util/log.js';
 import {
   createTestHost,
+  opaque,
   testClaim,
   testGpu,
   testInventory,
@@ -263,6 +264,29 @@ describe('planning a share', () => {
         code: 'CLAIM_ALLOCATION_INVALID',
         message: expect.stringContaining('results[1].consumedCapacity.memory: "1.5"') as unknown,
       }),
+    );
+  });
+});
+
+describe('an MPS config on a share', () => {
+  it('may not pin more memory than the share holds', () => {
+    const mps = (limit: string) =>
+      opaque({
+        apiVersion: 'gpu.dra.dev/v1alpha1',
+        kind: 'GpuConfig',
+        sharing: { strategy: 'MPS', mps: { defaultPinnedDeviceMemoryLimit: limit } },
+      });
+    const plan = (limit: string) =>
+      planClaim({
+        claimUid: 'm',
+        driverName: TEST_DRIVER,
+        poolName: TEST_NODE,
+        claim: testClaim({ uid: 'm', devices: [share('s', '20Gi')], config: [mps(limit)] }),
+        devices: indexInventory(testInventory()),
+      });
+    expect(plan('20Gi')[0]?.sharing).toMatchObject({ strategy: 'MPS' });
+    expect(() => plan('21Gi')).toThrow(
+      /sharing\.mps\.defaultPinnedDeviceMemoryLimit: 21Gi is more than the 20480 MiB of memory of the share of the device/,
     );
   });
 });
