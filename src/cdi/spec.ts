@@ -355,6 +355,8 @@ export function buildClaimCdiSpec(input: ClaimCdiInput): ClaimCdiSpec {
     cdiIds.set(claimDeviceKey(d), `${cdiKind(input.driverName)}=${name}`);
     const nodes = deviceNodePaths(d.device).map((p) => node(p, input));
     // CDI merges env by key: the key names the device, so shares of two GPUs do not collide.
+    // Two shares of one GPU given to one container (rare: two requests of one claim) leave the
+    // value of one of them: too low rather than too high, the safe side for a limit.
     const env =
       d.shareId && d.consumedMemoryBytes !== undefined
         ? [`GPU_DRA_MEMORY_LIMIT_${deviceEnvSuffix(d.deviceName)}=${String(d.consumedMemoryBytes)}`]
