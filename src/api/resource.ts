@@ -39,9 +39,27 @@ export interface DeviceAttribute {
   readonly version?: string;
 }
 
+/** Quantities, e.g. `1Mi`; `min` is required by the apiserver. */
+export interface CapacityRequestPolicyRange {
+  readonly min?: string;
+  readonly max?: string;
+  readonly step?: string;
+}
+
+/** How much of a shared device's capacity a request consumes (DRAConsumableCapacity). */
+export interface CapacityRequestPolicy {
+  /** Consumed by a request that does not ask for this capacity. */
+  readonly default?: string;
+  /** At most 10, ascending; exclusive with `validRange`. */
+  readonly validValues?: readonly string[];
+  readonly validRange?: CapacityRequestPolicyRange;
+}
+
 export interface DeviceCapacity {
   /** A Quantity, e.g. `80Gi`. */
   readonly value: string;
+  /** Only on a device with `allowMultipleAllocations` (DRAConsumableCapacity). */
+  readonly requestPolicy?: CapacityRequestPolicy;
   readonly [field: string]: unknown;
 }
 
@@ -58,6 +76,8 @@ export interface Device {
   readonly attributes?: Readonly<Record<string, DeviceAttribute>>;
   readonly capacity?: Readonly<Record<string, DeviceCapacity>>;
   readonly taints?: readonly DeviceTaint[];
+  /** Several claims may hold shares of it at once (DRAConsumableCapacity). */
+  readonly allowMultipleAllocations?: boolean;
   readonly [field: string]: unknown;
 }
 
@@ -116,6 +136,8 @@ export interface ExactDeviceRequest {
   readonly allocationMode?: 'ExactCount' | 'All';
   readonly count?: number;
   readonly adminAccess?: boolean;
+  /** Quantities by capacity name, e.g. `{ memory: '20Gi' }` (DRAConsumableCapacity). */
+  readonly capacity?: { readonly requests?: Readonly<Record<string, string>> };
 }
 
 export interface DeviceSubRequest extends ExactDeviceRequest {
@@ -150,7 +172,10 @@ export interface DeviceRequestAllocationResult {
   readonly pool: string;
   readonly device: string;
   readonly adminAccess?: boolean;
+  /** Set when the device allows multiple allocations: this allocation's share of it. */
   readonly shareID?: string;
+  /** Quantities by capacity name: what this share consumes (DRAConsumableCapacity). */
+  readonly consumedCapacity?: Readonly<Record<string, string>>;
 }
 
 export interface DeviceAllocationConfiguration {

@@ -5,7 +5,11 @@
  * Naming (all derived from the driver name and the validated claim UID, never from the
  * claim's name or namespace):
  * - kind:      `k8s.<driver>/claim`
- * - device:    `<claimUID>-<deviceName>`, qualified `k8s.<driver>/claim=<claimUID>-<deviceName>`
+ * - device:    `<claimUID>-<deviceName>`, qualified `k8s.<driver>/claim=<claimUID>-<deviceName>`;
+ *              a share of a device (consumable capacity) `<claimUID>-<deviceName>-share-<id>`,
+ *              `<id>` the first 8 of the share ID's lowercase letters and digits, so two shares
+ *              of one device in one claim are two CDI devices. A share's CDI device also sets
+ *              `GPU_DRA_MEMORY_LIMIT_<DEVICE>` (`gpu-0` → `GPU_0`) to the bytes it holds.
  * - spec file: `k8s.<driver>-claim_<claimUID>.json` (CDI's transient-spec naming)
  *
  * Layout of a claim's spec: each CDI device carries its own device nodes (the GPU's
@@ -103,6 +107,20 @@ export function cdiKind(driverName: string): string {
 export function cdiDeviceName(claimUid: string, deviceName: string): string {
   return `${claimUid}-${deviceName}`;
 }
+/** `-share-<id>` for a share ID: its lowercase letters and digits, the first `length` of them. */
+export function shareSuffix(shareId: string, length = 8): string {
+  return `-share-${shareId
+    .toLowerCase()
+    .replace(/[^a-z0-9]/g, '')
+    .slice(0, length)}`;
+}
+/** How {@link ClaimCdiSpec.cdiIds} names a device of the claim: its name, plus its share ID. */
+export function claimDeviceKey(d: {
+  readonly deviceName: string;
+  readonly shareId?: string | undefined;
+}): string {
+  return d.shareId ? `${d.deviceName}/${d.shareId}` : d.deviceName;
+}
 export function qualifiedCdiId(driverName: string, claimUid: string, deviceName: string): string {
   return `${cdiKind(driverName)}=${cdiDeviceName(claimUid, deviceName)}`;
 }
@@ -123,6 +141,10 @@ export function isValidClaimUid(uid: string): boolean {
 export interface CdiClaimDevice {
   readonly deviceName: string;
   readonly device: GpuDevice | MigDevice;
+  /** Set for a share of a device (consumable capacity): the share gets a CDI device of its own. */
+  readonly shareId?: string | undefined;
+  /** The share's memory, in bytes: its limit, told to the container. */
+  readonly consumedMemoryBytes?: number | undefined;
 }
 
 export interface ClaimCdiInput {
@@ -145,7 +167,7 @@ export interface ClaimCdiInput {
 export interface ClaimCdiSpec {
   readonly spec: CdiSpec;
   readonly fileName: string;
-  /** Device name → fully qualified CDI id. */
+  /** {@link claimDeviceKey} (the device name, for a device that is not a share) → fully qualified CDI id. */
   readonly cdiIds: ReadonlyMap<string, string>;
 }
 
@@ -211,7 +233,16 @@ function commonEdits(input: ClaimCdiInput): CdiContainerEdits {
  * by key). Device names are DNS labels, unique on a node, and map to distinct keys.
  */
 export function deviceEnvKey(deviceName: string): string {
-  return `GPU_DRA_DEVICE_${deviceName.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
+  return `GPU_DRA_DEVICE_${envSuffix(deviceName)}`;
+}
+
+/** `GPU_DRA_MEMORY_LIMIT_<NAME>`: a share's memory in bytes (consumable capacity), keyed as above. */
+export function memoryLimitEnvKey(deviceName: string): string {
+  return `GPU_DRA_MEMORY_LIMIT_${envSuffix(deviceName)}`;
+}
+
+function envSuffix(deviceName: string): string {
+  return deviceName.toUpperCase().replace(/[^A-Z0-9]/g, '_');
 }
 
 interface DriverFileEdits {
@@ -291,8 +322,37 @@ function driverHooks(
 }
 
 /**
- * Builds the claim's CDI spec. Devices are sorted by name (natural order) and de-duplicated (a device listed
- * by two results of one claim is one CDI device), so the same claim always gives the same bytes.
+ * The CDI device names of a claim's devices, by {@link claimDeviceKey}. A share is named by the
+ * first 8 characters of its ID; should two shares of one device agree on those, the later (in
+ * ID order) takes its whole ID, so they stay two devices.
+ */
+function cdiNames(claimUid: string, devices: readonly CdiClaimDevice[]): Map<string, string> {
+  const names = new Map<string, string>();
+  const taken = new Set<string>();
+  for (const d of devices) {
+    let name = cdiDeviceName(claimUid, d.deviceName);
+    if (d.shareId) {
+      const short = name + shareSuffix(d.shareId);
+      name = taken.has(short) ? name + shareSuffix(d.shareId, Infinity) : short;
+      if (taken.has(name) || name.endsWith('-share-'))
+        throw new GpuDraError(
+          'CDI_SPEC_INVALID',
+          `share ID ${JSON.stringify(d.shareId)} of ${d.deviceName} gives no distinct CDI device name`,
+          {
+            claimUid,
+          },
+        );
+    }
+    taken.add(name);
+    names.set(claimDeviceKey(d), name);
+  }
+  return names;
+}
+
+/**
+ * Builds the claim's CDI spec. Devices are sorted by name (natural order; shares of a device by
+ * share ID) and de-duplicated (a device listed by two results of one claim is one CDI device,
+ * each share of it one more), so the same claim always gives the same bytes.
  */
 export function buildClaimCdiSpec(input: ClaimCdiInput): ClaimCdiSpec {
   if (!isValidClaimUid(input.claimUid))
@@ -302,18 +362,32 @@ export function buildClaimCdiSpec(input: ClaimCdiInput): ClaimCdiSpec {
     throw new GpuDraError('CDI_SPEC_INVALID', `claim ${input.claimUid} has no devices to put in a CDI spec`, {
       claimUid: input.claimUid,
     });
-  const byName = new Map<string, CdiClaimDevice>();
-  for (const d of input.devices) byName.set(d.deviceName, d);
-  const devices = [...byName.values()].sort((a, b) => naturalCompare(a.deviceName, b.deviceName));
+  const byKey = new Map<string, CdiClaimDevice>();
+  for (const d of input.devices) byKey.set(claimDeviceKey(d), d);
+  const devices = [...byKey.values()].sort(
+    (a, b) => naturalCompare(a.deviceName, b.deviceName) || naturalCompare(a.shareId ?? '', b.shareId ?? ''),
+  );
+  const names = cdiNames(input.claimUid, devices);
 
   const cdiIds = new Map<string, string>();
   const cdiDevices: CdiDevice[] = devices.map((d) => {
-    cdiIds.set(d.deviceName, qualifiedCdiId(input.driverName, input.claimUid, d.deviceName));
+    const name = names.get(claimDeviceKey(d)) ?? '';
+    cdiIds.set(claimDeviceKey(d), `${cdiKind(input.driverName)}=${name}`);
     const nodes = deviceNodePaths(d.device).map((p) => node(p, input));
     const extra = input.deviceEdits?.get(d.deviceName);
-    const env = [`${deviceEnvKey(d.deviceName)}=${d.device.uuid}`, ...(extra?.env ?? [])];
+    // CDI merges env by key: the key names the device, so devices (and shares of two GPUs) of
+    // several claims in one container do not collide. Two shares of one GPU given to one
+    // container (rare: two requests of one claim) leave the value of one of them: too low
+    // rather than too high, the safe side for a limit.
+    const env = [
+      `${deviceEnvKey(d.deviceName)}=${d.device.uuid}`,
+      ...(d.shareId && d.consumedMemoryBytes !== undefined
+        ? [`${memoryLimitEnvKey(d.deviceName)}=${String(d.consumedMemoryBytes)}`]
+        : []),
+      ...(extra?.env ?? []),
+    ];
     return {
-      name: cdiDeviceName(input.claimUid, d.deviceName),
+      name,
       containerEdits: {
         env,
         deviceNodes: nodes,

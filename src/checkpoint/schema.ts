@@ -44,6 +44,8 @@ export const checkpointDeviceSchema = z.looseObject({
   uuid: z.string().optional(),
   adminAccess: z.boolean().default(false),
   shareId: z.string().optional(),
+  /** Bytes of GPU memory the share holds (consumable capacity): checked against the GPU's total. */
+  consumedMemoryBytes: z.number().int().nonnegative().optional(),
   sharing: sharingSchema.optional(),
 });
 

@@ -514,8 +514,16 @@ function computeCapabilityBelow(capability: string | undefined, major: number, m
   return have < major || (have === major && haveMinor < minor);
 }
 
-/** Issues of one MPS config against the devices it applies to; `field` is its path. */
-function mpsIssues(mps: MpsSettings, devices: readonly AllocatableDevice[], field: string): ConfigIssue[] {
+/**
+ * Issues of one MPS config against the devices it applies to; `field` is its path. A device held
+ * as a share (`shareBytes`, consumable capacity) may pin no more than its share: more would let
+ * it use memory the scheduler gave other shares.
+ */
+function mpsIssues(
+  mps: MpsSettings,
+  devices: readonly (AllocatableDevice & { readonly shareBytes?: number | undefined })[],
+  field: string,
+): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const perDeviceField = `${field}.defaultPerDevicePinnedMemoryLimit`;
   // device index → [path of the limit that applies, the limit]
@@ -555,10 +563,14 @@ function mpsIssues(mps: MpsSettings, devices: readonly AllocatableDevice[], fiel
   const tooBig = new Map<string, { limit: string; devices: string[] }>();
   for (const [i, [path, limit]] of applied) {
     const device = devices[i];
-    const memory = device?.memoryBytes;
+    const memory = device?.shareBytes ?? device?.memoryBytes;
     if (!device || memory === undefined || quantityBytes(limit) <= memory) continue;
     const entry = tooBig.get(path) ?? { limit, devices: [] };
-    entry.devices.push(`${String(Math.floor(memory / MIB))} MiB on ${device.uuid}`);
+    entry.devices.push(
+      device.shareBytes === undefined
+        ? `${String(Math.floor(memory / MIB))} MiB on ${device.uuid}`
+        : `the ${String(Math.floor(memory / MIB))} MiB share of ${device.uuid}`,
+    );
     tooBig.set(path, entry);
   }
   for (const [path, { limit, devices: on }] of tooBig) {
@@ -602,6 +614,7 @@ export function checkConfigsAgainstDevices(
     readonly sharing?: SharingSettings;
     /** `index` of the ValidatedConfig the sharing came from. */
     readonly configIndex?: number;
+    readonly consumedMemoryBytes?: number;
   }[],
 ): void {
   const issues: ConfigIssue[] = [];
@@ -615,13 +628,15 @@ export function checkConfigsAgainstDevices(
   }
   const groups = new Map<
     number | string,
-    { mps: MpsSettings; configIndex?: number; devices: AllocatableDevice[] }
+    { mps: MpsSettings; configIndex?: number; devices: (AllocatableDevice & { shareBytes?: number })[] }
   >();
-  devices.forEach(({ device, sharing, configIndex }, i) => {
+  devices.forEach(({ device, sharing, configIndex, consumedMemoryBytes }, i) => {
     if (!sharing?.mps) return;
     const key = configIndex ?? `device ${String(i)}`;
     const group = groups.get(key) ?? { mps: sharing.mps, configIndex, devices: [] };
-    group.devices.push(device);
+    group.devices.push(
+      consumedMemoryBytes === undefined ? device : { ...device, shareBytes: consumedMemoryBytes },
+    );
     groups.set(key, group);
   });
   for (const { mps, configIndex, devices: applied } of groups.values()) {

@@ -7,6 +7,7 @@
 import { GpuDraError } from '../util/errors.js';
 import type { DeviceRequestAllocationResult, ResourceClaim } from '../api/resource.js';
 import type { AllocatableDevice } from './deviceNames.js';
+import { quantityKey } from '../resourceslice/values.js';
 import {
   baseRequestName,
   configEntryForResult,
@@ -24,6 +25,8 @@ export interface PlannedDevice {
   readonly device: AllocatableDevice;
   readonly adminAccess: boolean;
   readonly shareId?: string;
+  /** Bytes of the GPU's memory this share holds (`consumedCapacity.memory`), when recorded. */
+  readonly consumedMemoryBytes?: number;
   readonly sharing?: SharingSettings;
   /**
    * Index in the claim's `config` list of the opaque config that applies, if any. Devices with
@@ -69,9 +72,36 @@ function ourResults(input: Omit<PlanInput, 'devices'>): DeviceRequestAllocationR
   return here;
 }
 
+/**
+ * The memory a share consumes, in bytes. The scheduler records it as a Quantity under the
+ * device's capacity name (`memory`; qualified names are accepted too).
+ */
+function consumedMemory(
+  input: Pick<PlanInput, 'claimUid' | 'driverName'>,
+  result: DeviceRequestAllocationResult,
+  index: number,
+): number | undefined {
+  const consumed = result.consumedCapacity;
+  if (consumed === undefined) return undefined;
+  const key = 'memory' in consumed ? 'memory' : `${input.driverName}/memory`;
+  const raw = consumed[key];
+  if (raw === undefined) return undefined;
+  const exact = quantityKey(raw);
+  const bytes = exact !== undefined && /^\d+$/.test(exact) ? Number(exact) : NaN;
+  if (!Number.isSafeInteger(bytes)) {
+    throw new GpuDraError(
+      'CLAIM_ALLOCATION_INVALID',
+      `status.allocation.devices.results[${String(index)}].consumedCapacity.${key}: ${JSON.stringify(raw)} is not a whole number of bytes`,
+      { claimUid: input.claimUid },
+    );
+  }
+  return bytes;
+}
+
 export function planClaim(input: PlanInput): PlannedDevice[] {
   const results = ourResults(input);
   const configs = validateClaimConfigs(input.driverName, input.claim.status?.allocation?.devices?.config);
+  const all = input.claim.status?.allocation?.devices?.results ?? [];
   const planned = results.map((result): PlannedDevice => {
     const device = input.devices.get(result.device);
     if (!device) {
@@ -83,6 +113,7 @@ export function planClaim(input: PlanInput): PlannedDevice[] {
     }
     const entry = configEntryForResult(configs, result, device);
     const sharing = sharingOf(entry?.config);
+    const consumedMemoryBytes = consumedMemory(input, result, all.indexOf(result));
     return {
       requestNames: [baseRequestName(result.request)],
       poolName: result.pool,
@@ -90,6 +121,7 @@ export function planClaim(input: PlanInput): PlannedDevice[] {
       device,
       adminAccess: result.adminAccess === true,
       ...(result.shareID ? { shareId: result.shareID } : {}),
+      ...(consumedMemoryBytes !== undefined ? { consumedMemoryBytes } : {}),
       ...(sharing ? { sharing } : {}),
       ...(entry ? { configIndex: entry.index } : {}),
     };

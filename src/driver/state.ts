@@ -31,6 +31,7 @@ import { underRoot, type HostPaths } from '../util/hostPaths.js';
 import type { NodeInventory } from '../nvml/types.js';
 import {
   buildClaimCdiSpec,
+  claimDeviceKey,
   claimDeviceNodes,
   claimSpecFileName,
   isValidClaimUid,
@@ -44,7 +45,14 @@ import { CheckpointStore, type LoadStatus, type ReadonlyCheckpointClaim } from '
 import { CHECKPOINT_FILE, claimState, type CheckpointClaim } from '../checkpoint/schema.js';
 import type { ResourceClaim } from '../api/resource.js';
 import { checkFetchedClaim, isClaimNotFound, type ClaimGetter } from './claims.js';
-import { findConflict, type ClaimHolding } from './conflicts.js';
+import {
+  findConflict,
+  findMemoryOvercommit,
+  type ClaimHolding,
+  type Conflict,
+  type MemoryOvercommit,
+} from './conflicts.js';
+import { formatQuantity } from '../resourceslice/values.js';
 import { planClaim, type PlannedDevice } from './plan.js';
 import { indexInventory } from './deviceNames.js';
 import { KeyedMutex } from '../util/keyedMutex.js';
@@ -143,6 +151,25 @@ function claimLabel(entry: Pick<CheckpointClaim, 'namespace' | 'name'>, uid: str
   return entry.namespace || entry.name ? `${entry.namespace}/${entry.name} (${uid})` : uid;
 }
 
+function conflictError(c: Conflict, claimUid: string): GpuDraError {
+  return new GpuDraError(
+    'DEVICE_IN_USE',
+    `device ${c.wanted} overlaps ${c.held}, already prepared for claim ${claimLabel(c.holder, c.holderUid)}: ${c.reason}`,
+    { claimUid },
+  );
+}
+
+function overcommitError(over: MemoryOvercommit, claimUid: string): GpuDraError {
+  const total = over.holders.reduce((sum, h) => sum + h.bytes, over.wantedBytes);
+  const held = over.holders.map((h) => `${formatQuantity(h.bytes)} for claim ${claimLabel(h.holder, h.uid)}`);
+  return new GpuDraError(
+    'DEVICE_IN_USE',
+    `shares of device ${over.device} would hold ${formatQuantity(total)} of its ${formatQuantity(over.capacityBytes)} memory: ` +
+      `${formatQuantity(over.wantedBytes)} for this claim, ${held.join(', ')}`,
+    { claimUid },
+  );
+}
+
 /** Pure: the checkpoint entry of a claim prepared as `planned`, its spec written as `built`. */
 function preparedRecord(
   ref: ClaimIdentity,
@@ -160,10 +187,11 @@ function preparedRecord(
       requestNames: [...p.requestNames],
       poolName: p.poolName,
       deviceName: p.deviceName,
-      cdiDeviceIds: [built.cdiIds.get(p.deviceName) ?? ''],
+      cdiDeviceIds: [built.cdiIds.get(claimDeviceKey(p)) ?? ''],
       uuid: p.device.uuid,
       adminAccess: p.adminAccess,
       ...(p.shareId ? { shareId: p.shareId } : {}),
+      ...(p.consumedMemoryBytes !== undefined ? { consumedMemoryBytes: p.consumedMemoryBytes } : {}),
       ...(p.sharing ? { sharing: { ...p.sharing } } : {}),
     })),
     updated: new Date().toISOString(),
@@ -176,7 +204,13 @@ function sharedDevices(entry: Pick<ReadonlyCheckpointClaim, 'devices'>): SharedD
     const kind = parseDeviceName(d.deviceName)?.kind;
     if (!d.uuid || !kind) return [];
     return [
-      { deviceName: d.deviceName, uuid: d.uuid, kind, sharing: d.sharing as SharingSettings | undefined },
+      {
+        deviceName: d.deviceName,
+        uuid: d.uuid,
+        kind,
+        sharing: d.sharing as SharingSettings | undefined,
+        shareId: d.shareId,
+      },
     ];
   });
 }
@@ -202,13 +236,24 @@ function plannedShared(planned: readonly PlannedDevice[]): ApplyDevice[] {
     );
     for (const [uuid, mib] of Object.entries(resolved)) limits.set(uuid, mib);
   }
-  return planned.map((p) => ({
-    deviceName: p.deviceName,
-    uuid: p.device.uuid,
-    kind: p.device.kind,
-    sharing: p.sharing,
-    pinnedMemLimitMiB: limits.get(p.device.uuid),
-  }));
+  return planned.map((p) => {
+    // A share with MPS is enforced: its daemon pins at most the memory the share holds.
+    const share =
+      p.consumedMemoryBytes === undefined ? undefined : Math.floor(p.consumedMemoryBytes / 2 ** 20);
+    const configured = limits.get(p.device.uuid);
+    const pinned =
+      p.sharing?.strategy !== 'MPS' || share === undefined
+        ? configured
+        : Math.min(configured ?? share, share);
+    return {
+      deviceName: p.deviceName,
+      uuid: p.device.uuid,
+      kind: p.device.kind,
+      sharing: p.sharing,
+      shareId: p.shareId,
+      pinnedMemLimitMiB: pinned,
+    };
+  });
 }
 
 /** Does undoing this recorded claim touch the host beyond its spec file? */
@@ -292,7 +337,8 @@ export class DeviceState {
           sharing?.cdiEdits(ref.uid, shared),
         );
         const record = preparedRecord(ref, planned, built, sharing?.mpsDaemonIds(ref.uid, shared) ?? []);
-        await this.reserve(ref.uid, record, logger);
+        const memory = new Map(planned.map((p) => [p.deviceName, p.device.memoryBytes]));
+        await this.reserve(ref.uid, record, (device) => memory.get(device), logger);
         let started: CheckpointClaim | undefined;
         try {
           if (sharing) {
@@ -383,39 +429,48 @@ export class DeviceState {
    * was replaced, or is no longer allocated those devices is a stale record (an unprepare the
    * kubelet never sent, or one a power loss took back; see checkpoint/store.ts), and is rolled
    * back so this claim can have its devices. Only a definite answer counts: when the API
-   * cannot be asked, the holder keeps its devices.
+   * cannot be asked, the holder keeps its devices. Shares of a GPU that would together hold more
+   * memory than it has are treated the same way: each recorded holder of the GPU's memory is
+   * checked in turn before the prepare is refused.
    */
-  private async reserve(claimUid: string, record: CheckpointClaim, logger: Logger): Promise<void> {
+  private async reserve(
+    claimUid: string,
+    record: CheckpointClaim,
+    memoryOf: (device: string) => number | undefined,
+    logger: Logger,
+  ): Promise<void> {
     const checked = new Set<string>();
     for (;;) {
       const recorded = this.opts.checkpoint.current().claims;
       const held: Record<string, ClaimHolding> =
         this.reserved.size === 0 ? recorded : { ...recorded, ...Object.fromEntries(this.reserved) };
       const conflict = findConflict(held, claimUid, record.devices);
-      if (!conflict) {
+      const over = conflict ? undefined : findMemoryOvercommit(held, claimUid, record.devices, memoryOf);
+      if (!conflict && !over) {
         this.reserved.set(claimUid, record);
         return;
       }
-      const holder = this.reserved.has(conflict.holderUid) ? undefined : recorded[conflict.holderUid];
-      if (
-        holder === undefined ||
-        checked.has(conflict.holderUid) ||
-        !(await this.isStale(conflict.holderUid, holder))
-      ) {
-        throw new GpuDraError(
-          'DEVICE_IN_USE',
-          `device ${conflict.wanted} overlaps ${conflict.held}, already prepared for claim ${claimLabel(conflict.holder, conflict.holderUid)}: ${conflict.reason}`,
-          { claimUid },
-        );
+      const refusal = over ? overcommitError(over, claimUid) : conflictError(conflict as Conflict, claimUid);
+      // The recorded holder that may be stale: the conflicting claim, or each holder of the
+      // memory in turn. Reservations in flight are never stale.
+      const holderUid = over
+        ? over.holders.find((h) => !this.reserved.has(h.uid) && !checked.has(h.uid))?.uid
+        : conflict?.holderUid;
+      const holder =
+        holderUid === undefined || this.reserved.has(holderUid) ? undefined : recorded[holderUid];
+      if (holderUid === undefined || holder === undefined || checked.has(holderUid)) throw refusal;
+      checked.add(holderUid);
+      if (!(await this.isStale(holderUid, holder))) {
+        if (over) continue;
+        throw refusal;
       }
-      checked.add(conflict.holderUid);
-      await this.claimLocks.run(conflict.holderUid, async () => {
+      await this.claimLocks.run(holderUid, async () => {
         // Unless the holder's own unprepare or prepare changed it meanwhile.
-        if (this.opts.checkpoint.current().claims[conflict.holderUid] !== holder) return;
-        await this.rollback(conflict.holderUid, holder, logger);
+        if (this.opts.checkpoint.current().claims[holderUid] !== holder) return;
+        await this.rollback(holderUid, holder, logger);
         logger.warn(
           {
-            staleClaim: claimLabel(holder, conflict.holderUid),
+            staleClaim: claimLabel(holder, holderUid),
             devices: holder.devices.map((d) => d.deviceName),
           },
           'released the devices of a recorded claim the API no longer allocates them to',
@@ -580,7 +635,12 @@ export class DeviceState {
           },
         );
       }
-      return { deviceName: d.deviceName, device };
+      return {
+        deviceName: d.deviceName,
+        device,
+        ...(d.shareId ? { shareId: d.shareId } : {}),
+        ...(d.consumedMemoryBytes !== undefined ? { consumedMemoryBytes: d.consumedMemoryBytes } : {}),
+      };
     });
     const built = this.buildSpec(
       uid,
@@ -593,7 +653,7 @@ export class DeviceState {
       entry.cdiSpecFile === built.fileName &&
       entry.cdiSpec === undefined &&
       entry.devices.every(
-        (d) => d.cdiDeviceIds.length === 1 && d.cdiDeviceIds[0] === built.cdiIds.get(d.deviceName),
+        (d) => d.cdiDeviceIds.length === 1 && d.cdiDeviceIds[0] === built.cdiIds.get(claimDeviceKey(d)),
       );
     if (unchanged) return;
     await this.opts.checkpoint.update((doc) => {
@@ -604,7 +664,10 @@ export class DeviceState {
       doc.claims[uid] = {
         ...(rest as typeof current),
         cdiSpecFile: built.fileName,
-        devices: current.devices.map((d) => ({ ...d, cdiDeviceIds: [built.cdiIds.get(d.deviceName) ?? ''] })),
+        devices: current.devices.map((d) => ({
+          ...d,
+          cdiDeviceIds: [built.cdiIds.get(claimDeviceKey(d)) ?? ''],
+        })),
         updated: new Date().toISOString(),
       };
     });

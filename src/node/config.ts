@@ -8,6 +8,11 @@ import * as z from 'zod';
 import type { HostPaths } from '../util/hostPaths.js';
 import { ConfigError } from '../util/errors.js';
 import {
+  MAX_CONSUMABLE_SHARES,
+  parseConsumableShares,
+  type ConsumableShares,
+} from '../resourceslice/shares.js';
+import {
   DRIVER_FLAGS,
   LOG_LEVELS,
   driverFlagNames,
@@ -57,6 +62,15 @@ const byteSize = z
     return Number(m?.[1] ?? 0) * 2 ** (QUANTITY_SHIFT[m?.[2] ?? ''] ?? 0);
   })
   .refine((n) => Number.isSafeInteger(n), 'is too large');
+const consumableShares = z.string().transform((s, ctx): ConsumableShares => {
+  const mode = parseConsumableShares(s);
+  if (mode !== undefined) return mode;
+  ctx.addIssue({
+    code: 'custom',
+    message: `must be disabled, memory, unlimited or a number of shares from 1 to ${String(MAX_CONSUMABLE_SHARES)}`,
+  });
+  return z.NEVER;
+});
 const bool = z.union(
   [z.boolean(), z.enum(['true', 'false', '1', '0', '']).transform((s) => s === 'true' || s === '1')],
   { error: 'must be true, false, 1 or 0' },
@@ -92,6 +106,7 @@ const SCHEMA = {
   image: z.string().min(1).optional(),
   mpsShmSize: byteSize,
   mpsReadyTimeout: duration.refine((ms) => ms >= 1_000 && ms <= 600_000, 'must be between 1s and 10m'),
+  consumableShares,
 } satisfies { readonly [K in DriverFlagName]: z.ZodType };
 
 /** Flags that may stay unset: in the table, no default and not required; here, optional. */

@@ -136,6 +136,12 @@ export const DRIVER_FLAGS = {
     default: '60s',
     help: 'how long a prepare waits for its MPS daemon to report ready',
   },
+  consumableShares: {
+    value: '<mode>',
+    env: 'CONSUMABLE_SHARES',
+    default: 'disabled',
+    help: 'let claims share a full GPU (gate DRAConsumableCapacity): disabled|memory|unlimited|N',
+  },
 } as const satisfies Readonly<Record<string, FlagSpec>>;
 
 export type DriverFlagName = keyof typeof DRIVER_FLAGS;

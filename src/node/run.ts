@@ -202,6 +202,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
           ...(kubeClient ? { kubeConfig: kubeClient } : {}),
           logger,
           registry: metrics.registry,
+          consumableShares: config.consumableShares,
         }));
 
   const inventory = await discoverWithRetry(() => Promise.resolve().then(discover), {

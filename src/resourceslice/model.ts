@@ -17,6 +17,9 @@
  *   `jpegEngines`, `ofaEngines`, `memory`.
  * - A GPU with MIG mode enabled publishes its MIG devices, not itself; a MIG-capable GPU with
  *   MIG mode off publishes itself.
+ * - With `consumableShares` (shares.ts) a full GPU also carries `allowMultipleAllocations` and
+ *   a request policy on `memory` (and a `shares` capacity for a number of shares), so several
+ *   claims can each hold a share of it. MIG devices are never shared this way.
  *
  * Optional fields (`brand`, `architecture`, `cudaComputeCapability`, `pcieRoot`, GPU `memory`:
  * whatever discovery may not know) follow an all-or-nothing rule per node: published only when
@@ -44,6 +47,7 @@ import { gpuDeviceName, isDnsLabel, isDnsSubdomain, migDeviceName, sliceName } f
 import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
 import { naturalCompare } from '../util/naturalCompare.js';
 import { formatQuantity, isSemver, normalizeVersion } from './values.js';
+import { memoryRequestPolicy, sharesCapacity, SHARES_CAPACITY, type ConsumableShares } from './shares.js';
 
 /** `ResourceSliceMaxDevices`. */
 export const MAX_DEVICES_PER_SLICE = 128;
@@ -112,6 +116,8 @@ export interface ModelOptions {
   readonly maxDevicesPerSlice?: number;
   /** Device taints by device name (KEP-5055); tainted pools use the 64-device slice limit. */
   readonly taints?: Readonly<Record<string, readonly DeviceTaint[]>>;
+  /** Let several claims share a full GPU (shares.ts); default `disabled`. */
+  readonly consumableShares?: ConsumableShares;
 }
 
 export interface DeviceModel {
@@ -202,8 +208,24 @@ function parentAttributes(
   return a;
 }
 
-function gpuToDevice(gpu: GpuDevice, inv: NodeInventory, included: Included): SliceDevice {
+function gpuToDevice(
+  gpu: GpuDevice,
+  inv: NodeInventory,
+  included: Included,
+  shares: ConsumableShares,
+): SliceDevice {
   const name = gpuDeviceName(gpu.minor);
+  const capacity: Record<string, CapacityValue> = {};
+  if (included.has('memory') && gpu.memoryBytes !== undefined) {
+    const requestPolicy = memoryRequestPolicy(shares, gpu.memoryBytes);
+    capacity['memory'] = {
+      ...quantity(name, 'memory', gpu.memoryBytes),
+      ...(requestPolicy && { requestPolicy }),
+    };
+  }
+  const sharesCap = sharesCapacity(shares);
+  if (sharesCap) capacity[SHARES_CAPACITY] = sharesCap;
+  const shared = Object.values(capacity).some((c) => c.requestPolicy !== undefined);
   return {
     name,
     attributes: {
@@ -211,10 +233,8 @@ function gpuToDevice(gpu: GpuDevice, inv: NodeInventory, included: Included): Sl
       uuid: { string: gpu.uuid },
       ...parentAttributes(name, gpu, inv, included),
     },
-    capacity:
-      included.has('memory') && gpu.memoryBytes !== undefined
-        ? { memory: quantity(name, 'memory', gpu.memoryBytes) }
-        : {},
+    capacity,
+    ...(shared ? { allowMultipleAllocations: true } : {}),
   };
 }
 
@@ -259,7 +279,7 @@ export function publishesMigDevices(gpu: GpuDevice): boolean {
  */
 export function buildDevices(
   inventory: NodeInventory,
-  options: Pick<ModelOptions, 'taints'> = {},
+  options: Pick<ModelOptions, 'taints' | 'consumableShares'> = {},
 ): DeviceModel {
   const warnings: string[] = [];
   for (const f of inventory.failures) {
@@ -279,6 +299,14 @@ export function buildDevices(
     }
   }
 
+  const shares = options.consumableShares ?? 'disabled';
+  if ((shares === 'memory' || shares === 'unlimited') && gpus.length > 0 && !included.has('memory')) {
+    // A share is a slice of memory: with no memory capacity there is nothing to share by.
+    warnings.push(
+      `--consumable-shares=${shares} ignored: GPU memory is not known for every GPU, so GPUs are published whole`,
+    );
+  }
+
   const devices: SliceDevice[] = [];
   for (const gpu of gpus) {
     if (publishesMigDevices(gpu)) {
@@ -289,7 +317,7 @@ export function buildDevices(
       }
       for (const mig of gpu.migDevices) devices.push(migToDevice(mig, gpu, inventory, included));
     } else {
-      devices.push(gpuToDevice(gpu, inventory, included));
+      devices.push(gpuToDevice(gpu, inventory, included, shares));
     }
   }
 
@@ -360,7 +388,12 @@ export function validateDevice(d: SliceDevice): void {
       if (!Number.isSafeInteger(value.int)) invalid(d.name, field, `${value.int} is not an integer`);
     }
   }
-  for (const [key] of caps) validateQualifiedName(d.name, 'capacity', key);
+  for (const [key, value] of caps) {
+    validateQualifiedName(d.name, 'capacity', key);
+    if (value.requestPolicy !== undefined && d.allowMultipleAllocations !== true) {
+      invalid(d.name, `capacity.${key}.requestPolicy`, 'needs allowMultipleAllocations: true on the device');
+    }
+  }
   if ((d.taints?.length ?? 0) > MAX_TAINTS_PER_DEVICE) {
     invalid(d.name, 'taints', `${d.taints?.length} taints exceed ${MAX_TAINTS_PER_DEVICE}`);
   }

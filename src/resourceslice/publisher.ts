@@ -33,7 +33,8 @@ import {
   type SliceDevice,
   type TaintMap,
 } from './model.js';
-import { droppedPaths, likelyFeatureGate, sliceKey, toWire } from './sliceWire.js';
+import { droppedPaths, gateEffect, likelyFeatureGate, sliceKey, toWire } from './sliceWire.js';
+import type { ConsumableShares } from './shares.js';
 
 /** The only API access the publisher needs; deploy RBAC is generated from this. */
 export const PUBLISHER_RBAC_RULES = [
@@ -80,6 +81,8 @@ export interface PublisherOptions {
   readonly backoff?: BackoffOptions;
   /** Override the per-slice device limit (tests). */
   readonly maxDevicesPerSlice?: number;
+  /** `--consumable-shares`: let several claims share a full GPU; default `disabled`. */
+  readonly consumableShares?: ConsumableShares;
 }
 
 export class PublisherStoppedError extends GpuDraError {
@@ -229,7 +232,10 @@ export class ResourceSlicePublisher {
   }
 
   private setInventory(inventory: NodeInventory): Promise<void> {
-    const model = buildDevices(inventory, { taints: this.taints });
+    const model = buildDevices(inventory, {
+      taints: this.taints,
+      ...(this.opts.consumableShares !== undefined ? { consumableShares: this.opts.consumableShares } : {}),
+    });
     for (const w of model.warnings) this.log.warn(w);
     this.inventory = inventory;
     return this.setDevices(model.devices);
@@ -508,6 +514,7 @@ export class ResourceSlicePublisher {
     for (const p of dropped) this.warnedPaths.add(p.replace(/\[\d+\]/g, '[]'));
     this.counters.droppedFields += dropped.length;
     const gates = [...new Set(dropped.map(likelyFeatureGate).filter((g): g is string => g !== undefined))];
+    const effects = gates.flatMap((g) => gateEffect(g) ?? []);
     this.log.warn(
       {
         slice: sent.metadata.name,
@@ -517,7 +524,8 @@ export class ResourceSlicePublisher {
       },
       dropped.length > 0
         ? `the apiserver dropped ${dropped.length} field(s) of ResourceSlice ${sent.metadata.name}` +
-            (gates.length > 0 ? `; is the feature gate ${gates.join('/')} enabled on kube-apiserver?` : '')
+            (gates.length > 0 ? `; is the feature gate ${gates.join('/')} enabled on kube-apiserver?` : '') +
+            effects.map((e) => `; without it ${e}`).join('')
         : `the apiserver stored ResourceSlice ${sent.metadata.name} differently from what was sent`,
     );
   }

@@ -3,7 +3,7 @@
  * slices are compared by, and which sent fields the apiserver dropped (with the feature gate
  * that likely explains it). No I/O; the publisher (publisher.ts) runs the reconcile loop.
  */
-import type { Device, ResourceSlice } from '../api/resource.js';
+import type { CapacityRequestPolicy, Device, ResourceSlice } from '../api/resource.js';
 import type { ResourceSliceObject, SliceDevice } from './model.js';
 import { quantityKey } from './values.js';
 
@@ -20,14 +20,35 @@ function sortedEntries<T>(rec: Readonly<Record<string, T>> | undefined): [string
   return Object.entries(rec ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
+const canonical = (q: string | undefined): string | undefined =>
+  q === undefined ? q : (quantityKey(q) ?? q);
+
+function projectPolicy(p: CapacityRequestPolicy): unknown {
+  const r = p.validRange;
+  return [
+    canonical(p.default),
+    p.validValues?.map(canonical),
+    r && [canonical(r.min), canonical(r.max), canonical(r.step)],
+  ];
+}
+
 function projectDevice(d: Device): unknown {
   const attributes = sortedEntries(d.attributes).map(([k, v]) => [k, sortedEntries({ ...v })]);
-  const capacity = sortedEntries(d.capacity).map(([k, v]) => [k, quantityKey(v.value) ?? v.value]);
+  // A request policy is compared too: changing --consumable-shares must rewrite the slices.
+  const capacity = sortedEntries(d.capacity).map(([k, v]) =>
+    v.requestPolicy === undefined
+      ? [k, canonical(v.value)]
+      : [k, canonical(v.value), projectPolicy(v.requestPolicy)],
+  );
   // timeAdded is filled in by the apiserver; it is not ours to compare.
   const taints = (d.taints ?? []).map((t) => [t.key, t.value ?? '', t.effect]);
-  return taints.length > 0
-    ? { name: d.name, attributes, capacity, taints }
-    : { name: d.name, attributes, capacity };
+  return {
+    name: d.name,
+    attributes,
+    capacity,
+    ...(taints.length > 0 ? { taints } : {}),
+    ...(d.allowMultipleAllocations === true ? { allowMultipleAllocations: true } : {}),
+  };
 }
 
 function project(s: ResourceSlice, nodeName: string): Projection {
@@ -76,6 +97,23 @@ const GATE_BY_FIELD: Readonly<Record<string, string>> = {
   skipNodeOperations: 'DRAOptionalNodeOperations',
 };
 
+/**
+ * What publishing without a gate's fields means for users, where it is not obvious: the slices
+ * still publish, so only this line in the log tells an operator why a feature does nothing.
+ */
+const GATE_EFFECT: Readonly<Record<string, string>> = {
+  DRAConsumableCapacity:
+    '--consumable-shares has no effect: each GPU still goes to one claim at a time. The gate is beta ' +
+    '(on by default) from Kubernetes 1.36; before that, enable DRAConsumableCapacity on ' +
+    'kube-apiserver and kube-scheduler',
+  DRADeviceTaints: 'unhealthy GPUs (XID errors, lost GPUs) stay schedulable',
+};
+
+/** What a disabled gate costs, for the dropped-fields warning; undefined when nothing to add. */
+export function gateEffect(gate: string): string | undefined {
+  return GATE_EFFECT[gate];
+}
+
 /** The feature gate that most likely explains a dropped field path such as `spec.devices[3].taints`. */
 export function likelyFeatureGate(path: string): string | undefined {
   const parts = path.split(/[.[\]]+/).filter((p) => p && !/^\d+$/.test(p));
@@ -122,6 +160,7 @@ export function toWire(s: ResourceSliceObject, nodeUid: string): ResourceSlice {
     attributes: Object.fromEntries(Object.entries(d.attributes).map(([k, v]) => [k, { ...v }])),
     capacity: Object.fromEntries(Object.entries(d.capacity).map(([k, v]) => [k, { ...v }])),
     ...(d.taints && d.taints.length > 0 ? { taints: d.taints.map((t) => ({ ...t })) } : {}),
+    ...(d.allowMultipleAllocations === true ? { allowMultipleAllocations: true } : {}),
   }));
   return {
     apiVersion: s.apiVersion,

@@ -10,7 +10,9 @@
  * - MPS: one control daemon per group of the claim's devices with the same MPS settings (a claim
  *   whose requests configure MPS differently gets one daemon each), and the full GPUs among them
  *   in EXCLUSIVE_PROCESS compute mode, so only the daemon's server runs work on them; back to
- *   DEFAULT when the daemon goes.
+ *   DEFAULT when the daemon goes. A claim holding a share of a GPU (consumable capacity) leaves
+ *   it in DEFAULT mode: each share's claim runs its own daemon there, and each daemon's pinned
+ *   memory limit (at most the share, driver/state.ts) is what keeps the shares apart.
  * - MIG devices: the time slice is not settable per MIG device (NVIDIA's driver ignores it too)
  *   and compute mode belongs to the parent, so only MPS applies to them.
  */
@@ -27,6 +29,8 @@ export interface SharedDevice {
   readonly uuid: string;
   readonly kind: 'gpu' | 'mig';
   readonly sharing?: SharingSettings | undefined;
+  /** Set when the claim holds a share of the device (consumable capacity), not all of it. */
+  readonly shareId?: string | undefined;
 }
 
 /** One MPS control daemon: its identity and the devices it serves. */
@@ -35,7 +39,10 @@ export interface MpsGroup {
   readonly id: string;
   readonly deviceNames: readonly string[];
   readonly uuids: readonly string[];
-  /** Full GPUs among them (compute mode is set on these). */
+  /**
+   * Full GPUs among them held whole: these go to EXCLUSIVE_PROCESS. A share's GPU stays in
+   * DEFAULT mode, where the daemons of the other shares' claims run beside this one.
+   */
   readonly gpuUuids: readonly string[];
   readonly mps: NonNullable<SharingSettings['mps']>;
 }
@@ -60,7 +67,7 @@ export function mpsGroups(claimUid: string, devices: readonly SharedDevice[]): M
       id: mpsDaemonId(claimUid, uuids),
       deviceNames: list.map((d) => d.deviceName),
       uuids,
-      gpuUuids: list.filter((d) => d.kind === 'gpu').map((d) => d.uuid),
+      gpuUuids: list.filter((d) => d.kind === 'gpu' && !d.shareId).map((d) => d.uuid),
       mps: JSON.parse(key) as MpsGroup['mps'],
     };
   });

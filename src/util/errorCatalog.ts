@@ -47,6 +47,11 @@ export const ERROR_CATALOG = {
     means: "the claim's allocation holds no device of this driver",
     action: 'check the DeviceClass and `--driver-name`: the class must select this driver',
   },
+  CLAIM_ALLOCATION_INVALID: {
+    means:
+      "the claim's allocation holds a value this driver cannot use (a consumed capacity that is not a byte count); the message names the field",
+    action: 'a scheduler bug or a hand-edited claim status: delete the pod so the claim is allocated afresh',
+  },
   CLAIM_WRONG_POOL: {
     means: "the claim's devices belong to another node's pool",
     action: 'a scheduler/kubelet mismatch; delete the pod so it is scheduled again',
@@ -62,7 +67,7 @@ export const ERROR_CATALOG = {
   },
   DEVICE_IN_USE: {
     means:
-      'the device (or the GPU a MIG device is carved from) is prepared for another claim and no sharing allows both',
+      'the device (or the GPU a MIG device is carved from) is prepared for another claim and no sharing allows both, or shares of a GPU would exceed its memory',
     action:
       'use a sharing config on both claims, or wait for the other claim to go; `kubectl get resourceclaims -A`',
   },

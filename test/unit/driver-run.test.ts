@@ -32,6 +32,7 @@ describe('parseDriverConfig', () => {
       mpsShmSizeBytes: 2 ** 30,
       mpsReadyTimeoutMs: 60_000,
       deviceEvents: true,
+      consumableShares: 'disabled',
     });
     expect(Object.isFrozen(config)).toBe(true);
     expect(Object.isFrozen(config.hostPaths)).toBe(true);
@@ -56,11 +57,13 @@ describe('parseDriverConfig', () => {
         logLevel: 'debug',
         deviceCheckInterval: '2m',
         deviceEvents: 'false',
+        consumableShares: '4',
       },
       {},
     );
     expect(config.deviceCheckIntervalMs).toBe(120_000);
     expect(config.deviceEvents).toBe(false);
+    expect(config.consumableShares).toBe(4);
     expect(config.httpListen).toEqual({ host: '0.0.0.0', port: 8080 });
     expect(config.cleanupOnExit).toBe(true);
     expect(config.hostPaths.driverRoot).toBe('/run/nvidia/driver');

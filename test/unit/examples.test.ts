@@ -45,6 +45,7 @@ const exact = z.strictObject({
   allocationMode: z.enum(['ExactCount', 'All']).optional(),
   count: z.number().int().positive().optional(),
   adminAccess: z.boolean().optional(),
+  capacity: z.strictObject({ requests: z.record(z.string(), z.string()) }).optional(),
 });
 const request = z
   .strictObject({
@@ -151,6 +152,7 @@ describe('examples/claims', () => {
       'first-available.yaml',
       'gpu-min-memory.yaml',
       'hopper-or-newer.yaml',
+      'memory-share.yaml',
       'mig-1g.yaml',
       'mps.yaml',
       'product-name.yaml',

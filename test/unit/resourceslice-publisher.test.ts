@@ -41,6 +41,8 @@ class FakeApi implements SliceClient {
   readonly faults: Partial<Record<'list' | 'create' | 'update' | 'delete', (number | (() => number))[]>> = {};
   /** Simulates a disabled feature gate: the apiserver drops these device fields. */
   dropDeviceFields: string[] = [];
+  /** Simulates DRAConsumableCapacity off: capacities lose their requestPolicy. */
+  dropRequestPolicy = false;
   private rv = 100;
   private uid = 0;
   private watchers = new Set<Watcher>();
@@ -65,9 +67,17 @@ class FakeApi implements SliceClient {
 
   private store(s: ResourceSlice): ResourceSlice {
     const copy = structuredClone(s);
-    const devices = (copy.spec.devices ?? []).map((d) =>
-      Object.fromEntries(Object.entries(d).filter(([k]) => !this.dropDeviceFields.includes(k))),
-    );
+    const devices = (copy.spec.devices ?? []).map((d) => {
+      const kept = Object.fromEntries(Object.entries(d).filter(([k]) => !this.dropDeviceFields.includes(k)));
+      if (!this.dropRequestPolicy || !d.capacity) return kept;
+      const capacity = Object.fromEntries(
+        Object.entries(d.capacity).map(([k, c]) => [
+          k,
+          Object.fromEntries(Object.entries(c).filter(([f]) => f !== 'requestPolicy')),
+        ]),
+      );
+      return { ...kept, capacity };
+    });
     const stored: ResourceSlice = {
       ...copy,
       metadata: { ...copy.metadata, resourceVersion: String(++this.rv) },
@@ -487,6 +497,27 @@ describe('ResourceSlicePublisher', () => {
     expect(api.writes()).toBe(writes);
     expect(lines.filter((l) => /dropped/.test(l.msg))).toHaveLength(1);
     expect(pub.counters.droppedFields).toBe(1);
+  });
+
+  it('with DRAConsumableCapacity off, publishes shared GPUs whole and says what --consumable-shares lost', async () => {
+    const api = new FakeApi();
+    api.dropDeviceFields = ['allowMultipleAllocations'];
+    api.dropRequestPolicy = true;
+    const { logger, lines } = capturingLogger();
+    const pub = newPublisher(api, { logger, consumableShares: 'memory' });
+    pub.start(inv('h100-8x'));
+    await pub.whenReady();
+    expect(api.mine()[0]?.spec.devices).toHaveLength(8);
+    expect(api.mine()[0]?.spec.devices?.[0]?.capacity).toEqual({ memory: { value: '81559Mi' } });
+    const warn = lines.find((l) => l.level === 40 && /dropped/.test(l.msg));
+    expect(warn?.msg).toMatch(/dropped 16 field\(s\).*DRAConsumableCapacity enabled on kube-apiserver/);
+    expect(warn?.msg).toMatch(
+      /without it --consumable-shares has no effect: each GPU still goes to one claim/,
+    );
+    expect(warn?.['likelyFeatureGates']).toEqual(['DRAConsumableCapacity']);
+    const writes = api.writes();
+    await pub.sync();
+    expect(api.writes()).toBe(writes);
   });
 
   it('deleteAll removes only this driver’s slices on this node and stops publishing', async () => {
