@@ -9,6 +9,9 @@ import { KeyedMutex } from '../util/keyedMutex.js';
 import type { CdiContainerEdits } from '../cdi/spec.js';
 import type { NvidiaSmi } from './driverTools.js';
 import { mpsContainerEdits, type MpsDaemons } from './mps.js';
+
+/** What the applier needs of the MPS daemons (mps.ts's MpsDaemons; a recorder in unit tests). */
+export type MpsDaemonControl = Pick<MpsDaemons, 'settings' | 'start' | 'stop' | 'sweep'>;
 import {
   computeModeCommand,
   mpsGroups,
@@ -21,7 +24,7 @@ import {
 export interface SharingApplierOptions {
   readonly nvidiaSmi: NvidiaSmi;
   /** Absent when MPS is not configured (no namespace/image): MPS claims are refused. */
-  readonly mps?: MpsDaemons;
+  readonly mps?: MpsDaemonControl;
 }
 
 /** A claim's device with its MPS pinned-memory limit, resolved from its config (driver/opaqueConfig.ts). */
@@ -40,7 +43,7 @@ export class SharingApplier {
   constructor(private readonly opts: SharingApplierOptions) {}
 
   /** The MPS daemons, when configured (for the start-up sweep). */
-  get mpsDaemons(): MpsDaemons | undefined {
+  get mpsDaemons(): MpsDaemonControl | undefined {
     return this.opts.mps;
   }
 

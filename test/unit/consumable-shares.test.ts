@@ -368,7 +368,7 @@ describe('a share in CDI', () => {
       {
         name,
         containerEdits: {
-          env: [`GPU_DRA_MEMORY_LIMIT_GPU_0=${String(20 * GiB)}`],
+          env: [`GPU_DRA_DEVICE_GPU_0=${testGpu(0).uuid}`, `GPU_DRA_MEMORY_LIMIT_GPU_0=${String(20 * GiB)}`],
           deviceNodes: [{ path: '/dev/nvidia0', hostPath: '/host/dev/nvidia0' }],
         },
       },
@@ -461,6 +461,7 @@ describe('preparing shares of one GPU', () => {
       expect(d).toMatchObject({ deviceName: 'gpu-0', shareId: `000${String(i)}aaaa-share` });
       expect(d?.cdiDeviceIds).toEqual([`k8s.${TEST_DRIVER}/claim=${uid}-gpu-0-share-000${String(i)}aaaa`]);
       expect(spec(uid).devices[0]?.containerEdits.env).toEqual([
+        `GPU_DRA_DEVICE_GPU_0=${testGpu(0).uuid}`,
         `GPU_DRA_MEMORY_LIMIT_GPU_0=${String(20 * GiB)}`,
       ]);
     }

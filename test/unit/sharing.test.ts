@@ -10,7 +10,8 @@ import { findConflict, whyNotShared } from '../../src/driver/conflicts.js';
 import { DeviceState } from '../../src/driver/state.js';
 import type { NvidiaSmi } from '../../src/sharing/driverTools.js';
 import { GpuDraError, isGpuDraError } from '../../src/util/errors.js';
-import { SharingApplier } from '../../src/sharing/apply.js';
+import { SharingApplier, type MpsDaemonControl } from '../../src/sharing/apply.js';
+import type { MpsGroup } from '../../src/sharing/plan.js';
 import {
   mpsDaemonId,
   mpsGroups,
@@ -263,5 +264,140 @@ describe('device state applies and undoes time-slicing', () => {
     await prepare(state, 'plain', []);
     expect(smi.calls).toEqual([]);
     expect(entries()['plain']?.state).toBe('PrepareCompleted');
+  });
+});
+
+/** MPS daemons as a recorder: what would be created (group, limits) and stopped. */
+class RecordingDaemons implements MpsDaemonControl {
+  readonly started: { claimUid: string; group: MpsGroup; limits: Readonly<Record<string, number>> }[] = [];
+  readonly stopped: string[] = [];
+  constructor(readonly settings: MpsDaemonControl['settings']) {}
+  start(claimUid: string, group: MpsGroup, limits: Readonly<Record<string, number>>) {
+    this.started.push({ claimUid, group, limits });
+    return Promise.resolve();
+  }
+  stop(id: string) {
+    this.stopped.push(id);
+    return Promise.resolve();
+  }
+  sweep() {
+    return Promise.resolve([]);
+  }
+}
+
+describe('device state runs MPS daemons: whole GPUs exclusive, shares enforced by their pinned limit', () => {
+  let host: TestHost;
+  let getter: MemoryClaimGetter;
+  let smi: RecordingSmi;
+  let daemons: RecordingDaemons;
+  const uuid0 = testGpu(0).uuid;
+  const mpsConfig = (mpsSettings: Record<string, unknown> = {}) =>
+    opaque({
+      apiVersion: 'gpu.dra.dev/v1alpha1',
+      kind: 'GpuConfig',
+      sharing: { strategy: 'MPS', mps: mpsSettings },
+    });
+
+  const makeState = () => {
+    const inventory = testInventory();
+    return new DeviceState({
+      driverName: TEST_DRIVER,
+      poolName: TEST_NODE,
+      hostPaths: host.hostPaths,
+      cdi: new CdiStore(host.cdiRoot, TEST_DRIVER),
+      checkpoint: new CheckpointStore(path.join(host.pluginsDir, TEST_DRIVER, 'checkpoint.json'), log),
+      inventory: { current: () => inventory },
+      claims: getter,
+      sharing: new SharingApplier({ nvidiaSmi: smi, mps: daemons }),
+      logger: log,
+    });
+  };
+  const prepare = (
+    state: DeviceState,
+    uid: string,
+    devices: Parameters<typeof testClaim>[0]['devices'],
+    config: ReturnType<typeof opaque>[],
+  ) => {
+    getter.set(testClaim({ uid, devices, config }));
+    return state.prepare(
+      { uid, namespace: 'default', name: `claim-${uid}` },
+      () => getter.get('default', `claim-${uid}`),
+      log,
+    );
+  };
+  const share = (shareID: string, memory: string) => ({
+    request: 'gpu',
+    device: 'gpu-0',
+    shareID,
+    consumedCapacity: { memory },
+  });
+
+  beforeEach(() => {
+    host = createTestHost();
+    getter = new MemoryClaimGetter();
+    smi = new RecordingSmi();
+    daemons = new RecordingDaemons({
+      namespace: 'gpu-dra',
+      image: 'gpu-dra:test',
+      nodeName: TEST_NODE,
+      driverName: TEST_DRIVER,
+      pluginDir: path.join(host.pluginsDir, TEST_DRIVER),
+      hostDriverRoot: '/',
+      shmSizeBytes: 0,
+    });
+  });
+  afterEach(() => {
+    host.cleanup();
+  });
+
+  it('a whole GPU: EXCLUSIVE_PROCESS, the configured limit, the pipe in its CDI device; undone at unprepare', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepare(state, 'mps-whole', ['gpu-0'], [mpsConfig({ defaultPinnedDeviceMemoryLimit: '10Gi' })]);
+    expect(smi.calls).toEqual([`-i ${uuid0} -c EXCLUSIVE_PROCESS`]);
+    expect(daemons.started.map((d) => d.limits)).toEqual([{ [uuid0]: 10240 }]);
+    const spec = JSON.parse(
+      fs.readFileSync(path.join(host.cdiRoot, `k8s.${TEST_DRIVER}-claim_mps-whole.json`), 'utf8'),
+    ) as { devices: { containerEdits: { env?: string[]; mounts?: { containerPath: string }[] } }[] };
+    expect(spec.devices[0]?.containerEdits.env).toContain('CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps');
+    expect(spec.devices[0]?.containerEdits.mounts?.map((m) => m.containerPath)).toEqual([
+      '/tmp/nvidia-mps',
+      '/dev/shm',
+    ]);
+    smi.calls.length = 0;
+    await state.unprepare({ uid: 'mps-whole', namespace: 'default', name: 'claim-mps-whole' }, log);
+    expect(daemons.stopped).toEqual([daemons.started[0]?.group.id]);
+    expect(smi.calls).toEqual([`-i ${uuid0} -c DEFAULT`]);
+  });
+
+  it('two claims each holding a share of one GPU with MPS: a daemon each, pinned to its share, GPU left in DEFAULT', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepare(state, 'share-a', [share('aaaa0000-0000-4000-8000-000000000001', '20Gi')], [mpsConfig()]);
+    await prepare(
+      state,
+      'share-b',
+      [share('bbbb0000-0000-4000-8000-000000000002', '30Gi')],
+      [mpsConfig({ defaultPinnedDeviceMemoryLimit: '8Gi' })],
+    );
+    expect(daemons.started.map((d) => [d.claimUid, d.limits])).toEqual([
+      ['share-a', { [uuid0]: 20480 }],
+      ['share-b', { [uuid0]: 8192 }],
+    ]);
+    // No compute-mode change: the other share's daemon must run on the same GPU.
+    expect(smi.calls).toEqual([]);
+    await state.unprepare({ uid: 'share-a', namespace: 'default', name: 'claim-share-a' }, log);
+    expect(smi.calls).toEqual([]);
+    expect(daemons.stopped).toHaveLength(1);
+  });
+
+  it('whole-GPU MPS claims still do not share a GPU across claims', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepare(state, 'mps-1', ['gpu-0'], [mpsConfig()]);
+    const err = await prepare(state, 'mps-2', ['gpu-0'], [mpsConfig()]).catch((e: unknown) => e);
+    expect(isGpuDraError(err, 'DEVICE_IN_USE')).toBe(true);
+    expect((err as Error).message).toMatch(/MPS daemon; pods share an MPS GPU by sharing one claim/);
+    expect(daemons.started).toHaveLength(1);
   });
 });
