@@ -711,7 +711,7 @@ export class DeviceState {
           await this.rebuild(uid, entry);
           // A reboot reset the GPUs' time slices and compute modes; MPS daemon pods come back by themselves.
           if (entryChangesHost(entry))
-            await this.sharingFor(uid).applyGpuSettings(uid, sharedDevices(entry), clog);
+            await this.sharingFor(uid).applyGpuSettings(sharedDevices(entry), clog);
           report.rebuilt.push(uid);
           clog.info('node rebooted: rebuilt CDI spec from the checkpoint');
         } else if (await this.ensureSpecFile(uid, entry, clog)) {

@@ -143,13 +143,13 @@ function sharingApplier(
   kube: KubeClient | undefined,
   logger: Logger,
 ) {
-  const nvmlLibPath = libraryCandidates({
-    nvmlLib: config.nvmlLib,
-    driverRoot: config.hostPaths.driverRoot,
-  }).find((p) => p.includes('/') && fs.existsSync(p));
   const nvidiaSmi = serving.createNvidiaSmi({
     driverRoot: config.hostPaths.driverRoot,
-    ...(nvmlLibPath ? { nvmlLibPath } : {}),
+    // Looked up at the first call, not at start-up: most nodes never run nvidia-smi.
+    findNvmlLib: () =>
+      libraryCandidates({ nvmlLib: config.nvmlLib, driverRoot: config.hostPaths.driverRoot }).find(
+        (p) => p.includes('/') && fs.existsSync(p),
+      ),
   });
   if (!config.namespace || !config.image || !kube) {
     logger.info('MPS claims will be refused: --namespace and --image are not both set');

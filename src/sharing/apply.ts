@@ -9,17 +9,18 @@ import { KeyedMutex } from '../util/keyedMutex.js';
 import type { CdiContainerEdits } from '../cdi/spec.js';
 import type { NvidiaSmi } from './driverTools.js';
 import { mpsContainerEdits, type MpsDaemons } from './mps.js';
-
-/** What the applier needs of the MPS daemons (mps.ts's MpsDaemons; a recorder in unit tests). */
-export type MpsDaemonControl = Pick<MpsDaemons, 'settings' | 'start' | 'stop' | 'sweep'>;
 import {
   computeModeCommand,
+  exclusiveMpsGpus,
   mpsGroups,
   setTimeSliceCommands,
   timeSlicedGpus,
   undoCommands,
   type SharedDevice,
 } from './plan.js';
+
+/** What the applier needs of the MPS daemons (mps.ts's MpsDaemons; a recorder in unit tests). */
+export type MpsDaemonControl = Pick<MpsDaemons, 'settings' | 'start' | 'stop' | 'sweep'>;
 
 export interface SharingApplierOptions {
   readonly nvidiaSmi: NvidiaSmi;
@@ -77,7 +78,7 @@ export class SharingApplier {
         { claimUid },
       );
     }
-    await this.applyGpuSettings(claimUid, devices, logger);
+    await this.applyGpuSettings(devices, logger);
     if (!mps) return;
     for (const group of groups) {
       const limits: Record<string, number> = {};
@@ -94,16 +95,17 @@ export class SharingApplier {
    * driver reloads, so recovery after a reboot runs this again (the daemons' pods come back by
    * themselves).
    */
-  async applyGpuSettings(claimUid: string, devices: readonly SharedDevice[], logger: Logger): Promise<void> {
+  async applyGpuSettings(devices: readonly SharedDevice[], logger: Logger): Promise<void> {
     const sliced = timeSlicedGpus(devices);
-    const exclusive = mpsGroups(claimUid, devices).flatMap((g) => g.gpuUuids);
+    const exclusive = exclusiveMpsGpus(devices);
     if (sliced.length === 0 && exclusive.length === 0) return;
     await this.gpuSettings.run('gpus', async () => {
       for (const { uuid, interval } of sliced) {
-        for (const args of setTimeSliceCommands(uuid, interval)) await this.smi(args);
+        for (const args of setTimeSliceCommands(uuid, interval)) await this.opts.nvidiaSmi.run(args);
         logger.info({ gpu: uuid, interval }, 'time slice set');
       }
-      for (const uuid of exclusive) await this.smi(computeModeCommand(uuid, 'EXCLUSIVE_PROCESS'));
+      for (const uuid of exclusive)
+        await this.opts.nvidiaSmi.run(computeModeCommand(uuid, 'EXCLUSIVE_PROCESS'));
     });
   }
 
@@ -131,12 +133,7 @@ export class SharingApplier {
       }
     }
     await this.gpuSettings.run('gpus', async () => {
-      for (const args of undoCommands(claimUid, devices, others())) await this.smi(args);
+      for (const args of undoCommands(devices, others())) await this.opts.nvidiaSmi.run(args);
     });
-  }
-
-  /** The claim path (driver/state.ts) attaches the claim UID to whatever this throws. */
-  private async smi(args: readonly string[]): Promise<void> {
-    await this.opts.nvidiaSmi.run(args);
   }
 }

@@ -9,7 +9,7 @@
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import { GpuDraError } from '../util/errors.js';
+import { GpuDraError, errorMessage } from '../util/errors.js';
 import { underRoot } from '../util/hostPaths.js';
 
 /** Where driver installs put their binaries, searched in this order (NVIDIA's driver uses the same). */
@@ -38,8 +38,8 @@ export interface ToolOutput {
 
 export interface DriverToolsOptions {
   readonly driverRoot: string;
-  /** The driver's libnvidia-ml.so.1, preloaded so the tool talks to the host driver. */
-  readonly nvmlLibPath?: string;
+  /** Finds the driver's libnvidia-ml.so.1, preloaded so the tool talks to the host driver. */
+  readonly findNvmlLib?: () => string | undefined;
   /** Per call; `nvidia-smi` can block on a busy GPU. Default 30 s. */
   readonly timeoutMs?: number;
 }
@@ -55,40 +55,67 @@ function tail(text: string, max = 400): string {
   return t.length <= max ? t : `…${t.slice(-max)}`;
 }
 
+/** A tool run that failed: how (exit code, signal, timeout) and the tail of what it printed. */
+export class ToolRunError extends Error {
+  constructor(
+    readonly command: string,
+    readonly how: string,
+    readonly output: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`\`${command}\` ${how}: ${output}`, options);
+  }
+}
+
+/**
+ * Runs `file` (never through a shell) with `input` on its stdin; rejects with ToolRunError.
+ * Both the plugin's nvidia-smi calls and the MPS daemon's control commands go through here.
+ */
+export function runTool(
+  file: string,
+  args: readonly string[],
+  opts: { readonly env?: NodeJS.ProcessEnv; readonly input?: string; readonly timeoutMs?: number } = {},
+): Promise<ToolOutput> {
+  const command = [file.split('/').at(-1) ?? file, ...args].join(' ');
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      file,
+      [...args],
+      { env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 30_000, maxBuffer: 1 << 20 },
+      (err, stdout, stderr) => {
+        if (!err) {
+          resolve({ stdout, stderr });
+          return;
+        }
+        const how = err.killed ? 'timed out' : `exited with ${String(err.code ?? err.signal)}`;
+        reject(new ToolRunError(command, how, tail(stderr || stdout || err.message), { cause: err }));
+      },
+    );
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
+  });
+}
+
 export function createNvidiaSmi(opts: DriverToolsOptions): NvidiaSmi {
   let path: string | undefined;
+  let env: NodeJS.ProcessEnv | undefined;
   return {
-    run(args) {
+    async run(args) {
       path ??= findDriverTool(opts.driverRoot, 'nvidia-smi');
-      const command = `nvidia-smi ${args.join(' ')}`;
       if (!path) {
-        return Promise.reject(
-          new GpuDraError(
-            'SHARING_TOOL_NOT_FOUND',
-            `cannot run \`${command}\`: no nvidia-smi under the driver root ${opts.driverRoot}`,
-          ),
+        throw new GpuDraError(
+          'SHARING_TOOL_NOT_FOUND',
+          `cannot run \`nvidia-smi ${args.join(' ')}\`: no nvidia-smi under the driver root ${opts.driverRoot}`,
         );
       }
-      const env = { ...process.env, ...(opts.nvmlLibPath ? { LD_PRELOAD: opts.nvmlLibPath } : {}) };
-      return new Promise((resolve, reject) => {
-        execFile(
-          path as string,
-          [...args],
-          { env, timeout: opts.timeoutMs ?? 30_000, maxBuffer: 1 << 20 },
-          (err, stdout, stderr) => {
-            if (!err) {
-              resolve({ stdout, stderr });
-              return;
-            }
-            const how = err.killed ? 'timed out' : `exited with ${String(err.code ?? err.signal)}`;
-            reject(
-              new GpuDraError('SHARING_APPLY_FAILED', `\`${command}\` ${how}: ${tail(stderr || stdout)}`, {
-                cause: err,
-              }),
-            );
-          },
-        );
-      });
+      if (!env) {
+        const nvml = opts.findNvmlLib?.();
+        env = { ...process.env, ...(nvml ? { LD_PRELOAD: nvml } : {}) };
+      }
+      try {
+        return await runTool(path, args, { env, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) });
+      } catch (err) {
+        throw new GpuDraError('SHARING_APPLY_FAILED', errorMessage(err), { cause: err });
+      }
     },
   };
 }

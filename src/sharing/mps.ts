@@ -64,7 +64,11 @@ export interface MpsDirs {
 }
 
 export function mpsDirs(pluginDir: string, id: string): MpsDirs {
-  const root = path.join(pluginDir, 'mps', id);
+  return daemonDirs(path.join(pluginDir, 'mps', id));
+}
+
+/** The layout below one daemon's directory, as the plugin and the daemon (its `--dir`) see it. */
+export function daemonDirs(root: string): MpsDirs {
   return {
     root,
     pipe: path.join(root, 'pipe'),

@@ -67,10 +67,18 @@ export function mpsGroups(claimUid: string, devices: readonly SharedDevice[]): M
       id: mpsDaemonId(claimUid, uuids),
       deviceNames: list.map((d) => d.deviceName),
       uuids,
-      gpuUuids: list.filter((d) => d.kind === 'gpu' && !d.shareId).map((d) => d.uuid),
+      gpuUuids: exclusiveMpsGpus(list),
       mps: JSON.parse(key) as MpsGroup['mps'],
     };
   });
+}
+
+/** Full GPUs held whole with MPS, which go to EXCLUSIVE_PROCESS (one entry per GPU). */
+export function exclusiveMpsGpus(devices: readonly SharedDevice[]): string[] {
+  const out = new Set<string>();
+  for (const d of devices)
+    if (d.kind === 'gpu' && !d.shareId && d.sharing?.strategy === 'MPS') out.add(d.uuid);
+  return [...out];
 }
 
 /** Full GPUs of the claim that are time-sliced, with their interval (one entry per GPU). */
@@ -114,16 +122,14 @@ export function changesHost(devices: readonly SharedDevice[]): boolean {
  * that setting on that GPU.
  */
 export function undoCommands(
-  claimUid: string,
   devices: readonly SharedDevice[],
   others: readonly (readonly SharedDevice[])[],
 ): string[][] {
   const stillSliced = new Set(others.flatMap((o) => timeSlicedGpus(o).map((g) => g.uuid)));
-  const stillMps = new Set(others.flatMap((o) => mpsGroups('other', o).flatMap((g) => g.gpuUuids)));
+  const stillMps = new Set(others.flatMap((o) => exclusiveMpsGpus(o)));
   const commands: string[][] = [];
-  for (const g of mpsGroups(claimUid, devices)) {
-    for (const uuid of g.gpuUuids)
-      if (!stillMps.has(uuid)) commands.push(computeModeCommand(uuid, 'DEFAULT'));
+  for (const uuid of exclusiveMpsGpus(devices)) {
+    if (!stillMps.has(uuid)) commands.push(computeModeCommand(uuid, 'DEFAULT'));
   }
   for (const { uuid } of timeSlicedGpus(devices)) {
     if (!stillSliced.has(uuid)) commands.push(...resetTimeSliceCommands(uuid));

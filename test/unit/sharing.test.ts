@@ -68,10 +68,10 @@ describe('sharing plan (pure)', () => {
       gpu(1, { strategy: 'TimeSlicing', interval: 'Short' }),
     ];
     const other = [gpu(1, { strategy: 'TimeSlicing', interval: 'Short' })];
-    expect(undoCommands('u', mine, [other])).toEqual([
+    expect(undoCommands(mine, [other])).toEqual([
       ['compute-policy', '-i', testGpu(0).uuid, '--set-timeslice', '0'],
     ]);
-    expect(undoCommands('u', mine, [])).toHaveLength(2);
+    expect(undoCommands(mine, [])).toHaveLength(2);
   });
 
   it('one MPS daemon per group of equal settings, with a stable id; compute mode back to DEFAULT on undo', () => {
@@ -81,7 +81,7 @@ describe('sharing plan (pure)', () => {
     expect(groups.map((g) => g.deviceNames)).toEqual([['gpu-0', 'gpu-2'], ['gpu-1']]);
     expect(groups[0]?.id).toBe(mpsDaemonId('uid-1', [testGpu(0).uuid, testGpu(2).uuid]));
     expect(groups[0]?.id).toMatch(/^uid-1-[0-9a-f]{5}$/);
-    expect(undoCommands('uid-1', [gpu(0, b)], [])).toEqual([['-i', testGpu(0).uuid, '-c', 'DEFAULT']]);
+    expect(undoCommands([gpu(0, b)], [])).toEqual([['-i', testGpu(0).uuid, '-c', 'DEFAULT']]);
   });
 });
 

@@ -5,13 +5,14 @@
  * container's main process so that the kubelet sees a crashed control daemon and restarts it,
  * and on SIGTERM (the Deployment deleted at unprepare) it asks the daemon to quit.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError, GpuDraError, errorMessage } from '../../util/errors.js';
 import { underRoot } from '../../util/hostPaths.js';
-import { findDriverTool } from '../../sharing/driverTools.js';
+import { findDriverTool, runTool } from '../../sharing/driverTools.js';
+import { daemonDirs } from '../../sharing/mps.js';
 import type { MpsDaemonFlags } from '../commands/mpsDaemon.js';
 
 const UUID = /^(GPU|MIG)-[0-9a-fA-F-]+$/;
@@ -86,27 +87,12 @@ export function mpsSettingCommands(config: MpsDaemonConfig): string[] {
   ];
 }
 
-function run(file: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}) {
-  return new Promise<string>((resolve, reject) => {
-    const child = execFile(file, [...args], { env: opts.env, timeout: 15_000 }, (err, stdout, stderr) => {
-      if (err)
-        reject(
-          new Error(`${path.basename(file)} ${args.join(' ')}: ${(stderr || stdout || err.message).trim()}`),
-        );
-      else resolve(stdout);
-    });
-    if (opts.input !== undefined) child.stdin?.end(opts.input);
-  });
-}
+/** The daemon's tool calls (mount, the MPS client) answer in well under this. */
+const TOOL_TIMEOUT_MS = 15_000;
 
 export async function runMpsDaemon(flags: MpsDaemonFlags): Promise<void> {
   const config = parseMpsDaemonFlags(flags);
-  const dirs = {
-    pipe: path.join(config.dir, 'pipe'),
-    log: path.join(config.dir, 'log'),
-    shm: path.join(config.dir, 'shm'),
-    ready: path.join(config.dir, 'ready'),
-  };
+  const dirs = daemonDirs(config.dir);
   const logFile = fs.createWriteStream(path.join(config.dir, 'daemon.log'), { flags: 'a' });
   const log = (msg: string) => {
     const line = `${new Date().toISOString()} ${msg}\n`;
@@ -124,15 +110,12 @@ export async function runMpsDaemon(flags: MpsDaemonFlags): Promise<void> {
   let mountedShm = false;
   if (config.shmSizeBytes > 0) {
     // The workload binds <dir>/shm as its /dev/shm; the server must use the same memory.
-    await run('mount', [
-      '-t',
-      'tmpfs',
-      '-o',
-      `size=${String(config.shmSizeBytes)},mode=1777,nosuid,nodev`,
-      'tmpfs',
-      dirs.shm,
-    ]);
-    await run('mount', ['--bind', dirs.shm, '/dev/shm']);
+    await runTool(
+      'mount',
+      ['-t', 'tmpfs', '-o', `size=${String(config.shmSizeBytes)},mode=1777,nosuid,nodev`, 'tmpfs', dirs.shm],
+      { timeoutMs: TOOL_TIMEOUT_MS },
+    );
+    await runTool('mount', ['--bind', dirs.shm, '/dev/shm'], { timeoutMs: TOOL_TIMEOUT_MS });
     mountedShm = true;
   }
   const libDirs = LIB_DIRS.map((d) => underRoot(config.driverRoot, d)).filter((d) =>
@@ -172,14 +155,14 @@ export async function runMpsDaemon(flags: MpsDaemonFlags): Promise<void> {
     stopping = true;
     log(`${signal}: asking the control daemon to quit`);
     fs.rmSync(dirs.ready, { force: true });
-    await run(control, [], { env, input: 'quit\n' }).catch((err: unknown) => {
+    await runTool(control, [], { env, input: 'quit\n', timeoutMs: TOOL_TIMEOUT_MS }).catch((err: unknown) => {
       log(`quit failed: ${errorMessage(err)}`);
     });
     const code = await Promise.race([exited, sleep(10_000).then(() => -1)]);
     if (code === -1) daemon.kill('SIGKILL');
     if (mountedShm) {
-      await run('umount', ['/dev/shm']).catch(() => undefined);
-      await run('umount', [dirs.shm]).catch((err: unknown) => {
+      await runTool('umount', ['/dev/shm'], { timeoutMs: TOOL_TIMEOUT_MS }).catch(() => undefined);
+      await runTool('umount', [dirs.shm], { timeoutMs: TOOL_TIMEOUT_MS }).catch((err: unknown) => {
         log(`umount failed: ${errorMessage(err)}`);
       });
     }
@@ -194,7 +177,7 @@ export async function runMpsDaemon(flags: MpsDaemonFlags): Promise<void> {
   let answered = false;
   for (let i = 0; i < 100 && !answered && daemon.exitCode === null; i++) {
     try {
-      await run(control, [], { env, input: 'get_server_list\n' });
+      await runTool(control, [], { env, input: 'get_server_list\n', timeoutMs: TOOL_TIMEOUT_MS });
       answered = true;
     } catch {
       await sleep(100);
@@ -207,7 +190,7 @@ export async function runMpsDaemon(flags: MpsDaemonFlags): Promise<void> {
     return;
   }
   for (const command of mpsSettingCommands(config)) {
-    await run(control, [], { env, input: `${command}\n` });
+    await runTool(control, [], { env, input: `${command}\n`, timeoutMs: TOOL_TIMEOUT_MS });
     log(`applied: ${command}`);
   }
   fs.writeFileSync(
