@@ -7,6 +7,7 @@ import path from 'node:path';
 import * as z from 'zod';
 import type { HostPaths } from '../util/hostPaths.js';
 import { ConfigError } from '../util/errors.js';
+import { MIG_PARTITIONING_MODES } from '../resourceslice/partitions.js';
 import {
   MAX_CONSUMABLE_SHARES,
   parseConsumableShares,
@@ -107,6 +108,7 @@ const SCHEMA = {
   mpsShmSize: byteSize,
   mpsReadyTimeout: duration.refine((ms) => ms >= 1_000 && ms <= 600_000, 'must be between 1s and 10m'),
   consumableShares,
+  migPartitioning: z.enum(MIG_PARTITIONING_MODES, { error: 'must be static or dynamic' }),
 } satisfies { readonly [K in DriverFlagName]: z.ZodType };
 
 /** Flags that may stay unset: in the table, no default and not required; here, optional. */

@@ -142,6 +142,12 @@ export const DRIVER_FLAGS = {
     default: 'disabled',
     help: 'let claims share a full GPU (gate DRAConsumableCapacity): disabled|memory|unlimited|N',
   },
+  migPartitioning: {
+    value: '<mode>',
+    env: 'MIG_PARTITIONING',
+    default: 'static',
+    help: 'static: publish the MIG devices that exist; dynamic: publish every profile and placement, create at prepare',
+  },
 } as const satisfies Readonly<Record<string, FlagSpec>>;
 
 export type DriverFlagName = keyof typeof DRIVER_FLAGS;

@@ -158,6 +158,7 @@ function readMigProfiles(nvml: NvmlApi, dev: DeviceHandle): MigProfileInfo[] {
       name: migProfileName(info.name),
       id: info.id,
       instanceCount: info.instanceCount,
+      placements: [],
       sliceCount: info.sliceCount,
       memoryBytes: info.memorySizeMB * MIB,
       multiprocessors: info.multiprocessorCount,

@@ -23,6 +23,12 @@ export interface MigProfileInfo extends MigResources {
   readonly id: number;
   readonly instanceCount: number;
   readonly sliceCount: number;
+  /**
+   * Where a GPU instance of this profile may start and how many memory slices it spans
+   * (nvmlDeviceGetGpuInstancePossiblePlacements_v2), whatever exists now; empty when NVML
+   * gives none.
+   */
+  readonly placements: readonly MigPlacement[];
 }
 
 export interface MigMode {

@@ -24,28 +24,29 @@ type ProfileRow = [
   enc: number,
   jpeg: number,
   ofa: number,
+  starts: readonly number[],
 ];
 
 const H100_PROFILES: readonly ProfileRow[] = [
-  ['1g.10gb', 19, 7, 1, 9984, 16, 1, 1, 0, 1, 0],
-  ['1g.10gb+me', 20, 1, 1, 9984, 16, 1, 1, 0, 1, 1],
-  ['1g.20gb', 15, 4, 2, 20096, 26, 1, 1, 0, 1, 0],
-  ['2g.20gb', 14, 3, 2, 20096, 32, 2, 2, 0, 2, 0],
-  ['3g.40gb', 9, 2, 4, 40448, 60, 3, 3, 0, 3, 0],
-  ['4g.40gb', 5, 1, 4, 40448, 64, 4, 4, 0, 4, 0],
-  ['7g.80gb', 0, 1, 8, 81152, 132, 8, 7, 0, 7, 1],
+  ['1g.10gb', 19, 7, 1, 9984, 16, 1, 1, 0, 1, 0, [0, 1, 2, 3, 4, 5, 6]],
+  ['1g.10gb+me', 20, 1, 1, 9984, 16, 1, 1, 0, 1, 1, [0, 1, 2, 3, 4, 5, 6]],
+  ['1g.20gb', 15, 4, 2, 20096, 26, 1, 1, 0, 1, 0, [0, 2, 4, 6]],
+  ['2g.20gb', 14, 3, 2, 20096, 32, 2, 2, 0, 2, 0, [0, 2, 4]],
+  ['3g.40gb', 9, 2, 4, 40448, 60, 3, 3, 0, 3, 0, [0, 4]],
+  ['4g.40gb', 5, 1, 4, 40448, 64, 4, 4, 0, 4, 0, [0]],
+  ['7g.80gb', 0, 1, 8, 81152, 132, 8, 7, 0, 7, 1, [0]],
 ];
 
 const A100_40GB_PROFILES: readonly ProfileRow[] = [
-  ['1g.5gb', 19, 7, 1, 4864, 14, 1, 0, 0, 0, 0],
-  ['2g.10gb', 14, 3, 2, 9856, 28, 2, 1, 0, 0, 0],
-  ['3g.20gb', 9, 2, 4, 19968, 42, 3, 2, 0, 0, 0],
-  ['4g.20gb', 5, 1, 4, 19968, 56, 4, 2, 0, 0, 0],
-  ['7g.40gb', 0, 1, 8, 40192, 98, 7, 5, 0, 1, 1],
+  ['1g.5gb', 19, 7, 1, 4864, 14, 1, 0, 0, 0, 0, [0, 1, 2, 3, 4, 5, 6]],
+  ['2g.10gb', 14, 3, 2, 9856, 28, 2, 1, 0, 0, 0, [0, 2, 4]],
+  ['3g.20gb', 9, 2, 4, 19968, 42, 3, 2, 0, 0, 0, [0, 4]],
+  ['4g.20gb', 5, 1, 4, 19968, 56, 4, 2, 0, 0, 0, [0]],
+  ['7g.40gb', 0, 1, 8, 40192, 98, 7, 5, 0, 1, 1, [0]],
 ];
 
 function profiles(rows: readonly ProfileRow[]): MigProfileInfo[] {
-  return rows.map(([name, id, instanceCount, sliceCount, memMiB, sm, ce, dec, enc, jpeg, ofa]) => ({
+  return rows.map(([name, id, instanceCount, sliceCount, memMiB, sm, ce, dec, enc, jpeg, ofa, starts]) => ({
     name,
     id,
     instanceCount,
@@ -57,6 +58,8 @@ function profiles(rows: readonly ProfileRow[]): MigProfileInfo[] {
     encoders: enc,
     jpegEngines: jpeg,
     ofaEngines: ofa,
+    // `slices` is the memory-slice span, which is what a placement's size counts.
+    placements: starts.map((start) => ({ start, size: sliceCount })),
   }));
 }
 

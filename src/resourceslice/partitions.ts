@@ -1,0 +1,9 @@
+/**
+ * Dynamic MIG (KEP-4815 partitionable devices): a MIG-capable GPU with MIG mode on publishes a
+ * counter set and every (profile, placement) its GPU instances can take; the driver creates the
+ * instance when a claim for one is prepared.
+ */
+
+/** `--mig-partitioning`: static publishes the MIG devices that exist, dynamic every possible one. */
+export const MIG_PARTITIONING_MODES = ['static', 'dynamic'] as const;
+export type MigPartitioning = (typeof MIG_PARTITIONING_MODES)[number];
