@@ -166,6 +166,8 @@ export function nvidiaNodeNumbers(
   return major === undefined || minor === undefined ? undefined : { type: 'c', major, minor };
 }
 
+const MIG_CAP_NODE = /^\/dev\/nvidia-caps\/nvidia-cap\d+$/;
+
 /**
  * Checks every node exists at its host path and returns its type and numbers: from stat for
  * real device nodes; for anything else (plain files in tests and the simulated node) from
@@ -188,7 +190,11 @@ export function inspectDeviceNodes(
     try {
       st = fs.statSync(hostPath);
     } catch {
-      missing.push(hostPath);
+      // A MIG access cap needs no host node: the kernel module grants access by its numbers,
+      // and nodes for instances made after boot (dynamic MIG) exist only once something makes them.
+      const cap = MIG_CAP_NODE.test(n.path) ? nvidiaNodeNumbers(n.path, known()) : undefined;
+      if (cap) info.set(n.path, { ...cap, onHost: false });
+      else missing.push(hostPath);
       continue;
     }
     if (st.isCharacterDevice() || st.isBlockDevice()) {

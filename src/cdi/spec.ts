@@ -96,6 +96,11 @@ export interface DeviceNodeInfo {
   readonly type: 'c' | 'b';
   readonly major: number;
   readonly minor: number;
+  /**
+   * False for a MIG access cap with no node on the host (one NVML just made): the runtime
+   * creates it in the container from its numbers, so the spec names no host path.
+   */
+  readonly onHost?: false;
 }
 
 export function cdiVendor(driverName: string): string {
@@ -182,9 +187,11 @@ const RO_BIND = ['ro', 'nosuid', 'nodev', 'bind'];
 function node(containerPath: string, input: Pick<ClaimCdiInput, 'hostPaths' | 'nodeInfo'>): CdiDeviceNode {
   const hostPath = underRoot(input.hostPaths.devRoot, containerPath.replace(/^\/dev\//, ''));
   const info = input.nodeInfo?.get(containerPath);
-  return info
-    ? { path: containerPath, hostPath, type: info.type, major: info.major, minor: info.minor }
-    : { path: containerPath, hostPath };
+  if (!info) return { path: containerPath, hostPath };
+  const numbers = { type: info.type, major: info.major, minor: info.minor };
+  return info.onHost === false
+    ? { path: containerPath, ...numbers }
+    : { path: containerPath, hostPath, ...numbers };
 }
 
 /** Device nodes of one device (container paths). */

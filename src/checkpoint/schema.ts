@@ -47,6 +47,19 @@ export const checkpointDeviceSchema = z.looseObject({
   /** Bytes of GPU memory the share holds (consumable capacity): checked against the GPU's total. */
   consumedMemoryBytes: z.number().int().nonnegative().optional(),
   sharing: sharingSchema.optional(),
+  /**
+   * Dynamic MIG: the driver makes this device at prepare and destroys it at unprepare. Recorded
+   * before it is made; the instance ids once known.
+   */
+  migInstance: z
+    .looseObject({
+      parentUuid: z.string(),
+      profileId: z.number().int().nonnegative(),
+      placement: z.looseObject({ start: z.number().int().nonnegative(), size: z.number().int().positive() }),
+      gpuInstanceId: z.number().int().nonnegative().optional(),
+      computeInstanceId: z.number().int().nonnegative().optional(),
+    })
+    .optional(),
 });
 
 export const checkpointClaimSchema = z.looseObject({

@@ -15,6 +15,9 @@ export interface HeldDevice {
   readonly shareId?: string | undefined;
   /** Bytes of the device's memory the share holds. */
   readonly consumedMemoryBytes?: number | undefined;
+  /** Dynamic MIG: the memory slices of its GPU the device is (to be) made on. */
+  readonly migInstance?:
+    { readonly placement: { readonly start: number; readonly size: number } } | undefined;
 }
 
 type Sharing = Pick<HeldDevice, 'adminAccess' | 'sharing'> &
@@ -96,16 +99,28 @@ function gpuMinorOf(name: string): number | undefined {
   return parsed.kind === 'gpu' ? parsed.minor : parsed.parentMinor;
 }
 
+type Placed = Pick<HeldDevice, 'deviceName' | 'migInstance'>;
+
 /**
- * Do two device names denote overlapping hardware? The same name does; so do a full GPU and a
- * MIG device carved from it (`gpu-0` and `gpu-0-mig-…`). Two different MIG devices do not.
+ * Do two devices denote overlapping hardware? The same name does; so do a full GPU and a MIG
+ * device carved from it (`gpu-0` and `gpu-0-mig-…`), and two MIG devices of one GPU made (dynamic
+ * MIG) on overlapping memory slices. Two existing MIG devices do not.
  */
-export function devicesOverlap(a: string, b: string): boolean {
-  if (a === b) return true;
-  const kindA = parseDeviceName(a)?.kind;
-  const kindB = parseDeviceName(b)?.kind;
-  if (kindA === undefined || kindB === undefined || kindA === kindB) return false;
-  return gpuMinorOf(a) === gpuMinorOf(b);
+export function devicesOverlap(a: Placed | string, b: Placed | string): boolean {
+  const [da, db] = [
+    typeof a === 'string' ? { deviceName: a } : a,
+    typeof b === 'string' ? { deviceName: b } : b,
+  ];
+  if (da.deviceName === db.deviceName) return true;
+  const kindA = parseDeviceName(da.deviceName)?.kind;
+  const kindB = parseDeviceName(db.deviceName)?.kind;
+  if (kindA === undefined || kindB === undefined) return false;
+  if (gpuMinorOf(da.deviceName) !== gpuMinorOf(db.deviceName)) return false;
+  if (kindA !== kindB) return true;
+  const [pa, pb] = [da.migInstance?.placement, db.migInstance?.placement];
+  return (
+    pa !== undefined && pb !== undefined && pa.start < pb.start + pb.size && pb.start < pa.start + pa.size
+  );
 }
 
 /**
@@ -124,7 +139,7 @@ export function findConflict(
     const holder = claims[holderUid] as ClaimHolding;
     held: for (const held of holder.devices) {
       for (const want of wanted) {
-        if (!devicesOverlap(held.deviceName, want.deviceName)) continue;
+        if (!devicesOverlap(held, want)) continue;
         const reason = whyNotShared(held, want);
         if (reason !== undefined) {
           found = { wanted: want.deviceName, held: held.deviceName, holderUid, holder, reason };

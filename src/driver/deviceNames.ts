@@ -1,17 +1,88 @@
 /**
- * Maps allocation results' device names to discovered devices. The names themselves are owned
+ * Maps allocation results' device names to the node's devices. The names themselves are owned
  * by the ResourceSlice side (`src/resourceslice/names.ts`), so what we publish and what we look
  * up can never drift:
  * - full GPU: `gpu-<minor>`
  * - MIG device: `gpu-<parentMinor>-mig-<profile, alphanumerics only>-<profileId>-<placementStart>`
+ *   (an existing one in static mode; a slot that prepare creates in dynamic mode)
  */
-import { deviceName } from '../resourceslice/names.js';
-import type { GpuDevice, MigDevice, NodeInventory } from '../nvml/types.js';
+import { deviceName, migDeviceName } from '../resourceslice/names.js';
+import { isDynamicMigGpu, type MigPartitioning } from '../resourceslice/partitions.js';
+import type { GpuDevice, MigDevice, MigPlacement, MigResources, NodeInventory } from '../nvml/types.js';
 
 export type AllocatableDevice = GpuDevice | MigDevice;
 
-/** Every allocatable device of the node by name (full GPUs and existing MIG devices). */
-export function indexInventory(inventory: Pick<NodeInventory, 'gpus'>): Map<string, AllocatableDevice> {
+/**
+ * Dynamic MIG: a (profile, placement) of a GPU where a MIG device can be created. It becomes a
+ * MigDevice (with a UUID and instance ids) only when a prepare creates it.
+ */
+export interface MigSlot extends MigResources {
+  readonly kind: 'mig-slot';
+  /** None until a MIG device is made in the slot. */
+  readonly uuid?: undefined;
+  /** Its published name, which is also the name of the MIG device made in it. */
+  readonly name: string;
+  readonly parentUuid: string;
+  readonly parentMinor: number;
+  /** Profile name, e.g. `2g.20gb`. */
+  readonly profile: string;
+  readonly profileId: number;
+  readonly placement: MigPlacement;
+}
+
+/** What an allocation result may name: a device that exists, or a slot to create one in. */
+export type PlanDevice = AllocatableDevice | MigSlot;
+
+/** A device as messages name it: its UUID, or for a slot its name (it has no UUID yet). */
+export function deviceLabel(device: PlanDevice): string {
+  return device.kind === 'mig-slot' ? `${device.name} (created at prepare)` : device.uuid;
+}
+
+/** Every slot of a GPU in dynamic mode: each placement of each GPU-instance profile. */
+export function migSlots(gpu: GpuDevice): MigSlot[] {
+  return gpu.migProfiles.flatMap((profile) =>
+    profile.placements.map((placement): MigSlot => ({
+      kind: 'mig-slot',
+      name: migDeviceName(gpu.minor, profile.name, profile.id, placement.start),
+      parentUuid: gpu.uuid,
+      parentMinor: gpu.minor,
+      profile: profile.name,
+      profileId: profile.id,
+      placement,
+      memoryBytes: profile.memoryBytes,
+      multiprocessors: profile.multiprocessors,
+      copyEngines: profile.copyEngines,
+      decoders: profile.decoders,
+      encoders: profile.encoders,
+      jpegEngines: profile.jpegEngines,
+      ofaEngines: profile.ofaEngines,
+    })),
+  );
+}
+
+/**
+ * Every device of the node by name: full GPUs, and per GPU either its existing MIG devices
+ * (static) or its slots (a GPU in dynamic MIG mode, whose existing MIG devices are ours and
+ * share their slots' names).
+ */
+export function indexInventory(
+  inventory: Pick<NodeInventory, 'gpus'>,
+  migPartitioning: MigPartitioning = 'static',
+): Map<string, PlanDevice> {
+  const byName = new Map<string, PlanDevice>();
+  for (const gpu of inventory.gpus) {
+    byName.set(deviceName(gpu), gpu);
+    if (isDynamicMigGpu(gpu, migPartitioning)) {
+      for (const slot of migSlots(gpu)) byName.set(slot.name, slot);
+    } else {
+      for (const mig of gpu.migDevices) byName.set(deviceName(mig), mig);
+    }
+  }
+  return byName;
+}
+
+/** The existing devices of the node by name (full GPUs and MIG devices, whatever the mode). */
+export function indexExistingDevices(inventory: Pick<NodeInventory, 'gpus'>): Map<string, AllocatableDevice> {
   const byName = new Map<string, AllocatableDevice>();
   for (const gpu of inventory.gpus) {
     byName.set(deviceName(gpu), gpu);

@@ -41,7 +41,7 @@ import * as z from 'zod';
 import type { MpsSettings, SharingSettings } from '../sharing/settings.js';
 import { GpuDraError } from '../util/errors.js';
 import type { DeviceAllocationConfiguration, DeviceRequestAllocationResult } from '../api/resource.js';
-import type { AllocatableDevice } from './deviceNames.js';
+import { deviceLabel, type PlanDevice } from './deviceNames.js';
 
 export const CONFIG_API_VERSION = 'gpu.dra.dev/v1alpha1';
 /** NVIDIA's DRA driver's config group, accepted as a drop-in. */
@@ -384,7 +384,7 @@ export function baseRequestName(request: string): string {
   return slash < 0 ? request : request.slice(0, slash);
 }
 
-function kindFor(device: AllocatableDevice): ConfigKind {
+function kindFor(device: Pick<PlanDevice, 'kind'>): ConfigKind {
   return device.kind === 'gpu' ? 'GpuConfig' : 'MigDeviceConfig';
 }
 
@@ -432,7 +432,7 @@ export function validateClaimConfigs(
 export function configEntryForResult(
   configs: readonly ValidatedConfig[],
   result: Pick<DeviceRequestAllocationResult, 'request'>,
-  device: AllocatableDevice,
+  device: Pick<PlanDevice, 'kind'>,
 ): ValidatedConfig | undefined {
   const wanted = kindFor(device);
   const base = baseRequestName(result.request);
@@ -462,7 +462,7 @@ export function configEntryForResult(
 export function configForResult(
   configs: readonly ValidatedConfig[],
   result: Pick<DeviceRequestAllocationResult, 'request'>,
-  device: AllocatableDevice,
+  device: Pick<PlanDevice, 'kind'>,
 ): DeviceConfig | undefined {
   return configEntryForResult(configs, result, device)?.config;
 }
@@ -471,12 +471,13 @@ export function configForResult(
  * Which of `devices` a `defaultPerDevicePinnedMemoryLimit` key names: an index among them (in
  * allocation order) or one's UUID; undefined when it names none.
  */
-function deviceForKey(key: string, devices: readonly { readonly uuid: string }[]): number | undefined {
+function deviceForKey(key: string, devices: readonly { readonly uuid?: string }[]): number | undefined {
   if (DEVICE_INDEX.test(key)) {
     const index = Number(key);
     return index < devices.length ? index : undefined;
   }
-  const index = devices.findIndex((d) => d.uuid === key);
+  // A slot (dynamic MIG) has no UUID before prepare: only an index can name it.
+  const index = devices.findIndex((d) => d.uuid !== undefined && d.uuid === key);
   return index < 0 ? undefined : index;
 }
 
@@ -521,7 +522,7 @@ function computeCapabilityBelow(capability: string | undefined, major: number, m
  */
 function mpsIssues(
   mps: MpsSettings,
-  devices: readonly (AllocatableDevice & { readonly shareBytes?: number | undefined })[],
+  devices: readonly (PlanDevice & { readonly shareBytes?: number | undefined })[],
   field: string,
 ): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
@@ -537,7 +538,7 @@ function mpsIssues(
   for (const [key, limit] of Object.entries(mps.defaultPerDevicePinnedMemoryLimit ?? {})) {
     const path = `${perDeviceField}[${JSON.stringify(key)}]`;
     const index = deviceForKey(key, devices);
-    const uuids = devices.map((d) => d.uuid).join(', ');
+    const uuids = devices.map(deviceLabel).join(', ');
     if (index === undefined) {
       issues.push({
         path,
@@ -552,7 +553,7 @@ function mpsIssues(
       // Two limits for one device: NVIDIA would pick one at random (map order).
       issues.push({
         path,
-        message: `names the same device as key ${JSON.stringify(earlier)} (${devices[index]?.uuid ?? ''}); give one`,
+        message: `names the same device as key ${JSON.stringify(earlier)} (${devices[index] ? deviceLabel(devices[index]) : ''}); give one`,
       });
       continue;
     }
@@ -568,8 +569,8 @@ function mpsIssues(
     const entry = tooBig.get(path) ?? { limit, devices: [] };
     entry.devices.push(
       device.shareBytes === undefined
-        ? `${String(Math.floor(memory / MIB))} MiB on ${device.uuid}`
-        : `the ${String(Math.floor(memory / MIB))} MiB share of ${device.uuid}`,
+        ? `${String(Math.floor(memory / MIB))} MiB on ${deviceLabel(device)}`
+        : `the ${String(Math.floor(memory / MIB))} MiB share of ${deviceLabel(device)}`,
     );
     tooBig.set(path, entry);
   }
@@ -588,7 +589,7 @@ function mpsIssues(
       issues.push({
         path: `${field}.multiUser`,
         message: `needs compute capability 7.0 (Volta) or newer on every device it applies to; ${old
-          .map((d) => `${d.uuid} has ${d.kind === 'gpu' ? (d.cudaComputeCapability ?? '') : ''}`)
+          .map((d) => `${deviceLabel(d)} has ${d.kind === 'gpu' ? (d.cudaComputeCapability ?? '') : ''}`)
           .join(', ')}`,
       });
     }
@@ -610,7 +611,7 @@ function mpsIssues(
 export function checkConfigsAgainstDevices(
   configs: readonly ValidatedConfig[],
   devices: readonly {
-    readonly device: AllocatableDevice;
+    readonly device: PlanDevice;
     readonly sharing?: SharingSettings;
     /** `index` of the ValidatedConfig the sharing came from. */
     readonly configIndex?: number;
@@ -628,7 +629,7 @@ export function checkConfigsAgainstDevices(
   }
   const groups = new Map<
     number | string,
-    { mps: MpsSettings; configIndex?: number; devices: (AllocatableDevice & { shareBytes?: number })[] }
+    { mps: MpsSettings; configIndex?: number; devices: (PlanDevice & { shareBytes?: number })[] }
   >();
   devices.forEach(({ device, sharing, configIndex, consumedMemoryBytes }, i) => {
     if (!sharing?.mps) return;

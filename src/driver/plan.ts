@@ -6,8 +6,9 @@
  */
 import { GpuDraError } from '../util/errors.js';
 import type { DeviceRequestAllocationResult, ResourceClaim } from '../api/resource.js';
-import type { AllocatableDevice } from './deviceNames.js';
+import type { AllocatableDevice, PlanDevice } from './deviceNames.js';
 import { quantityKey } from '../resourceslice/values.js';
+import type { RecordedMigInstance } from './migDevices.js';
 import {
   baseRequestName,
   configEntryForResult,
@@ -17,12 +18,16 @@ import {
   type SharingSettings,
 } from './opaqueConfig.js';
 
-export interface PlannedDevice {
+/**
+ * One device of the claim. Planning may name a dynamic-MIG slot (`PlanDevice`); once prepare
+ * has made the MIG device in it, the device exists (`AllocatableDevice`, the default).
+ */
+export interface PlannedDevice<D extends PlanDevice = AllocatableDevice> {
   /** Base request name (`req` for `req/sub`). */
   readonly requestNames: readonly string[];
   readonly poolName: string;
   readonly deviceName: string;
-  readonly device: AllocatableDevice;
+  readonly device: D;
   readonly adminAccess: boolean;
   readonly shareId?: string;
   /** Bytes of the GPU's memory this share holds (`consumedCapacity.memory`), when recorded. */
@@ -33,6 +38,8 @@ export interface PlannedDevice {
    * the same one share its MPS settings, whose per-device keys count them in this order.
    */
   readonly configIndex?: number;
+  /** Dynamic MIG: made by this prepare; what the checkpoint records of it (ids once made). */
+  readonly migInstance?: RecordedMigInstance;
 }
 
 export interface PlanInput {
@@ -40,7 +47,7 @@ export interface PlanInput {
   readonly driverName: string;
   readonly poolName: string;
   readonly claim: ResourceClaim;
-  readonly devices: ReadonlyMap<string, AllocatableDevice>;
+  readonly devices: ReadonlyMap<string, PlanDevice>;
 }
 
 /**
@@ -98,11 +105,11 @@ function consumedMemory(
   return bytes;
 }
 
-export function planClaim(input: PlanInput): PlannedDevice[] {
+export function planClaim(input: PlanInput): PlannedDevice<PlanDevice>[] {
   const results = ourResults(input);
   const configs = validateClaimConfigs(input.driverName, input.claim.status?.allocation?.devices?.config);
   const all = input.claim.status?.allocation?.devices?.results ?? [];
-  const planned = results.map((result): PlannedDevice => {
+  const planned = results.map((result): PlannedDevice<PlanDevice> => {
     const device = input.devices.get(result.device);
     if (!device) {
       throw new GpuDraError(

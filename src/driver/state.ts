@@ -42,7 +42,12 @@ import {
 import { inspectDeviceNodes, readCharDeviceMajors, scanDriverFiles } from '../cdi/host.js';
 import { CdiStore } from '../cdi/store.js';
 import { CheckpointStore, type LoadStatus, type ReadonlyCheckpointClaim } from '../checkpoint/store.js';
-import { CHECKPOINT_FILE, claimState, type CheckpointClaim } from '../checkpoint/schema.js';
+import {
+  CHECKPOINT_FILE,
+  claimState,
+  type CheckpointClaim,
+  type CheckpointDevice,
+} from '../checkpoint/schema.js';
 import type { ResourceClaim } from '../api/resource.js';
 import { checkFetchedClaim, isClaimNotFound, type ClaimGetter } from './claims.js';
 import {
@@ -54,7 +59,19 @@ import {
 } from './conflicts.js';
 import { formatQuantity } from '../resourceslice/values.js';
 import { planClaim, type PlannedDevice } from './plan.js';
-import { indexInventory } from './deviceNames.js';
+import { indexExistingDevices, indexInventory, type MigSlot, type PlanDevice } from './deviceNames.js';
+import {
+  createdMigDevice,
+  createInSlots,
+  destroyRecorded,
+  intendedInstance,
+  sweepUnowned,
+  type LiveMigInstance,
+  type MigInstanceControl,
+  type RecordedMigInstance,
+} from './migDevices.js';
+import { readMigMinors, type MigMinors } from '../nvml/host.js';
+import { isDynamicMigGpu, type MigPartitioning } from '../resourceslice/partitions.js';
 import { KeyedMutex } from '../util/keyedMutex.js';
 import { mpsPinnedLimitsMiB, type SharingSettings } from './opaqueConfig.js';
 import { parseDeviceName } from '../resourceslice/names.js';
@@ -109,6 +126,10 @@ export interface DeviceStateOptions {
    * it, a claim whose sharing would change the host is refused (SHARING_TOOL_NOT_FOUND).
    */
   readonly sharing?: SharingApplier;
+  /** `--mig-partitioning`; dynamic plans allocated slots and makes their MIG devices through `mig`. */
+  readonly migPartitioning?: MigPartitioning;
+  /** Makes and removes MIG devices (dynamic MIG). Without it a claim for a slot is refused. */
+  readonly mig?: MigInstanceControl;
 }
 
 export interface RecoveryReport {
@@ -121,6 +142,8 @@ export interface RecoveryReport {
   readonly orphansRemoved: readonly string[];
   /** MPS daemons (and their directories) no recorded claim owned, removed. */
   readonly mpsDaemonsRemoved: readonly string[];
+  /** UUIDs of MIG devices on GPUs in dynamic mode that no recorded claim owned, destroyed. */
+  readonly migDevicesRemoved: readonly string[];
 }
 
 export function readBootId(hostPaths: Pick<HostPaths, 'procRoot'>): string | undefined {
@@ -170,6 +193,63 @@ function overcommitError(over: MemoryOvercommit, claimUid: string): GpuDraError 
   );
 }
 
+/** A planned device as the checkpoint records it (no CDI ids yet). */
+function recordedDevice(p: PlannedDevice<PlanDevice>): CheckpointDevice {
+  const migInstance =
+    p.migInstance ?? (p.device.kind === 'mig-slot' ? intendedInstance(p.device) : undefined);
+  return {
+    requestNames: [...p.requestNames],
+    poolName: p.poolName,
+    deviceName: p.deviceName,
+    cdiDeviceIds: [],
+    ...(p.device.uuid === undefined ? {} : { uuid: p.device.uuid }),
+    adminAccess: p.adminAccess,
+    ...(p.shareId ? { shareId: p.shareId } : {}),
+    ...(p.consumedMemoryBytes !== undefined ? { consumedMemoryBytes: p.consumedMemoryBytes } : {}),
+    ...(p.sharing ? { sharing: { ...p.sharing } } : {}),
+    ...(migInstance ? { migInstance: { ...migInstance, placement: { ...migInstance.placement } } } : {}),
+  };
+}
+
+/**
+ * Pure: what a claim holds from its reservation until its devices are made (PrepareStarted,
+ * dynamic MIG devices recorded by placement, no spec yet).
+ */
+function plannedRecord(ref: ClaimIdentity, planned: readonly PlannedDevice<PlanDevice>[]): CheckpointClaim {
+  return {
+    state: 'PrepareStarted',
+    namespace: ref.namespace,
+    name: ref.name,
+    devices: planned.map(recordedDevice),
+    updated: new Date().toISOString(),
+  };
+}
+
+/** Pure: the planned devices with each slot replaced by the MIG device made in it. */
+function withCreatedDevices(
+  planned: readonly PlannedDevice<PlanDevice>[],
+  slots: readonly MigSlot[],
+  made: readonly LiveMigInstance[],
+  minors: MigMinors,
+): PlannedDevice[] {
+  return planned.map((p) => {
+    if (p.device.kind !== 'mig-slot') return p as PlannedDevice;
+    const live = made[slots.indexOf(p.device)];
+    if (!live) throw new Error(`no MIG device was made for ${p.deviceName}`);
+    const migInstance: RecordedMigInstance = {
+      ...intendedInstance(p.device),
+      gpuInstanceId: live.gpuInstanceId,
+      computeInstanceId: live.computeInstanceId,
+    };
+    return { ...p, device: createdMigDevice(p.device, live, minors), migInstance };
+  });
+}
+
+/** The MIG devices a recorded claim had the driver make. */
+function recordedMigInstances(entry: Pick<ReadonlyCheckpointClaim, 'devices'>): RecordedMigInstance[] {
+  return entry.devices.flatMap((d) => (d.migInstance ? [d.migInstance] : []));
+}
+
 /** Pure: the checkpoint entry of a claim prepared as `planned`, its spec written as `built`. */
 function preparedRecord(
   ref: ClaimIdentity,
@@ -184,15 +264,8 @@ function preparedRecord(
     name: ref.name,
     cdiSpecFile: built.fileName,
     devices: planned.map((p) => ({
-      requestNames: [...p.requestNames],
-      poolName: p.poolName,
-      deviceName: p.deviceName,
+      ...recordedDevice(p),
       cdiDeviceIds: [built.cdiIds.get(claimDeviceKey(p)) ?? ''],
-      uuid: p.device.uuid,
-      adminAccess: p.adminAccess,
-      ...(p.shareId ? { shareId: p.shareId } : {}),
-      ...(p.consumedMemoryBytes !== undefined ? { consumedMemoryBytes: p.consumedMemoryBytes } : {}),
-      ...(p.sharing ? { sharing: { ...p.sharing } } : {}),
     })),
     updated: new Date().toISOString(),
   };
@@ -258,7 +331,11 @@ function plannedShared(planned: readonly PlannedDevice[]): ApplyDevice[] {
 
 /** Does undoing this recorded claim touch the host beyond its spec file? */
 function entryChangesHost(entry: ReadonlyCheckpointClaim): boolean {
-  return (entry.mpsDaemons?.length ?? 0) > 0 || changesHost(sharedDevices(entry));
+  return (
+    (entry.mpsDaemons?.length ?? 0) > 0 ||
+    changesHost(sharedDevices(entry)) ||
+    entry.devices.some((d) => d.migInstance !== undefined)
+  );
 }
 
 export class DeviceState {
@@ -326,47 +403,69 @@ export class DeviceState {
           });
         });
         checkFetchedClaim(claim, ref.uid);
-        const { planned, inventory } = await this.plan(ref.uid, claim);
-        const shared = plannedShared(planned);
-        const hostChanges = changesHost(shared);
-        const sharing = hostChanges ? this.sharingFor(ref.uid) : undefined;
-        const built = this.buildSpec(
-          ref.uid,
-          planned,
-          inventory.driverVersion,
-          sharing?.cdiEdits(ref.uid, shared),
-        );
-        const record = preparedRecord(ref, planned, built, sharing?.mpsDaemonIds(ref.uid, shared) ?? []);
-        const memory = new Map(planned.map((p) => [p.deviceName, p.device.memoryBytes]));
-        await this.reserve(ref.uid, record, (device) => memory.get(device), logger);
+        const { planned: planning, inventory } = await this.plan(ref.uid, claim);
+        const slots = planning.flatMap((p) => (p.device.kind === 'mig-slot' ? [p.device] : []));
+        const mig = slots.length > 0 ? this.migFor(ref.uid) : undefined;
+        // Conflicts need names, sharing and placements only: reserve before anything is made.
+        const holding = plannedRecord(ref, planning);
+        const memory = new Map(planning.map((p) => [p.deviceName, p.device.memoryBytes]));
+        await this.reserve(ref.uid, holding, (device) => memory.get(device), logger);
         let started: CheckpointClaim | undefined;
+        let specFile: string | undefined;
+        let record: CheckpointClaim;
         try {
-          if (sharing) {
-            // Intent first: a crash while the GPU is being changed leaves an entry recovery undoes.
-            started = { ...record, state: 'PrepareStarted' };
-            const intent = started;
+          let planned: PlannedDevice[];
+          if (mig) {
+            // Intent first: a crash after NVML made a device leaves an entry recovery undoes.
+            started = holding;
+            await this.opts.checkpoint.update((doc) => {
+              doc.claims[ref.uid] = holding;
+            });
+            const made = await createInSlots(mig, slots, ref.uid, logger);
+            planned = withCreatedDevices(planning, slots, made, readMigMinors(this.opts.hostPaths));
+          } else {
+            planned = planning as PlannedDevice[];
+          }
+          const shared = plannedShared(planned);
+          const sharing = changesHost(shared) ? this.sharingFor(ref.uid) : undefined;
+          const built = this.buildSpec(
+            ref.uid,
+            planned,
+            inventory.driverVersion,
+            sharing?.cdiEdits(ref.uid, shared),
+          );
+          specFile = built.fileName;
+          record = preparedRecord(ref, planned, built, sharing?.mpsDaemonIds(ref.uid, shared) ?? []);
+          this.reserved.set(ref.uid, record);
+          if (mig || sharing) {
+            // The devices made (their ids) and the MPS daemons to come, before the host changes further.
+            const intent: CheckpointClaim = { ...record, state: 'PrepareStarted' };
+            started = intent;
             await this.opts.checkpoint.update((doc) => {
               doc.claims[ref.uid] = intent;
             });
-            await sharing.apply(ref.uid, shared, logger);
           }
+          if (sharing) await sharing.apply(ref.uid, shared, logger);
           await this.opts.cdi.write(built.fileName, built.spec);
+          const done = record;
           await this.opts.checkpoint.update((doc) => {
-            doc.claims[ref.uid] = record;
+            doc.claims[ref.uid] = done;
           });
         } catch (err) {
           // The spec must not outlive the attempt (the sweep catches it if this fails).
-          await this.opts.cdi.remove(built.fileName).catch((e: unknown) => {
-            logger.error(
-              { err: e },
-              'removing the spec of a failed prepare failed; the start-up sweep removes it',
-            );
-          });
+          if (specFile !== undefined) {
+            await this.opts.cdi.remove(specFile).catch((e: unknown) => {
+              logger.error(
+                { err: e },
+                'removing the spec of a failed prepare failed; the start-up sweep removes it',
+              );
+            });
+          }
           if (started) {
             await this.rollback(ref.uid, started, logger).catch((e: unknown) => {
               logger.error(
                 { err: e },
-                'undoing the sharing of a failed prepare failed; the entry stays PrepareStarted and the next prepare, unprepare or start-up undoes it',
+                'undoing a failed prepare (its MIG devices or sharing) failed; the entry stays PrepareStarted and the next prepare, unprepare or start-up undoes it',
               );
             });
           }
@@ -375,12 +474,21 @@ export class DeviceState {
           this.reserved.delete(ref.uid);
         }
         logger.info(
-          { devices: record.devices.map((d) => d.deviceName), cdiSpec: built.fileName },
+          { devices: record.devices.map((d) => d.deviceName), cdiSpec: record.cdiSpecFile },
           'claim prepared',
         );
         return record.devices;
       })
       .catch((err: unknown) => Promise.reject(inClaim(err, ref.uid, 'INTERNAL')));
+  }
+
+  private migFor(claimUid: string): MigInstanceControl {
+    if (this.opts.mig) return this.opts.mig;
+    throw new GpuDraError(
+      'MIG_CREATE_FAILED',
+      'the claim names a dynamic MIG device, and this plugin was started without MIG device control (--mig-partitioning=static)',
+      { claimUid },
+    );
   }
 
   private sharingFor(claimUid: string): SharingApplier {
@@ -408,15 +516,21 @@ export class DeviceState {
   private async plan(
     claimUid: string,
     claim: ResourceClaim,
-  ): Promise<{ planned: PlannedDevice[]; inventory: NodeInventory }> {
+  ): Promise<{ planned: PlannedDevice<PlanDevice>[]; inventory: NodeInventory }> {
     const base = { claimUid, driverName: this.opts.driverName, poolName: this.opts.poolName, claim };
     let inventory = this.opts.inventory.current();
     try {
-      return { planned: planClaim({ ...base, devices: indexInventory(inventory) }), inventory };
+      return {
+        planned: planClaim({ ...base, devices: indexInventory(inventory, this.opts.migPartitioning) }),
+        inventory,
+      };
     } catch (err) {
       if (!isGpuDraError(err, 'DEVICE_UNKNOWN') || !this.opts.inventory.refresh) throw err;
       inventory = await this.opts.inventory.refresh();
-      return { planned: planClaim({ ...base, devices: indexInventory(inventory) }), inventory };
+      return {
+        planned: planClaim({ ...base, devices: indexInventory(inventory, this.opts.migPartitioning) }),
+        inventory,
+      };
     }
   }
 
@@ -574,13 +688,18 @@ export class DeviceState {
           if (current) doc.claims[uid] = { ...current, state: 'UnprepareStarted' };
         });
       }
-      await this.sharingFor(uid).undo(
-        uid,
-        sharedDevices(entry),
-        () => this.otherHolders(uid),
-        logger,
-        entry.mpsDaemons ?? [],
-      );
+      if ((entry.mpsDaemons?.length ?? 0) > 0 || changesHost(sharedDevices(entry))) {
+        await this.sharingFor(uid).undo(
+          uid,
+          sharedDevices(entry),
+          () => this.otherHolders(uid),
+          logger,
+          entry.mpsDaemons ?? [],
+        );
+      }
+      // After sharing: an MPS daemon must be gone before its MIG device can be destroyed.
+      const instances = recordedMigInstances(entry);
+      if (instances.length > 0) await destroyRecorded(this.migFor(uid), instances, uid, logger);
     }
     await this.opts.checkpoint.update((doc) => {
       // eslint-disable-next-line @typescript-eslint/no-dynamic-delete
@@ -621,7 +740,7 @@ export class DeviceState {
    */
   private async rebuild(uid: string, entry: ReadonlyCheckpointClaim): Promise<void> {
     const inventory = this.opts.inventory.current();
-    const index = indexInventory(inventory);
+    const index = indexExistingDevices(inventory);
     const devices = entry.devices.map((d) => {
       const device = index.get(d.deviceName);
       if (!device)
@@ -747,7 +866,15 @@ export class DeviceState {
         log.info({ files: orphansRemoved }, 'removed CDI specs no prepared claim owns');
     }
     const mpsDaemonsRemoved = await this.sweepMpsDaemons();
-    return { checkpoint: loaded.status, rebooted, ...report, orphansRemoved, mpsDaemonsRemoved };
+    const migDevicesRemoved = loaded.status === 'quarantined' ? [] : await this.sweepMigDevices();
+    return {
+      checkpoint: loaded.status,
+      rebooted,
+      ...report,
+      orphansRemoved,
+      mpsDaemonsRemoved,
+      migDevicesRemoved,
+    };
   }
 
   /**
@@ -777,8 +904,30 @@ export class DeviceState {
     }
   }
 
+  /**
+   * MIG devices on GPUs in dynamic mode that no recorded claim owns are destroyed (a crash
+   * between making one and recording it, a lost checkpoint). Not after an unreadable checkpoint:
+   * running pods may be using them.
+   */
+  private async sweepMigDevices(): Promise<string[]> {
+    const mig = this.opts.mig;
+    const mode = this.opts.migPartitioning ?? 'static';
+    if (!mig || mode !== 'dynamic') return [];
+    const gpus = this.opts.inventory
+      .current()
+      .gpus.filter((g) => isDynamicMigGpu(g, mode))
+      .map((g) => g.uuid);
+    const owned = Object.values(this.opts.checkpoint.current().claims).flatMap(recordedMigInstances);
+    return sweepUnowned(mig, gpus, owned, this.opts.logger);
+  }
+
   /** Removes every spec and the checkpoint (for `--cleanup-on-exit`). */
   async cleanupAll(): Promise<void> {
+    for (const [uid, entry] of Object.entries(this.opts.checkpoint.current().claims)) {
+      const instances = recordedMigInstances(entry);
+      if (instances.length > 0 && this.opts.mig)
+        await destroyRecorded(this.opts.mig, instances, uid, this.opts.logger);
+    }
     for (const file of await this.opts.cdi.list()) await this.opts.cdi.remove(file);
     await this.opts.checkpoint.removeFile();
   }

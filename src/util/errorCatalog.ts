@@ -118,6 +118,18 @@ export const ERROR_CATALOG = {
     action:
       '`kubectl -n <namespace> describe deploy <name>` and its pod: image pull, node taints, or the MPS log lines quoted',
   },
+  MIG_CREATE_FAILED: {
+    means:
+      'dynamic MIG: NVML could not create the MIG device the claim was allocated (its GPU instance or compute instance); nothing of it was left behind',
+    action:
+      'read the NVML error in the message: INSUFFICIENT_RESOURCES means the placement is taken (an instance made outside the driver: `nvidia-smi mig -lgi`); the kubelet retries',
+  },
+  MIG_DESTROY_FAILED: {
+    means:
+      'dynamic MIG: NVML could not destroy a MIG device the driver made; IN_USE means a process still runs in it',
+    action:
+      'the kubelet retries the unprepare; find the process with `nvidia-smi` on the node, or destroy the instance with `nvidia-smi mig -dci/-dgi`',
+  },
   NVML_LIBRARY_NOT_FOUND: {
     means: 'libnvidia-ml.so.1 (the NVIDIA driver library) could not be loaded',
     action:

@@ -143,7 +143,7 @@ describe('planClaim: MPS settings against the devices each config applies to', (
     expect(
       mpsPinnedLimitsMiB(
         planned[0]?.sharing?.mps,
-        planned.map((p) => p.device),
+        planned.map((p) => ({ uuid: p.device.uuid ?? '' })),
       ),
     ).toEqual({ [uuid('gpu-0')]: 10240, [uuid('gpu-2')]: 20480, [uuid('gpu-3')]: 4096 });
   });

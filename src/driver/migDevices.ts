@@ -1,0 +1,213 @@
+/**
+ * Dynamic MIG, the driver's side: MIG devices created for a claim at prepare, destroyed at
+ * unprepare, and swept at start-up when no claim owns them. NVML itself sits behind
+ * {@link MigInstanceControl} (src/nvml/migInstances.ts implements it), so the order of steps and
+ * what is recorded around them can be tested without it.
+ *
+ * Crash safety comes from the order state.ts keeps: a claim's slots are recorded (the claim
+ * PrepareStarted, each device with its `migInstance`) before anything is created, so recovery can
+ * find by placement an instance a crash left and destroy it; the instance ids are recorded once
+ * they are known.
+ */
+import { errorMessage, GpuDraError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import type { MigDevice, MigPlacement } from '../nvml/types.js';
+import { migAccessCaps, type MigMinors } from '../nvml/host.js';
+import type { MigSlot } from './deviceNames.js';
+
+/** One MIG device: a compute instance in a GPU instance of a GPU. */
+export interface MigInstanceRef {
+  readonly parentUuid: string;
+  readonly gpuInstanceId: number;
+  readonly computeInstanceId: number;
+}
+
+export interface LiveMigInstance extends MigInstanceRef {
+  /** `MIG-...`. */
+  readonly uuid: string;
+  readonly profileId: number;
+  readonly placement: MigPlacement;
+}
+
+/** What the driver needs of NVML to make and remove MIG devices. */
+export interface MigInstanceControl {
+  /** GPU instance at `placement`, then its full compute instance; rolls the GPU instance back if the second fails. */
+  create(parentUuid: string, profileId: number, placement: MigPlacement): Promise<LiveMigInstance>;
+  /** Compute instance, then GPU instance; 'absent' when neither existed. */
+  destroy(ref: MigInstanceRef): Promise<'destroyed' | 'absent'>;
+  list(parentUuid: string): Promise<LiveMigInstance[]>;
+}
+
+/** What the checkpoint records of a MIG device the driver makes for a claim. */
+export interface RecordedMigInstance {
+  readonly parentUuid: string;
+  readonly profileId: number;
+  readonly placement: MigPlacement;
+  /** Known once created; until then recovery finds the instance by placement. */
+  readonly gpuInstanceId?: number | undefined;
+  readonly computeInstanceId?: number | undefined;
+}
+
+export function intendedInstance(slot: MigSlot): RecordedMigInstance {
+  return { parentUuid: slot.parentUuid, profileId: slot.profileId, placement: { ...slot.placement } };
+}
+
+function samePlacement(a: MigPlacement, b: MigPlacement): boolean {
+  return a.start === b.start && a.size === b.size;
+}
+
+/** The MIG device made in `slot`, as discovery would report it. */
+export function createdMigDevice(slot: MigSlot, live: LiveMigInstance, minors: MigMinors): MigDevice {
+  const accessCaps = migAccessCaps(minors, slot.parentMinor, live.gpuInstanceId, live.computeInstanceId);
+  return {
+    kind: 'mig',
+    uuid: live.uuid,
+    parentUuid: slot.parentUuid,
+    parentMinor: slot.parentMinor,
+    index: -1,
+    gpuInstanceId: live.gpuInstanceId,
+    computeInstanceId: live.computeInstanceId,
+    profile: slot.profile,
+    profileId: slot.profileId,
+    placement: { ...slot.placement },
+    memoryBytes: slot.memoryBytes,
+    multiprocessors: slot.multiprocessors,
+    copyEngines: slot.copyEngines,
+    decoders: slot.decoders,
+    encoders: slot.encoders,
+    jpegEngines: slot.jpegEngines,
+    ofaEngines: slot.ofaEngines,
+    ...(accessCaps ? { accessCaps } : {}),
+  };
+}
+
+/**
+ * Creates a MIG device in each slot, in order. If one fails, those made so far are destroyed
+ * before the error (MIG_CREATE_FAILED) is thrown, so a failed prepare leaves nothing behind.
+ */
+export async function createInSlots(
+  control: MigInstanceControl,
+  slots: readonly MigSlot[],
+  claimUid: string,
+  logger: Logger,
+): Promise<LiveMigInstance[]> {
+  const made: LiveMigInstance[] = [];
+  for (const slot of slots) {
+    const started = Date.now();
+    try {
+      const live = await control.create(slot.parentUuid, slot.profileId, slot.placement);
+      made.push(live);
+      logger.info(
+        { device: slot.name, uuid: live.uuid, gpuInstanceId: live.gpuInstanceId, ms: Date.now() - started },
+        'MIG device created',
+      );
+    } catch (err) {
+      for (const live of made.reverse()) {
+        await control.destroy(live).catch((e: unknown) => {
+          logger.error({ err: e, uuid: live.uuid }, 'destroying a MIG device of a failed prepare failed');
+        });
+      }
+      throw new GpuDraError(
+        'MIG_CREATE_FAILED',
+        `cannot create MIG device ${slot.name} (${slot.profile} at memory slices ${String(slot.placement.start)}..${String(slot.placement.start + slot.placement.size - 1)} of ${slot.parentUuid}): ${errorMessage(err)}`,
+        { cause: err, claimUid },
+      );
+    }
+  }
+  return made;
+}
+
+/**
+ * Destroys the recorded MIG devices of a claim. One without ids (a crash before they were
+ * recorded) is found by its placement; one already gone is fine. Throws MIG_DESTROY_FAILED
+ * after trying them all.
+ */
+export async function destroyRecorded(
+  control: MigInstanceControl,
+  recorded: readonly RecordedMigInstance[],
+  claimUid: string,
+  logger: Logger,
+): Promise<void> {
+  const failures: string[] = [];
+  let firstError: unknown;
+  for (const r of recorded) {
+    try {
+      let ref: MigInstanceRef | undefined =
+        r.gpuInstanceId === undefined || r.computeInstanceId === undefined
+          ? undefined
+          : {
+              parentUuid: r.parentUuid,
+              gpuInstanceId: r.gpuInstanceId,
+              computeInstanceId: r.computeInstanceId,
+            };
+      if (!ref) {
+        ref = (await control.list(r.parentUuid)).find(
+          (live) => live.profileId === r.profileId && samePlacement(live.placement, r.placement),
+        );
+        if (!ref) continue; // never created
+      }
+      const result = await control.destroy(ref);
+      logger.info(
+        { parentUuid: r.parentUuid, gpuInstanceId: ref.gpuInstanceId, result },
+        'MIG device destroyed',
+      );
+    } catch (err) {
+      firstError ??= err;
+      failures.push(
+        `${r.parentUuid} placement ${String(r.placement.start)}:${String(r.placement.size)}: ${errorMessage(err)}`,
+      );
+    }
+  }
+  if (failures.length > 0) {
+    throw new GpuDraError('MIG_DESTROY_FAILED', `cannot destroy MIG device(s): ${failures.join('; ')}`, {
+      cause: firstError,
+      claimUid,
+    });
+  }
+}
+
+/**
+ * Start-up: MIG devices on GPUs in dynamic mode that no recorded claim owns (a crash between
+ * creating one and recording its claim, a lost checkpoint, an instance made by hand) are
+ * destroyed, so their slots are free again. A device that cannot be destroyed (a process runs in
+ * it) stays, with a warning: the scheduler may then allocate a slot NVML refuses, which the
+ * prepare reports (MIG_CREATE_FAILED).
+ */
+export async function sweepUnowned(
+  control: MigInstanceControl,
+  dynamicGpuUuids: readonly string[],
+  owned: readonly RecordedMigInstance[],
+  logger: Logger,
+): Promise<string[]> {
+  const removed: string[] = [];
+  for (const parentUuid of dynamicGpuUuids) {
+    let live: LiveMigInstance[];
+    try {
+      live = await control.list(parentUuid);
+    } catch (err) {
+      logger.warn({ err, gpu: parentUuid }, 'cannot list MIG devices to remove those no claim owns');
+      continue;
+    }
+    for (const instance of live) {
+      const isOwned = owned.some(
+        (o) =>
+          o.parentUuid === parentUuid &&
+          o.profileId === instance.profileId &&
+          samePlacement(o.placement, instance.placement),
+      );
+      if (isOwned) continue;
+      try {
+        await control.destroy(instance);
+        removed.push(instance.uuid);
+      } catch (err) {
+        logger.warn(
+          { err, uuid: instance.uuid, gpu: parentUuid },
+          'cannot destroy a MIG device no claim owns; its slot stays taken',
+        );
+      }
+    }
+  }
+  if (removed.length > 0)
+    logger.info({ migDevices: removed }, 'destroyed MIG devices no prepared claim owns');
+  return removed;
+}
