@@ -28,7 +28,7 @@ import path from 'node:path';
 import { errorMessage, GpuDraError, inClaim, isGpuDraError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { underRoot, type HostPaths } from '../util/hostPaths.js';
-import type { NodeInventory } from '../nvml/types.js';
+import type { MigDevice, NodeInventory } from '../nvml/types.js';
 import {
   buildClaimCdiSpec,
   claimDeviceKey,
@@ -59,7 +59,13 @@ import {
 } from './conflicts.js';
 import { formatQuantity } from '../resourceslice/values.js';
 import { planClaim, type PlannedDevice } from './plan.js';
-import { indexExistingDevices, indexInventory, type MigSlot, type PlanDevice } from './deviceNames.js';
+import {
+  indexExistingDevices,
+  indexInventory,
+  type AllocatableDevice,
+  type MigSlot,
+  type PlanDevice,
+} from './deviceNames.js';
 import {
   createdMigDevice,
   createInSlots,
@@ -329,13 +335,14 @@ function plannedShared(planned: readonly PlannedDevice[]): ApplyDevice[] {
   });
 }
 
+/** Does this recorded claim's sharing change the host (time slices, compute modes, MPS daemons)? */
+function sharingChangesHost(entry: ReadonlyCheckpointClaim): boolean {
+  return (entry.mpsDaemons?.length ?? 0) > 0 || changesHost(sharedDevices(entry));
+}
+
 /** Does undoing this recorded claim touch the host beyond its spec file? */
 function entryChangesHost(entry: ReadonlyCheckpointClaim): boolean {
-  return (
-    (entry.mpsDaemons?.length ?? 0) > 0 ||
-    changesHost(sharedDevices(entry)) ||
-    entry.devices.some((d) => d.migInstance !== undefined)
-  );
+  return sharingChangesHost(entry) || entry.devices.some((d) => d.migInstance !== undefined);
 }
 
 export class DeviceState {
@@ -688,7 +695,7 @@ export class DeviceState {
           if (current) doc.claims[uid] = { ...current, state: 'UnprepareStarted' };
         });
       }
-      if ((entry.mpsDaemons?.length ?? 0) > 0 || changesHost(sharedDevices(entry))) {
+      if (sharingChangesHost(entry)) {
         await this.sharingFor(uid).undo(
           uid,
           sharedDevices(entry),
@@ -741,11 +748,13 @@ export class DeviceState {
   private async rebuild(uid: string, entry: ReadonlyCheckpointClaim): Promise<void> {
     const inventory = this.opts.inventory.current();
     const index = indexExistingDevices(inventory);
+    const remade = await this.remakeMigDevices(uid, entry, inventory, index);
     const devices = entry.devices.map((d) => {
-      const device = index.get(d.deviceName);
+      const again = remade.get(d.deviceName);
+      const device = again?.device ?? index.get(d.deviceName);
       if (!device)
         throw new GpuDraError('DEVICE_CHANGED', `device ${d.deviceName} no longer exists`, { claimUid: uid });
-      if (d.uuid && d.uuid !== device.uuid) {
+      if (!again && d.uuid && d.uuid !== device.uuid) {
         throw new GpuDraError(
           'DEVICE_CHANGED',
           `device ${d.deviceName} is now ${device.uuid}, was ${d.uuid}`,
@@ -769,6 +778,7 @@ export class DeviceState {
     );
     await this.opts.cdi.write(built.fileName, built.spec);
     const unchanged =
+      remade.size === 0 &&
       entry.cdiSpecFile === built.fileName &&
       entry.cdiSpec === undefined &&
       entry.devices.every(
@@ -783,13 +793,55 @@ export class DeviceState {
       doc.claims[uid] = {
         ...(rest as typeof current),
         cdiSpecFile: built.fileName,
-        devices: current.devices.map((d) => ({
-          ...d,
-          cdiDeviceIds: [built.cdiIds.get(claimDeviceKey(d)) ?? ''],
-        })),
+        devices: current.devices.map((d) => {
+          const again = remade.get(d.deviceName);
+          return {
+            ...d,
+            ...(again
+              ? {
+                  uuid: again.device.uuid,
+                  migInstance: { ...again.migInstance, placement: { ...again.migInstance.placement } },
+                }
+              : {}),
+            cdiDeviceIds: [built.cdiIds.get(claimDeviceKey(d)) ?? ''],
+          };
+        }),
         updated: new Date().toISOString(),
       };
     });
+  }
+
+  /**
+   * After a reboot the MIG devices the driver made are gone (GPU instances do not survive a GPU
+   * reset), while a prepared claim's pod may still start: make each again in its slot, as the
+   * claim was allocated. They get new UUIDs.
+   */
+  private async remakeMigDevices(
+    uid: string,
+    entry: ReadonlyCheckpointClaim,
+    inventory: NodeInventory,
+    existing: ReadonlyMap<string, AllocatableDevice>,
+  ): Promise<Map<string, { device: MigDevice; migInstance: RecordedMigInstance }>> {
+    const remade = new Map<string, { device: MigDevice; migInstance: RecordedMigInstance }>();
+    const lost = entry.devices.filter((d) => d.migInstance && !existing.has(d.deviceName));
+    if (lost.length === 0) return remade;
+    const slots = indexInventory(inventory, this.opts.migPartitioning);
+    const minors = readMigMinors(this.opts.hostPaths);
+    for (const d of lost) {
+      const slot = slots.get(d.deviceName);
+      if (slot?.kind !== 'mig-slot') continue; // not a slot any more: rebuild reports it gone
+      const [live] = await createInSlots(this.migFor(uid), [slot], uid, this.opts.logger);
+      if (!live) continue;
+      remade.set(d.deviceName, {
+        device: createdMigDevice(slot, live, minors),
+        migInstance: {
+          ...intendedInstance(slot),
+          gpuInstanceId: live.gpuInstanceId,
+          computeInstanceId: live.computeInstanceId,
+        },
+      });
+    }
+    return remade;
   }
 
   /**
@@ -829,7 +881,7 @@ export class DeviceState {
         if (rebooted) {
           await this.rebuild(uid, entry);
           // A reboot reset the GPUs' time slices and compute modes; MPS daemon pods come back by themselves.
-          if (entryChangesHost(entry))
+          if (sharingChangesHost(entry))
             await this.sharingFor(uid).applyGpuSettings(sharedDevices(entry), clog);
           report.rebuilt.push(uid);
           clog.info('node rebooted: rebuilt CDI spec from the checkpoint');

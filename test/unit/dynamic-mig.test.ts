@@ -255,6 +255,25 @@ describe('dynamic MIG: prepare makes the device, unprepare destroys it', () => {
     expect(mig.live.map((l) => `${l.parentUuid}@${String(l.placement.start)}`)).toEqual([`${a100.uuid}@4`]);
   });
 
+  it('after a reboot, a prepared claim gets its MIG device made again in its slot', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepare(state, 1, ['gpu-0-mig-4g40gb-5-0']);
+    const before = mig.live[0]?.uuid;
+    mig.live.length = 0; // GPU instances do not survive a reboot
+    host.setBootId('99999999-2222-3333-4444-555555555555');
+    const rebooted = makeState();
+    const report = await rebooted.recover();
+    expect(report).toMatchObject({ rebuilt: [uid(1)], dropped: [], migDevicesRemoved: [] });
+    const after = mig.live[0];
+    expect(after?.placement).toEqual({ start: 0, size: 4 });
+    expect(after?.uuid).not.toBe(before);
+    expect(checkpoint().claims[uid(1)]?.devices[0]?.uuid).toBe(after?.uuid);
+    expect(fs.readFileSync(specPath(1), 'utf8')).toContain(after?.uuid ?? 'missing');
+    await unprepare(rebooted, 1);
+    expect(mig.live).toEqual([]);
+  });
+
   it('a static-mode plugin refuses a slot name as an unknown device', async () => {
     const state = new DeviceState({
       driverName: TEST_DRIVER,
