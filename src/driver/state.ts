@@ -27,6 +27,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { errorMessage, GpuDraError, inClaim, isGpuDraError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import { failpoint } from '../util/failpoint.js';
 import { underRoot, type HostPaths } from '../util/hostPaths.js';
 import type { MigDevice, NodeInventory } from '../nvml/types.js';
 import {
@@ -429,6 +430,7 @@ export class DeviceState {
               doc.claims[ref.uid] = holding;
             });
             const made = await createInSlots(mig, slots, ref.uid, logger);
+            failpoint('mig-created');
             planned = withCreatedDevices(planning, slots, made, readMigMinors(this.opts.hostPaths));
           } else {
             planned = planning as PlannedDevice[];
@@ -997,6 +999,10 @@ export interface DeviceStateSetup {
   readonly inventory: InventorySource;
   /** Reads other claims' allocation when a record holds devices a new claim wants. */
   readonly claims?: ClaimGetter;
+  /** See {@link DeviceStateOptions.migPartitioning}. */
+  readonly migPartitioning?: MigPartitioning;
+  /** See {@link DeviceStateOptions.mig}. */
+  readonly mig?: MigInstanceControl;
   readonly logger: Logger;
 }
 
@@ -1014,6 +1020,8 @@ export function createDeviceState(setup: DeviceStateSetup): DeviceState {
     inventory: setup.inventory,
     ...(setup.claims ? { claims: setup.claims } : {}),
     ...(setup.sharing ? { sharing: setup.sharing } : {}),
+    ...(setup.migPartitioning ? { migPartitioning: setup.migPartitioning } : {}),
+    ...(setup.mig ? { mig: setup.mig } : {}),
     logger: setup.logger.child({ component: 'state' }),
   });
 }
