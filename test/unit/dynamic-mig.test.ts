@@ -6,6 +6,8 @@ import { deviceEnvKey } from '../../src/cdi/spec.js';
 import { CheckpointStore } from '../../src/checkpoint/store.js';
 import { MemoryClaimGetter } from '../../src/driver/claims.js';
 import { DeviceState } from '../../src/driver/state.js';
+import { SharingApplier, type MpsDaemonControl } from '../../src/sharing/apply.js';
+import type { NvidiaSmi } from '../../src/sharing/driverTools.js';
 import type { LiveMigInstance, MigInstanceControl, MigInstanceRef } from '../../src/driver/migDevices.js';
 import type { MigPlacement, NodeInventory } from '../../src/nvml/types.js';
 import { migCapMinor, migMinorsFile } from '../../src/sim/fakeHost.js';
@@ -13,6 +15,7 @@ import { silentLogger } from '../../src/util/log.js';
 import { isGpuDraError } from '../../src/util/errors.js';
 import {
   createTestHost,
+  opaque,
   testClaim,
   TEST_DRIVER,
   TEST_DRIVER_VERSION,
@@ -271,6 +274,61 @@ describe('dynamic MIG: prepare makes the device, unprepare destroys it', () => {
     expect(checkpoint().claims[uid(1)]?.devices[0]?.uuid).toBe(after?.uuid);
     expect(fs.readFileSync(specPath(1), 'utf8')).toContain(after?.uuid ?? 'missing');
     await unprepare(rebooted, 1);
+    expect(mig.live).toEqual([]);
+  });
+
+  it('MPS on a dynamic MIG device: the daemon gets the new UUID, and stops before the device is destroyed', async () => {
+    const started: { uuids: readonly string[]; limits: Readonly<Record<string, number>> }[] = [];
+    const daemons: MpsDaemonControl = {
+      settings: {
+        namespace: 'gpu-dra',
+        image: 'gpu-dra:test',
+        nodeName: TEST_NODE,
+        driverName: TEST_DRIVER,
+        pluginDir: path.join(host.pluginsDir, TEST_DRIVER),
+        hostDriverRoot: '/',
+        shmSizeBytes: 0,
+      },
+      start: (_uid, group, limits) => {
+        started.push({ uuids: group.uuids, limits });
+        return Promise.resolve();
+      },
+      stop: (id) => {
+        mig.calls.push(`stop MPS daemon ${id}`);
+        return Promise.resolve();
+      },
+      sweep: () => Promise.resolve([]),
+    };
+    const smi: NvidiaSmi = { run: () => Promise.resolve({ stdout: '', stderr: '' }) };
+    const state = new DeviceState({
+      driverName: TEST_DRIVER,
+      poolName: TEST_NODE,
+      hostPaths: host.hostPaths,
+      cdi: new CdiStore(host.cdiRoot, TEST_DRIVER),
+      checkpoint: new CheckpointStore(checkpointFile, log),
+      inventory: { current: () => inventory },
+      claims: getter,
+      logger: log,
+      migPartitioning: 'dynamic',
+      mig,
+      sharing: new SharingApplier({ nvidiaSmi: smi, mps: daemons }),
+    });
+    await state.recover();
+    const config = opaque({
+      apiVersion: 'gpu.dra.dev/v1alpha1',
+      kind: 'MigDeviceConfig',
+      sharing: { strategy: 'MPS', mps: { defaultPinnedDeviceMemoryLimit: '8Gi' } },
+    });
+    getter.set(testClaim({ uid: uid(1), devices: ['gpu-0-mig-3g40gb-9-4'], config: [config] }));
+    await state.prepare(
+      { uid: uid(1), namespace: 'default', name: `claim-${uid(1)}` },
+      () => getter.get('default', `claim-${uid(1)}`),
+      log,
+    );
+    const made = mig.live[0];
+    expect(started).toEqual([{ uuids: [made?.uuid], limits: { [made?.uuid ?? '']: 8192 } }]);
+    await unprepare(state, 1);
+    expect(mig.calls.slice(1).map((c) => c.split(' ')[0])).toEqual(['stop', 'destroy']);
     expect(mig.live).toEqual([]);
   });
 
