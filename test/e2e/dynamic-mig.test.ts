@@ -10,6 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CoreV1Api, ResourceV1Api, type V1Pod } from '@kubernetes/client-node';
+import { parseAllDocuments } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { discoverInventory } from '../../src/nvml/discover.js';
@@ -336,5 +337,25 @@ describe('dynamic MIG: slots published with counters, MIG devices made at prepar
     await deletePods('crash', 'mixed');
     expect(liveMig().get(H100)).toEqual([]);
     expect([...liveMig().values()].flat()).toEqual([]);
+  });
+
+  it('examples/claims/mig-dynamic.yaml runs as written', async () => {
+    const docs = parseAllDocuments(
+      fs.readFileSync(path.join(repo, 'examples/claims/mig-dynamic.yaml'), 'utf8'),
+    ).map((d) => d.toJS() as { kind: string; metadata: { name: string } });
+    for (const doc of docs) {
+      if (doc.kind === 'ResourceClaimTemplate')
+        await resource.createNamespacedResourceClaimTemplate({ namespace: NS, body: doc as never });
+      else await core.createNamespacedPod({ namespace: NS, body: doc as never });
+    }
+    const uuids = injectedUuids(await preparedEvent('mig-dynamic'));
+    expect(placements(liveMig().get(H100))).toEqual([expect.stringMatching(/^3g\.40gb@[04]$/)]);
+    expect(uuids).toEqual(
+      liveMig()
+        .get(H100)
+        ?.map((d) => d.uuid),
+    );
+    await deletePods('mig-dynamic');
+    expect(liveMig().get(H100)).toEqual([]);
   });
 });

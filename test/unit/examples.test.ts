@@ -154,6 +154,7 @@ describe('examples/claims', () => {
       'hopper-or-newer.yaml',
       'memory-share.yaml',
       'mig-1g.yaml',
+      'mig-dynamic.yaml',
       'mps.yaml',
       'product-name.yaml',
       'shared-claim.yaml',
