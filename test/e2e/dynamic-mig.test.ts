@@ -346,7 +346,7 @@ describe('dynamic MIG: slots published with counters, MIG devices made at prepar
     for (const doc of docs) {
       if (doc.kind === 'ResourceClaimTemplate')
         await resource.createNamespacedResourceClaimTemplate({ namespace: NS, body: doc as never });
-      else await core.createNamespacedPod({ namespace: NS, body: doc as never });
+      else await core.createNamespacedPod({ namespace: NS, body: doc });
     }
     const uuids = injectedUuids(await preparedEvent('mig-dynamic'));
     expect(placements(liveMig().get(H100))).toEqual([expect.stringMatching(/^3g\.40gb@[04]$/)]);
