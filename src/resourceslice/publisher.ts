@@ -156,6 +156,8 @@ export class ResourceSlicePublisher {
   /** Slices the apiserver stored differently from what we sent: name -> [sentKey, storedKey]. */
   private readonly accepted = new Map<string, [string, string]>();
   private readonly warnedPaths = new Set<string>();
+  /** The model's warnings last time: each is logged when it appears, not on every update. */
+  private modelWarnings: ReadonlySet<string> = new Set();
 
   constructor(opts: PublisherOptions) {
     this.opts = opts;
@@ -248,7 +250,10 @@ export class ResourceSlicePublisher {
       ...(this.opts.consumableShares !== undefined ? { consumableShares: this.opts.consumableShares } : {}),
       ...(this.opts.migPartitioning !== undefined ? { migPartitioning: this.opts.migPartitioning } : {}),
     });
-    for (const w of model.warnings) this.log.warn(w);
+    // Dynamic MIG changes the inventory on every prepare; a standing warning (a GPU with MIG
+    // mode off) would otherwise repeat with each.
+    for (const w of model.warnings) if (!this.modelWarnings.has(w)) this.log.warn(w);
+    this.modelWarnings = new Set(model.warnings);
     this.inventory = inventory;
     return this.setDevices(model.devices, model.counterSets);
   }

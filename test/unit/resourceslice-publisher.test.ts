@@ -679,3 +679,22 @@ describe('ResourceSlicePublisher with dynamic MIG', () => {
     expect(api.writes()).toBe(writes);
   });
 });
+
+describe('ResourceSlicePublisher model warnings', () => {
+  it('logs a warning when it appears, not again while it stands, and again if it comes back', async () => {
+    const api = new FakeApi();
+    const { logger, lines } = capturingLogger();
+    const pub = newPublisher(api, { migPartitioning: 'dynamic', logger });
+    const migOff = inv('h100-8x');
+    const migOn = inv('h100-8x-mig-on');
+    const count = (): number => lines.filter((l) => /gpu-0 .* is published whole/.test(l.msg)).length;
+    pub.start(migOff);
+    await pub.whenReady();
+    expect(count()).toBe(1);
+    await pub.update({ ...migOff, driverVersion: '580.159.5' });
+    expect(count()).toBe(1);
+    await pub.update(migOn);
+    await pub.update(migOff);
+    expect(count()).toBe(2);
+  });
+});
