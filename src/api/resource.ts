@@ -71,10 +71,33 @@ export interface DeviceTaint {
   readonly timeAdded?: string;
 }
 
+/** How much of a shared counter is available or consumed (DRAPartitionableDevices). */
+export interface Counter {
+  /** A Quantity. */
+  readonly value: string;
+}
+
+/** Counters several devices draw from (KEP-4815), e.g. one physical GPU's engines and memory slices. */
+export interface CounterSet {
+  /** A DNS label, unique in the pool. */
+  readonly name: string;
+  /** At most 32, keyed by DNS labels. */
+  readonly counters: Readonly<Record<string, Counter>>;
+}
+
+/** What a device takes from a counter set while it is allocated. */
+export interface DeviceCounterConsumption {
+  readonly counterSet: string;
+  /** At most 32, each naming a counter of the set. */
+  readonly counters: Readonly<Record<string, Counter>>;
+}
+
 export interface Device {
   readonly name: string;
   readonly attributes?: Readonly<Record<string, DeviceAttribute>>;
   readonly capacity?: Readonly<Record<string, DeviceCapacity>>;
+  /** At most 2 entries, one per counter set (DRAPartitionableDevices). */
+  readonly consumesCounters?: readonly DeviceCounterConsumption[];
   readonly taints?: readonly DeviceTaint[];
   /** Several claims may hold shares of it at once (DRAConsumableCapacity). */
   readonly allowMultipleAllocations?: boolean;
@@ -93,6 +116,11 @@ export interface ResourceSliceSpec<D = Device> {
   readonly allNodes?: boolean;
   readonly pool: ResourcePool;
   readonly devices?: readonly D[];
+  /**
+   * Counter sets of the pool (DRAPartitionableDevices), at most 8 per slice. From Kubernetes
+   * 1.35 a slice holds either these or devices; 1.34 wants them beside the devices using them.
+   */
+  readonly sharedCounters?: readonly CounterSet[];
   readonly [field: string]: unknown;
 }
 

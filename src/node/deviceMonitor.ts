@@ -25,6 +25,7 @@ import {
   type HealthView,
 } from '../resourceslice/gpuHealth.js';
 import type { DeviceTaint, TaintMap } from '../resourceslice/model.js';
+import type { MigPartitioning } from '../resourceslice/partitions.js';
 import type { Logger } from '../util/log.js';
 import type { InventorySource } from '../driver/state.js';
 
@@ -33,6 +34,8 @@ export interface DeviceMonitorOptions {
   /** Synchronous NVML discovery (what start-up used). */
   readonly discover: () => NodeInventory;
   readonly driverName: string;
+  /** Which devices a GPU is published as, so a GPU-wide taint covers them all; default static. */
+  readonly migPartitioning?: MigPartitioning;
   /** Periodic re-discovery; 0 = only on demand. */
   readonly intervalMs: number;
   /** On-demand re-discoveries (refresh()) are at least this far apart. */
@@ -80,7 +83,7 @@ export class DeviceMonitor implements InventorySource {
       this.check();
       return;
     }
-    const devices = devicesForXid(this.view.inventory, event.gpuUuid, event);
+    const devices = devicesForXid(this.view.inventory, event.gpuUuid, event, this.opts.migPartitioning);
     const taint = xidTaint(this.opts.driverName, event.xid);
     if (!taint) {
       log.info(
@@ -153,7 +156,12 @@ export class DeviceMonitor implements InventorySource {
       this.opts.onCheck?.('failed');
       return false;
     }
-    const view = carryUnhealthyGpus(this.view.inventory, next, this.opts.driverName);
+    const view = carryUnhealthyGpus(
+      this.view.inventory,
+      next,
+      this.opts.driverName,
+      this.opts.migPartitioning,
+    );
     const before = new Set(this.view.unhealthy.map((u) => u.gpu.uuid));
     for (const u of view.unhealthy) {
       if (!before.has(u.gpu.uuid))

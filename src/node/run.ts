@@ -203,6 +203,8 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
           logger,
           registry: metrics.registry,
           consumableShares: config.consumableShares,
+          // Dynamic: the layout of counter sets follows the apiserver's version (read once).
+          migPartitioning: config.migPartitioning,
         }));
 
   const inventory = await discoverWithRetry(() => Promise.resolve().then(discover), {
@@ -224,6 +226,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     initial: inventory,
     discover: rediscover,
     driverName: config.driverName,
+    migPartitioning: config.migPartitioning,
     intervalMs: deps.deviceCheckIntervalMs ?? config.deviceCheckIntervalMs,
     minRefreshIntervalMs: deps.rediscoverIntervalMs ?? 5_000,
     logger: logger.child({ component: 'devices' }),

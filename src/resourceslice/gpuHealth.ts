@@ -8,9 +8,10 @@
  * Pure: the device monitor (src/node/deviceMonitor.ts) feeds it each re-discovery.
  */
 import type { GpuDevice, GpuFailure, NodeInventory } from '../nvml/types.js';
-import { publishesMigDevices, type DeviceTaint, type TaintMap } from './model.js';
+import type { DeviceTaint, TaintMap } from './model.js';
 import { naturalCompare } from '../util/naturalCompare.js';
 import { deviceName } from './names.js';
+import { gpuPublication, migPartitions, type MigPartitioning } from './partitions.js';
 
 /** Taint keys, prefixed by the driver name as NVIDIA's driver does (`gpu.nvidia.com/gpu-lost`). */
 export const GPU_LOST_TAINT = 'gpu-lost';
@@ -28,7 +29,7 @@ export interface UnhealthyGpu {
   /** The GPU as last discovered healthy. */
   readonly gpu: GpuDevice;
   readonly failure: GpuFailure;
-  /** Its published device names (the GPU, or its MIG devices). */
+  /** Its published device names (the GPU, its MIG devices, or itself and its partitions). */
   readonly devices: readonly string[];
 }
 
@@ -67,6 +68,7 @@ export function carryUnhealthyGpus(
   previous: NodeInventory | undefined,
   next: NodeInventory,
   driverName: string,
+  migPartitioning: MigPartitioning = 'static',
 ): HealthView {
   const enumerated = (inv: NodeInventory): number => inv.gpus.length + inv.failures.length;
   if (!previous || next.failures.length === 0 || enumerated(previous) !== enumerated(next)) {
@@ -78,7 +80,7 @@ export function carryUnhealthyGpus(
   for (const failure of next.failures) {
     const gpu = previous.gpus.find((g) => g.index === failure.index);
     if (!gpu || healthyUuids.has(gpu.uuid) || healthyMinors.has(gpu.minor)) continue;
-    unhealthy.push({ gpu, failure, devices: publishedDeviceNames(gpu) });
+    unhealthy.push({ gpu, failure, devices: publishedDeviceNames(gpu, migPartitioning) });
   }
   if (unhealthy.length === 0) return { inventory: next, taints: {}, unhealthy };
   const carried = new Set(unhealthy.map((u) => u.failure.index));
@@ -104,29 +106,45 @@ export function xidTaint(driverName: string, xid: number): DeviceTaint | undefin
 
 /**
  * The published devices an XID concerns: the MIG device it is scoped to when that one is
- * published, else every device of the GPU. Empty for a GPU this node does not publish.
+ * published, else every device of the GPU (in dynamic mode: the GPU and all its partitions).
+ * Empty for a GPU this node does not publish.
  */
 export function devicesForXid(
   inventory: NodeInventory,
   gpuUuid: string,
   scope: { readonly gpuInstanceId?: number; readonly computeInstanceId?: number } = {},
+  migPartitioning: MigPartitioning = 'static',
 ): string[] {
   const gpu = inventory.gpus.find((g) => g.uuid === gpuUuid);
   if (!gpu) return [];
-  if (publishesMigDevices(gpu) && scope.gpuInstanceId !== undefined) {
+  const published = publishedDeviceNames(gpu, migPartitioning);
+  if (gpu.migMode?.current === true && scope.gpuInstanceId !== undefined) {
     const hit = gpu.migDevices.find(
       (m) =>
         m.gpuInstanceId === scope.gpuInstanceId &&
         (scope.computeInstanceId === undefined || m.computeInstanceId === scope.computeInstanceId),
     );
-    if (hit) return [deviceName(hit)];
+    // A dynamic partition has the name of the instance created for it.
+    if (hit && published.includes(deviceName(hit))) return [deviceName(hit)];
   }
-  return publishedDeviceNames(gpu);
+  return published;
 }
 
-/** The names a GPU is published under: its MIG devices when it publishes those, else itself. */
-function publishedDeviceNames(gpu: GpuDevice): string[] {
-  return publishesMigDevices(gpu) ? gpu.migDevices.map(deviceName).sort(naturalCompare) : [deviceName(gpu)];
+/**
+ * The names a GPU is published under (model.ts): its MIG devices, itself, or in dynamic mode
+ * itself and every possible partition.
+ */
+export function publishedDeviceNames(gpu: GpuDevice, migPartitioning: MigPartitioning = 'static'): string[] {
+  switch (gpuPublication(gpu, migPartitioning)) {
+    case 'mig':
+      return gpu.migDevices.map(deviceName).sort(naturalCompare);
+    case 'partitions':
+      return [deviceName(gpu), ...migPartitions(gpu).map((p) => p.name)].sort(naturalCompare);
+    case 'whole':
+      return [deviceName(gpu)];
+    case 'none':
+      return [];
+  }
 }
 
 /** Per-device union of taint maps; a later taint replaces an earlier one with the same key. */

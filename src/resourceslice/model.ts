@@ -14,9 +14,15 @@
  * - MIG device `gpu-<parentMinor>-mig-<profile>-<giProfileId>-<placementStart>`: `type`="mig",
  *   `uuid`, `parentUUID`, `profile`, and the parent's product/brand/architecture/versions/PCI/
  *   addressing-mode/NUMA attributes. Capacities `multiprocessors`, `copyEngines`, `decoders`, `encoders`,
- *   `jpegEngines`, `ofaEngines`, `memory`.
+ *   `jpegEngines`, `ofaEngines`, `memory`, and `memorySlice<i>` = 1 for each memory slice its
+ *   placement spans (as NVIDIA publishes them; they differ by placement, so they are exempt from
+ *   the same-attributes rule below).
  * - A GPU with MIG mode enabled publishes its MIG devices, not itself; a MIG-capable GPU with
  *   MIG mode off publishes itself.
+ * - With `migPartitioning: 'dynamic'` (partitions.ts) a GPU with MIG mode on instead publishes a
+ *   counter set, itself consuming all of it, and every possible (profile, placement) as a MIG
+ *   device consuming its share; those carry no `uuid` (the instance does not exist yet) and no
+ *   `memorySlice<i>` capacities, as in NVIDIA's driver. Slices then follow `counterLayout`.
  * - With `consumableShares` (shares.ts) a full GPU also carries `allowMultipleAllocations` and
  *   a request policy on `memory` (and a `shares` capacity for a number of shares), so several
  *   claims can each hold a share of it. MIG devices are never shared this way.
@@ -35,19 +41,34 @@
  */
 import {
   RESOURCE_API_VERSION,
+  type CounterSet,
   type Device,
   type DeviceCapacity,
   type DeviceTaint,
   type ResourceSlice,
   type ResourceSliceSpec as ApiResourceSliceSpec,
 } from '../api/resource.js';
-import type { GpuDevice, MigDevice, NodeInventory } from '../nvml/types.js';
+import type { GpuDevice, MigDevice, MigResources, NodeInventory } from '../nvml/types.js';
 import { GpuDraError } from '../util/errors.js';
 import { gpuDeviceName, isDnsLabel, isDnsSubdomain, migDeviceName, sliceName } from './names.js';
 import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
 import { naturalCompare } from '../util/naturalCompare.js';
 import { formatQuantity, isSemver, normalizeVersion } from './values.js';
 import { memoryRequestPolicy, sharesCapacity, SHARES_CAPACITY, type ConsumableShares } from './shares.js';
+import {
+  dynamicMigWarnings,
+  gpuPartitioning,
+  gpuPublication,
+  MAX_CONSUMPTIONS_PER_DEVICE,
+  MAX_COUNTER_SETS_PER_SLICE,
+  MAX_COUNTERS_PER_SET,
+  MEMORY_SLICE_CAPACITY,
+  memorySliceCapacity,
+  partitionConsumption,
+  type CounterLayout,
+  type MigPartition,
+  type MigPartitioning,
+} from './partitions.js';
 
 /** `ResourceSliceMaxDevices`. */
 export const MAX_DEVICES_PER_SLICE = 128;
@@ -118,11 +139,20 @@ export interface ModelOptions {
   readonly taints?: Readonly<Record<string, readonly DeviceTaint[]>>;
   /** Let several claims share a full GPU (shares.ts); default `disabled`. */
   readonly consumableShares?: ConsumableShares;
+  /** `dynamic`: MIG-mode GPUs publish every possible partition (partitions.ts); default `static`. */
+  readonly migPartitioning?: MigPartitioning;
+  /**
+   * Where counter sets go (partitions.ts): `separate` for Kubernetes >= 1.35 (default),
+   * `combined` for 1.34. Only matters when there are counter sets.
+   */
+  readonly counterLayout?: CounterLayout;
 }
 
 export interface DeviceModel {
   /** Sorted in natural name order (`gpu-2` before `gpu-10`). */
   readonly devices: readonly SliceDevice[];
+  /** Counter sets the devices consume from (dynamic MIG), in GPU order; empty otherwise. */
+  readonly counterSets: readonly CounterSet[];
   /** Things an operator should know (GPUs left out, attributes omitted); log them. */
   readonly warnings: readonly string[];
 }
@@ -238,8 +268,24 @@ function gpuToDevice(
   };
 }
 
+function migCapacity(name: string, r: MigResources): Record<string, CapacityValue> {
+  return {
+    multiprocessors: quantity(name, 'multiprocessors', r.multiprocessors),
+    copyEngines: quantity(name, 'copyEngines', r.copyEngines),
+    decoders: quantity(name, 'decoders', r.decoders),
+    encoders: quantity(name, 'encoders', r.encoders),
+    jpegEngines: quantity(name, 'jpegEngines', r.jpegEngines),
+    ofaEngines: quantity(name, 'ofaEngines', r.ofaEngines),
+    memory: quantity(name, 'memory', r.memoryBytes),
+  };
+}
+
 function migToDevice(mig: MigDevice, parent: GpuDevice, inv: NodeInventory, included: Included): SliceDevice {
   const name = migDeviceName(parent.minor, mig.profile, mig.profileId, mig.placement.start);
+  const capacity = migCapacity(name, mig);
+  for (let i = mig.placement.start; i < mig.placement.start + mig.placement.size; i++) {
+    capacity[memorySliceCapacity(i)] = { value: formatQuantity(1) };
+  }
   return {
     name,
     attributes: {
@@ -249,15 +295,27 @@ function migToDevice(mig: MigDevice, parent: GpuDevice, inv: NodeInventory, incl
       profile: { string: mig.profile },
       ...parentAttributes(name, parent, inv, included),
     },
-    capacity: {
-      multiprocessors: quantity(name, 'multiprocessors', mig.multiprocessors),
-      copyEngines: quantity(name, 'copyEngines', mig.copyEngines),
-      decoders: quantity(name, 'decoders', mig.decoders),
-      encoders: quantity(name, 'encoders', mig.encoders),
-      jpegEngines: quantity(name, 'jpegEngines', mig.jpegEngines),
-      ofaEngines: quantity(name, 'ofaEngines', mig.ofaEngines),
-      memory: quantity(name, 'memory', mig.memoryBytes),
+    capacity,
+  };
+}
+
+/** A possible MIG device of a GPU in dynamic mode: no uuid until the driver creates it. */
+function partitionToDevice(
+  p: MigPartition,
+  parent: GpuDevice,
+  inv: NodeInventory,
+  included: Included,
+): SliceDevice {
+  return {
+    name: p.name,
+    attributes: {
+      type: { string: 'mig' },
+      parentUUID: { string: parent.uuid },
+      profile: { string: p.profile.name },
+      ...parentAttributes(p.name, parent, inv, included),
     },
+    capacity: migCapacity(p.name, p.profile),
+    consumesCounters: [partitionConsumption(parent, p)],
   };
 }
 
@@ -267,11 +325,6 @@ function quantity(device: string, field: string, n: number): CapacityValue {
   return { value: formatQuantity(n) };
 }
 
-/** Whether the GPU is published as MIG devices (MIG mode currently enabled) rather than whole. */
-export function publishesMigDevices(gpu: GpuDevice): boolean {
-  return gpu.migMode?.current === true;
-}
-
 /**
  * All devices this node publishes, validated and in natural name order. Throws
  * {@link ResourceSliceModelError} when a device would break an API limit or two devices would
@@ -279,7 +332,7 @@ export function publishesMigDevices(gpu: GpuDevice): boolean {
  */
 export function buildDevices(
   inventory: NodeInventory,
-  options: Pick<ModelOptions, 'taints' | 'consumableShares'> = {},
+  options: Pick<ModelOptions, 'taints' | 'consumableShares' | 'migPartitioning'> = {},
 ): DeviceModel {
   const warnings: string[] = [];
   for (const f of inventory.failures) {
@@ -307,17 +360,33 @@ export function buildDevices(
     );
   }
 
+  const mode = options.migPartitioning ?? 'static';
   const devices: SliceDevice[] = [];
+  const counterSets: CounterSet[] = [];
   for (const gpu of gpus) {
-    if (publishesMigDevices(gpu)) {
-      if (gpu.migDevices.length === 0) {
-        warnings.push(
-          `${gpuDeviceName(gpu.minor)} has MIG mode enabled but no MIG devices: nothing published for it`,
-        );
+    if (mode === 'dynamic') warnings.push(...dynamicMigWarnings(gpu, gpuDeviceName(gpu.minor)));
+    switch (gpuPublication(gpu, mode)) {
+      case 'mig':
+        if (gpu.migDevices.length === 0) {
+          warnings.push(
+            `${gpuDeviceName(gpu.minor)} has MIG mode enabled but no MIG devices: nothing published for it`,
+          );
+        }
+        for (const mig of gpu.migDevices) devices.push(migToDevice(mig, gpu, inventory, included));
+        break;
+      case 'partitions': {
+        const part = gpuPartitioning(gpu);
+        if (!part) break; // gpuPublication said there are placements
+        counterSets.push(part.counterSet);
+        devices.push({ ...gpuToDevice(gpu, inventory, included, shares), consumesCounters: [part.wholeGpu] });
+        for (const p of part.partitions) devices.push(partitionToDevice(p, gpu, inventory, included));
+        break;
       }
-      for (const mig of gpu.migDevices) devices.push(migToDevice(mig, gpu, inventory, included));
-    } else {
-      devices.push(gpuToDevice(gpu, inventory, included, shares));
+      case 'whole':
+        devices.push(gpuToDevice(gpu, inventory, included, shares));
+        break;
+      case 'none':
+        break;
     }
   }
 
@@ -341,7 +410,9 @@ export function buildDevices(
     validateDevice(d);
   }
   assertUniformAttributes(withTaints);
-  return { devices: withTaints, warnings };
+  validateCounterSets(counterSets);
+  validateConsumption(withTaints, counterSets);
+  return { devices: withTaints, counterSets, warnings };
 }
 
 const C_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -405,7 +476,9 @@ function attributeSignature(d: SliceDevice): string {
     .filter(([k]) => !PER_DEVICE_ATTRIBUTES.has(k))
     .map(([k, v]) => `${k}:${Object.keys(v)[0] ?? ''}`)
     .sort();
-  const caps = Object.keys(d.capacity).sort();
+  const caps = Object.keys(d.capacity)
+    .filter((k) => !MEMORY_SLICE_CAPACITY.test(k))
+    .sort();
   return `${attrs.join(',')}|${caps.join(',')}`;
 }
 
@@ -429,17 +502,9 @@ function assertUniformAttributes(devices: readonly SliceDevice[]): void {
 
 /** The slice device limit that applies to these devices. */
 export function maxDevicesPerSlice(devices: readonly SliceDevice[]): number {
-  return devices.some((d) => (d.taints?.length ?? 0) > 0)
+  return devices.some((d) => (d.taints?.length ?? 0) > 0 || (d.consumesCounters?.length ?? 0) > 0)
     ? MAX_DEVICES_PER_SLICE_ADVANCED
     : MAX_DEVICES_PER_SLICE;
-}
-
-/** Splits devices (already sorted) into chunks of at most `limit`; always at least one chunk. */
-function chunk<T>(items: readonly T[], limit: number): T[][] {
-  if (items.length === 0) return [[]];
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += limit) out.push(items.slice(i, i + limit));
-  return out;
 }
 
 export function validatePoolOptions(driverName: string, nodeName: string, generation: number): void {
@@ -456,30 +521,199 @@ export function validatePoolOptions(driverName: string, nodeName: string, genera
   }
 }
 
+/** Kubernetes 1.34's `ResourceSliceMaxSharedCounters`: counters of all sets in one slice. */
+export const MAX_SHARED_COUNTERS_PER_SLICE_COMBINED = 32;
+/**
+ * Kubernetes 1.34's `ResourceSliceMaxDeviceCountersPerSlice`: counters all devices of a slice
+ * consume. Later versions dropped it; kept for every layout, as it costs nothing on real GPUs.
+ */
+export const MAX_CONSUMED_COUNTERS_PER_SLICE = 1024;
+
+function countersOf(d: SliceDevice): number {
+  return (d.consumesCounters ?? []).reduce((n, c) => n + Object.keys(c.counters).length, 0);
+}
+
+function validateCounterSets(sets: readonly CounterSet[]): void {
+  const seen = new Set<string>();
+  for (const set of sets) {
+    const where = `counter set ${set.name}`;
+    if (!isDnsLabel(set.name)) invalid(where, 'name', 'is not a DNS label of <= 63 characters');
+    if (seen.has(set.name)) invalid(where, 'name', 'two counter sets have this name');
+    seen.add(set.name);
+    const names = Object.keys(set.counters);
+    if (names.length === 0) invalid(where, 'counters', 'a counter set needs at least one counter');
+    if (names.length > MAX_COUNTERS_PER_SET)
+      invalid(where, 'counters', `${names.length} counters exceed ${MAX_COUNTERS_PER_SET}`);
+    for (const n of names) if (!isDnsLabel(n)) invalid(where, `counters.${n}`, 'is not a DNS label');
+  }
+}
+
+/**
+ * Each device's consumption names counter sets of the pool and counters of those sets: the
+ * scheduler ignores the whole pool otherwise ("counter set ... not found").
+ */
+function validateConsumption(devices: readonly SliceDevice[], sets: readonly CounterSet[]): void {
+  const byName = new Map(sets.map((s) => [s.name, s]));
+  for (const d of devices) {
+    const uses = d.consumesCounters ?? [];
+    if (uses.length > MAX_CONSUMPTIONS_PER_DEVICE) {
+      invalid(d.name, 'consumesCounters', `${uses.length} entries exceed ${MAX_CONSUMPTIONS_PER_DEVICE}`);
+    }
+    if (countersOf(d) > MAX_COUNTERS_PER_SET) {
+      invalid(d.name, 'consumesCounters', `${countersOf(d)} counters exceed ${MAX_COUNTERS_PER_SET}`);
+    }
+    const named = new Set<string>();
+    for (const use of uses) {
+      const set = byName.get(use.counterSet);
+      if (!set || named.has(use.counterSet)) {
+        invalid(d.name, 'consumesCounters', `counter set ${use.counterSet} is unknown or named twice`);
+      }
+      named.add(use.counterSet);
+      for (const c of Object.keys(use.counters)) {
+        if (!(c in set.counters))
+          invalid(d.name, `consumesCounters.${c}`, `counter set ${set.name} has no such counter`);
+      }
+    }
+  }
+}
+
+/**
+ * Splits devices (already sorted) into chunks of at most `limit` devices and
+ * {@link MAX_CONSUMED_COUNTERS_PER_SLICE} consumed counters; always at least one chunk.
+ */
+function chunkDevices(items: readonly SliceDevice[], limit: number): SliceDevice[][] {
+  const out: SliceDevice[][] = [[]];
+  let counters = 0;
+  for (const d of items) {
+    const last = out[out.length - 1] ?? [];
+    const n = countersOf(d);
+    if (last.length > 0 && (last.length >= limit || counters + n > MAX_CONSUMED_COUNTERS_PER_SLICE)) {
+      out.push([d]);
+      counters = n;
+    } else {
+      last.push(d);
+      counters += n;
+    }
+  }
+  return out;
+}
+
+interface SliceContent {
+  readonly devices: SliceDevice[];
+  readonly sharedCounters?: readonly CounterSet[];
+}
+
+/** Kubernetes >= 1.35: counter sets in slices of their own, first, then the devices. */
+function separateLayout(
+  devices: readonly SliceDevice[],
+  sets: readonly CounterSet[],
+  limit: number,
+): SliceContent[] {
+  const out: SliceContent[] = [];
+  for (let i = 0; i < sets.length; i += MAX_COUNTER_SETS_PER_SLICE) {
+    out.push({ devices: [], sharedCounters: sets.slice(i, i + MAX_COUNTER_SETS_PER_SLICE) });
+  }
+  if (devices.length > 0) out.push(...chunkDevices(devices, limit).map((d) => ({ devices: d })));
+  return out;
+}
+
+/**
+ * Kubernetes 1.34: a counter set must sit in the slice of every device that consumes it, so
+ * each set gets one slice with its consumers (one GPU per slice, as NVIDIA does). Devices that
+ * consume nothing are chunked as usual, in order between them.
+ */
+function combinedLayout(
+  devices: readonly SliceDevice[],
+  sets: readonly CounterSet[],
+  limit: number,
+): SliceContent[] {
+  const groups: { set?: CounterSet; devices: SliceDevice[] }[] = [];
+  const bySet = new Map<string, { set?: CounterSet; devices: SliceDevice[] }>();
+  for (const d of devices) {
+    const setName = d.consumesCounters?.[0]?.counterSet;
+    const last = groups[groups.length - 1];
+    if (setName === undefined) {
+      if (last && last.set === undefined) last.devices.push(d);
+      else groups.push({ devices: [d] });
+      continue;
+    }
+    if ((d.consumesCounters?.length ?? 0) > 1) {
+      invalid(d.name, 'consumesCounters', 'the 1.34 layout keeps one counter set per slice');
+    }
+    let g = bySet.get(setName);
+    if (!g) {
+      g = { set: sets.find((s) => s.name === setName), devices: [] };
+      bySet.set(setName, g);
+      groups.push(g);
+    }
+    g.devices.push(d);
+  }
+  const out: SliceContent[] = [];
+  for (const g of groups) {
+    if (!g.set) {
+      out.push(...chunkDevices(g.devices, limit).map((d) => ({ devices: d })));
+      continue;
+    }
+    const counters = Object.keys(g.set.counters).length;
+    const consumed = g.devices.reduce((n, d) => n + countersOf(d), 0);
+    const where = `counter set ${g.set.name}`;
+    if (g.devices.length > limit || consumed > MAX_CONSUMED_COUNTERS_PER_SLICE) {
+      invalid(
+        where,
+        'devices',
+        `${g.devices.length} devices consuming ${consumed} counters do not fit one slice ` +
+          `(${limit} devices, ${MAX_CONSUMED_COUNTERS_PER_SLICE} counters) as Kubernetes 1.34 requires`,
+      );
+    }
+    if (counters > MAX_SHARED_COUNTERS_PER_SLICE_COMBINED) {
+      invalid(
+        where,
+        'counters',
+        `${counters} counters exceed ${MAX_SHARED_COUNTERS_PER_SLICE_COMBINED} (1.34)`,
+      );
+    }
+    out.push({ devices: g.devices, sharedCounters: [g.set] });
+  }
+  // Sets nobody consumes still belong to the pool.
+  for (const set of sets) if (!bySet.has(set.name)) out.push({ devices: [], sharedCounters: [set] });
+  return out.length > 0 ? out : [{ devices: [] }];
+}
+
 /**
  * Slices for already-built devices: one pool named after the node, devices in order, split at
  * the per-slice limit, slice `i` named {@link sliceName}(node, driver, i). An empty device list
- * still yields one (empty) slice: "no devices" is not the same as "no pool".
+ * still yields one (empty) slice: "no devices" is not the same as "no pool". With counter sets
+ * (dynamic MIG) the slices follow `options.counterLayout`; a counter-set slice of the
+ * `separate` layout has `devices: []` here and no `devices` on the wire (see sliceWire.ts).
  */
 export function slicesFromDevices(
   devices: readonly SliceDevice[],
   options: ModelOptions,
+  counterSets: readonly CounterSet[] = [],
 ): ResourceSliceObject[] {
   const driver = options.driverName ?? DEFAULT_DRIVER_NAME;
   const generation = options.generation ?? 1;
   validatePoolOptions(driver, options.nodeName, generation);
+  validateCounterSets(counterSets);
+  validateConsumption(devices, counterSets);
   const apiLimit = maxDevicesPerSlice(devices);
   const limit = Math.max(1, Math.min(apiLimit, options.maxDevicesPerSlice ?? apiLimit));
-  const chunks = chunk(devices, limit);
-  return chunks.map((devs, i) => ({
+  const contents: SliceContent[] =
+    counterSets.length === 0
+      ? chunkDevices(devices, limit).map((d) => ({ devices: d }))
+      : (options.counterLayout ?? 'separate') === 'combined'
+        ? combinedLayout(devices, counterSets, limit)
+        : separateLayout(devices, counterSets, limit);
+  return contents.map((c, i) => ({
     apiVersion: RESOURCE_API_VERSION,
     kind: 'ResourceSlice',
     metadata: { name: sliceName(options.nodeName, driver, i) },
     spec: {
       driver,
       nodeName: options.nodeName,
-      pool: { name: options.nodeName, generation, resourceSliceCount: chunks.length },
-      devices: devs,
+      pool: { name: options.nodeName, generation, resourceSliceCount: contents.length },
+      ...(c.sharedCounters ? { sharedCounters: c.sharedCounters } : {}),
+      devices: c.devices,
     },
   }));
 }
@@ -487,5 +721,5 @@ export function slicesFromDevices(
 /** Inventory in, ResourceSlices out. Throws {@link ResourceSliceModelError} on invalid input. */
 export function buildSlices(inventory: NodeInventory, options: ModelOptions): SliceModel {
   const model = buildDevices(inventory, options);
-  return { ...model, slices: slicesFromDevices(model.devices, options) };
+  return { ...model, slices: slicesFromDevices(model.devices, options, model.counterSets) };
 }

@@ -14,6 +14,9 @@
  * - After each write the stored object is compared with what was sent: fields the apiserver
  *   dropped (a disabled feature gate) are logged once with the likely gate, and not re-sent in a
  *   loop.
+ * - With counter sets (`--mig-partitioning=dynamic`) the slice layout depends on the Kubernetes
+ *   version: unless `counterLayout` is given, the first reconcile that needs it reads `/version`
+ *   once; a failure fails that reconcile (logged, retried), never a guessed layout.
  */
 import type { Registry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
@@ -24,7 +27,7 @@ import { GpuDraError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { backoffDelay, sleep, type BackoffOptions } from '../util/backoff.js';
 import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
-import type { ResourceSlice } from '../api/resource.js';
+import type { CounterSet, ResourceSlice } from '../api/resource.js';
 import { httpStatus, kubeSliceClient, type SliceClient } from './sliceApi.js';
 import {
   buildDevices,
@@ -35,6 +38,7 @@ import {
 } from './model.js';
 import { droppedPaths, gateEffect, likelyFeatureGate, sliceKey, toWire } from './sliceWire.js';
 import type { ConsumableShares } from './shares.js';
+import { counterLayoutFor, type CounterLayout, type MigPartitioning } from './partitions.js';
 
 /** The only API access the publisher needs; deploy RBAC is generated from this. */
 export const PUBLISHER_RBAC_RULES = [
@@ -83,6 +87,10 @@ export interface PublisherOptions {
   readonly maxDevicesPerSlice?: number;
   /** `--consumable-shares`: let several claims share a full GPU; default `disabled`. */
   readonly consumableShares?: ConsumableShares;
+  /** `--mig-partitioning`: `dynamic` publishes MIG-mode GPUs as partitionable; default `static`. */
+  readonly migPartitioning?: MigPartitioning;
+  /** Where counter sets go; default: from the apiserver's version (partitions.ts counterLayoutFor). */
+  readonly counterLayout?: CounterLayout;
 }
 
 export class PublisherStoppedError extends GpuDraError {
@@ -117,6 +125,8 @@ export class ResourceSlicePublisher {
   private readonly prom?: { ops: Counter<'operation'>; ready: Gauge };
 
   private devices?: readonly SliceDevice[];
+  private counterSets: readonly CounterSet[] = [];
+  private counterLayout?: CounterLayout;
   private inventory?: NodeInventory;
   private taints: TaintMap = {};
   /** Bumped on every model change; waiters resolve once a reconcile of their version succeeds. */
@@ -146,9 +156,12 @@ export class ResourceSlicePublisher {
   /** Slices the apiserver stored differently from what we sent: name -> [sentKey, storedKey]. */
   private readonly accepted = new Map<string, [string, string]>();
   private readonly warnedPaths = new Set<string>();
+  /** The model's warnings last time: each is logged when it appears, not on every update. */
+  private modelWarnings: ReadonlySet<string> = new Set();
 
   constructor(opts: PublisherOptions) {
     this.opts = opts;
+    this.counterLayout = opts.counterLayout;
     this.driverName = opts.driverName ?? DEFAULT_DRIVER_NAME;
     this.nodeName = opts.nodeName;
     validatePoolOptions(this.driverName, this.nodeName, 0);
@@ -235,14 +248,19 @@ export class ResourceSlicePublisher {
     const model = buildDevices(inventory, {
       taints: this.taints,
       ...(this.opts.consumableShares !== undefined ? { consumableShares: this.opts.consumableShares } : {}),
+      ...(this.opts.migPartitioning !== undefined ? { migPartitioning: this.opts.migPartitioning } : {}),
     });
-    for (const w of model.warnings) this.log.warn(w);
+    // Dynamic MIG changes the inventory on every prepare; a standing warning (a GPU with MIG
+    // mode off) would otherwise repeat with each.
+    for (const w of model.warnings) if (!this.modelWarnings.has(w)) this.log.warn(w);
+    this.modelWarnings = new Set(model.warnings);
     this.inventory = inventory;
-    return this.setDevices(model.devices);
+    return this.setDevices(model.devices, model.counterSets);
   }
 
-  private setDevices(devices: readonly SliceDevice[]): Promise<void> {
+  private setDevices(devices: readonly SliceDevice[], counterSets: readonly CounterSet[]): Promise<void> {
     this.devices = devices;
+    this.counterSets = counterSets;
     this.version++;
     return this.waitFor(this.version, true);
   }
@@ -387,13 +405,49 @@ export class ResourceSlicePublisher {
   }
 
   private desired(generation: number, nodeUid: string): ResourceSlice[] {
-    const slices = slicesFromDevices(this.devices ?? [], {
-      driverName: this.driverName,
-      nodeName: this.nodeName,
-      generation,
-      maxDevicesPerSlice: this.opts.maxDevicesPerSlice,
-    });
+    const slices = slicesFromDevices(
+      this.devices ?? [],
+      {
+        driverName: this.driverName,
+        nodeName: this.nodeName,
+        generation,
+        maxDevicesPerSlice: this.opts.maxDevicesPerSlice,
+        ...(this.counterLayout ? { counterLayout: this.counterLayout } : {}),
+      },
+      this.counterSets,
+    );
     return slices.map((s) => toWire(s, nodeUid));
+  }
+
+  /** Learns the counter layout from the apiserver's version, once, when counter sets need one. */
+  private async ensureCounterLayout(): Promise<void> {
+    if (this.counterLayout || this.counterSets.length === 0) return;
+    let version;
+    try {
+      version = await this.client.serverVersion();
+    } catch (err) {
+      throw new GpuDraError(
+        'APISERVER_VERSION_UNKNOWN',
+        'cannot read the apiserver version (GET /version), which decides where MIG counter sets go ' +
+          `(own slices from Kubernetes 1.35, beside their devices before): ${String(err)}`,
+        { cause: err },
+      );
+    }
+    const layout = counterLayoutFor(version);
+    if (!layout) {
+      throw new GpuDraError(
+        'APISERVER_VERSION_UNKNOWN',
+        `the apiserver's version ${JSON.stringify(version)} names no Kubernetes major.minor, which ` +
+          'decides where MIG counter sets go (own slices from 1.35, beside their devices before)',
+      );
+    }
+    this.counterLayout = layout;
+    this.log.info(
+      { kubernetesVersion: version.gitVersion, counterLayout: layout },
+      layout === 'separate'
+        ? 'counter sets go in ResourceSlices of their own (Kubernetes >= 1.35)'
+        : 'counter sets go beside the devices that consume them (Kubernetes < 1.35)',
+    );
   }
 
   private inSync(existing: ResourceSlice | undefined, want: ResourceSlice): boolean {
@@ -419,6 +473,7 @@ export class ResourceSlicePublisher {
 
   /** One list-compare-write pass. Throws on API errors (the loop retries). */
   private async reconcile(): Promise<void> {
+    await this.ensureCounterLayout();
     const { items, resourceVersion } = await this.client.list(this.fieldSelector);
     this.lastListRv = resourceVersion;
     // The field selector is authoritative, but stay defensive: only ever touch our own slices.

@@ -7,6 +7,7 @@
 import { KubeApiError, toKubeClient, type KubeClient } from '../kube/client.js';
 import type { KubeConfig } from '../kube/config.js';
 import type { ResourceSlice } from '../api/resource.js';
+import type { ServerVersion } from './partitions.js';
 
 export type WatchPhase = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
 
@@ -28,6 +29,8 @@ export interface SliceClient {
     onDone: (err: unknown) => void,
   ): Promise<WatchHandle>;
   getNodeUid(name: string): Promise<string>;
+  /** `GET /version` (open to every authenticated user): picks the counter layout. */
+  serverVersion(): Promise<ServerVersion>;
 }
 
 /** The HTTP status of an apiserver error, when there is one. */
@@ -98,6 +101,9 @@ export function kubeSliceClient(kube: KubeClient | KubeConfig): SliceClient {
       const uid = node.metadata?.uid;
       if (!uid) throw new Error(`node ${name} has no metadata.uid`);
       return uid;
+    },
+    async serverVersion() {
+      return await client.request<ServerVersion>('GET', '/version');
     },
   };
 }

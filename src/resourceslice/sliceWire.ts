@@ -3,7 +3,14 @@
  * slices are compared by, and which sent fields the apiserver dropped (with the feature gate
  * that likely explains it). No I/O; the publisher (publisher.ts) runs the reconcile loop.
  */
-import type { CapacityRequestPolicy, Device, ResourceSlice } from '../api/resource.js';
+import type {
+  CapacityRequestPolicy,
+  Counter,
+  CounterSet,
+  Device,
+  DeviceCounterConsumption,
+  ResourceSlice,
+} from '../api/resource.js';
 import type { ResourceSliceObject, SliceDevice } from './model.js';
 import { quantityKey } from './values.js';
 
@@ -13,6 +20,7 @@ interface Projection {
   nodeName: string | undefined;
   pool: { name: string; generation: number; resourceSliceCount: number };
   owner: string | undefined;
+  sharedCounters?: unknown[];
   devices: unknown[];
 }
 
@@ -32,6 +40,10 @@ function projectPolicy(p: CapacityRequestPolicy): unknown {
   ];
 }
 
+function projectCounters(counters: Readonly<Record<string, Counter>> | undefined): unknown {
+  return sortedEntries(counters).map(([k, v]) => [k, canonical(v.value)]);
+}
+
 function projectDevice(d: Device): unknown {
   const attributes = sortedEntries(d.attributes).map(([k, v]) => [k, sortedEntries({ ...v })]);
   // A request policy is compared too: changing --consumable-shares must rewrite the slices.
@@ -42,10 +54,12 @@ function projectDevice(d: Device): unknown {
   );
   // timeAdded is filled in by the apiserver; it is not ours to compare.
   const taints = (d.taints ?? []).map((t) => [t.key, t.value ?? '', t.effect]);
+  const consumes = (d.consumesCounters ?? []).map((c) => [c.counterSet, projectCounters(c.counters)]);
   return {
     name: d.name,
     attributes,
     capacity,
+    ...(consumes.length > 0 ? { consumes } : {}),
     ...(taints.length > 0 ? { taints } : {}),
     ...(d.allowMultipleAllocations === true ? { allowMultipleAllocations: true } : {}),
   };
@@ -64,6 +78,9 @@ function project(s: ResourceSlice, nodeName: string): Projection {
       resourceSliceCount: s.spec.pool.resourceSliceCount,
     },
     owner: owner?.uid,
+    ...(s.spec.sharedCounters && s.spec.sharedCounters.length > 0
+      ? { sharedCounters: s.spec.sharedCounters.map((c) => [c.name, projectCounters(c.counters)]) }
+      : {}),
     devices: (s.spec.devices ?? []).map(projectDevice),
   };
 }
@@ -107,6 +124,11 @@ const GATE_EFFECT: Readonly<Record<string, string>> = {
     '(on by default) from Kubernetes 1.36; before that, enable DRAConsumableCapacity on ' +
     'kube-apiserver and kube-scheduler',
   DRADeviceTaints: 'unhealthy GPUs (XID errors, lost GPUs) stay schedulable',
+  DRAPartitionableDevices:
+    '--mig-partitioning=dynamic is unsafe: the scheduler sees a GPU and its MIG partitions as ' +
+    'independent devices and may hand out overlapping ones, whose creation then fails at prepare. ' +
+    'The gate is beta (on by default) from Kubernetes 1.36; before that, enable ' +
+    'DRAPartitionableDevices on kube-apiserver and kube-scheduler, or use --mig-partitioning=static',
 };
 
 /** What a disabled gate costs, for the dropped-fields warning; undefined when nothing to add. */
@@ -153,15 +175,34 @@ export function droppedPaths(sent: unknown, stored: unknown, path = ''): string[
   return [];
 }
 
-/** The model's slice as written: owned by the Node (so it goes with it), plain JSON. */
+function copyCounters(c: Readonly<Record<string, Counter>>): Record<string, Counter> {
+  return Object.fromEntries(Object.entries(c).map(([k, v]) => [k, { ...v }]));
+}
+
+const copyConsumption = (c: DeviceCounterConsumption): DeviceCounterConsumption => ({
+  counterSet: c.counterSet,
+  counters: copyCounters(c.counters),
+});
+
+const copyCounterSet = (c: CounterSet): CounterSet => ({ name: c.name, counters: copyCounters(c.counters) });
+
+/**
+ * The model's slice as written: owned by the Node (so it goes with it), plain JSON. A slice
+ * with counter sets and no devices goes without `devices`: from Kubernetes 1.35 a slice may
+ * set only one of the two, and `[]` counts as set.
+ */
 export function toWire(s: ResourceSliceObject, nodeUid: string): ResourceSlice {
   const devices: Device[] = s.spec.devices.map((d: SliceDevice) => ({
     name: d.name,
     attributes: Object.fromEntries(Object.entries(d.attributes).map(([k, v]) => [k, { ...v }])),
     capacity: Object.fromEntries(Object.entries(d.capacity).map(([k, v]) => [k, { ...v }])),
+    ...(d.consumesCounters && d.consumesCounters.length > 0
+      ? { consumesCounters: d.consumesCounters.map(copyConsumption) }
+      : {}),
     ...(d.taints && d.taints.length > 0 ? { taints: d.taints.map((t) => ({ ...t })) } : {}),
     ...(d.allowMultipleAllocations === true ? { allowMultipleAllocations: true } : {}),
   }));
+  const sharedCounters = s.spec.sharedCounters ?? [];
   return {
     apiVersion: s.apiVersion,
     kind: s.kind,
@@ -175,7 +216,8 @@ export function toWire(s: ResourceSliceObject, nodeUid: string): ResourceSlice {
       driver: s.spec.driver,
       nodeName: s.spec.nodeName,
       pool: { ...s.spec.pool },
-      devices,
+      ...(sharedCounters.length > 0 ? { sharedCounters: sharedCounters.map(copyCounterSet) } : {}),
+      ...(sharedCounters.length > 0 && devices.length === 0 ? {} : { devices }),
     },
   };
 }

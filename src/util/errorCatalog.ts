@@ -156,6 +156,12 @@ export const ERROR_CATALOG = {
     means: 'the ResourceSlice publisher stopped before the change was written (the plugin is shutting down)',
     action: 'none: the next plugin instance publishes',
   },
+  APISERVER_VERSION_UNKNOWN: {
+    means:
+      'with --mig-partitioning=dynamic, the apiserver version (GET /version) could not be read; it decides how MIG counter sets are laid out in ResourceSlices',
+    action:
+      "check the apiserver's reachability; publishing is retried. /version is open to every authenticated user",
+  },
   KUBE_API_ERROR: {
     means: 'the apiserver answered with an error status (the message holds status and reason)',
     action: 'Forbidden: check the RBAC from deploy/; Conflict and 5xx are retried',

@@ -156,13 +156,14 @@ export function withMig(
   };
 }
 
-export type InventoryProfile = 'h100' | 'h100-8x' | 'a100-mig' | 'h100-mig-224';
+export type InventoryProfile = 'h100' | 'h100-8x' | 'a100-mig' | 'h100-mig-224' | 'h100-8x-mig-on';
 
 export const INVENTORY_PROFILES: readonly InventoryProfile[] = [
   'h100',
   'h100-8x',
   'a100-mig',
   'h100-mig-224',
+  'h100-8x-mig-on',
 ];
 
 /**
@@ -171,6 +172,8 @@ export const INVENTORY_PROFILES: readonly InventoryProfile[] = [
  * - `a100-mig`: 2 × A100 40GB; GPU 0 in MIG mode (3g.20gb@4, 2g.10gb@0, 1g.5gb@2, 1g.5gb@3),
  *   GPU 1 MIG capable with MIG off.
  * - `h100-mig-224`: 32 × H100, each split into 7 × 1g.10gb: 224 MIG devices (needs two slices).
+ * - `h100-8x-mig-on`: 8 × H100 with MIG mode on and no GPU instance yet: a node ready for
+ *   `--mig-partitioning=dynamic` before any claim.
  */
 export function inventoryFixture(profile: InventoryProfile): NodeInventory {
   const base = { driverVersion: DRIVER_VERSION, cudaDriverVersion: CUDA_DRIVER_VERSION, failures: [] };
@@ -184,6 +187,8 @@ export function inventoryFixture(profile: InventoryProfile): NodeInventory {
     }
     case 'h100-8x':
       return { ...base, gpus: Array.from({ length: 8 }, (_, m) => h100Gpu(m)) };
+    case 'h100-8x-mig-on':
+      return { ...base, gpus: Array.from({ length: 8 }, (_, m) => withMig(h100Gpu(m), [])) };
     case 'a100-mig':
       return {
         ...base,

@@ -33,6 +33,7 @@ describe('parseDriverConfig', () => {
       mpsReadyTimeoutMs: 60_000,
       deviceEvents: true,
       consumableShares: 'disabled',
+      migPartitioning: 'static',
     });
     expect(Object.isFrozen(config)).toBe(true);
     expect(Object.isFrozen(config.hostPaths)).toBe(true);

@@ -403,6 +403,7 @@ describe('kubeSliceClient and kubeClaimGetter over KubeClient', () => {
         withBody((req, res, body) => {
           calls.push(`${req.method ?? ''} ${req.url ?? ''}${body ? ` ${body}` : ''}`);
           if (req.url?.startsWith('/api/v1/nodes/')) json(res, 200, { metadata: { uid: 'node-uid' } });
+          else if (req.url === '/version') json(res, 200, { major: '1', minor: '37', gitVersion: 'v1.37.2' });
           else if (req.method === 'GET' && req.url?.includes('/resourceclaims/'))
             json(res, 200, { metadata: { name: 'c', namespace: 'ns', uid: 'cu' } });
           else if (req.method === 'GET')
@@ -425,6 +426,7 @@ describe('kubeSliceClient and kubeClaimGetter over KubeClient', () => {
     const err = await sc.delete('s1', { uid: 'u1' }).catch((e: unknown) => e);
     expect(httpStatus(err)).toBe(404);
     expect(await sc.getNodeUid('n')).toBe('node-uid');
+    expect(await sc.serverVersion()).toEqual({ major: '1', minor: '37', gitVersion: 'v1.37.2' });
     const claims = await kubeClaimGetter(kc);
     expect((await claims.get('ns', 'c')).metadata?.uid).toBe('cu');
     const body = JSON.stringify({ apiVersion: 'resource.k8s.io/v1', kind: 'ResourceSlice', ...slice });
@@ -434,6 +436,7 @@ describe('kubeSliceClient and kubeClaimGetter over KubeClient', () => {
       `PUT /apis/resource.k8s.io/v1/resourceslices/s1?fieldManager=gpu-dra ${body}`,
       'DELETE /apis/resource.k8s.io/v1/resourceslices/s1 {"apiVersion":"v1","kind":"DeleteOptions","preconditions":{"uid":"u1"}}',
       'GET /api/v1/nodes/n',
+      'GET /version',
       'GET /apis/resource.k8s.io/v1/namespaces/ns/resourceclaims/c',
     ]);
   });

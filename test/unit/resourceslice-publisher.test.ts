@@ -6,6 +6,7 @@ import type { NodeInventory } from '../../src/nvml/types.js';
 import { inventoryFixture } from '../support/inventoryFixture.js';
 import type { Device, ResourceSlice } from '../../src/api/resource.js';
 import type { SliceClient, WatchPhase } from '../../src/resourceslice/sliceApi.js';
+import type { ServerVersion } from '../../src/resourceslice/partitions.js';
 import { droppedPaths, likelyFeatureGate } from '../../src/resourceslice/sliceWire.js';
 import {
   PUBLISHER_RBAC_RULES,
@@ -35,12 +36,16 @@ type Watcher = {
 class FakeApi implements SliceClient {
   readonly slices = new Map<string, ResourceSlice>();
   readonly nodes = new Map<string, string>([[NODE, 'node-uid-1']]);
-  readonly calls = { list: 0, create: 0, update: 0, delete: 0, watch: 0, getNode: 0 };
+  readonly calls = { list: 0, create: 0, update: 0, delete: 0, watch: 0, getNode: 0, version: 0 };
+  /** What `GET /version` answers; a number fails it with that status. */
+  version: ServerVersion | number = { gitVersion: 'v1.37.2', major: '1', minor: '37' };
   /** Errors to throw from the next calls of a verb. */
   /** Per verb, what successive calls do: an HTTP status to fail with, 0 to pass, or a function (run then) giving one. */
   readonly faults: Partial<Record<'list' | 'create' | 'update' | 'delete', (number | (() => number))[]>> = {};
   /** Simulates a disabled feature gate: the apiserver drops these device fields. */
   dropDeviceFields: string[] = [];
+  /** Simulates a disabled feature gate: the apiserver drops these spec fields. */
+  dropSpecFields: string[] = [];
   /** Simulates DRAConsumableCapacity off: capacities lose their requestPolicy. */
   dropRequestPolicy = false;
   private rv = 100;
@@ -66,7 +71,10 @@ class FakeApi implements SliceClient {
   }
 
   private store(s: ResourceSlice): ResourceSlice {
-    const copy = structuredClone(s);
+    const spec = Object.fromEntries(
+      Object.entries(s.spec).filter(([k]) => !this.dropSpecFields.includes(k)),
+    ) as ResourceSlice['spec'];
+    const copy = structuredClone({ ...s, spec });
     const devices = (copy.spec.devices ?? []).map((d) => {
       const kept = Object.fromEntries(Object.entries(d).filter(([k]) => !this.dropDeviceFields.includes(k)));
       if (!this.dropRequestPolicy || !d.capacity) return kept;
@@ -195,6 +203,14 @@ class FakeApi implements SliceClient {
 
   watcherCount(): number {
     return this.watchers.size;
+  }
+
+  serverVersion(): Promise<ServerVersion> {
+    this.calls.version++;
+    const v = this.version;
+    return typeof v === 'number'
+      ? Promise.reject(new ApiError(v, `injected ${v} on /version`))
+      : Promise.resolve(v);
   }
 
   getNodeUid(name: string): Promise<string> {
@@ -579,5 +595,106 @@ describe('publisher helpers', () => {
     expect(likelyFeatureGate('spec.devices[2].consumesCounters')).toBe('DRAPartitionableDevices');
     expect(likelyFeatureGate('spec.devices[0].capacity.memory.requestPolicy')).toBe('DRAConsumableCapacity');
     expect(likelyFeatureGate('spec.devices[0].attributes.x')).toBeUndefined();
+  });
+});
+
+describe('ResourceSlicePublisher with dynamic MIG', () => {
+  const counterSlices = (api: FakeApi): ResourceSlice[] => api.mine().filter((s) => s.spec.sharedCounters);
+
+  it('reads /version once and lays counter sets out for it: own slices on 1.37, beside devices on 1.34', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api, { migPartitioning: 'dynamic' });
+    pub.start(inv('h100-8x-mig-on'));
+    await pub.whenReady();
+    expect(api.mine()).toHaveLength(5);
+    expect(counterSlices(api)).toHaveLength(1);
+    expect(counterSlices(api)[0]?.spec).not.toHaveProperty('devices');
+    await pub.update(inv('h100-8x-mig-on'), { 'gpu-1': [{ key: 'k', effect: 'NoSchedule' }] });
+    expect(api.calls.version).toBe(1);
+
+    const old = new FakeApi();
+    old.version = { gitVersion: 'v1.34.4', major: '1', minor: '34' };
+    const pub134 = newPublisher(old, { migPartitioning: 'dynamic' });
+    pub134.start(inv('h100-8x-mig-on'));
+    await pub134.whenReady();
+    expect(old.mine()).toHaveLength(8);
+    for (const s of old.mine()) {
+      expect(s.spec.sharedCounters).toHaveLength(1);
+      expect(s.spec.devices).toHaveLength(26);
+    }
+  });
+
+  it('does not ask for the version when nothing uses counters, nor when the layout is given', async () => {
+    const api = new FakeApi();
+    const staticPub = newPublisher(api);
+    staticPub.start(inv('h100-8x-mig-on'));
+    await staticPub.whenReady();
+    await staticPub.stop();
+    const given = newPublisher(api, { migPartitioning: 'dynamic', counterLayout: 'combined' });
+    given.start(inv('h100-8x-mig-on'));
+    await given.whenReady();
+    expect(api.mine()).toHaveLength(8);
+    expect(api.calls.version).toBe(0);
+  });
+
+  it('does not guess a layout: publishing waits, saying why, until /version answers', async () => {
+    const api = new FakeApi();
+    api.version = 503;
+    const { logger, lines } = capturingLogger();
+    const pub = newPublisher(api, { migPartitioning: 'dynamic', logger });
+    pub.start(inv('h100-8x-mig-on'));
+    await eventually(() => {
+      expect(api.calls.version).toBeGreaterThanOrEqual(2);
+    });
+    expect(pub.isReady()).toBe(false);
+    expect(api.mine()).toHaveLength(0);
+    const failed = lines.find((l) => l.msg === 'ResourceSlice publish failed; retrying');
+    expect(failed?.['err']).toMatchObject({
+      code: 'APISERVER_VERSION_UNKNOWN',
+      message: expect.stringMatching(/cannot read the apiserver version \(GET \/version\)/) as unknown,
+    });
+    api.version = { gitVersion: 'v1.36.1' };
+    await pub.whenReady();
+    expect(counterSlices(api)).toHaveLength(1);
+  });
+
+  it('with DRAPartitionableDevices off, says that dynamic MIG is unsafe and does not rewrite in a loop', async () => {
+    const api = new FakeApi();
+    api.dropDeviceFields = ['consumesCounters'];
+    api.dropSpecFields = ['sharedCounters'];
+    const { logger, lines } = capturingLogger();
+    const pub = newPublisher(api, { migPartitioning: 'dynamic', logger });
+    pub.start(inv('h100-8x-mig-on'));
+    await pub.whenReady();
+    const warns = lines.filter((l) => l.level === 40 && /dropped/.test(l.msg));
+    expect(warns.length).toBeGreaterThan(0);
+    for (const w of warns) {
+      expect(w['likelyFeatureGates']).toEqual(['DRAPartitionableDevices']);
+      expect(w.msg).toMatch(/without it --mig-partitioning=dynamic is unsafe/);
+    }
+    expect(warns.flatMap((w) => w['dropped'] as string[])).toContain('spec.sharedCounters');
+    const writes = api.writes();
+    await pub.sync();
+    await pub.sync();
+    expect(api.writes()).toBe(writes);
+  });
+});
+
+describe('ResourceSlicePublisher model warnings', () => {
+  it('logs a warning when it appears, not again while it stands, and again if it comes back', async () => {
+    const api = new FakeApi();
+    const { logger, lines } = capturingLogger();
+    const pub = newPublisher(api, { migPartitioning: 'dynamic', logger });
+    const migOff = inv('h100-8x');
+    const migOn = inv('h100-8x-mig-on');
+    const count = (): number => lines.filter((l) => /gpu-0 .* is published whole/.test(l.msg)).length;
+    pub.start(migOff);
+    await pub.whenReady();
+    expect(count()).toBe(1);
+    await pub.update({ ...migOff, driverVersion: '580.159.5' });
+    expect(count()).toBe(1);
+    await pub.update(migOn);
+    await pub.update(migOff);
+    expect(count()).toBe(2);
   });
 });

@@ -2,12 +2,18 @@
 import os from 'node:os';
 import type { Command } from 'commander';
 import { DRIVER_FLAGS } from '../../node/flags.js';
-import { hostPathOptions, type HostPathFlags } from '../hostFlags.js';
+import { addDriverFlag, hostPathOptions, type HostPathFlags } from '../hostFlags.js';
 
-export type SlicesFlags = { nodeName: string; driverName: string; nvmlLib?: string } & HostPathFlags;
+export type SlicesFlags = {
+  nodeName: string;
+  driverName: string;
+  nvmlLib?: string;
+  migPartitioning?: string;
+  counterLayout: string;
+} & HostPathFlags;
 
 export function registerSlicesCommand(program: Command): void {
-  hostPathOptions(
+  const cmd = hostPathOptions(
     program
       .command('slices')
       .description('print the ResourceSlices this node would publish (discovery only, no apiserver)')
@@ -22,8 +28,16 @@ export function registerSlicesCommand(program: Command): void {
         process.env[DRIVER_FLAGS.driverName.env] ?? DRIVER_FLAGS.driverName.default,
       )
       .option('--nvml-lib <path>', 'path to libnvidia-ml.so.1'),
-  ).action(async (opts: SlicesFlags) => {
-    const { runSlices } = await import('../actions/slices.js');
-    runSlices(opts);
-  });
+  );
+  addDriverFlag(cmd, 'migPartitioning')
+    .option(
+      '--counter-layout <layout>',
+      'with --mig-partitioning=dynamic, where counter sets go: separate (Kubernetes >= 1.35) or ' +
+        'combined (1.34); the driver reads it from the apiserver',
+      'separate',
+    )
+    .action(async (opts: SlicesFlags) => {
+      const { runSlices } = await import('../actions/slices.js');
+      runSlices(opts);
+    });
 }
