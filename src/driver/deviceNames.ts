@@ -61,6 +61,40 @@ export function migSlots(gpu: GpuDevice): MigSlot[] {
 }
 
 /**
+ * The slot a prepare makes a MIG device in for `device`: a slot's own; for a whole GPU in
+ * dynamic mode, the slot of the profile spanning all its memory slices (7g on an A100 or H100),
+ * since with MIG mode on nothing can compute on the GPU outside a MIG device. None for admin
+ * access (monitoring needs no instance and must not take the GPU) or a device that exists.
+ */
+export function slotToMake(
+  device: PlanDevice,
+  adminAccess: boolean,
+  mode: MigPartitioning,
+): MigSlot | undefined {
+  if (device.kind === 'mig-slot') return device;
+  if (device.kind !== 'gpu' || adminAccess || !isDynamicMigGpu(device, mode)) return undefined;
+  const slots = migSlots(device);
+  const end = Math.max(...slots.map((s) => s.placement.start + s.placement.size));
+  return slots.find((s) => s.placement.start === 0 && s.placement.size === end);
+}
+
+/** The slot a recorded MIG device was made in, on today's GPU; undefined if it has no such slot. */
+export function recordedSlot(
+  inventory: Pick<NodeInventory, 'gpus'>,
+  made: { readonly parentUuid: string; readonly profileId: number; readonly placement: MigPlacement },
+): MigSlot | undefined {
+  const gpu = inventory.gpus.find((g) => g.uuid === made.parentUuid);
+  return gpu
+    ? migSlots(gpu).find(
+        (s) =>
+          s.profileId === made.profileId &&
+          s.placement.start === made.placement.start &&
+          s.placement.size === made.placement.size,
+      )
+    : undefined;
+}
+
+/**
  * Every device of the node by name: full GPUs, and per GPU either its existing MIG devices
  * (static) or its slots (a GPU in dynamic MIG mode, whose existing MIG devices are ours and
  * share their slots' names).

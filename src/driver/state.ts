@@ -63,7 +63,8 @@ import { planClaim, type PlannedDevice } from './plan.js';
 import {
   indexExistingDevices,
   indexInventory,
-  type AllocatableDevice,
+  recordedSlot,
+  slotToMake,
   type MigSlot,
   type PlanDevice,
 } from './deviceNames.js';
@@ -200,10 +201,9 @@ function overcommitError(over: MemoryOvercommit, claimUid: string): GpuDraError 
   );
 }
 
-/** A planned device as the checkpoint records it (no CDI ids yet). */
-function recordedDevice(p: PlannedDevice<PlanDevice>): CheckpointDevice {
-  const migInstance =
-    p.migInstance ?? (p.device.kind === 'mig-slot' ? intendedInstance(p.device) : undefined);
+/** A planned device as the checkpoint records it (no CDI ids yet); `slot` where it will be made. */
+function recordedDevice(p: PlannedDevice<PlanDevice>, slot?: MigSlot): CheckpointDevice {
+  const migInstance = p.migInstance ?? (slot ? intendedInstance(slot) : undefined);
   return {
     requestNames: [...p.requestNames],
     poolName: p.poolName,
@@ -222,33 +222,42 @@ function recordedDevice(p: PlannedDevice<PlanDevice>): CheckpointDevice {
  * Pure: what a claim holds from its reservation until its devices are made (PrepareStarted,
  * dynamic MIG devices recorded by placement, no spec yet).
  */
-function plannedRecord(ref: ClaimIdentity, planned: readonly PlannedDevice<PlanDevice>[]): CheckpointClaim {
+function plannedRecord(
+  ref: ClaimIdentity,
+  planned: readonly PlannedDevice<PlanDevice>[],
+  slots: readonly (MigSlot | undefined)[],
+): CheckpointClaim {
   return {
     state: 'PrepareStarted',
     namespace: ref.namespace,
     name: ref.name,
-    devices: planned.map(recordedDevice),
+    devices: planned.map((p, i) => recordedDevice(p, slots[i])),
     updated: new Date().toISOString(),
   };
 }
 
-/** Pure: the planned devices with each slot replaced by the MIG device made in it. */
+/**
+ * Pure: the planned devices, each with a slot (`slots`, aligned) now the MIG device made in it
+ * (`made`, in the order of the slots given).
+ */
 function withCreatedDevices(
   planned: readonly PlannedDevice<PlanDevice>[],
-  slots: readonly MigSlot[],
+  slots: readonly (MigSlot | undefined)[],
   made: readonly LiveMigInstance[],
   minors: MigMinors,
 ): PlannedDevice[] {
-  return planned.map((p) => {
-    if (p.device.kind !== 'mig-slot') return p as PlannedDevice;
-    const live = made[slots.indexOf(p.device)];
+  let next = 0;
+  return planned.map((p, i) => {
+    const slot = slots[i];
+    if (!slot) return p as PlannedDevice;
+    const live = made[next++];
     if (!live) throw new Error(`no MIG device was made for ${p.deviceName}`);
     const migInstance: RecordedMigInstance = {
-      ...intendedInstance(p.device),
+      ...intendedInstance(slot),
       gpuInstanceId: live.gpuInstanceId,
       computeInstanceId: live.computeInstanceId,
     };
-    return { ...p, device: createdMigDevice(p.device, live, minors), migInstance };
+    return { ...p, device: createdMigDevice(slot, live, minors), migInstance };
   });
 }
 
@@ -412,10 +421,12 @@ export class DeviceState {
         });
         checkFetchedClaim(claim, ref.uid);
         const { planned: planning, inventory } = await this.plan(ref.uid, claim);
-        const slots = planning.flatMap((p) => (p.device.kind === 'mig-slot' ? [p.device] : []));
-        const mig = slots.length > 0 ? this.migFor(ref.uid) : undefined;
+        const mode = this.opts.migPartitioning ?? 'static';
+        const slots = planning.map((p) => slotToMake(p.device, p.adminAccess, mode));
+        const toMake = slots.filter((slot) => slot !== undefined);
+        const mig = toMake.length > 0 ? this.migFor(ref.uid) : undefined;
         // Conflicts need names, sharing and placements only: reserve before anything is made.
-        const holding = plannedRecord(ref, planning);
+        const holding = plannedRecord(ref, planning, slots);
         const memory = new Map(planning.map((p) => [p.deviceName, p.device.memoryBytes]));
         await this.reserve(ref.uid, holding, (device) => memory.get(device), logger);
         let started: CheckpointClaim | undefined;
@@ -429,7 +440,7 @@ export class DeviceState {
             await this.opts.checkpoint.update((doc) => {
               doc.claims[ref.uid] = holding;
             });
-            const made = await createInSlots(mig, slots, ref.uid, logger);
+            const made = await createInSlots(mig, toMake, ref.uid, logger);
             failpoint('mig-created');
             planned = withCreatedDevices(planning, slots, made, readMigMinors(this.opts.hostPaths));
           } else {
@@ -750,10 +761,12 @@ export class DeviceState {
   private async rebuild(uid: string, entry: ReadonlyCheckpointClaim): Promise<void> {
     const inventory = this.opts.inventory.current();
     const index = indexExistingDevices(inventory);
-    const remade = await this.remakeMigDevices(uid, entry, inventory, index);
+    const made = await this.madeDevices(uid, entry, inventory);
+    const remade = new Map([...made].filter(([, m]) => m.remade));
     const devices = entry.devices.map((d) => {
       const again = remade.get(d.deviceName);
-      const device = again?.device ?? index.get(d.deviceName);
+      // A device the driver made is found in its slot (a whole GPU's is named after the GPU).
+      const device = d.migInstance ? made.get(d.deviceName)?.device : index.get(d.deviceName);
       if (!device)
         throw new GpuDraError('DEVICE_CHANGED', `device ${d.deviceName} no longer exists`, { claimUid: uid });
       if (!again && d.uuid && d.uuid !== device.uuid) {
@@ -814,36 +827,43 @@ export class DeviceState {
   }
 
   /**
-   * After a reboot the MIG devices the driver made are gone (GPU instances do not survive a GPU
-   * reset), while a prepared claim's pod may still start: make each again in its slot, as the
-   * claim was allocated. They get new UUIDs.
+   * The MIG devices a prepared claim had the driver make, as NVML has them now. After a reboot
+   * they are gone (GPU instances do not survive a GPU reset) while the claim's pod may still
+   * start: each is made again in its slot, with a new UUID (`remade`). NVML is asked rather than
+   * the last discovery, which may predate the device.
    */
-  private async remakeMigDevices(
+  private async madeDevices(
     uid: string,
     entry: ReadonlyCheckpointClaim,
     inventory: NodeInventory,
-    existing: ReadonlyMap<string, AllocatableDevice>,
-  ): Promise<Map<string, { device: MigDevice; migInstance: RecordedMigInstance }>> {
-    const remade = new Map<string, { device: MigDevice; migInstance: RecordedMigInstance }>();
-    const lost = entry.devices.filter((d) => d.migInstance && !existing.has(d.deviceName));
-    if (lost.length === 0) return remade;
-    const slots = indexInventory(inventory, this.opts.migPartitioning);
+  ): Promise<Map<string, { device: MigDevice; migInstance: RecordedMigInstance; remade: boolean }>> {
+    const out = new Map<string, { device: MigDevice; migInstance: RecordedMigInstance; remade: boolean }>();
     const minors = readMigMinors(this.opts.hostPaths);
-    for (const d of lost) {
-      const slot = slots.get(d.deviceName);
-      if (slot?.kind !== 'mig-slot') continue; // not a slot any more: rebuild reports it gone
-      const [live] = await createInSlots(this.migFor(uid), [slot], uid, this.opts.logger);
+    for (const d of entry.devices) {
+      if (!d.migInstance) continue;
+      const slot = recordedSlot(inventory, d.migInstance);
+      if (!slot) continue; // not a slot any more: rebuild reports the device gone
+      const mig = this.migFor(uid);
+      let live = (await mig.list(slot.parentUuid)).find(
+        (l) =>
+          l.profileId === slot.profileId &&
+          l.placement.start === slot.placement.start &&
+          l.placement.size === slot.placement.size,
+      );
+      const remade = live === undefined;
+      live ??= (await createInSlots(mig, [slot], uid, this.opts.logger))[0];
       if (!live) continue;
-      remade.set(d.deviceName, {
+      out.set(d.deviceName, {
         device: createdMigDevice(slot, live, minors),
         migInstance: {
           ...intendedInstance(slot),
           gpuInstanceId: live.gpuInstanceId,
           computeInstanceId: live.computeInstanceId,
         },
+        remade,
       });
     }
-    return remade;
+    return out;
   }
 
   /**

@@ -294,8 +294,11 @@ describe('dynamic MIG: slots published with counters, MIG devices made at prepar
     await createPodWithClaims({ resource, core }, { namespace: NS, pod: 'whole', claims: [wholeH100] });
     expect(await unschedulable('whole')).toMatch(/cannot allocate all claims/);
     await deletePods('small-1', 'small-3', 'small-4');
-    await preparedEvent('whole');
-    expect(liveMig().get(H100)).toEqual([]);
+    // With MIG mode on, the whole GPU is the MIG device spanning it.
+    const whole = injectedUuids(await preparedEvent('whole'));
+    const spanning = liveMig().get(H100) ?? [];
+    expect(placements(spanning)).toEqual(['7g.80gb@0']);
+    expect(whole).toEqual([spanning[0]?.uuid]);
     await createPodWithClaims(
       { resource, core },
       {

@@ -332,6 +332,38 @@ describe('dynamic MIG: prepare makes the device, unprepare destroys it', () => {
     expect(mig.live).toEqual([]);
   });
 
+  it('a whole GPU in MIG mode gets the MIG device spanning it, so it can compute; admin access gets none', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepare(state, 1, ['gpu-0']);
+    expect(mig.calls).toEqual([`create ${h100.uuid} 0 0`]);
+    const made = mig.live[0];
+    expect(made?.placement).toEqual({ start: 0, size: 8 });
+    expect(fs.readFileSync(specPath(1), 'utf8')).toContain(`${deviceEnvKey('gpu-0')}=${made?.uuid ?? 'x'}`);
+    const taken = await prepare(state, 2, ['gpu-0-mig-1g10gb-19-6']).catch((e: unknown) => e);
+    expect(isGpuDraError(taken, 'DEVICE_IN_USE')).toBe(true);
+
+    getter.set(testClaim({ uid: uid(3), devices: [{ request: 'gpu', device: 'gpu-1', adminAccess: true }] }));
+    await state.prepare(
+      { uid: uid(3), namespace: 'default', name: `claim-${uid(3)}` },
+      () => getter.get('default', `claim-${uid(3)}`),
+      log,
+    );
+    expect(mig.calls).toHaveLength(1);
+    await unprepare(state, 1);
+    expect(mig.live).toEqual([]);
+  });
+
+  it('a lost spec of a prepared claim is restored with the device that exists, none made twice', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepare(state, 1, ['gpu-1-mig-2g10gb-14-4']);
+    fs.rmSync(specPath(1));
+    await prepare(state, 1, ['gpu-1-mig-2g10gb-14-4']);
+    expect(mig.calls).toHaveLength(1);
+    expect(fs.readFileSync(specPath(1), 'utf8')).toContain(mig.live[0]?.uuid ?? 'x');
+  });
+
   it('a static-mode plugin refuses a slot name as an unknown device', async () => {
     const state = new DeviceState({
       driverName: TEST_DRIVER,
