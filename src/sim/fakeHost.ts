@@ -120,6 +120,8 @@ export async function createSimulatedNode(
     await rm(p, { recursive: true, force: true });
   const configPath = path.join(root, 'fake-nvml.json');
   await writeFile(configPath, `${JSON.stringify(config, null, 2)}\n`);
+  // MIG instances a previous node in this directory made would override the new config's.
+  await rm(`${configPath}.mig-state`, { force: true });
 
   const driverLoaded = config.initError === undefined;
   await writeDev(hostPaths.devRoot, config, driverLoaded);
