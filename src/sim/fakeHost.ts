@@ -106,7 +106,7 @@ export async function createSimulatedNode(
   dir: string,
   opts: SimulatedNodeOptions = {},
 ): Promise<SimulatedNode> {
-  const config = typeof profile === 'string' ? await loadProfile(profile) : parseFakeNvmlConfig(profile);
+  const parsed = typeof profile === 'string' ? await loadProfile(profile) : parseFakeNvmlConfig(profile);
   const libPath = opts.libPath ?? process.env.GPU_DRA_FAKE_NVML_LIB ?? (await buildFakeNvml());
   const root = path.resolve(dir);
   const hostPaths: HostPaths = {
@@ -115,6 +115,8 @@ export async function createSimulatedNode(
     sysRoot: path.join(root, 'sys'),
     driverRoot: path.join(root, 'driver'),
   };
+  // MIG devices the fake creates get their access-cap nodes here, as nvidia-modprobe makes them.
+  const config: FakeNvmlConfig = { ...parsed, hostDevRoot: parsed.hostDevRoot ?? hostPaths.devRoot };
   await mkdir(root, { recursive: true });
   for (const p of [hostPaths.devRoot, hostPaths.procRoot, hostPaths.sysRoot, hostPaths.driverRoot])
     await rm(p, { recursive: true, force: true });

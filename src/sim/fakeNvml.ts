@@ -129,6 +129,11 @@ export const fakeNvmlConfigSchema = z.object({
   giProfileTables: z.record(z.string(), z.array(giProfileSchema)).optional(),
   /** Each MIG GPU/compute instance create or destroy first sleeps this long (unlocked), as real ones take ~1 s. */
   migOperationDelayMs: z.number().int().nonnegative().optional(),
+  /**
+   * The simulated host's /dev (createSimulatedNode sets it): a MIG device the fake creates gets
+   * its GI and CI access caps there, `nvidia-caps/nvidia-cap<N>`, as nvidia-modprobe makes them.
+   */
+  hostDevRoot: z.string().optional(),
   gpus: z.array(gpuSchema).max(64),
 });
 

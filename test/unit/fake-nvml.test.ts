@@ -972,7 +972,7 @@ const MIG_UUID = /^MIG-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 
 describe('MIG create and destroy (mig-dynamic)', () => {
   it('makes a MIG device the way NVIDIA`s driver does: GI, CI profile, CI, CI info, UUID', async () => {
-    await withSimulatedNode('mig-dynamic', () => {
+    await withSimulatedNode('mig-dynamic', (node) => {
       expect(nvml.init()).toBe(NVML.SUCCESS);
       const h100 = handle((o) => nvml.handleByIndex(0, o));
       expect(nvml.migByIndex(h100, 0, [null])).toBe(NVML.NOT_FOUND);
@@ -1012,6 +1012,12 @@ describe('MIG create and destroy (mig-dynamic)', () => {
       expect(addr(handle((o) => nvml.migByIndex(h100, 0, o)))).toBe(addr(mig));
       expect(addr(handle((o) => nvml.handleByUuid(uuid, o)))).toBe(addr(mig));
       expect(addr(handle((o) => nvml.ciById(gi, 0, o)))).toBe(addr(ci));
+      // Its access caps appear on the simulated host, as nvidia-modprobe makes them on a real one.
+      for (const minor of [migCapMinor(0, 4), migCapMinor(0, 4, 0)])
+        expect(existsSync(path.join(node.hostPaths.devRoot, 'nvidia-caps', `nvidia-cap${minor}`))).toBe(true);
+      expect(
+        existsSync(path.join(node.hostPaths.devRoot, 'nvidia-caps', `nvidia-cap${migCapMinor(0, 3)}`)),
+      ).toBe(false);
     });
   });
 

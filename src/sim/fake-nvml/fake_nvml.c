@@ -5,14 +5,17 @@
  * return codes and error strings, answering from a JSON file named by $FAKE_NVML_CONFIG
  * (read when the init reference count goes from 0 to 1, and again at any later nvmlInit once
  * the file has changed: a node whose GPUs change under a running driver). Events (XIDs, MIG
- * configuration changes) are lines appended to the file named by $FAKE_NVML_EVENTS. See
- * README.md for both formats.
+ * configuration changes) are lines appended to the file named by $FAKE_NVML_EVENTS. MIG GPU and
+ * compute instances can be created and destroyed under the real placement rules; they are kept
+ * in a state file next to the config, so they outlive the process as they would in the kernel.
+ * See README.md for the formats.
  *
  * Build: gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o libnvidia-ml.so.1 fake_nvml.c
  *
  * No external dependencies: a small JSON parser is included. Handles (nvmlDevice_t,
- * nvmlGpuInstance_t) are pointers into static arrays and are range-checked, so a stale or
- * foreign handle yields NVML_ERROR_INVALID_ARGUMENT instead of a crash.
+ * nvmlGpuInstance_t, nvmlComputeInstance_t) are pointers into static arrays and are
+ * range-checked, so a stale or foreign handle yields NVML_ERROR_INVALID_ARGUMENT instead of a
+ * crash.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -722,6 +725,7 @@ typedef struct {
   char nvmlVersion[NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE];
   int cudaVersion;
   unsigned migDelayMs;
+  char hostDevRoot[4096]; /* simulated host's /dev, for the MIG access caps of new instances */
   unsigned ngpus;
   err_table errs;
   gpu_t gpus[MAX_GPUS];
@@ -1216,6 +1220,7 @@ static int load_config(cfg_err *ce, nvmlReturn_t *initError) {
   }
   if (parse_errors(root, &S.errs, "config", ce) != 0) goto out;
   if (get_u32(root, "migOperationDelayMs", &S.migDelayMs, 0, "config", ce) < 0) goto out;
+  if (get_str(root, "hostDevRoot", S.hostDevRoot, sizeof S.hostDevRoot, 0, "config", ce) < 0) goto out;
   const jval *gpus = jget(root, "gpus");
   if (gpus != NULL && gpus->t != J_ARR) {
     cfail(ce, "config: 'gpus' must be an array", NULL, NULL);
@@ -2435,6 +2440,26 @@ static void fresh_mig_uuid(char *out, size_t cap) {
   }
 }
 
+/*
+ * On a real host NVML has nvidia-modprobe create /dev/nvidia-caps/nvidia-cap<N> for a new
+ * instance's GI and CI access caps; with "hostDevRoot" the fake makes them there (plain files,
+ * numbered as /proc/driver/nvidia-caps/mig-minors numbers them). Like device nodes, they stay.
+ */
+static void touch_access_caps(const gpu_t *g, unsigned giId, unsigned ciId) {
+  if (S.hostDevRoot[0] == '\0' || g->minor >= 32) return;
+  char dir[4200], path[4300];
+  snprintf(dir, sizeof dir, "%s/nvidia-caps", S.hostDevRoot);
+  mkdir(S.hostDevRoot, 0755);
+  mkdir(dir, 0755);
+  unsigned base = 3 + g->minor * MAX_GI_IDS * (1 + MAX_CI_IDS) + giId * (1 + MAX_CI_IDS);
+  unsigned minors[2] = {base, base + 1 + ciId};
+  for (unsigned i = 0; i < 2; i++) {
+    snprintf(path, sizeof path, "%s/nvidia-cap%u", dir, minors[i]);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0) close(fd);
+  }
+}
+
 static nvmlReturn_t create_ci(nvmlGpuInstance_t gpuInstance, unsigned profileId, nvmlComputeInstance_t *out,
                               gpu_t **touched) {
   GI_ENTER("nvmlGpuInstanceCreateComputeInstance", gpuInstance);
@@ -2466,6 +2491,7 @@ static nvmlReturn_t create_ci(nvmlGpuInstance_t gpuInstance, unsigned profileId,
   m->ciPlacement.start = start;
   m->ciPlacement.size = s;
   m->memTotal = pr->memMB * 1024ull * 1024ull;
+  touch_access_caps(g, giId, ciId);
   *out = &g->ciHandles[giId][ciId];
   *touched = g;
   return NVML_SUCCESS;
