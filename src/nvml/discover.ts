@@ -23,6 +23,7 @@ import type {
   GpuDevice,
   GpuFailure,
   MigDevice,
+  MigPlacement,
   MigProfileInfo,
   MigResources,
   NodeInventory,
@@ -158,7 +159,7 @@ function readMigProfiles(nvml: NvmlApi, dev: DeviceHandle): MigProfileInfo[] {
       name: migProfileName(info.name),
       id: info.id,
       instanceCount: info.instanceCount,
-      placements: [],
+      placements: readPlacements(nvml, dev, info.id),
       sliceCount: info.sliceCount,
       memoryBytes: info.memorySizeMB * MIB,
       multiprocessors: info.multiprocessorCount,
@@ -170,6 +171,26 @@ function readMigProfiles(nvml: NvmlApi, dev: DeviceHandle): MigProfileInfo[] {
     });
   }
   return [...profiles.values()];
+}
+
+/**
+ * Where GPU instances of a profile may go (MIG mode on or off); [] where NVML gives none. nvml.h
+ * says the call needs a privileged user: unprivileged (`gpu-dra discover` by hand) gets [] too.
+ */
+function readPlacements(nvml: NvmlApi, dev: DeviceHandle, profileId: number): MigPlacement[] {
+  try {
+    return nvml
+      .deviceGetGpuInstancePossiblePlacements(dev, profileId)
+      .map(({ start, size }) => ({ start, size }));
+  } catch (err) {
+    const none =
+      err instanceof NvmlError &&
+      [NvmlReturn.NOT_SUPPORTED, NvmlReturn.INVALID_ARGUMENT, NvmlReturn.NO_PERMISSION].some(
+        (code) => code === err.returnCode,
+      );
+    if (none) return [];
+    throw err;
+  }
 }
 
 /** The capacities a GPU instance of this profile has (a MIG device is exactly that). */

@@ -1,4 +1,4 @@
-import { GpuDraError } from '../util/errors.js';
+import { errorMessage, GpuDraError } from '../util/errors.js';
 import { nvmlReturnName } from './returnCodes.js';
 
 /** An NVML call returned something other than NVML_SUCCESS. */
@@ -37,5 +37,29 @@ export class NvmlLibraryNotFoundError extends GpuDraError {
       options,
     );
     this.searched = searched;
+  }
+}
+
+/** What undoing a half-made MIG device gave: its GPU instance destroyed, or why not. */
+export type MigRollback =
+  | { readonly gpuInstanceId: number; readonly destroyed: true }
+  | { readonly gpuInstanceId: number; readonly destroyed: false; readonly error: unknown };
+
+/**
+ * Making a MIG device failed after its GPU instance was made (typically the compute instance:
+ * a known NVIDIA failure), and the GPU instance was destroyed again, or could not be. The NVML
+ * call and code are those of the failure; `rollback` says what became of the GPU instance.
+ */
+export class MigCreateError extends NvmlError {
+  readonly rollback: MigRollback;
+
+  constructor(failure: NvmlError, rollback: MigRollback) {
+    super(failure.nvmlFunction, failure.returnCode, '');
+    this.rollback = rollback;
+    this.cause = failure;
+    const undo = rollback.destroyed
+      ? `its GPU instance ${rollback.gpuInstanceId} was destroyed again`
+      : `destroying its GPU instance ${rollback.gpuInstanceId} failed too (${errorMessage(rollback.error)}): it is left on the GPU`;
+    this.message = `${failure.message}; ${undo}`;
   }
 }

@@ -14,6 +14,7 @@ import { NvmlReturn } from './returnCodes.js';
 export type DeviceHandle = { readonly __brand: 'nvmlDevice_t' };
 export type GpuInstanceHandle = { readonly __brand: 'nvmlGpuInstance_t' };
 export type EventSetHandle = { readonly __brand: 'nvmlEventSet_t' };
+export type ComputeInstanceHandle = { readonly __brand: 'nvmlComputeInstance_t' };
 
 /** nvmlEventData_t. `gpuInstanceId`/`computeInstanceId` are 0xFFFFFFFF unless MIG-scoped. */
 export interface EventDataRaw {
@@ -46,10 +47,38 @@ export interface MemoryInfoRaw {
   used: number;
 }
 
+export interface PlacementRaw {
+  start: number;
+  size: number;
+}
+
 export interface GpuInstanceInfoRaw {
   id: number;
   profileId: number;
-  placement: { start: number; size: number };
+  placement: PlacementRaw;
+}
+
+/** nvmlComputeInstanceProfileInfo_t. */
+export interface ComputeInstanceProfileInfoRaw {
+  id: number;
+  sliceCount: number;
+  instanceCount: number;
+  multiprocessorCount: number;
+  sharedCopyEngineCount: number;
+  sharedDecoderCount: number;
+  sharedEncoderCount: number;
+  sharedJpegCount: number;
+  sharedOfaCount: number;
+}
+
+/** nvmlComputeInstanceInfo_t. `device` is the compute instance's MIG device (see README of the fake). */
+export interface ComputeInstanceInfoRaw {
+  device: DeviceHandle;
+  gpuInstance: GpuInstanceHandle;
+  id: number;
+  profileId: number;
+  /** In compute slices of the GPU instance. */
+  placement: PlacementRaw;
 }
 
 export interface GpuInstanceProfileInfoRaw {
@@ -76,6 +105,8 @@ export interface NvmlApi {
   systemGetCudaDriverVersion(): number;
   deviceGetCount(): number;
   deviceGetHandleByIndex(index: number): DeviceHandle;
+  /** A GPU's or a MIG device's handle. */
+  deviceGetHandleByUUID(uuid: string): DeviceHandle;
   deviceGetName(dev: DeviceHandle): string;
   deviceGetUUID(dev: DeviceHandle): string;
   deviceGetBrand(dev: DeviceHandle): number;
@@ -93,6 +124,12 @@ export interface NvmlApi {
   deviceGetGpuInstanceById(dev: DeviceHandle, id: number): GpuInstanceHandle;
   gpuInstanceGetInfo(gi: GpuInstanceHandle): GpuInstanceInfoRaw;
   deviceGetGpuInstanceProfileInfo(dev: DeviceHandle, profileIndex: number): GpuInstanceProfileInfoRaw;
+  /** Where GPU instances of a profile may go, whatever exists now (MIG mode on or off). */
+  deviceGetGpuInstancePossiblePlacements(dev: DeviceHandle, profileId: number): PlacementRaw[];
+  /** nvmlGpuVirtualizationMode_t; undefined when this NVML lacks the call. */
+  readonly deviceGetVirtualizationMode: ((dev: DeviceHandle) => number) | undefined;
+  /** MIG GPU/compute instance control; undefined when this NVML lacks it. */
+  readonly mig: NvmlMigApi | undefined;
   /** Undefined when the driver's NVML predates nvmlDeviceGetAddressingMode. */
   readonly deviceGetAddressingMode: ((dev: DeviceHandle) => number) | undefined;
   /** Device events; undefined when this NVML lacks nvmlEventSetWait_v2. */
@@ -111,6 +148,40 @@ export interface NvmlEventsApi {
    */
   setWait(set: EventSetHandle, timeoutMs: number): Promise<EventDataRaw | undefined>;
 }
+
+/**
+ * Creating, finding and destroying MIG GPU and compute instances. Creates and destroys run on a
+ * libuv worker thread (`fn.async`): real NVML takes about a second for each.
+ */
+export interface NvmlMigApi {
+  deviceCreateGpuInstanceWithPlacement(
+    dev: DeviceHandle,
+    profileId: number,
+    placement: PlacementRaw,
+  ): Promise<GpuInstanceHandle>;
+  gpuInstanceDestroy(gi: GpuInstanceHandle): Promise<void>;
+  /** The GPU instances of one profile; `instanceCount` is that profile's (the buffer NVML fills). */
+  deviceGetGpuInstances(dev: DeviceHandle, profileId: number, instanceCount: number): GpuInstanceHandle[];
+  /** `profile`: NVML_COMPUTE_INSTANCE_PROFILE_*; `engProfile`: NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_* (0). */
+  gpuInstanceGetComputeInstanceProfileInfo(
+    gi: GpuInstanceHandle,
+    profile: number,
+    engProfile: number,
+  ): ComputeInstanceProfileInfoRaw;
+  gpuInstanceCreateComputeInstance(gi: GpuInstanceHandle, profileId: number): Promise<ComputeInstanceHandle>;
+  computeInstanceDestroy(ci: ComputeInstanceHandle): Promise<void>;
+  gpuInstanceGetComputeInstanceById(gi: GpuInstanceHandle, id: number): ComputeInstanceHandle;
+  /** The compute instances of one CI profile; `instanceCount` is that CI profile's. */
+  gpuInstanceGetComputeInstances(
+    gi: GpuInstanceHandle,
+    profileId: number,
+    instanceCount: number,
+  ): ComputeInstanceHandle[];
+  computeInstanceGetInfo(ci: ComputeInstanceHandle): ComputeInstanceInfoRaw;
+}
+
+/** NVML_COMPUTE_INSTANCE_PROFILE_COUNT: CI profile indexes 0..8. */
+export const COMPUTE_INSTANCE_PROFILE_INDEX_COUNT = 9;
 
 /** NVML_GPU_INSTANCE_PROFILE_COUNT in current nvml.h: indexes 0..16. */
 export const GPU_INSTANCE_PROFILE_INDEX_COUNT = 17;
@@ -166,6 +237,29 @@ const types = (() => {
     version: 'unsigned int',
     value: 'unsigned int',
   });
+  const computeInstance = koffi.pointer('nvmlComputeInstance_t', koffi.opaque('nvmlComputeInstance_st'));
+  const ciProfileInfo = koffi.struct('nvmlComputeInstanceProfileInfo_t', {
+    id: 'unsigned int',
+    sliceCount: 'unsigned int',
+    instanceCount: 'unsigned int',
+    multiprocessorCount: 'unsigned int',
+    sharedCopyEngineCount: 'unsigned int',
+    sharedDecoderCount: 'unsigned int',
+    sharedEncoderCount: 'unsigned int',
+    sharedJpegCount: 'unsigned int',
+    sharedOfaCount: 'unsigned int',
+  });
+  const ciPlacement = koffi.struct('nvmlComputeInstancePlacement_t', {
+    start: 'unsigned int',
+    size: 'unsigned int',
+  });
+  const ciInfo = koffi.struct('nvmlComputeInstanceInfo_t', {
+    device: 'nvmlDevice_t',
+    gpuInstance: 'nvmlGpuInstance_t',
+    id: 'unsigned int',
+    profileId: 'unsigned int',
+    placement: ciPlacement,
+  });
   const eventSet = koffi.pointer('nvmlEventSet_t', koffi.opaque('nvmlEventSet_st'));
   const eventData = koffi.struct('nvmlEventData_t', {
     device: 'nvmlDevice_t',
@@ -182,6 +276,9 @@ const types = (() => {
     gpuInstanceInfo,
     profileInfoV2,
     addressingMode,
+    computeInstance,
+    ciProfileInfo,
+    ciInfo,
     eventSet,
     eventData,
   };
@@ -292,6 +389,7 @@ function bind(lib: Lib, libPath: string): NvmlApi {
   const getHandleByIndex = fn(
     'int nvmlDeviceGetHandleByIndex_v2(unsigned int index, _Out_ nvmlDevice_t *device)',
   );
+  const getHandleByUuid = fn('int nvmlDeviceGetHandleByUUID(const char *uuid, _Out_ nvmlDevice_t *device)');
   const getName = fn('int nvmlDeviceGetName(nvmlDevice_t device, _Out_ char *name, unsigned int length)');
   const getUuid = fn('int nvmlDeviceGetUUID(nvmlDevice_t device, _Out_ char *uuid, unsigned int length)');
   const getBrand = fn('int nvmlDeviceGetBrand(nvmlDevice_t device, _Out_ int *type)');
@@ -325,10 +423,17 @@ function bind(lib: Lib, libPath: string): NvmlApi {
   const getProfileInfoV = fn(
     'int nvmlDeviceGetGpuInstanceProfileInfoV(nvmlDevice_t device, unsigned int profile, _Inout_ nvmlGpuInstanceProfileInfo_v2_t *info)',
   );
+  const getPossiblePlacements = fn(
+    'int nvmlDeviceGetGpuInstancePossiblePlacements_v2(nvmlDevice_t device, unsigned int profileId, void *placements, _Inout_ unsigned int *count)',
+  );
+  const getVirtualizationMode = optionalFn(
+    'int nvmlDeviceGetVirtualizationMode(nvmlDevice_t device, _Out_ unsigned int *mode)',
+  );
   const getAddressingMode = optionalFn(
     'int nvmlDeviceGetAddressingMode(nvmlDevice_t device, _Inout_ nvmlDeviceAddressingMode_v1_t *mode)',
   );
   const events = bindEvents(fn, optionalFn, check, outScalar);
+  const mig = bindMig(optionalFn, check, outScalar);
 
   return {
     path: libPath,
@@ -345,6 +450,8 @@ function bind(lib: Lib, libPath: string): NvmlApi {
     deviceGetCount: () => outScalar<number>('nvmlDeviceGetCount_v2', getCount),
     deviceGetHandleByIndex: (index) =>
       outScalar<DeviceHandle>('nvmlDeviceGetHandleByIndex_v2', getHandleByIndex, index),
+    deviceGetHandleByUUID: (uuid) =>
+      outScalar<DeviceHandle>('nvmlDeviceGetHandleByUUID', getHandleByUuid, uuid),
     deviceGetName: (dev) => outString('nvmlDeviceGetName', getName, NVML_DEVICE_NAME_V2_BUFFER_SIZE, dev),
     deviceGetUUID: (dev) => outString('nvmlDeviceGetUUID', getUuid, NVML_DEVICE_UUID_V2_BUFFER_SIZE, dev),
     deviceGetBrand: (dev) => outScalar<number>('nvmlDeviceGetBrand', getBrand, dev),
@@ -381,6 +488,28 @@ function bind(lib: Lib, libPath: string): NvmlApi {
       check('nvmlDeviceGetGpuInstanceProfileInfoV', getProfileInfoV(dev, profileIndex, info));
       return info;
     },
+    deviceGetGpuInstancePossiblePlacements: (dev, profileId) => {
+      const count = [0];
+      check(
+        'nvmlDeviceGetGpuInstancePossiblePlacements_v2',
+        getPossiblePlacements(dev, profileId, null, count),
+      );
+      const n = count[0] ?? 0;
+      if (n === 0) return [];
+      const buf = Buffer.alloc(n * koffi.sizeof('nvmlGpuInstancePlacement_t'));
+      check(
+        'nvmlDeviceGetGpuInstancePossiblePlacements_v2',
+        getPossiblePlacements(dev, profileId, buf, count),
+      );
+      return Array.from({ length: Math.min(n, count[0] ?? 0) }, (_, i) => ({
+        start: buf.readUInt32LE(i * 8),
+        size: buf.readUInt32LE(i * 8 + 4),
+      }));
+    },
+    deviceGetVirtualizationMode: getVirtualizationMode
+      ? (dev) => outScalar<number>('nvmlDeviceGetVirtualizationMode', getVirtualizationMode, dev)
+      : undefined,
+    mig,
     deviceGetAddressingMode: getAddressingMode
       ? (dev) => {
           const mode = { version: ADDRESSING_MODE_V1_VERSION, value: 0 };
@@ -455,5 +584,131 @@ function bindEvents(
           }
         });
       }),
+  };
+}
+
+/** Runs an NVML call on a libuv worker thread and resolves with its return code checked. */
+function callAsync(
+  name: string,
+  call: AsyncNvmlCall,
+  check: (name: string, rc: number) => void,
+  ...args: unknown[]
+) {
+  return new Promise<void>((resolve, reject) => {
+    call.async(...args, (err: unknown, rc: number) => {
+      if (err) {
+        reject(err instanceof Error ? err : new Error(`${name} failed`, { cause: err }));
+        return;
+      }
+      try {
+        check(name, rc);
+        resolve();
+      } catch (e) {
+        reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
+  });
+}
+
+/** Handles NVML wrote into `buf` (an array of `count` pointers). */
+function decodeHandles<T>(buf: Buffer, count: number, type: string): T[] {
+  return Array.from({ length: count }, (_, i) => koffi.decode(buf, i * 8, type) as T);
+}
+
+function bindMig(
+  optionalFn: (decl: string) => NvmlCall | undefined,
+  check: (name: string, rc: number) => void,
+  outScalar: OutScalar,
+): NvmlMigApi | undefined {
+  const createGi = optionalFn(
+    'int nvmlDeviceCreateGpuInstanceWithPlacement(nvmlDevice_t device, unsigned int profileId, const nvmlGpuInstancePlacement_t *placement, _Out_ nvmlGpuInstance_t *gi)',
+  ) as AsyncNvmlCall | undefined;
+  const destroyGi = optionalFn('int nvmlGpuInstanceDestroy(nvmlGpuInstance_t gi)') as
+    AsyncNvmlCall | undefined;
+  const getGis = optionalFn(
+    'int nvmlDeviceGetGpuInstances(nvmlDevice_t device, unsigned int profileId, void *gis, _Out_ unsigned int *count)',
+  );
+  const ciProfile = optionalFn(
+    'int nvmlGpuInstanceGetComputeInstanceProfileInfo(nvmlGpuInstance_t gi, unsigned int profile, unsigned int engProfile, _Out_ nvmlComputeInstanceProfileInfo_t *info)',
+  );
+  const createCi = optionalFn(
+    'int nvmlGpuInstanceCreateComputeInstance(nvmlGpuInstance_t gi, unsigned int profileId, _Out_ nvmlComputeInstance_t *ci)',
+  ) as AsyncNvmlCall | undefined;
+  const destroyCi = optionalFn('int nvmlComputeInstanceDestroy(nvmlComputeInstance_t ci)') as
+    AsyncNvmlCall | undefined;
+  const ciById = optionalFn(
+    'int nvmlGpuInstanceGetComputeInstanceById(nvmlGpuInstance_t gi, unsigned int id, _Out_ nvmlComputeInstance_t *ci)',
+  );
+  const getCis = optionalFn(
+    'int nvmlGpuInstanceGetComputeInstances(nvmlGpuInstance_t gi, unsigned int profileId, void *cis, _Out_ unsigned int *count)',
+  );
+  // _v2 since R470; the older name takes the same struct.
+  const ciInfoName = optionalFn(
+    'int nvmlComputeInstanceGetInfo_v2(nvmlComputeInstance_t ci, _Out_ nvmlComputeInstanceInfo_t *info)',
+  )
+    ? 'nvmlComputeInstanceGetInfo_v2'
+    : 'nvmlComputeInstanceGetInfo';
+  const ciInfo = optionalFn(
+    `int ${ciInfoName}(nvmlComputeInstance_t ci, _Out_ nvmlComputeInstanceInfo_t *info)`,
+  );
+  if (
+    !createGi ||
+    !destroyGi ||
+    !getGis ||
+    !ciProfile ||
+    !createCi ||
+    !destroyCi ||
+    !ciById ||
+    !getCis ||
+    !ciInfo
+  )
+    return undefined;
+
+  return {
+    deviceCreateGpuInstanceWithPlacement: async (dev, profileId, placement) => {
+      const out: unknown[] = [null];
+      await callAsync(
+        'nvmlDeviceCreateGpuInstanceWithPlacement',
+        createGi,
+        check,
+        dev,
+        profileId,
+        placement,
+        out,
+      );
+      return out[0] as GpuInstanceHandle;
+    },
+    gpuInstanceDestroy: (gi) => callAsync('nvmlGpuInstanceDestroy', destroyGi, check, gi),
+    deviceGetGpuInstances: (dev, profileId, instanceCount) => {
+      const buf = Buffer.alloc(Math.max(1, instanceCount) * 8);
+      const count = outScalar<number>('nvmlDeviceGetGpuInstances', getGis, dev, profileId, buf);
+      return decodeHandles<GpuInstanceHandle>(buf, Math.min(count, instanceCount), 'nvmlGpuInstance_t');
+    },
+    gpuInstanceGetComputeInstanceProfileInfo: (gi, profile, engProfile) =>
+      outScalar<ComputeInstanceProfileInfoRaw>(
+        'nvmlGpuInstanceGetComputeInstanceProfileInfo',
+        ciProfile,
+        gi,
+        profile,
+        engProfile,
+      ),
+    gpuInstanceCreateComputeInstance: async (gi, profileId) => {
+      const out: unknown[] = [null];
+      await callAsync('nvmlGpuInstanceCreateComputeInstance', createCi, check, gi, profileId, out);
+      return out[0] as ComputeInstanceHandle;
+    },
+    computeInstanceDestroy: (ci) => callAsync('nvmlComputeInstanceDestroy', destroyCi, check, ci),
+    gpuInstanceGetComputeInstanceById: (gi, id) =>
+      outScalar<ComputeInstanceHandle>('nvmlGpuInstanceGetComputeInstanceById', ciById, gi, id),
+    gpuInstanceGetComputeInstances: (gi, profileId, instanceCount) => {
+      const buf = Buffer.alloc(Math.max(1, instanceCount) * 8);
+      const count = outScalar<number>('nvmlGpuInstanceGetComputeInstances', getCis, gi, profileId, buf);
+      return decodeHandles<ComputeInstanceHandle>(
+        buf,
+        Math.min(count, instanceCount),
+        'nvmlComputeInstance_t',
+      );
+    },
+    computeInstanceGetInfo: (ci) => outScalar<ComputeInstanceInfoRaw>(ciInfoName, ciInfo, ci),
   };
 }

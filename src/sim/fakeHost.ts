@@ -106,7 +106,7 @@ export async function createSimulatedNode(
   dir: string,
   opts: SimulatedNodeOptions = {},
 ): Promise<SimulatedNode> {
-  const config = typeof profile === 'string' ? await loadProfile(profile) : parseFakeNvmlConfig(profile);
+  const parsed = typeof profile === 'string' ? await loadProfile(profile) : parseFakeNvmlConfig(profile);
   const libPath = opts.libPath ?? process.env.GPU_DRA_FAKE_NVML_LIB ?? (await buildFakeNvml());
   const root = path.resolve(dir);
   const hostPaths: HostPaths = {
@@ -115,11 +115,15 @@ export async function createSimulatedNode(
     sysRoot: path.join(root, 'sys'),
     driverRoot: path.join(root, 'driver'),
   };
+  // MIG devices the fake creates get their access-cap nodes here, as nvidia-modprobe makes them.
+  const config: FakeNvmlConfig = { ...parsed, hostDevRoot: parsed.hostDevRoot ?? hostPaths.devRoot };
   await mkdir(root, { recursive: true });
   for (const p of [hostPaths.devRoot, hostPaths.procRoot, hostPaths.sysRoot, hostPaths.driverRoot])
     await rm(p, { recursive: true, force: true });
   const configPath = path.join(root, 'fake-nvml.json');
   await writeFile(configPath, `${JSON.stringify(config, null, 2)}\n`);
+  // MIG instances a previous node in this directory made would override the new config's.
+  await rm(`${configPath}.mig-state`, { force: true });
 
   const driverLoaded = config.initError === undefined;
   await writeDev(hostPaths.devRoot, config, driverLoaded);

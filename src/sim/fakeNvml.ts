@@ -7,7 +7,7 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -61,6 +61,8 @@ const migDeviceSchema = z.object({
   profileId: z.number().int().nonnegative(),
   placement: placementSchema,
   memory: z.object({ total: z.number().int().optional(), used: z.number().int().optional() }).optional(),
+  /** A process runs on it: nvmlComputeInstanceDestroy answers IN_USE. */
+  busy: z.boolean().optional(),
   errors: z.record(z.string(), returnCode).optional(),
 });
 
@@ -94,6 +96,8 @@ const gpuSchema = z.object({
   numaNode: z.number().int().nonnegative().optional(),
   /** nvmlDeviceAddressingModeType_t (1 HMM, 2 ATS); absent: NOT_SUPPORTED. */
   addressingMode: z.number().int().nonnegative().optional(),
+  /** nvmlGpuVirtualizationMode_t (0 NONE, 1 PASSTHROUGH, 2 VGPU guest: no MIG create); default 0. */
+  virtualizationMode: z.number().int().min(0).max(4).optional(),
   /** SM count of the whole GPU (nvmlDeviceGetAttributes_v2); absent: NOT_SUPPORTED. */
   multiprocessorCount: z.number().int().nonnegative().optional(),
   migCapable: z.boolean().optional(),
@@ -123,6 +127,13 @@ export const fakeNvmlConfigSchema = z.object({
   /** System-wide injected errors (also apply to every device). */
   errors: z.record(z.string(), returnCode).optional(),
   giProfileTables: z.record(z.string(), z.array(giProfileSchema)).optional(),
+  /** Each MIG GPU/compute instance create or destroy first sleeps this long (unlocked), as real ones take ~1 s. */
+  migOperationDelayMs: z.number().int().nonnegative().optional(),
+  /**
+   * The simulated host's /dev (createSimulatedNode sets it): a MIG device the fake creates gets
+   * its GI and CI access caps there, `nvidia-caps/nvidia-cap<N>`, as nvidia-modprobe makes them.
+   */
+  hostDevRoot: z.string().optional(),
   gpus: z.array(gpuSchema).max(64),
 });
 
@@ -326,4 +337,164 @@ export function gpuProfiles(cfg: FakeNvmlConfig, gpu: FakeGpu): FakeGiProfile[] 
 /** Parses an int-like config value (`590352606` or `"0x233010DE"`). */
 export function intValue(v: number | string): number {
   return typeof v === 'number' ? v : Number(v);
+}
+
+// ---- MIG instances the fake made or destroyed (its state file) ----
+
+const statePlacement = z.object({ start: z.number().int().nonnegative(), size: z.number().int().positive() });
+
+/** The fake NVML's MIG state file (fake_nvml.c write_state): the whole layout of each GPU listed. */
+export const fakeMigStateSchema = z.object({
+  version: z.literal(1),
+  gpus: z.array(
+    z.object({
+      uuid: z.string(),
+      gpuInstances: z.array(
+        z.object({
+          id: z.number().int().nonnegative(),
+          profileId: z.number().int().nonnegative(),
+          placement: statePlacement,
+          computeInstances: z.array(
+            z.object({
+              id: z.number().int().nonnegative(),
+              /** NVML_COMPUTE_INSTANCE_PROFILE_* (the CI profile id). */
+              profileId: z.number().int().nonnegative(),
+              placement: statePlacement,
+              uuid: z.string(),
+              busy: z.boolean(),
+            }),
+          ),
+        }),
+      ),
+    }),
+  ),
+});
+
+export type FakeMigState = z.infer<typeof fakeMigStateSchema>;
+
+/** Where the fake keeps MIG instances for a config: `$FAKE_NVML_STATE`, else `<config>.mig-state`. */
+export function fakeMigStatePath(configPath: string, env: NodeJS.ProcessEnv = process.env): string {
+  const explicit = env.FAKE_NVML_STATE;
+  return explicit !== undefined && explicit !== '' ? explicit : `${configPath}.mig-state`;
+}
+
+/** One GPU instance of a simulated node, with its compute instance (absent for a bare GI). */
+export interface FakeMigInstance {
+  readonly gpuIndex: number;
+  readonly parentUuid: string;
+  readonly gpuInstanceId: number;
+  readonly profileId: number;
+  readonly placement: { readonly start: number; readonly size: number };
+  /** Absent for a GPU instance without a compute instance (e.g. one a failed create left). */
+  readonly computeInstanceId?: number;
+  /** The MIG device's UUID; absent with `computeInstanceId`. */
+  readonly uuid?: string;
+  readonly busy?: boolean;
+}
+
+export interface ReadFakeMigOptions {
+  /** Config file; default `<simDir>/fake-nvml.json`. */
+  readonly configPath?: string;
+  /** State file; default {@link fakeMigStatePath} of the config. */
+  readonly statePath?: string;
+}
+
+async function readState(file: string): Promise<FakeMigState | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  const res = fakeMigStateSchema.safeParse(JSON.parse(text));
+  if (!res.success) {
+    throw new GpuDraError('FAKE_NVML_CONFIG_INVALID', `${file}: not a fake NVML MIG state`, {
+      cause: res.error,
+    });
+  }
+  return res.data;
+}
+
+/**
+ * Every MIG instance the fake NVML holds for a simulated node, as its next nvmlInit would see
+ * them: a GPU the state file lists has the file's layout, any other GPU its configured
+ * `migDevices` (whatever its MIG mode). Sorted by GPU index, GI id, CI id. Tests use it to check
+ * what a driver created, and that it left nothing behind.
+ */
+export async function readFakeMigInstances(
+  simDir: string,
+  opts: ReadFakeMigOptions = {},
+): Promise<FakeMigInstance[]> {
+  const configPath = opts.configPath ?? path.join(simDir, 'fake-nvml.json');
+  const config = parseFakeNvmlConfig(JSON.parse(await readFile(configPath, 'utf8')), configPath);
+  const state = await readState(opts.statePath ?? fakeMigStatePath(configPath));
+  const out: FakeMigInstance[] = [];
+  for (const [gpuIndex, gpu] of config.gpus.entries()) {
+    const stated = state?.gpus.find((g) => g.uuid === gpu.uuid);
+    if (stated === undefined) {
+      for (const m of gpu.migDevices ?? []) {
+        out.push({
+          gpuIndex,
+          parentUuid: gpu.uuid,
+          gpuInstanceId: m.gpuInstanceId,
+          profileId: m.profileId,
+          placement: m.placement,
+          computeInstanceId: m.computeInstanceId,
+          uuid: m.uuid,
+          busy: m.busy ?? false,
+        });
+      }
+      continue;
+    }
+    for (const gi of stated.gpuInstances) {
+      const base = {
+        gpuIndex,
+        parentUuid: gpu.uuid,
+        gpuInstanceId: gi.id,
+        profileId: gi.profileId,
+        placement: gi.placement,
+      };
+      if (gi.computeInstances.length === 0) out.push(base);
+      for (const ci of gi.computeInstances) {
+        out.push({ ...base, computeInstanceId: ci.id, uuid: ci.uuid, busy: ci.busy });
+      }
+    }
+  }
+  return out.sort(
+    (a, b) =>
+      a.gpuIndex - b.gpuIndex ||
+      a.gpuInstanceId - b.gpuInstanceId ||
+      (a.computeInstanceId ?? -1) - (b.computeInstanceId ?? -1),
+  );
+}
+
+/**
+ * Marks a MIG device the fake created as running a process (or not): destroying its compute
+ * instance then answers IN_USE. The state file is rewritten atomically; the fake sees it at its
+ * next nvmlInit or MIG change. For a configured MIG device, set `busy` in the config instead.
+ */
+export async function setFakeMigInstanceBusy(
+  simDir: string,
+  migUuid: string,
+  busy: boolean,
+  opts: ReadFakeMigOptions = {},
+): Promise<void> {
+  const configPath = opts.configPath ?? path.join(simDir, 'fake-nvml.json');
+  const file = opts.statePath ?? fakeMigStatePath(configPath);
+  const state = await readState(file);
+  const ci = state?.gpus
+    .flatMap((g) => g.gpuInstances)
+    .flatMap((gi) => gi.computeInstances)
+    .find((c) => c.uuid === migUuid);
+  if (state === undefined || ci === undefined) {
+    throw new GpuDraError(
+      'FAKE_NVML_CONFIG_INVALID',
+      `${file}: no MIG device ${migUuid} in the fake's MIG state`,
+    );
+  }
+  ci.busy = busy;
+  const tmp = `${file}.tmp.${process.pid}.${randomBytes(4).toString('hex')}`;
+  await writeFile(tmp, `${JSON.stringify(state, null, 2)}\n`);
+  await rename(tmp, file);
 }

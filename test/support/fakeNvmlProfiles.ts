@@ -297,6 +297,32 @@ export function generateProfiles(): Record<string, FakeNvmlConfig> {
         ),
       ],
     },
+    'mig-dynamic': {
+      description:
+        'MIG on, no instances yet, for MIG devices made at prepare: GPU0 an H100 80GB (the h100 reading), ' +
+        'GPU1 an A100-SXM4-40GB.',
+      ...DRIVER,
+      giProfileTables: TABLES,
+      gpus: [
+        h100(0, H100_REAL_UUID, H100_8X_PCI[0] ?? { bus: 0, device: 6, root: 'pci0000:00' }, {
+          migMode: { current: 1, pending: 1 },
+        }),
+        a100(
+          1,
+          fakeUuid('GPU', 'mig-dynamic/1'),
+          { bus: 0x87, root: 'pci0000:80' },
+          {
+            migMode: { current: 1, pending: 1 },
+          },
+        ),
+      ],
+    },
+    'h100-8x-mig': {
+      description: 'The h100-8x node with MIG on and no instances on all eight GPUs.',
+      ...DRIVER,
+      giProfileTables: { 'h100-80gb': H100_80GB_PROFILES },
+      gpus: h100x8('h100-8x', () => ({ migMode: { current: 1, pending: 1 } })),
+    },
     mixed: {
       description: 'One H100 (HMM addressing), one L4 (not MIG capable), one A100-SXM4-40GB with MIG off.',
       ...DRIVER,

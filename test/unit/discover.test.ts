@@ -18,6 +18,7 @@ import {
   migProfileName,
 } from '../../src/nvml/names.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
+import { loadProfile, type FakeNvmlConfig } from '../../src/sim/fakeNvml.js';
 import { withSimulatedNode } from '../support/sim.js';
 
 const repo = path.resolve(import.meta.dirname, '../..');
@@ -153,6 +154,49 @@ describe('discovery of MIG devices (a100-mig)', () => {
         });
       }
     });
+  });
+});
+
+describe('MIG profile placements', () => {
+  it('lists where each A100 profile may go, with MIG on and with MIG off', async () => {
+    for (const [profile, gpu] of [
+      ['a100-mig', 0],
+      ['mixed', 2],
+    ] as const) {
+      const inventory = await discover(profile);
+      const placements = Object.fromEntries(
+        (inventory.gpus[gpu]?.migProfiles ?? []).map((p) => [
+          p.name,
+          p.placements.map((x) => `${x.start}:${x.size}`),
+        ]),
+      );
+      expect(placements, profile).toEqual({
+        '1g.5gb': ['0:1', '1:1', '2:1', '3:1', '4:1', '5:1', '6:1'],
+        '2g.10gb': ['0:2', '2:2', '4:2'],
+        '3g.20gb': ['0:4', '4:4'],
+        '4g.20gb': ['0:4'],
+        '7g.40gb': ['0:8'],
+        '1g.5gb+me': ['0:1', '1:1', '2:1', '3:1', '4:1', '5:1', '6:1'],
+        '1g.10gb': ['0:2', '2:2', '4:2', '6:2'],
+      });
+    }
+  });
+
+  it('gives no placements where NVML refuses them (unprivileged), and keeps the profiles', async () => {
+    const cfg = await loadProfile('h100');
+    const refused: FakeNvmlConfig = {
+      ...cfg,
+      gpus: cfg.gpus.map((g) => ({
+        ...g,
+        errors: { nvmlDeviceGetGpuInstancePossiblePlacements_v2: 'NO_PERMISSION' },
+      })),
+    };
+    const inventory = await withSimulatedNode(refused, (node) =>
+      discoverInventory({ nvmlLib: node.libPath, hostPaths: node.hostPaths }),
+    );
+    const profiles = inventory.gpus[0]?.migProfiles ?? [];
+    expect(profiles).toHaveLength(7);
+    expect(profiles.every((p) => p.placements.length === 0)).toBe(true);
   });
 });
 

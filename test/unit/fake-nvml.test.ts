@@ -3,6 +3,7 @@
  * driver loads the real libnvidia-ml.so.1, plus its bundled profiles and the simulated host tree.
  * Discovery on top of it is tested elsewhere.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -11,15 +12,25 @@ import path from 'node:path';
 import koffi from 'koffi';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
-import { migCapMinor } from '../../src/sim/fakeHost.js';
+import { migCapMinor, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import {
   buildFakeNvml,
+  gpuProfiles,
   listProfiles,
   loadProfile,
   profilesDir,
+  readFakeMigInstances,
+  setFakeMigInstanceBusy,
+  type FakeGiProfile,
   type FakeNvmlConfig,
 } from '../../src/sim/fakeNvml.js';
-import { generateProfiles, H100_REAL_UUID, serializeProfile } from '../support/fakeNvmlProfiles.js';
+import {
+  fakeUuid,
+  generateProfiles,
+  H100_REAL_UUID,
+  MIB,
+  serializeProfile,
+} from '../support/fakeNvmlProfiles.js';
 import { fakeNvmlLib, withSimulatedNode } from '../support/sim.js';
 
 const NVML = {
@@ -33,6 +44,8 @@ const NVML = {
   LIBRARY_NOT_FOUND: 12,
   FUNCTION_NOT_FOUND: 13,
   GPU_IS_LOST: 15,
+  IN_USE: 19,
+  INSUFFICIENT_RESOURCES: 23,
   ARGUMENT_VERSION_MISMATCH: 25,
   UNKNOWN: 999,
 } as const;
@@ -96,10 +109,36 @@ const GpuInstanceInfo = koffi.struct({
   placement: Placement,
 });
 const AddressingMode = koffi.struct({ version: 'unsigned int', value: 'unsigned int' });
+const ComputeInstance = koffi.pointer(koffi.opaque());
+const CI_PROFILE_FIELDS = {
+  id: 'unsigned int',
+  sliceCount: 'unsigned int',
+  instanceCount: 'unsigned int',
+  multiprocessorCount: 'unsigned int',
+  sharedCopyEngineCount: 'unsigned int',
+  sharedDecoderCount: 'unsigned int',
+  sharedEncoderCount: 'unsigned int',
+  sharedJpegCount: 'unsigned int',
+  sharedOfaCount: 'unsigned int',
+} as const;
+const CiProfileInfo = koffi.struct(CI_PROFILE_FIELDS);
+const CiProfileInfoV2 = koffi.struct({
+  version: 'unsigned int',
+  ...CI_PROFILE_FIELDS,
+  name: koffi.array('char', 96, 'String'),
+});
+const CiInfo = koffi.struct({
+  device: Device,
+  gpuInstance: GpuInstance,
+  id: 'unsigned int',
+  profileId: 'unsigned int',
+  placement: Placement,
+});
 
 const PROFILE_V2_VERSION = (koffi.sizeof(ProfileInfoV2) | (2 << 24)) >>> 0;
 const PROFILE_V3_VERSION = (koffi.sizeof(ProfileInfoV3) | (3 << 24)) >>> 0;
 const ADDRESSING_V1_VERSION = (koffi.sizeof(AddressingMode) | (1 << 24)) >>> 0;
+const CI_PROFILE_V2_VERSION = (koffi.sizeof(CiProfileInfoV2) | (2 << 24)) >>> 0;
 
 interface PciInfoT {
   busIdLegacy: string;
@@ -127,6 +166,23 @@ interface ProfileInfoT {
   ofaCount: number;
   memorySizeMB: number | bigint;
   name: string;
+}
+interface CiProfileInfoT {
+  version?: number;
+  id: number;
+  sliceCount: number;
+  instanceCount: number;
+  multiprocessorCount: number;
+  sharedCopyEngineCount: number;
+  sharedDecoderCount: number;
+  name?: string;
+}
+interface CiInfoT {
+  device: Handle;
+  gpuInstance: Handle;
+  id: number;
+  profileId: number;
+  placement: { start: number; size: number };
 }
 interface GpuInstanceInfoT {
   device: Handle;
@@ -238,6 +294,49 @@ function bind(lib: ReturnType<typeof koffi.load>) {
       'unsigned int',
       koffi.out(koffi.pointer(Placement)),
       koffi.inout(koffi.pointer('unsigned int')),
+    ]),
+    createGi: f<
+      (d: Handle, profileId: number, pl: { start: number; size: number } | null, out: Out<Handle>) => number
+    >('nvmlDeviceCreateGpuInstanceWithPlacement', 'int', [
+      Device,
+      'unsigned int',
+      koffi.pointer(Placement),
+      koffi.out(koffi.pointer(GpuInstance)),
+    ]),
+    createGiAnywhere: f<(d: Handle, profileId: number, out: Out<Handle>) => number>(
+      'nvmlDeviceCreateGpuInstance',
+      'int',
+      [Device, 'unsigned int', koffi.out(koffi.pointer(GpuInstance))],
+    ),
+    giDestroy: f<(gi: Handle) => number>('nvmlGpuInstanceDestroy', 'int', [GpuInstance]),
+    ciProfile: f<(gi: Handle, profile: number, eng: number, out: CiProfileInfoT) => number>(
+      'nvmlGpuInstanceGetComputeInstanceProfileInfo',
+      'int',
+      [GpuInstance, 'unsigned int', 'unsigned int', koffi.out(koffi.pointer(CiProfileInfo))],
+    ),
+    ciProfileV: f<(gi: Handle, profile: number, eng: number, info: Partial<CiProfileInfoT>) => number>(
+      'nvmlGpuInstanceGetComputeInstanceProfileInfoV',
+      'int',
+      [GpuInstance, 'unsigned int', 'unsigned int', koffi.inout(koffi.pointer(CiProfileInfoV2))],
+    ),
+    createCi: f<(gi: Handle, profileId: number, out: Out<Handle>) => number>(
+      'nvmlGpuInstanceCreateComputeInstance',
+      'int',
+      [GpuInstance, 'unsigned int', koffi.out(koffi.pointer(ComputeInstance))],
+    ),
+    ciDestroy: f<(ci: Handle) => number>('nvmlComputeInstanceDestroy', 'int', [ComputeInstance]),
+    ciById: f<(gi: Handle, id: number, out: Out<Handle>) => number>(
+      'nvmlGpuInstanceGetComputeInstanceById',
+      'int',
+      [GpuInstance, 'unsigned int', koffi.out(koffi.pointer(ComputeInstance))],
+    ),
+    ciInfo: f<(ci: Handle, out: CiInfoT) => number>('nvmlComputeInstanceGetInfo_v2', 'int', [
+      ComputeInstance,
+      koffi.out(koffi.pointer(CiInfo)),
+    ]),
+    virtMode: f<(d: Handle, out: Out<number>) => number>('nvmlDeviceGetVirtualizationMode', 'int', [
+      Device,
+      outU,
     ]),
     addressingMode: f<(d: Handle, mode: { version: number; value?: number }) => number>(
       'nvmlDeviceGetAddressingMode',
@@ -806,6 +905,475 @@ describe('simulated host tree', () => {
       expect(existsSync(path.join(node.hostPaths.devRoot, 'nvidiactl'))).toBe(false);
       expect(readFileSync(path.join(node.hostPaths.procRoot, 'devices'), 'utf8')).not.toContain('nvidia');
       expect(existsSync(path.join(node.hostPaths.driverRoot, 'usr/bin/nvidia-smi'))).toBe(true);
+    });
+  });
+});
+
+// ---- MIG GPU and compute instances made and destroyed through NVML ----
+
+const P = (start: number, size: number) => ({ start, size });
+
+/** Profile ids and CI profile indexes used below (H100 80GB and A100 40GB tables). */
+const GIP = { g1: 19, g1me: 20, g1x2: 15, g2: 14, g3: 9, g4: 5, g7: 0 } as const;
+const CIP = { c1: 0, c2: 1, c3: 2, c4: 3, c7: 4 } as const;
+
+/** The new handle (a koffi pointer object), or the return code. */
+function createGi(d: Handle, profileId: number, pl: { start: number; size: number }): object | number {
+  const out: Out<Handle> = [null];
+  const rc = nvml.createGi(d, profileId, pl, out);
+  return rc === NVML.SUCCESS ? (out[0] as object) : rc;
+}
+
+function createCi(gi: Handle, profile: number): object | number {
+  const out: Out<Handle> = [null];
+  const rc = nvml.createCi(gi, profile, out);
+  return rc === NVML.SUCCESS ? (out[0] as object) : rc;
+}
+
+function ciInfo(ci: Handle): CiInfoT {
+  const info = {} as CiInfoT;
+  expect(nvml.ciInfo(ci, info)).toBe(NVML.SUCCESS);
+  return info;
+}
+
+function giInfo(gi: Handle): GpuInstanceInfoT {
+  const info = {} as GpuInstanceInfoT;
+  expect(nvml.giInfo(gi, info)).toBe(NVML.SUCCESS);
+  return info;
+}
+
+/** GI + full CI, as NVIDIA's driver makes a MIG device; returns the handles and the MIG UUID. */
+function createMig(d: Handle, profileId: number, pl: { start: number; size: number }, ciProfile: number) {
+  const gi = createGi(d, profileId, pl);
+  if (typeof gi === 'number') throw new Error(`create GI ${profileId}@${pl.start}: ${gi}`);
+  const ci = createCi(gi, ciProfile);
+  if (typeof ci === 'number') throw new Error(`create CI ${ciProfile}: ${ci}`);
+  const info = ciInfo(ci);
+  return { gi, ci, info, uuid: str((b, l) => nvml.uuid(info.device, b, l)) as string };
+}
+
+async function withCustomNode<T>(
+  edit: (cfg: FakeNvmlConfig) => FakeNvmlConfig,
+  fn: (node: SimulatedNode) => T,
+) {
+  return withSimulatedNode(edit(await loadProfile('mig-dynamic')), fn);
+}
+
+/** mig-dynamic with a changed H100 profile table (GPU 0 only). */
+function h100Table(change: (p: FakeGiProfile) => FakeGiProfile) {
+  return (cfg: FakeNvmlConfig): FakeNvmlConfig => {
+    const [h100, ...rest] = cfg.gpus;
+    if (h100 === undefined) throw new Error('no GPU');
+    return { ...cfg, gpus: [{ ...h100, giProfiles: gpuProfiles(cfg, h100).map(change) }, ...rest] };
+  };
+}
+
+const MIG_UUID = /^MIG-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+describe('MIG create and destroy (mig-dynamic)', () => {
+  it('makes a MIG device the way NVIDIA`s driver does: GI, CI profile, CI, CI info, UUID', async () => {
+    await withSimulatedNode('mig-dynamic', (node) => {
+      expect(nvml.init()).toBe(NVML.SUCCESS);
+      const h100 = handle((o) => nvml.handleByIndex(0, o));
+      expect(nvml.migByIndex(h100, 0, [null])).toBe(NVML.NOT_FOUND);
+
+      const gi = createGi(h100, GIP.g2, P(2, 2));
+      expect(typeof gi).not.toBe('number');
+      expect(giInfo(gi)).toMatchObject({ id: 4, profileId: GIP.g2, placement: P(2, 2) });
+      expect(addr(giInfo(gi).device)).toBe(addr(h100));
+      expect(addr(handle((o) => nvml.giById(h100, 4, o)))).toBe(addr(gi));
+
+      const prof = {} as CiProfileInfoT;
+      expect(nvml.ciProfile(gi, CIP.c2, 0, prof)).toBe(NVML.SUCCESS);
+      expect(prof).toMatchObject({ id: CIP.c2, sliceCount: 2, instanceCount: 1, multiprocessorCount: 32 });
+      const v2: Partial<CiProfileInfoT> = { version: CI_PROFILE_V2_VERSION };
+      expect(nvml.ciProfileV(gi, CIP.c2, 0, v2)).toBe(NVML.SUCCESS);
+      expect(v2).toMatchObject({ id: CIP.c2, sliceCount: 2, name: 'MIG 2g.20gb' });
+      expect(nvml.ciProfileV(gi, CIP.c2, 0, { version: 136 })).toBe(NVML.ARGUMENT_VERSION_MISMATCH);
+
+      const ci = createCi(gi, prof.id);
+      expect(typeof ci).not.toBe('number');
+      const info = ciInfo(ci);
+      expect(info).toMatchObject({ id: 0, profileId: CIP.c2, placement: P(0, 2) });
+      expect(addr(info.gpuInstance)).toBe(addr(gi));
+      // `device` is the MIG device (nvml.h says "parent device"; NVIDIA's driver relies on this).
+      const mig = info.device;
+      expect(u32((o) => nvml.isMig(mig, o))).toBe(1);
+      const uuid = str((b, l) => nvml.uuid(mig, b, l)) as string;
+      expect(uuid).toMatch(MIG_UUID);
+      expect(u32((o) => nvml.giId(mig, o))).toBe(4);
+      expect(u32((o) => nvml.ciId(mig, o))).toBe(0);
+      expect(str((b, l) => nvml.name(mig, b, l))).toBe('NVIDIA H100 80GB HBM3 MIG 2g.20gb');
+      const mem = {} as MemoryT;
+      expect(nvml.memory(mig, mem)).toBe(NVML.SUCCESS);
+      expect(Number(mem.total)).toBe(20096 * MIB);
+      expect(addr(handle((o) => nvml.parentOf(mig, o)))).toBe(addr(h100));
+      // Enumerated like a configured one.
+      expect(addr(handle((o) => nvml.migByIndex(h100, 0, o)))).toBe(addr(mig));
+      expect(addr(handle((o) => nvml.handleByUuid(uuid, o)))).toBe(addr(mig));
+      expect(addr(handle((o) => nvml.ciById(gi, 0, o)))).toBe(addr(ci));
+      // Its access caps appear on the simulated host, as nvidia-modprobe makes them on a real one.
+      for (const minor of [migCapMinor(0, 4), migCapMinor(0, 4, 0)])
+        expect(existsSync(path.join(node.hostPaths.devRoot, 'nvidia-caps', `nvidia-cap${minor}`))).toBe(true);
+      expect(
+        existsSync(path.join(node.hostPaths.devRoot, 'nvidia-caps', `nvidia-cap${migCapMinor(0, 3)}`)),
+      ).toBe(false);
+    });
+  });
+
+  it('enforces the placement rules real NVML enforces', async () => {
+    await withSimulatedNode('mig-dynamic', () => {
+      expect(nvml.init()).toBe(NVML.SUCCESS);
+      const h100 = handle((o) => nvml.handleByIndex(0, o));
+      expect(createGi(h100, GIP.g2, P(1, 2))).toBe(NVML.INVALID_ARGUMENT); // not a listed placement
+      expect(createGi(h100, GIP.g2, P(2, 1))).toBe(NVML.INVALID_ARGUMENT);
+      expect(createGi(h100, 99, P(0, 2))).toBe(NVML.INVALID_ARGUMENT); // no such profile
+      expect(nvml.createGi(h100, GIP.g2, null, [null])).toBe(NVML.INVALID_ARGUMENT);
+
+      expect(typeof createGi(h100, GIP.g3, P(0, 4))).not.toBe('number');
+      // Occupied memory slices: INSUFFICIENT_RESOURCES, not ALREADY_EXISTS, even for the same GI.
+      expect(createGi(h100, GIP.g3, P(0, 4))).toBe(NVML.INSUFFICIENT_RESOURCES);
+      expect(createGi(h100, GIP.g2, P(2, 2))).toBe(NVML.INSUFFICIENT_RESOURCES);
+      expect(createGi(h100, GIP.g4, P(0, 4))).toBe(NVML.INSUFFICIENT_RESOURCES);
+      expect(createGi(h100, GIP.g7, P(0, 8))).toBe(NVML.INSUFFICIENT_RESOURCES);
+      // A profile at its instance count: one 1g.10gb+me at most.
+      expect(typeof createGi(h100, GIP.g1me, P(4, 1))).not.toBe('number');
+      expect(createGi(h100, GIP.g1me, P(5, 1))).toBe(NVML.INSUFFICIENT_RESOURCES);
+      expect(typeof createGi(h100, GIP.g1, P(5, 1))).not.toBe('number');
+      expect(typeof createGi(h100, GIP.g1, P(6, 1))).not.toBe('number');
+      expect(createGi(h100, GIP.g1x2, P(6, 2))).toBe(NVML.INSUFFICIENT_RESOURCES);
+      // Without a placement: the first one that fits, here none.
+      expect(nvml.createGiAnywhere(h100, GIP.g1, [null])).toBe(NVML.INSUFFICIENT_RESOURCES);
+
+      // A100: 2x 1g.5gb + 2g.10gb + 3g.20gb fill it.
+      const a100 = handle((o) => nvml.handleByIndex(1, o));
+      for (const [id, pl] of [
+        [GIP.g3, P(4, 4)],
+        [GIP.g2, P(0, 2)],
+        [GIP.g1, P(2, 1)],
+        [GIP.g1, P(3, 1)],
+      ] as const)
+        expect(typeof createGi(a100, id, pl), `${id}@${pl.start}`).not.toBe('number');
+      expect(createGi(a100, GIP.g1, P(0, 1))).toBe(NVML.INSUFFICIENT_RESOURCES);
+    });
+  });
+
+  it('counts media engines and compute slices against the full GPU, apart from instance counts', async () => {
+    // Seven 1g.10gb+me allowed by count: the 7g profile's one OFA engine still allows only one.
+    await withCustomNode(
+      h100Table((p) => (p.id === GIP.g1me ? { ...p, instanceCount: 7 } : p)),
+      () => {
+        expect(nvml.init()).toBe(NVML.SUCCESS);
+        const h100 = handle((o) => nvml.handleByIndex(0, o));
+        expect(typeof createGi(h100, GIP.g1me, P(0, 1))).not.toBe('number');
+        expect(createGi(h100, GIP.g1me, P(1, 1))).toBe(NVML.INSUFFICIENT_RESOURCES);
+        expect(typeof createGi(h100, GIP.g1, P(1, 1))).not.toBe('number');
+      },
+    );
+    // A 2-memory-slice profile of 3 compute slices: the third fits in memory, not in 7 slices.
+    await withCustomNode(
+      h100Table((p) => (p.id === GIP.g2 ? { ...p, sliceCount: 3, decoderCount: 0, jpegCount: 0 } : p)),
+      () => {
+        expect(nvml.init()).toBe(NVML.SUCCESS);
+        const h100 = handle((o) => nvml.handleByIndex(0, o));
+        expect(typeof createGi(h100, GIP.g2, P(0, 2))).not.toBe('number');
+        expect(typeof createGi(h100, GIP.g2, P(2, 2))).not.toBe('number');
+        expect(createGi(h100, GIP.g2, P(4, 2))).toBe(NVML.INSUFFICIENT_RESOURCES);
+        expect(typeof createGi(h100, GIP.g1, P(4, 1))).not.toBe('number');
+      },
+    );
+  });
+
+  it('answers NOT_SUPPORTED with MIG off and in a vGPU guest; reports the virtualization mode', async () => {
+    await withSimulatedNode('h100', () => {
+      expect(nvml.init()).toBe(NVML.SUCCESS);
+      const d = handle((o) => nvml.handleByIndex(0, o));
+      expect(createGi(d, GIP.g7, P(0, 8))).toBe(NVML.NOT_SUPPORTED);
+      expect(u32((o) => nvml.virtMode(d, o))).toBe(0);
+    });
+    await withCustomNode(
+      (cfg) => ({ ...cfg, gpus: cfg.gpus.map((g) => ({ ...g, virtualizationMode: 2 })) }),
+      () => {
+        expect(nvml.init()).toBe(NVML.SUCCESS);
+        const d = handle((o) => nvml.handleByIndex(0, o));
+        expect(u32((o) => nvml.virtMode(d, o))).toBe(2);
+        expect(createGi(d, GIP.g7, P(0, 8))).toBe(NVML.NOT_SUPPORTED);
+      },
+    );
+  });
+
+  it('numbers GPU instances in the A100/H100 pattern, unique next to configured ones', async () => {
+    await withSimulatedNode('mig-dynamic', () => {
+      expect(nvml.init()).toBe(NVML.SUCCESS);
+      const h100 = handle((o) => nvml.handleByIndex(0, o));
+      const ids = (list: [number, { start: number; size: number }][]) =>
+        list.map(([id, pl]) => {
+          const gi = createGi(h100, id, pl);
+          return typeof gi === 'number' ? `rc ${gi}` : giInfo(gi).id;
+        });
+      expect(ids([[GIP.g7, P(0, 8)]])).toEqual([0]);
+      expect(nvml.giDestroy(handle((o) => nvml.giById(h100, 0, o)))).toBe(NVML.SUCCESS);
+      expect(
+        ids([
+          [GIP.g3, P(4, 4)],
+          [GIP.g2, P(2, 2)],
+          [GIP.g1, P(0, 1)],
+          [GIP.g1, P(1, 1)],
+        ]),
+      ).toEqual([2, 4, 7, 8]);
+    });
+    // A configured GI holding id 3 (not where the pattern puts it): a new 2g.20gb@0 takes the lowest free id.
+    await withCustomNode(
+      (cfg) => ({
+        ...cfg,
+        gpus: cfg.gpus.map((g, i) =>
+          i === 0
+            ? {
+                ...g,
+                migDevices: [
+                  {
+                    uuid: fakeUuid('MIG', 'odd'),
+                    gpuInstanceId: 3,
+                    computeInstanceId: 0,
+                    profileId: GIP.g1,
+                    placement: P(6, 1),
+                  },
+                ],
+              }
+            : g,
+        ),
+      }),
+      () => {
+        expect(nvml.init()).toBe(NVML.SUCCESS);
+        const h100 = handle((o) => nvml.handleByIndex(0, o));
+        const gi = createGi(h100, GIP.g2, P(0, 2));
+        expect(giInfo(gi).id).toBe(0);
+        expect(createGi(h100, GIP.g1, P(6, 1))).toBe(NVML.INSUFFICIENT_RESOURCES);
+      },
+    );
+  });
+
+  it('compute instances: the full one fills its GI; smaller CI profiles share it', async () => {
+    await withSimulatedNode('mig-dynamic', () => {
+      expect(nvml.init()).toBe(NVML.SUCCESS);
+      const h100 = handle((o) => nvml.handleByIndex(0, o));
+      const { gi } = createMig(h100, GIP.g3, P(0, 4), CIP.c3);
+      expect(createCi(gi, CIP.c3)).toBe(NVML.INSUFFICIENT_RESOURCES);
+      expect(createCi(gi, CIP.c1)).toBe(NVML.INSUFFICIENT_RESOURCES);
+      expect(createCi(gi, CIP.c4)).toBe(NVML.NOT_SUPPORTED); // 4 slices in a 3-slice GI
+      expect(createCi(gi, 9)).toBe(NVML.INVALID_ARGUMENT);
+      expect(nvml.ciProfile(gi, CIP.c3, 1, {} as CiProfileInfoT)).toBe(NVML.INVALID_ARGUMENT); // engine profile
+      expect(nvml.ciProfile(gi, CIP.c7, 0, {} as CiProfileInfoT)).toBe(NVML.NOT_SUPPORTED);
+
+      // Three 1c compute instances in the other 3g.40gb: CI ids 0..2 on slices 0..2.
+      const gi2 = createGi(h100, GIP.g3, P(4, 4));
+      const prof = {} as CiProfileInfoT;
+      expect(nvml.ciProfile(gi2, CIP.c1, 0, prof)).toBe(NVML.SUCCESS);
+      expect(prof).toMatchObject({ sliceCount: 1, instanceCount: 3, multiprocessorCount: 20 });
+      const cis = [0, 1, 2].map(() => createCi(gi2, CIP.c1));
+      expect(cis.map((ci) => ciInfo(ci)).map(({ id, placement }) => ({ id, placement }))).toEqual([
+        { id: 0, placement: P(0, 1) },
+        { id: 1, placement: P(1, 1) },
+        { id: 2, placement: P(2, 1) },
+      ]);
+      expect(createCi(gi2, CIP.c1)).toBe(NVML.INSUFFICIENT_RESOURCES);
+      const mig = ciInfo(cis[1]).device;
+      expect(str((b, l) => nvml.name(mig, b, l))).toBe('NVIDIA H100 80GB HBM3 MIG 1c.3g.40gb');
+      // MIG devices enumerate in (GI id, CI id) order: GI 1 CI 0, then GI 2 CIs 0..2.
+      const order = [0, 1, 2, 3].map((i) => {
+        const h = handle((o) => nvml.migByIndex(h100, i, o));
+        return [u32((o) => nvml.giId(h, o)), u32((o) => nvml.ciId(h, o))];
+      });
+      expect(order).toEqual([
+        [1, 0],
+        [2, 0],
+        [2, 1],
+        [2, 2],
+      ]);
+    });
+  });
+
+  it('destroys CI before GI (a GI with a CI is IN_USE); stale handles and ids are gone', async () => {
+    await withSimulatedNode('mig-dynamic', () => {
+      expect(nvml.init()).toBe(NVML.SUCCESS);
+      const h100 = handle((o) => nvml.handleByIndex(0, o));
+      const { gi, ci, info, uuid } = createMig(h100, GIP.g7, P(0, 8), CIP.c7);
+      expect(nvml.giDestroy(gi)).toBe(NVML.IN_USE);
+      expect(nvml.ciDestroy(ci)).toBe(NVML.SUCCESS);
+      expect(nvml.ciDestroy(ci)).toBe(NVML.INVALID_ARGUMENT);
+      expect(nvml.ciInfo(ci, {} as CiInfoT)).toBe(NVML.INVALID_ARGUMENT);
+      expect(str((b, l) => nvml.uuid(info.device, b, l))).toBe(NVML.INVALID_ARGUMENT);
+      expect(nvml.ciById(gi, 0, [null])).toBe(NVML.NOT_FOUND);
+      expect(nvml.handleByUuid(uuid, [null])).toBe(NVML.NOT_FOUND);
+      expect(nvml.migByIndex(h100, 0, [null])).toBe(NVML.NOT_FOUND);
+      expect(nvml.giDestroy(gi)).toBe(NVML.SUCCESS);
+      expect(nvml.giDestroy(gi)).toBe(NVML.INVALID_ARGUMENT);
+      expect(nvml.giById(h100, 0, [null])).toBe(NVML.NOT_FOUND);
+      // The same placement again: a new MIG UUID.
+      const again = createMig(h100, GIP.g7, P(0, 8), CIP.c7);
+      expect(again.uuid).toMatch(MIG_UUID);
+      expect(again.uuid).not.toBe(uuid);
+    });
+  });
+
+  it('destroys configured instances too; a busy one answers IN_USE', async () => {
+    const cfg = await loadProfile('a100-mig');
+    const [gpu0, ...rest] = cfg.gpus;
+    if (gpu0 === undefined) throw new Error('no GPU');
+    const busy: FakeNvmlConfig = {
+      ...cfg,
+      gpus: [
+        {
+          ...gpu0,
+          migDevices: (gpu0.migDevices ?? []).map((m) => (m.gpuInstanceId === 9 ? { ...m, busy: true } : m)),
+        },
+        ...rest,
+      ],
+    };
+    await withSimulatedNode(busy, async (node) => {
+      expect(nvml.init()).toBe(NVML.SUCCESS);
+      const d = handle((o) => nvml.handleByIndex(0, o));
+      for (const [giId, rc] of [
+        [2, NVML.SUCCESS],
+        [9, NVML.IN_USE],
+      ] as const) {
+        const gi = handle((o) => nvml.giById(d, giId, o));
+        const ci = handle((o) => nvml.ciById(gi, 0, o));
+        expect(ciInfo(ci)).toMatchObject({ id: 0, profileId: giId === 2 ? CIP.c3 : CIP.c1 });
+        expect(nvml.ciDestroy(ci), `GI ${giId}`).toBe(rc);
+        expect(nvml.giDestroy(gi)).toBe(rc === NVML.SUCCESS ? NVML.SUCCESS : NVML.IN_USE);
+      }
+      expect(
+        (await readFakeMigInstances(node.dir)).filter((m) => m.gpuIndex === 0).map((m) => m.gpuInstanceId),
+      ).toEqual([3, 9, 10]);
+    });
+  });
+
+  it('injected errors: a compute instance that fails after its GPU instance was made', async () => {
+    await withCustomNode(
+      (cfg) => ({
+        ...cfg,
+        gpus: cfg.gpus.map((g, i) =>
+          i === 1 ? { ...g, errors: { nvmlGpuInstanceCreateComputeInstance: 'UNKNOWN' } } : g,
+        ),
+      }),
+      async (node) => {
+        expect(nvml.init()).toBe(NVML.SUCCESS);
+        const a100 = handle((o) => nvml.handleByIndex(1, o));
+        const gi = createGi(a100, GIP.g3, P(0, 4));
+        expect(createCi(gi, CIP.c3)).toBe(NVML.UNKNOWN);
+        // The GI stays until someone destroys it: the leak a caller must roll back.
+        expect(await readFakeMigInstances(node.dir)).toEqual([
+          {
+            gpuIndex: 1,
+            parentUuid: node.config.gpus[1]?.uuid,
+            gpuInstanceId: 1,
+            profileId: GIP.g3,
+            placement: P(0, 4),
+          },
+        ]);
+        expect(nvml.giDestroy(gi)).toBe(NVML.SUCCESS);
+        expect(await readFakeMigInstances(node.dir)).toEqual([]);
+      },
+    );
+  });
+
+  it('instances outlive nvmlShutdown: the next init sees them, and so does readFakeMigInstances', async () => {
+    await withSimulatedNode('mig-dynamic', async (node) => {
+      expect(nvml.init()).toBe(NVML.SUCCESS);
+      const h100 = handle((o) => nvml.handleByIndex(0, o));
+      const made = createMig(h100, GIP.g4, P(0, 4), CIP.c4);
+      createGi(h100, GIP.g1, P(4, 1)); // a bare GI, no CI
+      expect(nvml.shutdown()).toBe(NVML.SUCCESS);
+      expect(nvml.migByIndex(h100, 0, [null])).toBe(NVML.UNINITIALIZED);
+
+      expect(nvml.init()).toBe(NVML.SUCCESS);
+      const again = handle((o) => nvml.handleByIndex(0, o));
+      const mig = handle((o) => nvml.migByIndex(again, 0, o));
+      expect(str((b, l) => nvml.uuid(mig, b, l))).toBe(made.uuid);
+      expect(giInfo(handle((o) => nvml.giById(again, 11, o)))).toMatchObject({
+        profileId: GIP.g1,
+        placement: P(4, 1),
+      });
+      const uuid0 = node.config.gpus[0]?.uuid;
+      expect(await readFakeMigInstances(node.dir)).toEqual([
+        {
+          gpuIndex: 0,
+          parentUuid: uuid0,
+          gpuInstanceId: 1,
+          profileId: GIP.g4,
+          placement: P(0, 4),
+          computeInstanceId: 0,
+          uuid: made.uuid,
+          busy: false,
+        },
+        { gpuIndex: 0, parentUuid: uuid0, gpuInstanceId: 11, profileId: GIP.g1, placement: P(4, 1) },
+      ]);
+      // A busy mark in the state makes the next destroy answer IN_USE.
+      await setFakeMigInstanceBusy(node.dir, made.uuid, true);
+      const gi = handle((o) => nvml.giById(again, 1, o));
+      expect(nvml.ciDestroy(handle((o) => nvml.ciById(gi, 0, o)))).toBe(NVML.IN_USE);
+    });
+  });
+
+  it('two processes see each other`s instances after their next init; neither loses the other`s', async () => {
+    await withSimulatedNode('mig-dynamic', async (node) => {
+      expect(nvml.init()).toBe(NVML.SUCCESS); // held across the child's changes, like a long-lived driver
+      const h100 = handle((o) => nvml.handleByIndex(0, o));
+      const child = path.join(node.dir, 'child.mjs');
+      await writeFile(
+        child,
+        [
+          `import koffi from ${JSON.stringify(path.resolve('node_modules/koffi/index.js'))};`,
+          `const lib = koffi.load(${JSON.stringify(fakeNvmlLib())});`,
+          `const GI = koffi.pointer(koffi.opaque()); const CI = koffi.pointer(koffi.opaque()); const D = koffi.pointer(koffi.opaque());`,
+          `const Pl = koffi.struct({ start: 'unsigned int', size: 'unsigned int' });`,
+          `const init = lib.func('nvmlInit_v2', 'int', []);`,
+          `const byIndex = lib.func('nvmlDeviceGetHandleByIndex_v2', 'int', ['unsigned int', koffi.out(koffi.pointer(D))]);`,
+          `const mkGi = lib.func('nvmlDeviceCreateGpuInstanceWithPlacement', 'int', [D, 'unsigned int', koffi.pointer(Pl), koffi.out(koffi.pointer(GI))]);`,
+          `const mkCi = lib.func('nvmlGpuInstanceCreateComputeInstance', 'int', [GI, 'unsigned int', koffi.out(koffi.pointer(CI))]);`,
+          `if (init() !== 0) process.exit(10);`,
+          `const d = [null]; if (byIndex(0, d) !== 0) process.exit(11);`,
+          `const gi = [null]; if (mkGi(d[0], ${GIP.g3}, { start: 4, size: 4 }, gi) !== 0) process.exit(12);`,
+          `if (mkCi(gi[0], ${CIP.c3}, [null]) !== 0) process.exit(13);`,
+        ].join('\n'),
+      );
+      const run = () => execFileSync(process.execPath, [child], { env: { ...process.env, ...node.env } });
+      run();
+      // Not seen before this process's next init...
+      expect(nvml.giById(h100, 2, [null])).toBe(NVML.NOT_FOUND);
+      // ...but seen by it, even nested under the reference held above.
+      expect(nvml.init()).toBe(NVML.SUCCESS);
+      expect(giInfo(handle((o) => nvml.giById(h100, 2, o)))).toMatchObject({
+        profileId: GIP.g3,
+        placement: P(4, 4),
+      });
+      // A change here keeps the child's instance in the shared state.
+      createMig(h100, GIP.g2, P(0, 2), CIP.c2);
+      expect((await readFakeMigInstances(node.dir)).map((m) => m.gpuInstanceId)).toEqual([2, 3]);
+      // And the child's second attempt at the same placement is refused.
+      expect(() => run()).toThrow(expect.objectContaining({ status: 12 }));
+    });
+  });
+
+  it('appends a MIG configuration change event for each create and destroy', async () => {
+    await withSimulatedNode('mig-dynamic', (node) => {
+      const events = path.join(node.dir, 'events');
+      const saved = process.env.FAKE_NVML_EVENTS;
+      process.env.FAKE_NVML_EVENTS = events;
+      try {
+        expect(nvml.init()).toBe(NVML.SUCCESS);
+        const a100 = handle((o) => nvml.handleByIndex(1, o));
+        const { gi, ci } = createMig(a100, GIP.g7, P(0, 8), CIP.c7);
+        expect(createGi(a100, GIP.g1, P(0, 1))).toBe(NVML.INSUFFICIENT_RESOURCES); // no event
+        expect(nvml.giDestroy(gi)).toBe(NVML.IN_USE); // no event
+        expect(nvml.ciDestroy(ci)).toBe(NVML.SUCCESS);
+        expect(nvml.giDestroy(gi)).toBe(NVML.SUCCESS);
+        expect(readFileSync(events, 'utf8')).toBe('1 0x100 0\n'.repeat(4));
+      } finally {
+        if (saved === undefined) delete process.env.FAKE_NVML_EVENTS;
+        else process.env.FAKE_NVML_EVENTS = saved;
+      }
     });
   });
 });
