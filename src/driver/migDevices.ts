@@ -13,30 +13,16 @@ import { errorMessage, GpuDraError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { MigDevice, MigPlacement } from '../nvml/types.js';
 import { migAccessCaps, type MigMinors } from '../nvml/host.js';
+import type {
+  LiveMigInstance,
+  MigInstanceControl as NvmlMigControl,
+  MigInstanceRef,
+} from '../nvml/migInstances.js';
 import type { MigSlot } from './deviceNames.js';
 
-/** One MIG device: a compute instance in a GPU instance of a GPU. */
-export interface MigInstanceRef {
-  readonly parentUuid: string;
-  readonly gpuInstanceId: number;
-  readonly computeInstanceId: number;
-}
-
-export interface LiveMigInstance extends MigInstanceRef {
-  /** `MIG-...`. */
-  readonly uuid: string;
-  readonly profileId: number;
-  readonly placement: MigPlacement;
-}
-
-/** What the driver needs of NVML to make and remove MIG devices. */
-export interface MigInstanceControl {
-  /** GPU instance at `placement`, then its full compute instance; rolls the GPU instance back if the second fails. */
-  create(parentUuid: string, profileId: number, placement: MigPlacement): Promise<LiveMigInstance>;
-  /** Compute instance, then GPU instance; 'absent' when neither existed. */
-  destroy(ref: MigInstanceRef): Promise<'destroyed' | 'absent'>;
-  list(parentUuid: string): Promise<LiveMigInstance[]>;
-}
+/** What the driver needs of NVML to make and remove MIG devices (src/nvml/migInstances.ts). */
+export type MigInstanceControl = Pick<NvmlMigControl, 'create' | 'destroy' | 'list' | 'listBareGpuInstances'>;
+export type { LiveMigInstance, MigInstanceRef };
 
 /** What the checkpoint records of a MIG device the driver makes for a claim. */
 export interface RecordedMigInstance {
@@ -46,6 +32,8 @@ export interface RecordedMigInstance {
   /** Known once created; until then recovery finds the instance by placement. */
   readonly gpuInstanceId?: number | undefined;
   readonly computeInstanceId?: number | undefined;
+  /** The MIG device's UUID once made: a device of another UUID at those ids is not ours. */
+  readonly uuid?: string | undefined;
 }
 
 export function intendedInstance(slot: MigSlot): RecordedMigInstance {
@@ -117,6 +105,36 @@ export async function createInSlots(
   return made;
 }
 
+function inSlot(r: Pick<RecordedMigInstance, 'profileId' | 'placement'>) {
+  return (live: { readonly profileId: number; readonly placement: MigPlacement }): boolean =>
+    live.profileId === r.profileId && samePlacement(live.placement, r.placement);
+}
+
+/**
+ * Where a recorded MIG device is now: by its ids (guarded by its UUID), else, when a crash came
+ * before the ids were recorded, by its slot: a MIG device there, or a GPU instance whose compute
+ * instance was never made.
+ */
+async function findRecorded(
+  control: MigInstanceControl,
+  r: RecordedMigInstance,
+): Promise<(MigInstanceRef & { readonly uuid?: string }) | undefined> {
+  if (r.gpuInstanceId !== undefined && r.computeInstanceId !== undefined) {
+    return {
+      parentUuid: r.parentUuid,
+      gpuInstanceId: r.gpuInstanceId,
+      computeInstanceId: r.computeInstanceId,
+      ...(r.uuid ? { uuid: r.uuid } : {}),
+    };
+  }
+  const live = (await control.list(r.parentUuid)).find(inSlot(r));
+  if (live) return live;
+  const bare = (await control.listBareGpuInstances(r.parentUuid)).find(inSlot(r));
+  return bare
+    ? { parentUuid: bare.parentUuid, gpuInstanceId: bare.gpuInstanceId, computeInstanceId: 0 }
+    : undefined;
+}
+
 /**
  * Destroys the recorded MIG devices of a claim. One without ids (a crash before they were
  * recorded) is found by its placement; one already gone is fine. Throws MIG_DESTROY_FAILED
@@ -132,20 +150,8 @@ export async function destroyRecorded(
   let firstError: unknown;
   for (const r of recorded) {
     try {
-      let ref: MigInstanceRef | undefined =
-        r.gpuInstanceId === undefined || r.computeInstanceId === undefined
-          ? undefined
-          : {
-              parentUuid: r.parentUuid,
-              gpuInstanceId: r.gpuInstanceId,
-              computeInstanceId: r.computeInstanceId,
-            };
-      if (!ref) {
-        ref = (await control.list(r.parentUuid)).find(
-          (live) => live.profileId === r.profileId && samePlacement(live.placement, r.placement),
-        );
-        if (!ref) continue; // never created
-      }
+      const ref = await findRecorded(control, r);
+      if (!ref) continue; // never made, or already gone
       const result = await control.destroy(ref);
       logger.info(
         { parentUuid: r.parentUuid, gpuInstanceId: ref.gpuInstanceId, result },
@@ -181,24 +187,26 @@ export async function sweepUnowned(
 ): Promise<string[]> {
   const removed: string[] = [];
   for (const parentUuid of dynamicGpuUuids) {
-    let live: LiveMigInstance[];
+    let live: (MigInstanceRef & {
+      readonly profileId: number;
+      readonly placement: MigPlacement;
+      readonly uuid?: string;
+    })[];
     try {
-      live = await control.list(parentUuid);
+      const bare = (await control.listBareGpuInstances(parentUuid)).map((b) => ({
+        ...b,
+        computeInstanceId: 0,
+      }));
+      live = [...(await control.list(parentUuid)), ...bare];
     } catch (err) {
       logger.warn({ err, gpu: parentUuid }, 'cannot list MIG devices to remove those no claim owns');
       continue;
     }
     for (const instance of live) {
-      const isOwned = owned.some(
-        (o) =>
-          o.parentUuid === parentUuid &&
-          o.profileId === instance.profileId &&
-          samePlacement(o.placement, instance.placement),
-      );
-      if (isOwned) continue;
+      if (owned.some((o) => o.parentUuid === parentUuid && inSlot(o)(instance))) continue;
       try {
         await control.destroy(instance);
-        removed.push(instance.uuid);
+        removed.push(instance.uuid ?? `${parentUuid} GPU instance ${String(instance.gpuInstanceId)}`);
       } catch (err) {
         logger.warn(
           { err, uuid: instance.uuid, gpu: parentUuid },

@@ -263,7 +263,9 @@ function withCreatedDevices(
 
 /** The MIG devices a recorded claim had the driver make. */
 function recordedMigInstances(entry: Pick<ReadonlyCheckpointClaim, 'devices'>): RecordedMigInstance[] {
-  return entry.devices.flatMap((d) => (d.migInstance ? [d.migInstance] : []));
+  return entry.devices.flatMap((d) =>
+    d.migInstance ? [{ ...d.migInstance, ...(d.uuid ? { uuid: d.uuid } : {}) }] : [],
+  );
 }
 
 /** Pure: the checkpoint entry of a claim prepared as `planned`, its spec written as `built`. */

@@ -247,6 +247,11 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
   const serving = await import('./serving.js');
 
   const pluginDir = serving.pluginDataDir({ pluginsDir: config.kubeletPluginsDir }, config.driverName);
+  // Dynamic MIG: one NVML session for the plugin's life makes and removes MIG devices.
+  const mig =
+    config.migPartitioning === 'dynamic'
+      ? serving.openMigInstanceControl({ nvmlLib: config.nvmlLib, driverRoot: config.hostPaths.driverRoot })
+      : undefined;
   const state = serving.createDeviceState({
     driverName: config.driverName,
     nodeName: config.nodeName,
@@ -256,6 +261,8 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     inventory: devices,
     claims,
     sharing: sharingApplier(serving, config, pluginDir, kubeClient, logger),
+    migPartitioning: config.migPartitioning,
+    ...(mig ? { mig } : {}),
     logger,
   });
   const recovery = await state.recover();
@@ -326,6 +333,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
         }
       }
       if (config.cleanupOnExit) await state.cleanupAll();
+      mig?.close();
       if (httpServer) {
         httpServer.closeAllConnections();
         await new Promise<void>((resolve) =>

@@ -11,3 +11,4 @@ export { createDeviceState } from '../driver/state.js';
 export { SharingApplier } from '../sharing/apply.js';
 export { MpsDaemons } from '../sharing/mps.js';
 export { createNvidiaSmi } from '../sharing/driverTools.js';
+export { openMigInstanceControl } from '../nvml/migInstances.js';

@@ -76,6 +76,10 @@ class MemoryMig implements MigInstanceControl {
   list(parentUuid: string): Promise<LiveMigInstance[]> {
     return Promise.resolve(this.live.filter((l) => l.parentUuid === parentUuid));
   }
+
+  listBareGpuInstances(): Promise<[]> {
+    return Promise.resolve([]);
+  }
 }
 
 const h100 = h100Gpu(0, { migMode: { current: true, pending: true } });
