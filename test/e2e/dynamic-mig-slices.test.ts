@@ -6,6 +6,9 @@
 // partitions of one H100 fit side by side, after which neither the whole GPU nor a 7g.80gb does.
 // On 1.34 with the gate off the apiserver drops the counters, and the publisher says so, naming
 // the gate.
+//
+// Each suite names its Kubernetes version, so the file runs once, in the main run; the run for
+// another version (GPU_DRA_K8S_VERSION) skips it rather than repeat it.
 import { CoreV1Api, ResourceV1Api, type ResourceV1ResourceClaim } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -19,11 +22,13 @@ import { ResourceSlicePublisher } from '../../src/resourceslice/publisher.js';
 import { toWire } from '../../src/resourceslice/sliceWire.js';
 import { h100Gpu, inventoryFixture, withMig } from '../support/inventoryFixture.js';
 import { useCluster, type E2eOptions } from './support/fixture.js';
+import { DEFAULT_K8S_VERSION } from './support/peers.js';
 import { grantDriverRbac } from './support/rbac.js';
 import { eventually } from './support/wait.js';
 import { createNamespace } from './support/workloads.js';
 
 const DRIVER = 'gpu.nvidia.com';
+const ANOTHER_VERSION_RUN = process.env['GPU_DRA_K8S_VERSION'] !== undefined;
 
 function dynamicMigSuite(
   title: string,
@@ -31,7 +36,7 @@ function dynamicMigSuite(
   layout: CounterLayout,
   slices8x: number,
 ): void {
-  describe(title, () => {
+  describe.skipIf(ANOTHER_VERSION_RUN)(title, () => {
     const fx = useCluster(clusterOpts);
     let core: CoreV1Api;
     let resource: ResourceV1Api;
@@ -193,7 +198,12 @@ function dynamicMigSuite(
   });
 }
 
-dynamicMigSuite('dynamic MIG slices on Kubernetes 1.37 (counter sets apart)', {}, 'separate', 5);
+dynamicMigSuite(
+  'dynamic MIG slices on Kubernetes 1.37 (counter sets apart)',
+  { version: DEFAULT_K8S_VERSION },
+  'separate',
+  5,
+);
 dynamicMigSuite(
   'dynamic MIG slices on Kubernetes 1.34 (counter sets beside their devices)',
   { version: 'v1.34.4', featureGates: 'DRAPartitionableDevices=true' },
@@ -201,36 +211,39 @@ dynamicMigSuite(
   8,
 );
 
-describe('dynamic MIG slices on Kubernetes 1.34 with DRAPartitionableDevices off', () => {
-  const fx = useCluster({ version: 'v1.34.4' });
+describe.skipIf(ANOTHER_VERSION_RUN)(
+  'dynamic MIG slices on Kubernetes 1.34 with DRAPartitionableDevices off',
+  () => {
+    const fx = useCluster({ version: 'v1.34.4' });
 
-  it('reports the counters the apiserver dropped and names the gate', async () => {
-    await grantDriverRbac(fx.cluster, { readClaims: false });
-    const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
-    await core.createNode({ body: { metadata: { name: 'node-b' } } });
-    const lines: { level: number; msg: string; likelyFeatureGates?: string[] }[] = [];
-    const logger = pino(
-      { level: 'warn' },
-      {
-        write(msg: string) {
-          lines.push(JSON.parse(msg) as (typeof lines)[number]);
+    it('reports the counters the apiserver dropped and names the gate', async () => {
+      await grantDriverRbac(fx.cluster, { readClaims: false });
+      const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
+      await core.createNode({ body: { metadata: { name: 'node-b' } } });
+      const lines: { level: number; msg: string; likelyFeatureGates?: string[] }[] = [];
+      const logger = pino(
+        { level: 'warn' },
+        {
+          write(msg: string) {
+            lines.push(JSON.parse(msg) as (typeof lines)[number]);
+          },
         },
-      },
-    );
-    const pub = fx.track(
-      new ResourceSlicePublisher({
-        nodeName: 'node-b',
-        driverName: DRIVER,
-        kubeConfig: kubeClientFromKubeConfig(fx.cluster.kubeConfigFor(fx.cluster.driverToken)),
-        migPartitioning: 'dynamic',
-        logger,
-      }),
-    );
-    pub.start({ ...inventoryFixture('h100'), gpus: [withMig(h100Gpu(0), [])] });
-    await pub.whenReady();
-    expect(pub.counters.droppedFields).toBeGreaterThan(0);
-    const warn = lines.find((l) => /dropped/.test(l.msg));
-    expect(warn?.likelyFeatureGates).toEqual(['DRAPartitionableDevices']);
-    expect(warn?.msg).toMatch(/without it --mig-partitioning=dynamic is unsafe/);
-  });
-});
+      );
+      const pub = fx.track(
+        new ResourceSlicePublisher({
+          nodeName: 'node-b',
+          driverName: DRIVER,
+          kubeConfig: kubeClientFromKubeConfig(fx.cluster.kubeConfigFor(fx.cluster.driverToken)),
+          migPartitioning: 'dynamic',
+          logger,
+        }),
+      );
+      pub.start({ ...inventoryFixture('h100'), gpus: [withMig(h100Gpu(0), [])] });
+      await pub.whenReady();
+      expect(pub.counters.droppedFields).toBeGreaterThan(0);
+      const warn = lines.find((l) => /dropped/.test(l.msg));
+      expect(warn?.likelyFeatureGates).toEqual(['DRAPartitionableDevices']);
+      expect(warn?.msg).toMatch(/without it --mig-partitioning=dynamic is unsafe/);
+    });
+  },
+);
