@@ -124,8 +124,16 @@ export function devicesForXid(
         m.gpuInstanceId === scope.gpuInstanceId &&
         (scope.computeInstanceId === undefined || m.computeInstanceId === scope.computeInstanceId),
     );
-    // A dynamic partition has the name of the instance created for it.
-    if (hit && published.includes(deviceName(hit))) return [deviceName(hit)];
+    // A dynamic partition has the name of the instance created for it. The instance spanning
+    // the whole GPU is also what a claim for the GPU itself gets in dynamic mode.
+    if (hit && published.includes(deviceName(hit))) {
+      const spansGpu =
+        gpuPublication(gpu, migPartitioning) === 'partitions' &&
+        migPartitions(gpu).every(
+          (p) => p.placement.start + p.placement.size <= hit.placement.start + hit.placement.size,
+        );
+      return spansGpu && hit.placement.start === 0 ? [deviceName(gpu), deviceName(hit)] : [deviceName(hit)];
+    }
   }
   return published;
 }

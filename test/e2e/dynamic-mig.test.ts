@@ -5,7 +5,8 @@
 // process, as the kernel is on a real node) holds the MIG devices the driver made.
 //
 // DRAPartitionableDevices is beta (on) from 1.36 and alpha in 1.34; the cluster turns it on
-// explicitly so the same test runs on both (GPU_DRA_K8S_VERSION=v1.34.4).
+// explicitly so the same test runs on both (GPU_DRA_K8S_VERSION=v1.34.4); DRADeviceTaints (GA in
+// 1.37, alpha in 1.34) likewise, for the XID taint.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -62,9 +63,10 @@ function migTemplate(
 }
 
 describe('dynamic MIG: slots published with counters, MIG devices made at prepare', () => {
-  const fx = useCluster({ featureGates: 'DRAPartitionableDevices=true' });
+  const fx = useCluster({ featureGates: 'DRAPartitionableDevices=true,DRADeviceTaints=true' });
   let node: NodeHarness;
   let sim: SimulatedNode;
+  let eventsFile: string;
   let core: CoreV1Api;
   let resource: ResourceV1Api;
   const running = new Set<ChildProcess>();
@@ -102,6 +104,8 @@ describe('dynamic MIG: slots published with counters, MIG devices made at prepar
     sim = await createSimulatedNode('mig-dynamic', fx.tempDir('gdra-e2e-dmig-'), { libPath: fakeNvmlLib() });
     // This process reads the fake too (what exists now), as nvidia-smi would beside the driver.
     process.env['FAKE_NVML_CONFIG'] = sim.configPath;
+    eventsFile = path.join(fx.tempDir('gdra-e2e-dmig-events-'), 'nvml-events');
+    fs.writeFileSync(eventsFile, '');
     node = await fx.startNode(NODE);
   });
 
@@ -128,7 +132,7 @@ describe('dynamic MIG: slots published with counters, MIG devices made at prepar
         '--log-level=info',
       ],
       {
-        env: { ...process.env, FAKE_NVML_CONFIG: sim.configPath, ...env },
+        env: { ...process.env, FAKE_NVML_CONFIG: sim.configPath, FAKE_NVML_EVENTS: eventsFile, ...env },
         stdio: ['ignore', 'ignore', 'pipe'],
       },
     );
@@ -211,12 +215,32 @@ describe('dynamic MIG: slots published with counters, MIG devices made at prepar
         { namespace: NS, pod, claims: [{ name: 'mig', template: migTemplate([['mig', '2g.20gb']]) }] },
       );
     }
-    const uuids = [];
+    const uuids: string[] = [];
     for (const pod of ['small-1', 'small-2', 'small-3'])
       uuids.push(...injectedUuids(await preparedEvent(pod)));
     const made = liveMig().get(H100) ?? [];
     expect(placements(made)).toEqual(['2g.20gb@0', '2g.20gb@2', '2g.20gb@4']);
-    expect(uuids.sort()).toEqual(made.map((d) => d.uuid).sort());
+    expect([...uuids].sort()).toEqual(made.map((d) => d.uuid).sort());
+
+    // An XID in small-1's MIG device (scoped to its GPU instance) taints that device only.
+    const first = made.find((d) => d.uuid === uuids[0]);
+    const firstName = `gpu-0-mig-2g20gb-14-${String(first?.placement.start)}`;
+    fs.appendFileSync(eventsFile, `0 8 48 ${String(first?.gpuInstanceId)} 0\n`);
+    const tainted = await eventually(
+      'the XID taint on the instance',
+      async () => {
+        const slices = (
+          await resource.listResourceSlice({ fieldSelector: `spec.nodeName=${NODE},spec.driver=${DRIVER}` })
+        ).items;
+        const names = slices
+          .flatMap((sl) => sl.spec.devices ?? [])
+          .filter((d) => (d.taints ?? []).some((t) => t.key === `${DRIVER}/xid` && t.value === '48'))
+          .map((d) => d.name);
+        return names.length > 0 ? names : undefined;
+      },
+      30_000,
+    );
+    expect(tainted).toEqual([firstName]);
 
     await createPodWithClaims(
       { resource, core },

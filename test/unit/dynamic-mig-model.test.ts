@@ -395,6 +395,15 @@ describe('dynamic MIG: health', () => {
     expect(devicesForXid(inv, uuid)).toEqual(['gpu-0-mig-1g10gb-19-3']);
   });
 
+  it('an XID in the instance spanning the GPU taints the GPU too: a claim for the whole GPU holds that instance', () => {
+    const whole = oneH100(withMig(h100Gpu(0), [['7g.80gb', 0]]));
+    const gi = whole.gpus[0]?.migDevices[0]?.gpuInstanceId;
+    expect(devicesForXid(whole, h100Gpu(0).uuid, { gpuInstanceId: gi }, 'dynamic')).toEqual([
+      'gpu-0',
+      'gpu-0-mig-7g80gb-0-0',
+    ]);
+  });
+
   it('keeps a lost dynamic GPU with all 26 devices tainted', () => {
     const next: NodeInventory = {
       ...inv,
