@@ -63,7 +63,11 @@ function migTemplate(
 }
 
 describe('dynamic MIG: slots published with counters, MIG devices made at prepare', () => {
-  const fx = useCluster({ featureGates: 'DRAPartitionableDevices=true,DRADeviceTaints=true' });
+  const fx = useCluster({
+    featureGates: 'DRAPartitionableDevices=true,DRADeviceTaints=true',
+    // 1.34's scheduler, with DRADeviceTaints on, also watches DeviceTaintRules (v1alpha3).
+    apiserverArgs: ['--runtime-config=resource.k8s.io/v1alpha3=true'],
+  });
   let node: NodeHarness;
   let sim: SimulatedNode;
   let eventsFile: string;
