@@ -34,6 +34,8 @@ export interface DriverProcessOptions {
   readonly nodeArgs?: readonly string[];
   /** Serve /metrics and /readyz (default true). */
   readonly http?: boolean;
+  /** More `gpu-dra driver` flags, e.g. `--mig-partitioning=dynamic`. */
+  readonly driverArgs?: readonly string[];
 }
 
 export interface DriverProcess {
@@ -91,6 +93,7 @@ export async function spawnDriver(opts: DriverProcessOptions): Promise<DriverPro
       `--driver-root=${h.driverRoot}`,
       `--log-level=${opts.logLevel ?? 'info'}`,
       ...(port !== undefined ? [`--http-listen=127.0.0.1:${String(port)}`] : []),
+      ...(opts.driverArgs ?? []),
     ],
     logFile,
     env,

@@ -63,6 +63,13 @@ export function renderSummary(run: BenchRun, extra: { clusterSeconds: number }):
         : 'not measured',
     ],
     [
+      'Start → complete pool, 8 × H100 in dynamic MIG mode',
+      ((r) =>
+        r?.summary
+          ? `p50 ${ms(r.summary.p50)} ms, max ${ms(r.summary.max)} ms; ${r.note ?? ''}`
+          : 'not measured')(find(run, 'start-complete-pool-dynamic-mig')),
+    ],
+    [
       'Driver RSS over prepare/unprepare cycles',
       `start ${fig(mem, 'RSS start, after 100 warm-up cycles (MiB)')} MiB, end ${fig(mem, 'RSS end (MiB)')} MiB, max ${fig(mem, 'RSS max (MiB)')} MiB; slope ${fig(mem, 'RSS slope (KiB per 1000 cycles)')} KiB per 1000 cycles (second half ${fig(mem, 'RSS slope, second half (KiB per 1000 cycles)')}); open fds ${fig(mem, 'open file descriptors start → end')}`,
     ],
