@@ -323,14 +323,29 @@ describe('NodePrepareResources / NodeUnprepareResources', () => {
   });
 
   it('a missing device node is that claim’s error, naming it', async () => {
-    fs.rmSync(path.join(host.hostPaths.devRoot, 'nvidia-caps', 'nvidia-cap101'));
+    fs.rmSync(path.join(host.hostPaths.devRoot, 'nvidia1'));
     const claim = testClaim({ uid: 'nodes', devices: ['gpu-1-mig-1g10gb-19-0'] });
     claims.set(claim);
     const res = await prepare(v1, claim);
-    expect(res.claims['nodes']?.error).toContain(
-      path.join(host.hostPaths.devRoot, 'nvidia-caps', 'nvidia-cap101'),
-    );
+    expect(res.claims['nodes']?.error).toContain(path.join(host.hostPaths.devRoot, 'nvidia1'));
     expect(fs.existsSync(specPath('nodes'))).toBe(false);
+  });
+
+  it('a MIG access cap with no host node is injected by its numbers, without a host path', async () => {
+    fs.rmSync(path.join(host.hostPaths.devRoot, 'nvidia-caps', 'nvidia-cap101'));
+    const claim = testClaim({ uid: 'caps', devices: ['gpu-1-mig-1g10gb-19-0'] });
+    claims.set(claim);
+    const res = await prepare(v1, claim);
+    expect(res.claims['caps']?.error).toBe('');
+    const spec = JSON.parse(fs.readFileSync(specPath('caps'), 'utf8')) as {
+      devices: { containerEdits: { deviceNodes?: unknown[] } }[];
+    };
+    expect(spec.devices[0]?.containerEdits.deviceNodes).toContainEqual({
+      path: '/dev/nvidia-caps/nvidia-cap101',
+      type: 'c',
+      major: 241,
+      minor: 101,
+    });
   });
 
   it('unprepare removes the spec and frees the device; unknown claims succeed', async () => {
