@@ -7,7 +7,6 @@
 // DRAPartitionableDevices is beta (on) from 1.36 and alpha in 1.34; the cluster turns it on
 // explicitly so the same test runs on both (GPU_DRA_K8S_VERSION=v1.34.4); DRADeviceTaints (GA in
 // 1.37, alpha in 1.34) likewise, for the XID taint.
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CoreV1Api, ResourceV1Api, type V1Pod } from '@kubernetes/client-node';
@@ -20,8 +19,8 @@ import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.
 import { fakeNvmlLib } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
 import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
-import { freePort } from './support/process.js';
-import { driverReady, eventually } from './support/wait.js';
+import { driverProcesses, type DriverProcess } from './support/driverProcess.js';
+import { eventually } from './support/wait.js';
 import { createNamespace, createPodWithClaims, type PodClaim } from './support/workloads.js';
 
 const DRIVER = 'gpu.dra.dev';
@@ -31,12 +30,6 @@ const NODE = 'node-a';
 const NS = 'dynamic-mig';
 const H100 = 'NVIDIA H100 80GB HBM3';
 const repo = path.resolve(import.meta.dirname, '../..');
-
-interface DriverProcess {
-  readonly child: ChildProcess;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  stderr(): string;
-}
 
 const profileIs = (profile: string): string => `device.attributes["${DRIVER}"].profile == "${profile}"`;
 
@@ -73,14 +66,7 @@ describe('dynamic MIG: slots published with counters, MIG devices made at prepar
   let eventsFile: string;
   let core: CoreV1Api;
   let resource: ResourceV1Api;
-  const running = new Set<ChildProcess>();
-  let last: DriverProcess | undefined;
-  fx.track({
-    stop: () => {
-      for (const child of running) child.kill('SIGKILL');
-    },
-  });
-  fx.onFailure(() => `===== driver process stderr\n${last?.stderr() ?? '(not started)'}`);
+  const drivers = driverProcesses(fx);
 
   beforeAll(async () => {
     core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
@@ -113,48 +99,16 @@ describe('dynamic MIG: slots published with counters, MIG devices made at prepar
     node = await fx.startNode(NODE);
   });
 
-  async function startDriver(env: NodeJS.ProcessEnv = {}): Promise<DriverProcess> {
-    const port = await freePort();
-    const child = spawn(
-      process.execPath,
-      [
-        path.join(repo, 'dist/gpu-dra.mjs'),
-        'driver',
-        `--node-name=${NODE}`,
-        `--kubeconfig=${fx.cluster.adminKubeconfigPath}`,
-        `--driver-name=${DRIVER}`,
-        `--kubelet-registry-dir=${node.registryDir}`,
-        `--kubelet-plugins-dir=${node.pluginsDir}`,
-        `--cdi-root=${node.cdiDir}`,
-        `--nvml-lib=${fakeNvmlLib()}`,
-        `--dev-root=${sim.hostPaths.devRoot}`,
-        `--proc-root=${sim.hostPaths.procRoot}`,
-        `--sys-root=${sim.hostPaths.sysRoot}`,
-        `--driver-root=${sim.hostPaths.driverRoot}`,
-        `--http-listen=127.0.0.1:${String(port)}`,
-        '--mig-partitioning=dynamic',
-        '--log-level=info',
-      ],
-      {
-        env: { ...process.env, FAKE_NVML_CONFIG: sim.configPath, FAKE_NVML_EVENTS: eventsFile, ...env },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      },
-    );
-    running.add(child);
-    let stderr = '';
-    child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (chunk: string) => {
-      stderr += chunk;
+  function startDriver(env: NodeJS.ProcessEnv = {}): Promise<DriverProcess> {
+    return drivers.start({
+      nodeName: NODE,
+      driverName: DRIVER,
+      kubeconfig: fx.cluster.adminKubeconfigPath,
+      node,
+      sim,
+      args: ['--mig-partitioning=dynamic'],
+      env: { FAKE_NVML_EVENTS: eventsFile, ...env },
     });
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-      child.on('exit', (code, signal) => {
-        running.delete(child);
-        resolve({ code, signal });
-      });
-    });
-    last = { child, exited, stderr: () => stderr };
-    await driverReady(child, port, () => stderr);
-    return last;
   }
 
   /** The MIG devices that exist now, per GPU product, as NVML reports them. */
@@ -343,7 +297,7 @@ describe('dynamic MIG: slots published with counters, MIG devices made at prepar
   });
 
   it('SIGKILL between the NVML create and the checkpoint write: the restart destroys it, the retry succeeds', async () => {
-    const old = last as DriverProcess;
+    const old = drivers.last() as DriverProcess;
     old.child.kill('SIGTERM');
     await old.exited;
     const dying = await startDriver({ GPU_DRA_FAILPOINTS: 'mig-created' });

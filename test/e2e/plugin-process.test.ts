@@ -3,7 +3,6 @@
 // Without --cleanup-on-exit (a rolling restart) the CDI spec, checkpoint and ResourceSlices stay
 // for the pods still running; a restarted driver recovers them, and with --cleanup-on-exit
 // (uninstall) SIGTERM removes them all.
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CoreV1Api, ResourceV1Api } from '@kubernetes/client-node';
@@ -14,20 +13,12 @@ import { fakeNvmlLib } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
 import { createNamespace, createPodWithClaims, oneDeviceTemplate } from './support/workloads.js';
 import { preparedContainers, type NodeHarness } from './support/node.js';
-import { freePort, httpGet } from './support/process.js';
-import { driverReady } from './support/wait.js';
+import { httpGet } from './support/process.js';
+import { driverProcesses, type DriverProcess } from './support/driverProcess.js';
 
 const DRIVER = 'gpu.dra.dev';
 const NODE = 'node-a';
 const NS = 'process';
-const repo = path.resolve(import.meta.dirname, '../..');
-
-interface DriverProcess {
-  readonly child: ChildProcess;
-  readonly port: number;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  stderr(): string;
-}
 
 describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
   const fx = useCluster();
@@ -35,15 +26,7 @@ describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
   let sim: SimulatedNode | undefined;
   let core: CoreV1Api;
   let resource: ResourceV1Api;
-  const running = new Set<ChildProcess>();
-  let last: DriverProcess | undefined;
-  // A driver a failed test left running is killed before the node and the control plane stop.
-  fx.track({
-    stop: () => {
-      for (const child of running) child.kill('SIGKILL');
-    },
-  });
-  fx.onFailure(() => `===== driver process stderr\n${last?.stderr() ?? '(not started)'}`);
+  const drivers = driverProcesses(fx);
 
   beforeAll(async () => {
     core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
@@ -60,51 +43,15 @@ describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
   });
 
   /** Starts `gpu-dra driver` the way the DaemonSet does, with every host path in the simulated node. */
-  async function startDriver(extraArgs: string[] = []): Promise<DriverProcess> {
-    const c = fx.cluster;
-    const n = node as NodeHarness;
-    const s = sim as SimulatedNode;
-    const port = await freePort();
-    const env: NodeJS.ProcessEnv = { ...process.env, FAKE_NVML_CONFIG: s.configPath };
-    delete env['CLEANUP_ON_EXIT'];
-    const child = spawn(
-      process.execPath,
-      [
-        path.join(repo, 'dist/gpu-dra.mjs'),
-        'driver',
-        `--node-name=${NODE}`,
-        `--kubeconfig=${c.adminKubeconfigPath}`,
-        `--driver-name=${DRIVER}`,
-        `--kubelet-registry-dir=${n.registryDir}`,
-        `--kubelet-plugins-dir=${n.pluginsDir}`,
-        `--cdi-root=${n.cdiDir}`,
-        `--nvml-lib=${fakeNvmlLib()}`,
-        `--dev-root=${s.hostPaths.devRoot}`,
-        `--proc-root=${s.hostPaths.procRoot}`,
-        `--sys-root=${s.hostPaths.sysRoot}`,
-        `--driver-root=${s.hostPaths.driverRoot}`,
-        `--http-listen=127.0.0.1:${String(port)}`,
-        '--log-level=info',
-        ...extraArgs,
-      ],
-      { env, stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    running.add(child);
-    let stderr = '';
-    child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (chunk: string) => {
-      stderr += chunk;
+  function startDriver(extraArgs: string[] = []): Promise<DriverProcess> {
+    return drivers.start({
+      nodeName: NODE,
+      driverName: DRIVER,
+      kubeconfig: fx.cluster.adminKubeconfigPath,
+      node: node as NodeHarness,
+      sim: sim as SimulatedNode,
+      args: extraArgs,
     });
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-      child.on('exit', (code, signal) => {
-        running.delete(child);
-        resolve({ code, signal });
-      });
-    });
-    last = { child, port, exited, stderr: () => stderr };
-    // Ready: registered with the kubelet (not rejected) and ResourceSlices published.
-    await driverReady(child, port, () => stderr);
-    return last;
   }
 
   async function sigterm(

@@ -5,7 +5,7 @@ import { CdiStore } from '../../src/cdi/store.js';
 import { deviceEnvKey } from '../../src/cdi/spec.js';
 import { CheckpointStore } from '../../src/checkpoint/store.js';
 import { MemoryClaimGetter } from '../../src/driver/claims.js';
-import { DeviceState } from '../../src/driver/state.js';
+import { DeviceState, type DeviceStateOptions } from '../../src/driver/state.js';
 import { SharingApplier, type MpsDaemonControl } from '../../src/sharing/apply.js';
 import type { NvidiaSmi } from '../../src/sharing/driverTools.js';
 import type { LiveMigInstance, MigInstanceControl, MigInstanceRef } from '../../src/driver/migDevices.js';
@@ -96,18 +96,20 @@ let getter: MemoryClaimGetter;
 let mig: MemoryMig;
 let checkpointFile: string;
 
-function makeState(cdi?: CdiStore): DeviceState {
+/** A dynamic-mode device state on the test host; `options` replace any default. */
+function makeState(options: Partial<DeviceStateOptions> = {}): DeviceState {
   return new DeviceState({
     driverName: TEST_DRIVER,
     poolName: TEST_NODE,
     hostPaths: host.hostPaths,
-    cdi: cdi ?? new CdiStore(host.cdiRoot, TEST_DRIVER),
+    cdi: new CdiStore(host.cdiRoot, TEST_DRIVER),
     checkpoint: new CheckpointStore(checkpointFile, log),
     inventory: { current: () => inventory },
     claims: getter,
     logger: log,
     migPartitioning: 'dynamic',
     mig,
+    ...options,
   });
 }
 
@@ -236,7 +238,7 @@ describe('dynamic MIG: prepare makes the device, unprepare destroys it', () => {
     // The CDI write fails like a kill at that point: the device exists, the intent is recorded.
     const crashing = new CdiStore(host.cdiRoot, TEST_DRIVER);
     crashing.write = () => Promise.reject(new Error('killed'));
-    const dying = makeState(crashing);
+    const dying = makeState({ cdi: crashing });
     // The rollback of the failed attempt is skipped too, as a kill would skip it.
     mig.destroy = () => Promise.reject(new Error('killed'));
     await prepare(dying, 1, ['gpu-0-mig-1g10gb-19-5']).catch(() => undefined);
@@ -304,19 +306,7 @@ describe('dynamic MIG: prepare makes the device, unprepare destroys it', () => {
       sweep: () => Promise.resolve([]),
     };
     const smi: NvidiaSmi = { run: () => Promise.resolve({ stdout: '', stderr: '' }) };
-    const state = new DeviceState({
-      driverName: TEST_DRIVER,
-      poolName: TEST_NODE,
-      hostPaths: host.hostPaths,
-      cdi: new CdiStore(host.cdiRoot, TEST_DRIVER),
-      checkpoint: new CheckpointStore(checkpointFile, log),
-      inventory: { current: () => inventory },
-      claims: getter,
-      logger: log,
-      migPartitioning: 'dynamic',
-      mig,
-      sharing: new SharingApplier({ nvidiaSmi: smi, mps: daemons }),
-    });
+    const state = makeState({ sharing: new SharingApplier({ nvidiaSmi: smi, mps: daemons }) });
     await state.recover();
     const config = opaque({
       apiVersion: 'gpu.dra.dev/v1alpha1',
@@ -369,16 +359,7 @@ describe('dynamic MIG: prepare makes the device, unprepare destroys it', () => {
   });
 
   it('a static-mode plugin refuses a slot name as an unknown device', async () => {
-    const state = new DeviceState({
-      driverName: TEST_DRIVER,
-      poolName: TEST_NODE,
-      hostPaths: host.hostPaths,
-      cdi: new CdiStore(host.cdiRoot, TEST_DRIVER),
-      checkpoint: new CheckpointStore(checkpointFile, log),
-      inventory: { current: () => inventory },
-      claims: getter,
-      logger: log,
-    });
+    const state = makeState({ migPartitioning: 'static', mig: undefined });
     const err = await prepare(state, 1, ['gpu-0-mig-2g20gb-14-0']).catch((e: unknown) => e);
     expect(isGpuDraError(err, 'DEVICE_UNKNOWN')).toBe(true);
   });
