@@ -49,6 +49,8 @@ export interface CdiDeviceNode {
   type?: 'c' | 'b';
   major?: number;
   minor?: number;
+  /** Mode of a node the runtime creates; unset, it copies the host node's. */
+  fileMode?: number;
 }
 export interface CdiMount {
   hostPath: string;
@@ -189,8 +191,10 @@ function node(containerPath: string, input: Pick<ClaimCdiInput, 'hostPaths' | 'n
   const info = input.nodeInfo?.get(containerPath);
   if (!info) return { path: containerPath, hostPath };
   const numbers = { type: info.type, major: info.major, minor: info.minor };
+  // A MIG access cap the kernel module lists but no host node backs is made read-only, as the
+  // module makes it (/proc/driver/nvidia/capabilities: DeviceFileMode 292, 0444).
   return info.onHost === false
-    ? { path: containerPath, ...numbers }
+    ? { path: containerPath, ...numbers, fileMode: 0o444 }
     : { path: containerPath, hostPath, ...numbers };
 }
 

@@ -116,7 +116,11 @@ export async function createSimulatedNode(
     driverRoot: path.join(root, 'driver'),
   };
   // MIG devices the fake creates get their access-cap nodes here, as nvidia-modprobe makes them.
-  const config: FakeNvmlConfig = { ...parsed, hostDevRoot: parsed.hostDevRoot ?? hostPaths.devRoot };
+  const config: FakeNvmlConfig = {
+    ...parsed,
+    hostDevRoot: parsed.hostDevRoot ?? hostPaths.devRoot,
+    hostProcRoot: parsed.hostProcRoot ?? hostPaths.procRoot,
+  };
   await mkdir(root, { recursive: true });
   for (const p of [hostPaths.devRoot, hostPaths.procRoot, hostPaths.sysRoot, hostPaths.driverRoot])
     await rm(p, { recursive: true, force: true });
@@ -177,6 +181,11 @@ async function writeDev(devRoot: string, config: FakeNvmlConfig, driverLoaded: b
   }
 }
 
+/** A /proc/driver/nvidia/capabilities/.../access entry, as the kernel module writes it. */
+function capEntry(minor: number): string {
+  return `DeviceFileMinor: ${String(minor)}\nDeviceFileMode: 292\nDeviceFileModify: 1\n`;
+}
+
 async function writeProc(procRoot: string, config: FakeNvmlConfig, driverLoaded: boolean): Promise<void> {
   const nvidia = driverLoaded
     ? [
@@ -212,6 +221,24 @@ async function writeProc(procRoot: string, config: FakeNvmlConfig, driverLoaded:
       'GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n',
   );
   for (const gpu of config.gpus) {
+    // The kernel module's entry per existing GPU and compute instance (NVIDIA's driver reads
+    // the access caps' minors here); the fake keeps them in step as instances come and go.
+    for (const mig of activeMigDevices(gpu)) {
+      const giDir = path.join(
+        procRoot,
+        'driver',
+        'nvidia',
+        'capabilities',
+        `gpu${gpu.minor}`,
+        'mig',
+        `gi${mig.gpuInstanceId}`,
+      );
+      await touch(path.join(giDir, 'access'), capEntry(migCapMinor(gpu.minor, mig.gpuInstanceId)));
+      await touch(
+        path.join(giDir, `ci${mig.computeInstanceId}`, 'access'),
+        capEntry(migCapMinor(gpu.minor, mig.gpuInstanceId, mig.computeInstanceId)),
+      );
+    }
     const profiles = gpuProfiles(config, gpu);
     await touch(
       path.join(procRoot, 'driver', 'nvidia', 'gpus', simBusId(gpu), 'information'),

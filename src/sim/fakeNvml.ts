@@ -134,6 +134,7 @@ export const fakeNvmlConfigSchema = z.object({
    * its GI and CI access caps there, `nvidia-caps/nvidia-cap<N>`, as nvidia-modprobe makes them.
    */
   hostDevRoot: z.string().optional(),
+  hostProcRoot: z.string().optional(),
   gpus: z.array(gpuSchema).max(64),
 });
 

@@ -18,6 +18,7 @@ import { injectCdiDevices, type InjectedEdits } from '../../src/cdi/inject.js';
 import type { CdiDeviceNode, CdiSpec } from '../../src/cdi/spec.js';
 import { KubeletClient } from '../../src/kubelet/client.js';
 import type { ClaimRef } from '../../src/kubelet/proto.js';
+import { readFakeMigInstances } from '../../src/sim/fakeNvml.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import {
@@ -39,10 +40,34 @@ import { createAllocatedClaim, createNamespace } from './support/workloads.js';
 const DRIVER = 'gpu.nvidia.com';
 const NS = 'parity';
 
-/** Profile → [node our driver runs on, node NVIDIA's runs on]. */
-const PROFILES: readonly (readonly [string, string, string])[] = [
-  ['h100-8x', 'node-a', 'node-b'],
-  ['mixed', 'node-c', 'node-d'],
+interface ParityProfile {
+  readonly profile: string;
+  /** The node our driver runs on, and NVIDIA's. */
+  readonly ourNode: string;
+  readonly theirNode: string;
+  /** More flags for each side. */
+  readonly ourArgs?: readonly string[];
+  readonly theirArgs?: readonly string[];
+  /** The device the container-edits comparison prepares; default the first both publish. */
+  readonly claimDevice?: string;
+}
+
+const PROFILES: readonly ParityProfile[] = [
+  { profile: 'h100-8x', ourNode: 'node-a', theirNode: 'node-b' },
+  { profile: 'mixed', ourNode: 'node-c', theirNode: 'node-d' },
+  // Static MIG: two A100s with MIG devices an admin made.
+  { profile: 'a100-mig', ourNode: 'node-h', theirNode: 'node-i' },
+  // Dynamic MIG (KEP-4815) on an H100 and an A100 in MIG mode: the same counter sets and
+  // partitions; a claim for one partition makes the MIG device in each side's fake NVML, so
+  // NVIDIA's create path checks the fake too. NVIDIA's gate excludes its NVML health check.
+  {
+    profile: 'mig-dynamic',
+    ourNode: 'node-f',
+    theirNode: 'node-g',
+    ourArgs: ['--mig-partitioning=dynamic'],
+    theirArgs: ['--feature-gates=DynamicMIG=true,NVMLDeviceHealthCheck=false'],
+    claimDevice: 'gpu-0-mig-3g40gb-9-4',
+  },
 ];
 
 /** What one side shows at a path: absent, present with any value, or exactly this JSON. */
@@ -65,7 +90,8 @@ interface KnownDifference {
   readonly why: string;
 }
 
-const BOTH = ['h100-8x', 'mixed'] as const;
+/** The profiles whose container edits are compared. */
+const BOTH = ['h100-8x', 'mixed', 'a100-mig', 'mig-dynamic'] as const;
 /** A shared object the driver installs as `<name>.so.<driver version>`, the file the soname links to. */
 const VERSIONED_LIB = /^edits\.mount\.\/usr\/lib\/x86_64-linux-gnu\/lib[\w-]+\.so\.\d+\.\d+\.\d+$/;
 const SONAME_LINK = /^edits\.mount\.\/usr\/lib\/x86_64-linux-gnu\/lib[\w-]+\.so\.\d+$/;
@@ -213,18 +239,21 @@ type SpecDeviceNode = CdiDeviceNode & { fileMode?: number; permissions?: string;
  */
 function resolveDeviceNode(node: SpecDeviceNode): SpecDeviceNode {
   const hostPath = node.hostPath ?? node.path;
-  const st = fs.statSync(hostPath);
   const minimal = node.type !== undefined && (node.major ?? 0) !== 0;
-  const rdev = st.rdev;
+  // With type and major given the library stats nothing: the node need not exist on the host
+  // (MIG access caps made after boot).
+  const st =
+    minimal && node.fileMode !== undefined ? undefined : fs.statSync(hostPath, { throwIfNoEntry: !minimal });
+  const rdev = st?.rdev ?? 0;
   // Keys in one order, so that the JSON of equal nodes is equal.
   return {
     path: node.path,
     hostPath,
     // A host path that is no device keeps what the spec says (the library would fail the injection).
-    type: minimal ? node.type : st.isCharacterDevice() ? 'c' : st.isBlockDevice() ? 'b' : node.type,
+    type: minimal ? node.type : st?.isCharacterDevice() ? 'c' : st?.isBlockDevice() ? 'b' : node.type,
     major: minimal ? node.major : Math.floor(rdev / 256) & 0xfff,
     minor: minimal ? (node.minor ?? 0) : (rdev & 0xff) | ((rdev >> 12) & 0xfff00),
-    fileMode: node.fileMode ?? st.mode & 0o7777,
+    ...(node.fileMode !== undefined || st ? { fileMode: node.fileMode ?? (st?.mode ?? 0) & 0o7777 } : {}),
     permissions: node.permissions ?? 'rwm',
     ...(node.uid === undefined ? {} : { uid: node.uid }),
     ...(node.gid === undefined ? {} : { gid: node.gid }),
@@ -262,7 +291,7 @@ const table = (ds: readonly Difference[]): string =>
 describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', () => {
   const fx = useCluster({
     // node-e: the example driver's, checked at the end.
-    nodeNames: [...DEFAULT_NODE_NAMES, 'node-e'],
+    nodeNames: [...DEFAULT_NODE_NAMES, 'node-e', 'node-f', 'node-g', 'node-h', 'node-i'],
     extraUsers: [{ name: ANCHOR_USER, groups: ['system:authenticated'] }],
   });
   let resource: ResourceV1Api;
@@ -318,7 +347,12 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
   }
 
   /** Our driver as the DaemonSet runs it, named like NVIDIA's; stopped with the cluster. */
-  async function startOurs(node: string, sim: SimulatedNode, dirs: NodeHarness): Promise<void> {
+  async function startOurs(
+    node: string,
+    sim: SimulatedNode,
+    dirs: NodeHarness,
+    extraArgs: readonly string[] = [],
+  ): Promise<void> {
     const c = fx.cluster;
     const port = await freePort();
     const logFile = path.join(dirs.rootDir, 'gpu-dra.log');
@@ -343,6 +377,7 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
         `--driver-root=${sim.hostPaths.driverRoot}`,
         `--http-listen=127.0.0.1:${String(port)}`,
         '--log-level=info',
+        ...extraArgs,
       ],
       env: { ...process.env, ...sim.env },
       logFile,
@@ -388,7 +423,7 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
     ).toEqual([]);
   }
 
-  for (const [profile, ourNode, theirNode] of PROFILES) {
+  for (const { profile, ourNode, theirNode, ourArgs, theirArgs, claimDevice } of PROFILES) {
     it(`${profile}: the same devices, attributes and capacities`, async () => {
       const c = fx.cluster;
       const ourSim = await createSimulatedNode(profile, fx.tempDir(`gdra-parity-ours-${profile}-`), {
@@ -400,8 +435,9 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
       // The same host for both: real device nodes, PCI resource files, a CDI hook binary.
       prepareSimForAnchors(ourSim);
       const [nodeOurs, nodeTheirs] = await Promise.all([fx.startNode(ourNode), fx.startNode(theirNode)]);
-      await startOurs(ourNode, ourSim, nodeOurs);
+      await startOurs(ourNode, ourSim, nodeOurs, ourArgs);
       const anchor = await startAnchor(fx, {
+        ...(theirArgs ? { extraArgs: theirArgs } : {}),
         name: 'nvidia',
         dirs: nodeTheirs,
         sim: theirSim,
@@ -437,7 +473,8 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
       const pair = sides.get(profile);
       if (pair === undefined) throw new Error(`the ${profile} drivers did not start (see the test before)`);
       // The first GPU both publish; a claim for it, prepared by each driver on its own node.
-      const device = [...pair.ours.devices.keys()].filter((d) => pair.theirs.devices.has(d)).sort()[0];
+      const device =
+        claimDevice ?? [...pair.ours.devices.keys()].filter((d) => pair.theirs.devices.has(d)).sort()[0];
       if (device === undefined) throw new Error('no device name both drivers publish');
       const edits = async (side: Side): Promise<Flat> => {
         const ref = await allocatedClaim(
@@ -465,6 +502,16 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
       const ours = await edits(pair.ours);
       const theirs = await edits(pair.theirs);
       expect(ours.size).toBeGreaterThan(0);
+      if (claimDevice !== undefined) {
+        // Dynamic MIG: each side made the device in its own fake NVML, in the same slot.
+        const made = async (side: Side): Promise<string[]> =>
+          (await readFakeMigInstances(side.sim.dir)).map(
+            (m) =>
+              `${String(m.gpuIndex)}:${String(m.profileId)}@${String(m.placement.start)}+${String(m.placement.size)}`,
+          );
+        expect(await made(pair.theirs)).toEqual(await made(pair.ours));
+        expect(await made(pair.ours)).toHaveLength(1);
+      }
       expectOnlyKnown(
         profile,
         (k) => String(k.path).includes('edits'),

@@ -345,6 +345,7 @@ describe('NodePrepareResources / NodeUnprepareResources', () => {
       type: 'c',
       major: 241,
       minor: 101,
+      fileMode: 0o444,
     });
   });
 

@@ -173,6 +173,7 @@ describe('dynamic MIG: prepare makes the device, unprepare destroys it', () => {
       type: 'c',
       major: 241,
       minor: migCapMinor(0, gi),
+      fileMode: 0o444,
     });
     expect(edits?.deviceNodes).toContainEqual(
       expect.objectContaining({ path: `/dev/nvidia-caps/nvidia-cap${String(migCapMinor(0, gi, 0))}` }),

@@ -748,7 +748,13 @@ describe('a100-mig', () => {
       expect(nvml.migByIndex(gpu1, 1, [null])).toBe(NVML.SUCCESS);
       expect(nvml.migByIndex(gpu1, 2, [null])).toBe(NVML.NOT_FOUND);
 
-      // The simulated host has the matching access caps.
+      // The simulated host has the matching access caps, and the kernel module's entries for them.
+      expect(
+        readFileSync(
+          path.join(node.hostPaths.procRoot, 'driver/nvidia/capabilities/gpu0/mig/gi2/ci0/access'),
+          'utf8',
+        ),
+      ).toContain(`DeviceFileMinor: ${String(migCapMinor(0, 2, 0))}`);
       expect(
         existsSync(path.join(node.hostPaths.devRoot, 'nvidia-caps', `nvidia-cap${migCapMinor(0, 2)}`)),
       ).toBe(true);
@@ -1194,12 +1200,22 @@ describe('MIG create and destroy (mig-dynamic)', () => {
   });
 
   it('destroys CI before GI (a GI with a CI is IN_USE); stale handles and ids are gone', async () => {
-    await withSimulatedNode('mig-dynamic', () => {
+    await withSimulatedNode('mig-dynamic', (node) => {
       expect(nvml.init()).toBe(NVML.SUCCESS);
       const h100 = handle((o) => nvml.handleByIndex(0, o));
       const { gi, ci, info, uuid } = createMig(h100, GIP.g7, P(0, 8), CIP.c7);
+      // The kernel module's /proc entries come with the instances and go with them.
+      const caps = path.join(node.hostPaths.procRoot, 'driver/nvidia/capabilities/gpu0/mig/gi0');
+      expect(readFileSync(path.join(caps, 'access'), 'utf8')).toBe(
+        `DeviceFileMinor: ${String(migCapMinor(0, 0))}\nDeviceFileMode: 292\nDeviceFileModify: 1\n`,
+      );
+      expect(readFileSync(path.join(caps, 'ci0/access'), 'utf8')).toMatch(
+        new RegExp(`^DeviceFileMinor: ${String(migCapMinor(0, 0, 0))}\n`),
+      );
       expect(nvml.giDestroy(gi)).toBe(NVML.IN_USE);
       expect(nvml.ciDestroy(ci)).toBe(NVML.SUCCESS);
+      expect(existsSync(path.join(caps, 'ci0'))).toBe(false);
+      expect(existsSync(path.join(caps, 'access'))).toBe(true);
       expect(nvml.ciDestroy(ci)).toBe(NVML.INVALID_ARGUMENT);
       expect(nvml.ciInfo(ci, {} as CiInfoT)).toBe(NVML.INVALID_ARGUMENT);
       expect(str((b, l) => nvml.uuid(info.device, b, l))).toBe(NVML.INVALID_ARGUMENT);
@@ -1207,6 +1223,7 @@ describe('MIG create and destroy (mig-dynamic)', () => {
       expect(nvml.handleByUuid(uuid, [null])).toBe(NVML.NOT_FOUND);
       expect(nvml.migByIndex(h100, 0, [null])).toBe(NVML.NOT_FOUND);
       expect(nvml.giDestroy(gi)).toBe(NVML.SUCCESS);
+      expect(existsSync(caps)).toBe(false);
       expect(nvml.giDestroy(gi)).toBe(NVML.INVALID_ARGUMENT);
       expect(nvml.giById(h100, 0, [null])).toBe(NVML.NOT_FOUND);
       // The same placement again: a new MIG UUID.

@@ -726,6 +726,7 @@ typedef struct {
   int cudaVersion;
   unsigned migDelayMs;
   char hostDevRoot[4096]; /* simulated host's /dev, for the MIG access caps of new instances */
+  char hostProcRoot[4096]; /* simulated host's /proc, for their capabilities entries */
   unsigned ngpus;
   err_table errs;
   gpu_t gpus[MAX_GPUS];
@@ -1221,6 +1222,7 @@ static int load_config(cfg_err *ce, nvmlReturn_t *initError) {
   if (parse_errors(root, &S.errs, "config", ce) != 0) goto out;
   if (get_u32(root, "migOperationDelayMs", &S.migDelayMs, 0, "config", ce) < 0) goto out;
   if (get_str(root, "hostDevRoot", S.hostDevRoot, sizeof S.hostDevRoot, 0, "config", ce) < 0) goto out;
+  if (get_str(root, "hostProcRoot", S.hostProcRoot, sizeof S.hostProcRoot, 0, "config", ce) < 0) goto out;
   const jval *gpus = jget(root, "gpus");
   if (gpus != NULL && gpus->t != J_ARR) {
     cfail(ce, "config: 'gpus' must be an array", NULL, NULL);
@@ -2329,11 +2331,14 @@ EXPORT nvmlReturn_t nvmlDeviceCreateGpuInstance(nvmlDevice_t device, unsigned in
   return r;
 }
 
+static void remove_cap_entry(const gpu_t *g, unsigned giId, int ci);
+
 static nvmlReturn_t destroy_gi(nvmlGpuInstance_t gpuInstance, gpu_t **touched) {
   GI_ENTER("nvmlGpuInstanceDestroy", gpuInstance);
   if (g->migCurrent != NVML_DEVICE_MIG_ENABLE) return NVML_ERROR_NOT_SUPPORTED;
   /* Real NVML refuses while compute instances exist (nvml.h: IN_USE). */
   if (ci_count(g, (unsigned)(gi - g->gis)) > 0) return NVML_ERROR_IN_USE;
+  remove_cap_entry(g, (unsigned)(gi - g->gis), -1);
   memset(gi, 0, sizeof *gi);
   *touched = g;
   return NVML_SUCCESS;
@@ -2445,7 +2450,57 @@ static void fresh_mig_uuid(char *out, size_t cap) {
  * instance's GI and CI access caps; with "hostDevRoot" the fake makes them there (plain files,
  * numbered as /proc/driver/nvidia-caps/mig-minors numbers them). Like device nodes, they stay.
  */
+/*
+ * The kernel module lists each GPU and compute instance's access cap under
+ * /proc/driver/nvidia/capabilities/gpu<minor>/mig/gi<G>[/ci<C>]/access ("DeviceFileMinor: N",
+ * mode 0444) while it exists; NVIDIA's driver reads the minors there. With "hostProcRoot" the
+ * fake keeps these entries in step with its instances. `ci` < 0: the GPU instance's own.
+ */
+static void mkdirs(const char *path) {
+  char buf[4400];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    mkdir(buf, 0755);
+    *p = '/';
+  }
+  mkdir(buf, 0755);
+}
+
+static void cap_entry_dir(char *out, size_t n, const gpu_t *g, unsigned giId, int ci) {
+  if (ci < 0)
+    snprintf(out, n, "%s/driver/nvidia/capabilities/gpu%u/mig/gi%u", S.hostProcRoot, g->minor, giId);
+  else
+    snprintf(out, n, "%s/driver/nvidia/capabilities/gpu%u/mig/gi%u/ci%d", S.hostProcRoot, g->minor, giId, ci);
+}
+
+static void write_cap_entry(const gpu_t *g, unsigned giId, int ci, unsigned minor) {
+  if (S.hostProcRoot[0] == '\0' || g->minor >= 32) return;
+  char dir[4300], path[4400], text[96];
+  cap_entry_dir(dir, sizeof dir, g, giId, ci);
+  mkdirs(dir);
+  snprintf(path, sizeof path, "%s/access", dir);
+  int len = snprintf(text, sizeof text, "DeviceFileMinor: %u\nDeviceFileMode: 292\nDeviceFileModify: 1\n", minor);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0444);
+  if (fd < 0) return;
+  if (write(fd, text, (size_t)len) != len) { /* best effort, like the other host files */ }
+  close(fd);
+}
+
+static void remove_cap_entry(const gpu_t *g, unsigned giId, int ci) {
+  if (S.hostProcRoot[0] == '\0' || g->minor >= 32) return;
+  char dir[4300], path[4400];
+  cap_entry_dir(dir, sizeof dir, g, giId, ci);
+  snprintf(path, sizeof path, "%s/access", dir);
+  unlink(path);
+  rmdir(dir);
+}
+
 static void touch_access_caps(const gpu_t *g, unsigned giId, unsigned ciId) {
+  unsigned giMinor = 3 + g->minor * MAX_GI_IDS * (1 + MAX_CI_IDS) + giId * (1 + MAX_CI_IDS);
+  write_cap_entry(g, giId, -1, giMinor);
+  write_cap_entry(g, giId, (int)ciId, giMinor + 1 + ciId);
   if (S.hostDevRoot[0] == '\0' || g->minor >= 32) return;
   char dir[4200], path[4300];
   snprintf(dir, sizeof dir, "%s/nvidia-caps", S.hostDevRoot);
@@ -2509,6 +2564,7 @@ EXPORT nvmlReturn_t nvmlGpuInstanceCreateComputeInstance(nvmlGpuInstance_t gpuIn
 static nvmlReturn_t destroy_ci(nvmlComputeInstance_t computeInstance, gpu_t **touched) {
   CI_ENTER("nvmlComputeInstanceDestroy", computeInstance);
   if (m->busy) return NVML_ERROR_IN_USE; /* a process runs on it */
+  remove_cap_entry(g, m->giId, (int)m->ciId);
   memset(m, 0, sizeof *m);
   *touched = g;
   return NVML_SUCCESS;

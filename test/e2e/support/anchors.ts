@@ -218,8 +218,11 @@ export class AnchorProcess {
       // Only written into CDI specs, never run here; where our driver finds it (prepareSimForAnchors).
       `--nvidia-cdi-hook-path=${path.join(root, 'usr', 'bin', 'nvidia-cdi-hook')}`,
     ];
-    // It reads the hard-coded /sys/bus/pci/devices; the bind mount is private to its namespace.
-    const script = 'mount --bind "$1" /sys && shift && exec "$@"';
+    // It reads the hard-coded /sys/bus/pci/devices, and for MIG devices /proc/devices (the
+    // nvidia-caps major) and /proc/driver/nvidia/capabilities (their minors): the simulated
+    // node's, bound over the host's in a mount namespace of its own.
+    const script =
+      'mount --bind "$1" /sys && mount --bind "$2" /proc/driver && mount --bind "$3" /proc/devices && shift 3 && exec "$@"';
     return {
       command: 'unshare',
       args: [
@@ -231,6 +234,8 @@ export class AnchorProcess {
         script,
         'sh',
         sim.hostPaths.sysRoot,
+        path.join(sim.hostPaths.procRoot, 'driver'),
+        path.join(sim.hostPaths.procRoot, 'devices'),
         this.binary,
         ...args,
       ],
