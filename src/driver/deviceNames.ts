@@ -3,7 +3,7 @@
  * by the ResourceSlice side (`src/resourceslice/names.ts`), so what we publish and what we look
  * up can never drift:
  * - full GPU: `gpu-<minor>`
- * - MIG device: `gpu-<parentMinor>-mig-<profile, alphanumerics only>-<profileId>-<placementStart>`
+ * - MIG device: `gpu-<parentMinor>-mig-<profile part>-<profileId>-<placementStart>` (names.ts)
  *   (an existing one in static mode; a slot that prepare creates in dynamic mode)
  */
 import { deviceName, migDeviceName } from '../resourceslice/names.js';

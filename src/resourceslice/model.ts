@@ -58,6 +58,7 @@ import { memoryRequestPolicy, sharesCapacity, SHARES_CAPACITY, type ConsumableSh
 import {
   dynamicMigWarnings,
   gpuPartitioning,
+  MIG_CAPACITY_COUNTERS,
   gpuPublication,
   MAX_CONSUMPTIONS_PER_DEVICE,
   MAX_COUNTER_SETS_PER_SLICE,
@@ -378,7 +379,12 @@ export function buildDevices(
         const part = gpuPartitioning(gpu);
         if (!part) break; // gpuPublication said there are placements
         counterSets.push(part.counterSet);
-        devices.push({ ...gpuToDevice(gpu, inventory, included, shares), consumesCounters: [part.wholeGpu] });
+        const whole = gpuToDevice(gpu, inventory, included, shares);
+        devices.push({
+          ...whole,
+          capacity: { ...whole.capacity, ...migCapacity(whole.name, part.wholeGpuResources) },
+          consumesCounters: [part.wholeGpu],
+        });
         for (const p of part.partitions) devices.push(partitionToDevice(p, gpu, inventory, included));
         break;
       }
@@ -471,13 +477,22 @@ export function validateDevice(d: SliceDevice): void {
 }
 
 /** The attribute names and types every device of a type must share (per-device ones aside). */
+/**
+ * A whole GPU in dynamic MIG mode also publishes the MIG engine capacities (the largest
+ * profile's), as NVIDIA's does, while a GPU beside it with MIG mode off does not: selectors
+ * written for NVIDIA's driver guard them (`has()`), so they do not make the sets differ.
+ */
+const MIG_ENGINE_CAPACITIES: ReadonlySet<string> = new Set(
+  MIG_CAPACITY_COUNTERS.map(([capacity]) => capacity).filter((c) => c !== 'memory'),
+);
+
 function attributeSignature(d: SliceDevice): string {
   const attrs = Object.entries(d.attributes)
     .filter(([k]) => !PER_DEVICE_ATTRIBUTES.has(k))
     .map(([k, v]) => `${k}:${Object.keys(v)[0] ?? ''}`)
     .sort();
   const caps = Object.keys(d.capacity)
-    .filter((k) => !MEMORY_SLICE_CAPACITY.test(k))
+    .filter((k) => !MEMORY_SLICE_CAPACITY.test(k) && !(d.consumesCounters && MIG_ENGINE_CAPACITIES.has(k)))
     .sort();
   return `${attrs.join(',')}|${caps.join(',')}`;
 }

@@ -28,14 +28,21 @@ export function gpuDeviceName(minor: number): string {
   return `gpu-${minor}`;
 }
 
-/** `1g.10gb+me` -> `1g10gbme`: the profile as it appears in a device name. */
+/**
+ * `1g.10gb` -> `1g10gb`, `1g.10gb+me` -> `1g10gb-me`: the profile as it appears in a device name,
+ * as NVIDIA's driver writes it (dots dropped, anything else not a DNS-label character a hyphen).
+ */
 export function profileNamePart(profile: string): string {
-  return profile.toLowerCase().replace(/[^a-z0-9]/g, '');
+  return profile
+    .toLowerCase()
+    .replaceAll('.', '')
+    .replace(/[^a-z0-9-]/g, '-')
+    .replace(/^-+|-+$/g, '');
 }
 
 /**
- * A MIG device: `gpu-<parentMinor>-mig-<profile without non-alphanumerics>-<giProfileId>-<placementStart>`,
- * e.g. `gpu-0-mig-1g10gb-19-0`. Same scheme as NVIDIA's driver, so claims and tooling that know
+ * A MIG device: `gpu-<parentMinor>-mig-<profile part>-<giProfileId>-<placementStart>`, e.g.
+ * `gpu-0-mig-1g10gb-19-0`, `gpu-0-mig-1g10gb-me-20-0` (see {@link profileNamePart}). Same scheme as NVIDIA's driver, so claims and tooling that know
  * one know the other. Parse it back with {@link parseDeviceName}.
  */
 export function migDeviceName(
@@ -68,7 +75,7 @@ export type ParsedDeviceName =
 export function parseDeviceName(name: string): ParsedDeviceName | undefined {
   let m = /^gpu-(\d+)$/.exec(name);
   if (m) return { kind: 'gpu', minor: Number(m[1]) };
-  m = /^gpu-(\d+)-mig-([a-z0-9]+)-(\d+)-(\d+)$/.exec(name);
+  m = /^gpu-(\d+)-mig-([a-z0-9][a-z0-9-]*?)-(\d+)-(\d+)$/.exec(name);
   if (m) {
     return {
       kind: 'mig',

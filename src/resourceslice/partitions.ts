@@ -84,6 +84,11 @@ export interface GpuPartitioning {
   readonly counterSet: CounterSet;
   /** The whole GPU's consumption: every counter, in full. */
   readonly wholeGpu: DeviceCounterConsumption;
+  /**
+   * What the whole GPU publishes as its capacities: each the largest any profile has, as NVIDIA
+   * publishes it (in MIG mode the whole GPU is the instance spanning it, not the bare card).
+   */
+  readonly wholeGpuResources: MigResources;
   /** In natural name order. */
   readonly partitions: readonly MigPartition[];
 }
@@ -128,8 +133,10 @@ export function gpuPartitioning(gpu: GpuDevice): GpuPartitioning | undefined {
   const partitions = migPartitions(gpu);
   if (partitions.length === 0) return undefined;
   const counters: Record<string, Counter> = {};
+  const most = {} as Record<keyof MigResources, number>;
   for (const [, counter, field] of MIG_CAPACITY_COUNTERS) {
-    counters[counter] = count(Math.max(...partitions.map((p) => p.profile[field])));
+    most[field] = Math.max(...partitions.map((p) => p.profile[field]));
+    counters[counter] = count(most[field]);
   }
   const memorySlices = Math.max(...partitions.map((p) => p.placement.start + p.placement.size));
   for (let i = 0; i < memorySlices; i++) counters[memorySliceCounter(i)] = count(1);
@@ -137,6 +144,7 @@ export function gpuPartitioning(gpu: GpuDevice): GpuPartitioning | undefined {
   return {
     counterSet: { name, counters },
     wholeGpu: { counterSet: name, counters },
+    wholeGpuResources: most,
     partitions,
   };
 }

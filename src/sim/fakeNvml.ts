@@ -350,6 +350,8 @@ export const fakeMigStateSchema = z.object({
   gpus: z.array(
     z.object({
       uuid: z.string(),
+      /** Set through nvmlDeviceSetMigMode; absent in state files written before it was. */
+      migMode: z.object({ current: z.number().int(), pending: z.number().int() }).optional(),
       gpuInstances: z.array(
         z.object({
           id: z.number().int().nonnegative(),

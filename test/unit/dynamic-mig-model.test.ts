@@ -130,7 +130,7 @@ describe('dynamic MIG: counter set and consumption', () => {
     expect(devices.map((d) => d.name)).toEqual([
       'gpu-0',
       ...starts('1g10gb', 19, [0, 1, 2, 3, 4, 5, 6]),
-      ...starts('1g10gbme', 20, [0, 1, 2, 3, 4, 5, 6]),
+      ...starts('1g10gb-me', 20, [0, 1, 2, 3, 4, 5, 6]),
       ...starts('1g20gb', 15, [0, 2, 4, 6]),
       ...starts('2g20gb', 14, [0, 2, 4]),
       ...starts('3g40gb', 9, [0, 4]),
@@ -139,12 +139,21 @@ describe('dynamic MIG: counter set and consumption', () => {
     ]);
   });
 
-  it('keeps the whole GPU as published statically, consuming every counter', () => {
+  it('publishes the whole GPU with its static attributes and the largest profile’s capacities, consuming every counter', () => {
     const staticGpu = buildDevices(oneH100(h100Gpu(0))).devices[0];
     const { devices, counterSets } = buildDevices(oneH100(), { migPartitioning: 'dynamic' });
     const gpu = device(devices, 'gpu-0');
     expect(gpu.attributes).toEqual(staticGpu?.attributes);
-    expect(gpu.capacity).toEqual({ memory: { value: '81559Mi' } });
+    // As NVIDIA publishes it: in MIG mode the whole GPU is the 7g.80gb instance spanning it.
+    expect(gpu.capacity).toEqual({
+      memory: { value: '81152Mi' },
+      multiprocessors: { value: '132' },
+      copyEngines: { value: '8' },
+      decoders: { value: '7' },
+      encoders: { value: '0' },
+      jpegEngines: { value: '7' },
+      ofaEngines: { value: '1' },
+    });
     expect(gpu.consumesCounters).toEqual([
       { counterSet: 'gpu-0-counter-set', counters: counterSets[0]?.counters },
     ]);
@@ -203,7 +212,7 @@ describe('dynamic MIG: counter set and consumption', () => {
     expect(fits('gpu-0-mig-1g10gb-19-0', 'gpu-0-mig-2g20gb-14-0')).toBe(false);
     expect(fits('gpu-0-mig-4g40gb-5-0', 'gpu-0-mig-2g20gb-14-2')).toBe(false);
     // Only one +me profile's media engine (ofa-engines 1).
-    expect(fits('gpu-0-mig-1g10gbme-20-0', 'gpu-0-mig-1g10gbme-20-1')).toBe(false);
+    expect(fits('gpu-0-mig-1g10gb-me-20-0', 'gpu-0-mig-1g10gb-me-20-1')).toBe(false);
     // The whole GPU excludes every partition, and the 7g profile everything else.
     for (const d of devices.filter((x) => x.name !== 'gpu-0')) {
       expect(fits('gpu-0', d.name), d.name).toBe(false);

@@ -251,6 +251,11 @@ function bind(lib: ReturnType<typeof koffi.load>) {
       outU,
       outU,
     ]),
+    setMigMode: f<(d: Handle, mode: number, status: Out<number>) => number>('nvmlDeviceSetMigMode', 'int', [
+      Device,
+      'unsigned int',
+      outU,
+    ]),
     maxMig: f<(d: Handle, out: Out<number>) => number>('nvmlDeviceGetMaxMigDeviceCount', 'int', [
       Device,
       outU,
@@ -1230,6 +1235,38 @@ describe('MIG create and destroy (mig-dynamic)', () => {
       const again = createMig(h100, GIP.g7, P(0, 8), CIP.c7);
       expect(again.uuid).toMatch(MIG_UUID);
       expect(again.uuid).not.toBe(uuid);
+    });
+  });
+
+  it('sets MIG mode as NVML does on bare metal, refuses to turn it off under instances, and keeps it', async () => {
+    await withSimulatedNode('mig-dynamic', (node) => {
+      expect(nvml.init()).toBe(NVML.SUCCESS);
+      const h100 = handle((o) => nvml.handleByIndex(0, o));
+      const mode = (): [number, number] => {
+        const cur: Out<number> = [0];
+        const pend: Out<number> = [0];
+        expect(nvml.migMode(h100, cur, pend)).toBe(NVML.SUCCESS);
+        return [cur[0], pend[0]];
+      };
+      const { gi, ci } = createMig(h100, GIP.g2, P(0, 2), CIP.c2);
+      const status: Out<number> = [-1];
+      expect(nvml.setMigMode(h100, 0, status)).toBe(NVML.IN_USE);
+      expect(nvml.setMigMode(h100, 2, status)).toBe(NVML.INVALID_ARGUMENT);
+      expect(nvml.ciDestroy(ci)).toBe(NVML.SUCCESS);
+      expect(nvml.giDestroy(gi)).toBe(NVML.SUCCESS);
+      expect(nvml.setMigMode(h100, 0, status)).toBe(NVML.SUCCESS);
+      expect(status[0]).toBe(NVML.SUCCESS);
+      expect(mode()).toEqual([0, 0]);
+      expect(createGi(h100, GIP.g2, P(0, 2))).toBe(NVML.NOT_SUPPORTED);
+      // Kept across a shutdown, as the GPU keeps it.
+      expect(nvml.shutdown()).toBe(NVML.SUCCESS);
+      expect(nvml.init()).toBe(NVML.SUCCESS);
+      expect(mode()).toEqual([0, 0]);
+      expect(readFileSync(`${node.configPath}.mig-state`, 'utf8')).toContain(
+        '"migMode": {"current": 0, "pending": 0}',
+      );
+      expect(nvml.setMigMode(h100, 1, status)).toBe(NVML.SUCCESS);
+      expect(mode()).toEqual([1, 1]);
     });
   });
 

@@ -95,7 +95,14 @@ describe('names', () => {
   it('names GPUs by minor and MIG devices like NVIDIA, and parses them back', () => {
     expect(gpuDeviceName(0)).toBe('gpu-0');
     expect(migDeviceName(0, '1g.10gb', 19, 0)).toBe('gpu-0-mig-1g10gb-19-0');
-    expect(migDeviceName(3, '1g.10gb+me', 20, 6)).toBe('gpu-3-mig-1g10gbme-20-6');
+    expect(migDeviceName(3, '1g.10gb+me', 20, 6)).toBe('gpu-3-mig-1g10gb-me-20-6');
+    expect(parseDeviceName('gpu-3-mig-1g10gb-me-20-6')).toEqual({
+      kind: 'mig',
+      parentMinor: 3,
+      profile: '1g10gb-me',
+      profileId: 20,
+      placementStart: 6,
+    });
     expect(parseDeviceName('gpu-0-mig-1g10gb-19-0')).toEqual({
       kind: 'mig',
       parentMinor: 0,

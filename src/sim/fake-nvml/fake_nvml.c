@@ -1586,6 +1586,14 @@ static void apply_state(void) {
     }
     memcpy(g->gis, gis, sizeof gis);
     memcpy(g->migs, migs, sizeof migs);
+    /* MIG mode set through nvmlDeviceSetMigMode (absent from older state files). */
+    const jval *mode = jget(gpus->items[i], "migMode");
+    unsigned cur = g->migCurrent, pend = g->migPending;
+    if (mode != NULL && get_u32(mode, "current", &cur, 0, g->uuid, &ce) == 0 &&
+        get_u32(mode, "pending", &pend, 0, g->uuid, &ce) == 0 && cur <= 1 && pend <= 1) {
+      g->migCurrent = cur;
+      g->migPending = pend;
+    }
     g->stateful = 1;
   }
   jfree(root);
@@ -1621,6 +1629,7 @@ static void write_state(void) {
     if (!g->stateful) continue;
     fprintf(f, "%s\n    {\n      \"uuid\": ", gsep);
     put_json_str(f, g->uuid);
+    fprintf(f, ",\n      \"migMode\": {\"current\": %u, \"pending\": %u}", g->migCurrent, g->migPending);
     fprintf(f, ",\n      \"gpuInstances\": [");
     const char *isep = "";
     for (unsigned id = 0; id < MAX_GI_IDS; id++) {
@@ -2029,6 +2038,35 @@ EXPORT nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *curr
   *currentMode = g->migCurrent;
   *pendingMode = g->migPending;
   return NVML_SUCCESS;
+}
+
+/*
+ * MIG mode. On bare metal NVML resets the GPU to apply a change, so it takes effect at once:
+ * current = pending = mode, activationStatus SUCCESS. Turning it off with GPU instances left is
+ * IN_USE. The mode is kept in the MIG state with the layout, so other processes see it.
+ */
+static nvmlReturn_t set_mig_mode(nvmlDevice_t device, unsigned mode, nvmlReturn_t *activationStatus,
+                                 gpu_t **touched) {
+  DEV_ENTER("nvmlDeviceSetMigMode", device);
+  NOT_ON_MIG();
+  if (activationStatus == NULL || mode > NVML_DEVICE_MIG_ENABLE) return NVML_ERROR_INVALID_ARGUMENT;
+  if (!g->migCapable) return NVML_ERROR_NOT_SUPPORTED;
+  if (mode != NVML_DEVICE_MIG_ENABLE && g->migCurrent == NVML_DEVICE_MIG_ENABLE)
+    for (unsigned id = 0; id < MAX_GI_IDS; id++)
+      if (g->gis[id].used) return NVML_ERROR_IN_USE;
+  g->migCurrent = mode;
+  g->migPending = mode;
+  *activationStatus = NVML_SUCCESS;
+  *touched = g;
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceSetMigMode(nvmlDevice_t device, unsigned int mode, nvmlReturn_t *activationStatus) {
+  gpu_t *touched = NULL;
+  int fd = mutation_begin();
+  nvmlReturn_t r = set_mig_mode(device, mode, activationStatus, &touched);
+  mutation_end(fd, touched);
+  return r;
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned int *count) {
