@@ -78,20 +78,24 @@ export function slotToMake(
   return slots.find((s) => s.placement.start === 0 && s.placement.size === end);
 }
 
+/** A (profile, placement): what tells one slot, and the MIG device made in it, from another. */
+type SlotKey = { readonly profileId: number; readonly placement: MigPlacement };
+
+/** Is `b` in the same slot of its GPU as `a`? (Callers compare the GPUs themselves.) */
+export function inSameSlot(a: SlotKey): (b: SlotKey) => boolean {
+  return (b) =>
+    a.profileId === b.profileId &&
+    a.placement.start === b.placement.start &&
+    a.placement.size === b.placement.size;
+}
+
 /** The slot a recorded MIG device was made in, on today's GPU; undefined if it has no such slot. */
 export function recordedSlot(
   inventory: Pick<NodeInventory, 'gpus'>,
   made: { readonly parentUuid: string; readonly profileId: number; readonly placement: MigPlacement },
 ): MigSlot | undefined {
   const gpu = inventory.gpus.find((g) => g.uuid === made.parentUuid);
-  return gpu
-    ? migSlots(gpu).find(
-        (s) =>
-          s.profileId === made.profileId &&
-          s.placement.start === made.placement.start &&
-          s.placement.size === made.placement.size,
-      )
-    : undefined;
+  return gpu ? migSlots(gpu).find(inSameSlot(made)) : undefined;
 }
 
 /**

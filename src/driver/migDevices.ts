@@ -18,7 +18,7 @@ import type {
   MigInstanceControl as NvmlMigControl,
   MigInstanceRef,
 } from '../nvml/migInstances.js';
-import type { MigSlot } from './deviceNames.js';
+import { inSameSlot, type MigSlot } from './deviceNames.js';
 
 /** What the driver needs of NVML to make and remove MIG devices (src/nvml/migInstances.ts). */
 export type MigInstanceControl = Pick<NvmlMigControl, 'create' | 'destroy' | 'list' | 'listBareGpuInstances'>;
@@ -38,10 +38,6 @@ export interface RecordedMigInstance {
 
 export function intendedInstance(slot: MigSlot): RecordedMigInstance {
   return { parentUuid: slot.parentUuid, profileId: slot.profileId, placement: { ...slot.placement } };
-}
-
-function samePlacement(a: MigPlacement, b: MigPlacement): boolean {
-  return a.start === b.start && a.size === b.size;
 }
 
 /** The MIG device made in `slot`, as discovery would report it. */
@@ -105,11 +101,6 @@ export async function createInSlots(
   return made;
 }
 
-function inSlot(r: Pick<RecordedMigInstance, 'profileId' | 'placement'>) {
-  return (live: { readonly profileId: number; readonly placement: MigPlacement }): boolean =>
-    live.profileId === r.profileId && samePlacement(live.placement, r.placement);
-}
-
 /**
  * Where a recorded MIG device is now: by its ids (guarded by its UUID), else, when a crash came
  * before the ids were recorded, by its slot: a MIG device there, or a GPU instance whose compute
@@ -127,9 +118,9 @@ async function findRecorded(
       ...(r.uuid ? { uuid: r.uuid } : {}),
     };
   }
-  const live = (await control.list(r.parentUuid)).find(inSlot(r));
+  const live = (await control.list(r.parentUuid)).find(inSameSlot(r));
   if (live) return live;
-  const bare = (await control.listBareGpuInstances(r.parentUuid)).find(inSlot(r));
+  const bare = (await control.listBareGpuInstances(r.parentUuid)).find(inSameSlot(r));
   return bare
     ? { parentUuid: bare.parentUuid, gpuInstanceId: bare.gpuInstanceId, computeInstanceId: 0 }
     : undefined;
@@ -203,7 +194,7 @@ export async function sweepUnowned(
       continue;
     }
     for (const instance of live) {
-      if (owned.some((o) => o.parentUuid === parentUuid && inSlot(o)(instance))) continue;
+      if (owned.some((o) => o.parentUuid === parentUuid && inSameSlot(o)(instance))) continue;
       try {
         await control.destroy(instance);
         removed.push(instance.uuid ?? `${parentUuid} GPU instance ${String(instance.gpuInstanceId)}`);

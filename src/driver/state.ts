@@ -63,6 +63,7 @@ import { planClaim, type PlannedDevice } from './plan.js';
 import {
   indexExistingDevices,
   indexInventory,
+  inSameSlot,
   recordedSlot,
   slotToMake,
   type MigSlot,
@@ -846,12 +847,7 @@ export class DeviceState {
       const slot = recordedSlot(inventory, d.migInstance);
       if (!slot) continue; // not a slot any more: rebuild reports the device gone
       const mig = this.migFor(uid);
-      let live = (await mig.list(slot.parentUuid)).find(
-        (l) =>
-          l.profileId === slot.profileId &&
-          l.placement.start === slot.placement.start &&
-          l.placement.size === slot.placement.size,
-      );
+      let live = (await mig.list(slot.parentUuid)).find(inSameSlot(slot));
       const remade = live === undefined;
       live ??= (await createInSlots(mig, [slot], uid, this.opts.logger))[0];
       if (!live) continue;
