@@ -362,6 +362,8 @@ export class DeviceState {
   private readonly claimLocks = new KeyedMutex();
   /** Devices of prepares between their conflict check and their checkpoint write (steps 2–4). */
   private readonly reserved = new Map<string, CheckpointClaim>();
+  private indexed:
+    { readonly inventory: NodeInventory; readonly index: ReadonlyMap<string, PlanDevice> } | undefined;
   private driverFilesScan:
     { readonly version: string; readonly at: number; readonly files: DriverFiles } | undefined;
 
@@ -535,6 +537,18 @@ export class DeviceState {
     return out;
   }
 
+  /**
+   * The devices of `inventory` by name, built once per inventory: a dynamic-MIG node has some
+   * 26 slots per GPU, and every prepare looks them up.
+   */
+  private deviceIndex(inventory: NodeInventory): ReadonlyMap<string, PlanDevice> {
+    const cached = this.indexed;
+    if (cached?.inventory === inventory) return cached.index;
+    const index = indexInventory(inventory, this.opts.migPartitioning);
+    this.indexed = { inventory, index };
+    return index;
+  }
+
   /** Step 1: plan against the current devices; once more after a re-discovery if one is unknown. */
   private async plan(
     claimUid: string,
@@ -544,14 +558,14 @@ export class DeviceState {
     let inventory = this.opts.inventory.current();
     try {
       return {
-        planned: planClaim({ ...base, devices: indexInventory(inventory, this.opts.migPartitioning) }),
+        planned: planClaim({ ...base, devices: this.deviceIndex(inventory) }),
         inventory,
       };
     } catch (err) {
       if (!isGpuDraError(err, 'DEVICE_UNKNOWN') || !this.opts.inventory.refresh) throw err;
       inventory = await this.opts.inventory.refresh();
       return {
-        planned: planClaim({ ...base, devices: indexInventory(inventory, this.opts.migPartitioning) }),
+        planned: planClaim({ ...base, devices: this.deviceIndex(inventory) }),
         inventory,
       };
     }
