@@ -416,6 +416,10 @@ describe('Helm chart deploy/helm/gpu-dra', () => {
     expect(JSON.stringify(out['ValidatingAdmissionPolicy/gpu-dra-resourceslices'])).toContain(
       "variables.objectDriver == 'gpu.nvidia.com'",
     );
+    // The opaque-config policy checks configs addressed to the chart's driver name.
+    expect(JSON.stringify(out['ValidatingAdmissionPolicy/gpu-dra-opaque-configs'])).toContain(
+      "c.?opaque.?driver.orValue('') == 'gpu.nvidia.com'",
+    );
   });
 });
 
