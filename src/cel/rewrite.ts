@@ -11,6 +11,12 @@
  * `("f" in e)`, working on the parsed AST: the call is located by its source range and `e` is
  * printed back with cel-js' serializer (rewritten recursively, in case `e` has its own `has`).
  * Calls cel-js handles itself (`has(device.driver)`, `has(m.a.b)`) are left alone.
+ *
+ * `"d" in device.attributes` (or `device.capacity`). Kubernetes' device maps answer a lookup of
+ * a domain the device has nothing in with an empty map, yet `in` asks the real map: false for
+ * such a domain. cel-js answers `in` and the lookup through the same accessor, so the empty-map
+ * default would make `in` true for every domain. A domain is in the map exactly when the device
+ * has something in it, so such a test is rewritten to `(size(device.attributes[d]) > 0)`.
  */
 import { serialize, type ASTNode } from '@marcbachmann/cel-js';
 
@@ -56,30 +62,52 @@ function hasOverIndex(node: ASTNode): { field: string; operand: ASTNode } | unde
   return { field, operand };
 }
 
-function collect(node: ASTNode, found: { node: ASTNode; field: string; operand: ASTNode }[]): void {
+/** `k in device.attributes` / `k in device.capacity`: membership in a map with a default. */
+function domainIn(node: ASTNode): { key: ASTNode; map: ASTNode } | undefined {
+  if (node.op !== 'in') return undefined;
+  const [key, map] = node.args;
+  if (map.op !== '.') return undefined;
+  const [base, field] = map.args;
+  if (base.op !== 'id' || base.args !== 'device' || (field !== 'attributes' && field !== 'capacity'))
+    return undefined;
+  return { key, map };
+}
+
+interface Rewrite {
+  readonly node: ASTNode;
+  /** The text that replaces the node; `inner` rewrites a sub-expression the same way. */
+  replacement(inner: (e: ASTNode) => string): string;
+}
+
+function collect(node: ASTNode, found: Rewrite[]): void {
   const h = hasOverIndex(node);
   if (h) {
-    found.push({ node, ...h });
+    found.push({ node, replacement: (inner) => `(${JSON.stringify(h.field)} in (${inner(h.operand)}))` });
+    return;
+  }
+  const d = domainIn(node);
+  if (d) {
+    found.push({ node, replacement: (inner) => `(size((${inner(d.map)})[(${inner(d.key)})]) > 0)` });
     return;
   }
   for (const c of childNodes(node)) collect(c, found);
 }
 
 /**
- * Rewrites every `has(e.f)` that cel-js cannot evaluate into `("f" in e)`. Returns the input
- * unchanged when there is nothing to rewrite. Throws what `parseAst` throws on a syntax error.
+ * Rewrites every `has(e.f)` that cel-js cannot evaluate into `("f" in e)`, and every domain
+ * membership test on the device's maps (see above). Returns the input unchanged when there is
+ * nothing to rewrite. Throws what `parseAst` throws on a syntax error.
  */
 export function rewriteHasMacros(expression: string, parseAst: AstParser): string {
   const ast = parseAst(expression);
-  const found: { node: ASTNode; field: string; operand: ASTNode }[] = [];
+  const found: Rewrite[] = [];
   collect(ast, found);
   if (found.length === 0) return expression;
   found.sort((a, b) => b.node.start - a.node.start);
+  const inner = (e: ASTNode): string => rewriteHasMacros(serialize(e), parseAst);
   let out = expression;
   for (const f of found) {
-    const operand = rewriteHasMacros(serialize(f.operand), parseAst);
-    const replacement = `(${JSON.stringify(f.field)} in (${operand}))`;
-    out = out.slice(0, f.node.start) + replacement + out.slice(f.node.end);
+    out = out.slice(0, f.node.start) + f.replacement(inner) + out.slice(f.node.end);
   }
   return out;
 }

@@ -219,6 +219,20 @@ describe('has() rewrite', () => {
     );
   });
 
+  it('answers `in` on the device maps for the domains the device has, as the scheduler does', () => {
+    expect(rewriteHasMacros(`"gpu.dra.dev" in device.attributes`, parseAst)).toBe(
+      `(size((device.attributes)[("gpu.dra.dev")]) > 0)`,
+    );
+    yes(`"gpu.dra.dev" in device.attributes`);
+    yes(`"resource.kubernetes.io" in device.attributes`);
+    yes(`"gpu.dra.dev" in device.capacity`);
+    // Kubernetes: a lookup of another domain is an empty map, but `in` asks the real map.
+    no(`"other.example.com" in device.attributes`);
+    no(`"other.example.com" in device.capacity`);
+    yes(`!("other.example.com" in device.attributes) && size(device.attributes["other.example.com"]) == 0`);
+    yes(`"profile" in device.attributes["gpu.dra.dev"]`, mig);
+  });
+
   it('leaves forms cel-js handles alone', () => {
     for (const e of ['has(device.driver)', 'has(a.b.c)', 'device.driver == "x"', '"has(x[0].y)" == s']) {
       expect(rewriteHasMacros(e, parseAst)).toBe(e);
