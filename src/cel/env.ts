@@ -24,7 +24,8 @@ import {
 } from '@marcbachmann/cel-js';
 import { CelDevice, DeviceConversionError, toCelDevice, type DeviceInput } from './device.js';
 import { Quantity } from './quantity.js';
-import { rewriteHasMacros } from './rewrite.js';
+import { RE2JS } from 're2js';
+import { RE2_MATCHES, rewriteHasMacros } from './rewrite.js';
 import { Semver } from './semver.js';
 
 /** `CELSelectorExpressionMaxLength`. */
@@ -58,12 +59,35 @@ function parseSemver(s: string, normalize: boolean): Semver {
   }
 }
 
-function regex(pattern: string): RegExp {
+/**
+ * Patterns compiled with RE2 semantics, as Kubernetes' CEL (Go's regexp) has them: inline flags
+ * such as `(?i)`, no backreferences or lookaround, `\z`, POSIX classes. JavaScript's RegExp
+ * differs on each. Compiled once per pattern (selectors repeat them for every device).
+ */
+const compiled = new Map<string, RE2JS>();
+const MAX_COMPILED = 1024;
+
+function regex(pattern: string): RE2JS {
+  let re = compiled.get(pattern);
+  if (re) return re;
   try {
-    return new RegExp(pattern, 'g');
-  } catch {
-    throw evalError(`invalid regular expression: ${pattern}`);
+    re = RE2JS.compile(pattern);
+  } catch (err) {
+    throw evalError(
+      `invalid regular expression ${JSON.stringify(pattern)}: ${err instanceof Error ? err.message : String(err)}`,
+    );
   }
+  if (compiled.size >= MAX_COMPILED) compiled.clear();
+  compiled.set(pattern, re);
+  return re;
+}
+
+/** Every non-overlapping match, left to right (Go's FindAllString). */
+function findAll(s: string, pattern: string): string[] {
+  const m = regex(pattern).matcher(s);
+  const out: string[] = [];
+  while (m.find()) out.push(m.group() ?? '');
+  return out;
 }
 
 function buildEnvironment(): Environment {
@@ -151,12 +175,16 @@ function buildEnvironment(): Environment {
   env.registerOperator(`${SEMVER} == ${SEMVER}`, (a: Semver, b: Semver) => a.equals(b));
 
   // Regex library (k8s.io/apiserver/pkg/cel/library/regex.go).
-  method('string', 'find', ['string'], 'string', (s: string, p: string) => regex(p).exec(s)?.[0] ?? '');
-  method('string', 'findAll', ['string'], 'list<string>', (s: string, p: string) =>
-    [...s.matchAll(regex(p))].map((m) => m[0]),
-  );
+  // cel-js' own matches() uses JavaScript's RegExp and cannot be replaced: selectors' matches()
+  // calls are rewritten to this one (rewrite.ts), a partial match as Go's MatchString.
+  method('string', RE2_MATCHES, ['string'], 'bool', (s: string, p: string) => regex(p).matcher(s).find());
+  method('string', 'find', ['string'], 'string', (s: string, p: string) => {
+    const m = regex(p).matcher(s);
+    return m.find() ? (m.group() ?? '') : '';
+  });
+  method('string', 'findAll', ['string'], 'list<string>', (s: string, p: string) => findAll(s, p));
   method('string', 'findAll', ['string', 'int'], 'list<string>', (s: string, p: string, n: bigint) => {
-    const all = [...s.matchAll(regex(p))].map((m) => m[0]);
+    const all = findAll(s, p);
     return n < 0n ? all : all.slice(0, Number(n));
   });
   return env;

@@ -17,6 +17,10 @@
  * such a domain. cel-js answers `in` and the lookup through the same accessor, so the empty-map
  * default would make `in` true for every domain. A domain is in the map exactly when the device
  * has something in it, so such a test is rewritten to `(size(device.attributes[d]) > 0)`.
+ *
+ * `s.matches(p)` (or `matches(s, p)`). Kubernetes matches with RE2 (Go's regexp): `(?i)` and
+ * other inline flags, no backreferences. cel-js' own matches() uses JavaScript's RegExp and
+ * cannot be overridden, so calls go to {@link RE2_MATCHES}, which the environment defines.
  */
 import { serialize, type ASTNode } from '@marcbachmann/cel-js';
 
@@ -73,6 +77,21 @@ function domainIn(node: ASTNode): { key: ASTNode; map: ASTNode } | undefined {
   return { key, map };
 }
 
+/** The environment's RE2 matches(). */
+export const RE2_MATCHES = 'matchesRE2';
+
+/** `s.matches(p)` or `matches(s, p)`: its string and pattern. */
+function matchesCall(node: ASTNode): { s: ASTNode; p: ASTNode } | undefined {
+  if (node.op === 'rcall') {
+    const [name, receiver, args] = node.args;
+    if (name === 'matches' && args.length === 1 && args[0]) return { s: receiver, p: args[0] };
+  } else if (node.op === 'call') {
+    const [name, args] = node.args;
+    if (name === 'matches' && args.length === 2 && args[0] && args[1]) return { s: args[0], p: args[1] };
+  }
+  return undefined;
+}
+
 interface Rewrite {
   readonly node: ASTNode;
   /** The text that replaces the node; `inner` rewrites a sub-expression the same way. */
@@ -88,6 +107,11 @@ function collect(node: ASTNode, found: Rewrite[]): void {
   const d = domainIn(node);
   if (d) {
     found.push({ node, replacement: (inner) => `(size((${inner(d.map)})[(${inner(d.key)})]) > 0)` });
+    return;
+  }
+  const m = matchesCall(node);
+  if (m) {
+    found.push({ node, replacement: (inner) => `(${inner(m.s)}).${RE2_MATCHES}(${inner(m.p)})` });
     return;
   }
   for (const c of childNodes(node)) collect(c, found);

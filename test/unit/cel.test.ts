@@ -293,6 +293,22 @@ describe('selector evaluation (Kubernetes semantics)', () => {
     yes(`device.attributes["gpu.dra.dev"].productName.split(" ")[1] == "H100"`);
   });
 
+  it('regular expressions are RE2, as in Kubernetes (Go regexp), not JavaScript', () => {
+    const name = 'device.attributes["gpu.dra.dev"].productName';
+    // Inline flags: RE2 has them; JavaScript's RegExp (Node 20) refuses `(?i)`.
+    yes(`${name}.matches("(?i)nvidia h100")`);
+    yes(`matches(${name}, "(?i)^nvidia")`);
+    no(`${name}.matches("nvidia h100")`);
+    yes(`${name}.find("(?i)hbm[0-9]") == "HBM3"`);
+    yes(`${name}.findAll("(?i)[a-z]+[0-9]+") == ["H100", "HBM3"]`);
+    // \z ends the text in RE2; POSIX classes work inside brackets.
+    yes(`${name}.matches("HBM3\\\\z")`);
+    yes(`${name}.matches("^[[:upper:]]+ ")`);
+    // No backreferences or lookaround in RE2: an evaluation error, as the scheduler reports.
+    fails(`${name}.matches("(N)\\\\1")`, /invalid regular expression/);
+    fails(`${name}.matches("NVIDIA(?= )")`, /invalid regular expression/);
+  });
+
   it('quantity()', () => {
     yes(`device.capacity["gpu.dra.dev"].memory.compareTo(quantity("40Gi")) >= 0`);
     no(`device.capacity["gpu.dra.dev"].memory.compareTo(quantity("80Gi")) >= 0`);
