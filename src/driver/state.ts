@@ -82,7 +82,7 @@ import {
 import { readMigMinors, type MigMinors } from '../nvml/host.js';
 import { isDynamicMigGpu, type MigPartitioning } from '../resourceslice/partitions.js';
 import { KeyedMutex } from '../util/keyedMutex.js';
-import { mpsPinnedLimitsMiB, type SharingSettings } from './opaqueConfig.js';
+import { mpsPinnedLimitsMiB, OpaqueConfigError, type SharingSettings } from './opaqueConfig.js';
 import { parseDeviceName } from '../resourceslice/names.js';
 import type { ApplyDevice, SharingApplier } from '../sharing/apply.js';
 import { changesHost, mpsGroups, type SharedDevice } from '../sharing/plan.js';
@@ -262,6 +262,32 @@ function withCreatedDevices(
   });
 }
 
+/**
+ * A whole GPU in dynamic MIG mode is the MIG device spanning it, and MIG devices have no time
+ * slice (nvidia-smi refuses compute-policy on them): such a config is refused before anything
+ * is made, naming it, as a MigDeviceConfig with time-slicing is.
+ */
+function refuseTimeSlicedMig(
+  planned: readonly PlannedDevice<PlanDevice>[],
+  slots: readonly (MigSlot | undefined)[],
+  claimUid: string,
+): void {
+  const issues = planned.flatMap((p, i) =>
+    slots[i] && p.device.kind === 'gpu' && p.sharing?.strategy === 'TimeSlicing'
+      ? [
+          {
+            path: `config[${String(p.configIndex ?? '?')}].opaque.parameters.sharing.strategy`,
+            message: `TimeSlicing cannot apply to ${p.deviceName}: with dynamic MIG a whole GPU is the MIG device spanning it, which has no time slice; use MPS, or no sharing`,
+          },
+        ]
+      : [],
+  );
+  if (issues.length === 0) return;
+  const err = new OpaqueConfigError(issues);
+  err.claimUid = claimUid;
+  throw err;
+}
+
 /** The MIG devices a recorded claim had the driver make. */
 function recordedMigInstances(entry: Pick<ReadonlyCheckpointClaim, 'devices'>): RecordedMigInstance[] {
   return entry.devices.flatMap((d) =>
@@ -428,6 +454,7 @@ export class DeviceState {
         const { planned: planning, inventory } = await this.plan(ref.uid, claim);
         const mode = this.opts.migPartitioning ?? 'static';
         const slots = planning.map((p) => slotToMake(p.device, p.adminAccess, mode));
+        refuseTimeSlicedMig(planning, slots, ref.uid);
         const toMake = slots.filter((slot) => slot !== undefined);
         const mig = toMake.length > 0 ? this.migFor(ref.uid) : undefined;
         // Conflicts need names, sharing and placements only: reserve before anything is made.

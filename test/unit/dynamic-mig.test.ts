@@ -349,6 +349,29 @@ describe('dynamic MIG: prepare makes the device, unprepare destroys it', () => {
     expect(mig.live).toEqual([]);
   });
 
+  it('refuses time-slicing for a whole GPU in dynamic mode before anything is made', async () => {
+    const state = makeState();
+    await state.recover();
+    const config = opaque({
+      apiVersion: 'gpu.dra.dev/v1alpha1',
+      kind: 'GpuConfig',
+      sharing: { strategy: 'TimeSlicing' },
+    });
+    getter.set(testClaim({ uid: uid(1), devices: ['gpu-0'], config: [config] }));
+    const err = await state
+      .prepare(
+        { uid: uid(1), namespace: 'default', name: `claim-${uid(1)}` },
+        () => getter.get('default', `claim-${uid(1)}`),
+        log,
+      )
+      .catch((e: unknown) => e);
+    expect(isGpuDraError(err, 'OPAQUE_CONFIG_INVALID')).toBe(true);
+    expect((err as Error).message).toMatch(
+      /config\[0\]\.opaque\.parameters\.sharing\.strategy: TimeSlicing cannot apply to gpu-0/,
+    );
+    expect(mig.calls).toEqual([]);
+  });
+
   it('a lost spec of a prepared claim is restored with the device that exists, none made twice', async () => {
     const state = makeState();
     await state.recover();
