@@ -10,7 +10,7 @@ import {
   ResourceV1Api,
   type KubernetesObject,
 } from '@kubernetes/client-node';
-import { parseAllDocuments } from 'yaml';
+import { readYamlObjects } from '../support/yamlObjects.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { useCluster } from './support/fixture.js';
@@ -22,9 +22,9 @@ const DRIVER = 'gpu.dra.dev';
 const NS = 'configs';
 
 const policyObjects = (): KubernetesObject[] =>
-  parseAllDocuments(fs.readFileSync(path.join(ROOT, 'deploy/validatingadmissionpolicy.yaml'), 'utf8'))
-    .map((d) => d.toJS() as KubernetesObject | null)
-    .filter((o): o is KubernetesObject => o?.metadata?.name?.startsWith('gpu-dra-opaque-configs') === true);
+  readYamlObjects<KubernetesObject>(path.join(ROOT, 'deploy/validatingadmissionpolicy.yaml')).filter(
+    (o) => o.metadata?.name?.startsWith('gpu-dra-opaque-configs') === true,
+  );
 
 const ours = (sharing: unknown, kind = 'GpuConfig'): Record<string, unknown> => ({
   apiVersion: 'gpu.dra.dev/v1alpha1',
@@ -160,11 +160,7 @@ describe('opaque configs are checked at admission (ValidatingAdmissionPolicy)', 
     const claims = fs
       .readdirSync(dir)
       .filter((f) => f.endsWith('.yaml'))
-      .flatMap((f) =>
-        parseAllDocuments(fs.readFileSync(path.join(dir, f), 'utf8')).map(
-          (d) => d.toJS() as KubernetesObject,
-        ),
-      )
+      .flatMap((f) => readYamlObjects<KubernetesObject>(path.join(dir, f)))
       .filter((o) => o.kind === 'ResourceClaim' || o.kind === 'ResourceClaimTemplate');
     // Time-slicing and MPS examples carry opaque configs of ours.
     expect(JSON.stringify(claims)).toContain('"opaque"');

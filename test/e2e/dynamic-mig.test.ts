@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CoreV1Api, ResourceV1Api, type V1Pod } from '@kubernetes/client-node';
-import { parseAllDocuments } from 'yaml';
+import { readYamlObjects } from '../support/yamlObjects.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { discoverInventory } from '../../src/nvml/discover.js';
@@ -330,9 +330,9 @@ describe('dynamic MIG: slots published with counters, MIG devices made at prepar
   });
 
   it('examples/claims/mig-dynamic.yaml runs as written', async () => {
-    const docs = parseAllDocuments(
-      fs.readFileSync(path.join(repo, 'examples/claims/mig-dynamic.yaml'), 'utf8'),
-    ).map((d) => d.toJS() as { kind: string; metadata: { name: string } });
+    const docs = readYamlObjects<{ kind: string; metadata: { name: string } }>(
+      path.join(repo, 'examples/claims/mig-dynamic.yaml'),
+    );
     for (const doc of docs) {
       if (doc.kind === 'ResourceClaimTemplate')
         await resource.createNamespacedResourceClaimTemplate({ namespace: NS, body: doc as never });

@@ -16,7 +16,7 @@ import {
   type ResourceV1ResourceClaim,
   type V1Pod,
 } from '@kubernetes/client-node';
-import { parseAllDocuments } from 'yaml';
+import { readYamlObjects } from '../support/yamlObjects.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { explainClaim } from '../../src/cel/explain.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
@@ -41,11 +41,7 @@ type Obj = KubernetesObject & {
   spec?: Record<string, unknown>;
 };
 
-function loadYaml(file: string): Obj[] {
-  return parseAllDocuments(fs.readFileSync(file, 'utf8'))
-    .map((d) => d.toJS() as Obj | null)
-    .filter((o): o is Obj => o !== null);
-}
+const loadYaml = (file: string): Obj[] => readYamlObjects<Obj>(file);
 
 const EXAMPLES = fs
   .readdirSync(path.join(ROOT, 'examples/claims'))

@@ -4,7 +4,6 @@
 // - the admission policy denies ResourceSlice writes from the plugin when the request carries
 //   no node name (static tokens cannot carry the `authentication.kubernetes.io/node-name`
 //   extra that real bound ServiceAccount tokens have), and leaves other users alone.
-import fs from 'node:fs';
 import path from 'node:path';
 import {
   AuthorizationV1Api,
@@ -12,7 +11,7 @@ import {
   ResourceV1Api,
   type KubernetesObject,
 } from '@kubernetes/client-node';
-import { parseAllDocuments } from 'yaml';
+import { readYamlObjects } from '../support/yamlObjects.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { useCluster } from './support/fixture.js';
 import { eventually } from './support/wait.js';
@@ -22,9 +21,7 @@ const SA_USER = 'system:serviceaccount:gpu-dra:gpu-dra-kubelet-plugin';
 const GROUPS = ['system:serviceaccounts', 'system:serviceaccounts:gpu-dra', 'system:authenticated'];
 
 const load = (file: string): KubernetesObject[] =>
-  parseAllDocuments(fs.readFileSync(path.join(ROOT, 'deploy', file), 'utf8'))
-    .map((d) => d.toJS() as KubernetesObject | null)
-    .filter((o): o is KubernetesObject => o !== null);
+  readYamlObjects<KubernetesObject>(path.join(ROOT, 'deploy', file));
 
 function slice(name: string, nodeName: string): Parameters<ResourceV1Api['createResourceSlice']>[0]['body'] {
   return {
