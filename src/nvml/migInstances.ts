@@ -8,6 +8,7 @@
  * concurrent creates on one GPU); creates and destroys run on libuv worker threads, as real
  * NVML takes about a second for each. No policy here: what to make where is the caller's.
  */
+import { KeyedMutex } from '../util/keyedMutex.js';
 import { MigCreateError, NvmlError } from './errors.js';
 import {
   COMPUTE_INSTANCE_PROFILE_INDEX_COUNT,
@@ -99,8 +100,8 @@ export function openMigInstanceControl(options: MigInstanceControlOptions = {}):
 
 class Control implements MigInstanceControl {
   private closed = false;
-  /** Tail of each GPU's queue of operations. */
-  private readonly queues = new Map<string, Promise<unknown>>();
+  /** Each GPU's operations, one at a time. */
+  private readonly perGpu = new KeyedMutex();
 
   constructor(
     private readonly nvml: NvmlApi,
@@ -189,14 +190,7 @@ class Control implements MigInstanceControl {
       }
       return op();
     };
-    const previous = this.queues.get(parentUuid) ?? Promise.resolve();
-    const result = previous.then(run, run);
-    const tail = result.catch(() => undefined);
-    this.queues.set(parentUuid, tail);
-    void tail.then(() => {
-      if (this.queues.get(parentUuid) === tail) this.queues.delete(parentUuid);
-    });
-    return result;
+    return this.perGpu.run(parentUuid, run);
   }
 
   /**

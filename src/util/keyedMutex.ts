@@ -1,5 +1,5 @@
 /**
- * Serializes async work per key (claim UID) while different keys run in parallel. Entries are
+ * Serializes async work per key (a claim UID, a GPU) while different keys run in parallel. Entries are
  * dropped when their queue drains, so the map does not grow with every claim ever seen.
  */
 export class KeyedMutex {
