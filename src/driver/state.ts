@@ -582,19 +582,15 @@ export class DeviceState {
     claim: ResourceClaim,
   ): Promise<{ planned: PlannedDevice<PlanDevice>[]; inventory: NodeInventory }> {
     const base = { claimUid, driverName: this.opts.driverName, poolName: this.opts.poolName, claim };
-    let inventory = this.opts.inventory.current();
+    const planOn = (inventory: NodeInventory) => ({
+      planned: planClaim({ ...base, devices: this.deviceIndex(inventory) }),
+      inventory,
+    });
     try {
-      return {
-        planned: planClaim({ ...base, devices: this.deviceIndex(inventory) }),
-        inventory,
-      };
+      return planOn(this.opts.inventory.current());
     } catch (err) {
       if (!isGpuDraError(err, 'DEVICE_UNKNOWN') || !this.opts.inventory.refresh) throw err;
-      inventory = await this.opts.inventory.refresh();
-      return {
-        planned: planClaim({ ...base, devices: this.deviceIndex(inventory) }),
-        inventory,
-      };
+      return planOn(await this.opts.inventory.refresh());
     }
   }
 
