@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createSimulatedNode } from '../../src/sim/fakeHost.js';
-import { fakeNvmlLib } from '../support/sim.js';
+import { fakeNvmlLib, simNodeFlags } from '../support/sim.js';
 import { freePort, httpGet } from './support/process.js';
 import { driverReady } from './support/wait.js';
 
@@ -267,11 +267,7 @@ describe('the Dockerfile runtime stage', () => {
         `--kubelet-registry-dir=${path.join(simDir, 'registry')}`,
         `--kubelet-plugins-dir=${path.join(simDir, 'plugins')}`,
         `--cdi-root=${path.join(simDir, 'cdi')}`,
-        `--nvml-lib=${fakeNvmlLib()}`,
-        `--dev-root=${sim.hostPaths.devRoot}`,
-        `--proc-root=${sim.hostPaths.procRoot}`,
-        `--sys-root=${sim.hostPaths.sysRoot}`,
-        `--driver-root=${sim.hostPaths.driverRoot}`,
+        ...simNodeFlags(sim),
         `--http-listen=127.0.0.1:${String(port)}`,
       ],
       {

@@ -20,7 +20,7 @@ import { KubeletClient } from '../../src/kubelet/client.js';
 import type { ClaimRef } from '../../src/kubelet/proto.js';
 import { readFakeMigInstances } from '../../src/sim/fakeNvml.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
-import { fakeNvmlLib } from '../support/sim.js';
+import { fakeNvmlLib, simNodeFlags } from '../support/sim.js';
 import {
   ANCHOR_USER,
   ensureAnchorBinary,
@@ -378,13 +378,9 @@ describe('parity with NVIDIA’s gpu-kubelet-plugin: published ResourceSlices', 
         `--kubelet-registry-dir=${dirs.registryDir}`,
         `--kubelet-plugins-dir=${dirs.pluginsDir}`,
         `--cdi-root=${dirs.cdiDir}`,
-        `--nvml-lib=${fakeNvmlLib()}`,
         // The device nodes NVIDIA's plugin uses too (real ones, see prepareSimForAnchors): on a
         // node whose driver root is / both read /dev.
-        `--dev-root=${path.join(sim.hostPaths.driverRoot, 'dev')}`,
-        `--proc-root=${sim.hostPaths.procRoot}`,
-        `--sys-root=${sim.hostPaths.sysRoot}`,
-        `--driver-root=${sim.hostPaths.driverRoot}`,
+        ...simNodeFlags(sim, path.join(sim.hostPaths.driverRoot, 'dev')),
         `--http-listen=127.0.0.1:${String(port)}`,
         '--log-level=info',
         ...extraArgs,

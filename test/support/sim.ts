@@ -64,3 +64,18 @@ export async function withSimulatedNode<T>(
     await cleanup();
   }
 }
+
+/**
+ * The `gpu-dra driver` flags that put it on a simulated node: its fake NVML and host paths.
+ * `devRoot` overrides the node's dev/ (the parity test's real device nodes).
+ */
+export function simNodeFlags(sim: SimulatedNode, devRoot = sim.hostPaths.devRoot): string[] {
+  const h = sim.hostPaths;
+  return [
+    `--nvml-lib=${sim.libPath}`,
+    `--dev-root=${devRoot}`,
+    `--proc-root=${h.procRoot}`,
+    `--sys-root=${h.sysRoot}`,
+    `--driver-root=${h.driverRoot}`,
+  ];
+}

@@ -13,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { defaultDeviceClasses } from '../../src/cel/classes.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
-import { withSimulatedNode, type TempSimulatedNode } from '../support/sim.js';
+import { simNodeFlags, withSimulatedNode, type TempSimulatedNode } from '../support/sim.js';
 import { startConnectProxy, type ConnectProxy } from '../support/connectProxy.js';
 
 const repo = path.resolve(import.meta.dirname, '../..');
@@ -286,7 +286,6 @@ describe('gpu-dra driver --kubeconfig (built bundle)', () => {
     });
     const kubeconfig = kubectlKubeconfig(api.url, EXEC_USER, [], EXEC_FILES);
     const root = fs.mkdtempSync(path.join(dir, 'kubelet-'));
-    const h = node.hostPaths;
     const started = Date.now();
     const child = spawn(
       process.execPath,
@@ -299,11 +298,7 @@ describe('gpu-dra driver --kubeconfig (built bundle)', () => {
         `--kubelet-registry-dir=${path.join(root, 'plugins_registry')}`,
         `--kubelet-plugins-dir=${path.join(root, 'plugins')}`,
         `--cdi-root=${path.join(root, 'cdi')}`,
-        `--nvml-lib=${node.libPath}`,
-        `--dev-root=${h.devRoot}`,
-        `--proc-root=${h.procRoot}`,
-        `--sys-root=${h.sysRoot}`,
-        `--driver-root=${h.driverRoot}`,
+        ...simNodeFlags(node),
         '--log-level=warn',
       ],
       { env: { ...process.env, ...node.env }, stdio: ['ignore', 'ignore', 'pipe'] },

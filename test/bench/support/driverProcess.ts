@@ -1,5 +1,6 @@
 // `gpu-dra driver` as a child process (`node dist/gpu-dra.mjs driver ...`) on a simulated node,
 // the way a DaemonSet pod runs it: its own process, its own kubeconfig, metrics on loopback.
+import { simNodeFlags } from '../../support/sim.js';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -68,7 +69,6 @@ export async function spawnDriver(opts: DriverProcessOptions): Promise<DriverPro
   for (const d of [opts.dir, registryDir, pluginsDir, cdiRoot]) fs.mkdirSync(d, { recursive: true });
   const port = opts.http === false ? undefined : await freePort();
   const logFile = path.join(opts.dir, `driver-${opts.nodeName}-${String(Date.now())}.log`);
-  const h = opts.sim.hostPaths;
   const env: NodeJS.ProcessEnv = { ...process.env, FAKE_NVML_CONFIG: opts.sim.configPath };
   delete env['NODE_OPTIONS'];
   const spawnedAt = Date.now();
@@ -86,11 +86,7 @@ export async function spawnDriver(opts: DriverProcessOptions): Promise<DriverPro
       `--kubelet-registry-dir=${registryDir}`,
       `--kubelet-plugins-dir=${pluginsDir}`,
       `--cdi-root=${cdiRoot}`,
-      `--nvml-lib=${opts.sim.libPath}`,
-      `--dev-root=${opts.devRoot ?? h.devRoot}`,
-      `--proc-root=${h.procRoot}`,
-      `--sys-root=${h.sysRoot}`,
-      `--driver-root=${h.driverRoot}`,
+      ...simNodeFlags(opts.sim, opts.devRoot),
       `--log-level=${opts.logLevel ?? 'info'}`,
       ...(port !== undefined ? [`--http-listen=127.0.0.1:${String(port)}`] : []),
       ...(opts.driverArgs ?? []),

@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 
 import type { SimulatedNode } from '../../../src/sim/fakeHost.js';
-import { fakeNvmlLib } from '../../support/sim.js';
+import { simNodeFlags } from '../../support/sim.js';
 import type { E2e } from './fixture.js';
 import type { NodeHarness } from './node.js';
 import { freePort } from './process.js';
@@ -65,11 +65,7 @@ export function driverProcesses(fx: E2e): {
         `--kubelet-registry-dir=${node.registryDir}`,
         `--kubelet-plugins-dir=${node.pluginsDir}`,
         `--cdi-root=${node.cdiDir}`,
-        `--nvml-lib=${fakeNvmlLib()}`,
-        `--dev-root=${sim.hostPaths.devRoot}`,
-        `--proc-root=${sim.hostPaths.procRoot}`,
-        `--sys-root=${sim.hostPaths.sysRoot}`,
-        `--driver-root=${sim.hostPaths.driverRoot}`,
+        ...simNodeFlags(sim),
         `--http-listen=127.0.0.1:${String(port)}`,
         '--log-level=info',
         ...(opts.args ?? []),
