@@ -7,6 +7,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { HostPaths } from '../../src/util/hostPaths.js';
+import { CdiStore } from '../../src/cdi/store.js';
+import { CheckpointStore } from '../../src/checkpoint/store.js';
+import { DeviceState, type DeviceStateOptions } from '../../src/driver/state.js';
+import { silentLogger } from '../../src/util/log.js';
 import type { GpuDevice, MigDevice, NodeInventory } from '../../src/nvml/types.js';
 import type {
   DeviceAllocationConfiguration,
@@ -191,4 +195,23 @@ export function opaque(
   source = 'FromClaim',
 ): DeviceAllocationConfiguration {
   return { source, ...(requests ? { requests } : {}), opaque: { driver: TEST_DRIVER, parameters } };
+}
+
+/**
+ * A DeviceState on a test host: specs in its CDI root, the checkpoint in its plugin directory,
+ * `testInventory()` unless given; any option replaces its default.
+ */
+export function testDeviceState(host: TestHost, options: Partial<DeviceStateOptions> = {}): DeviceState {
+  const inventory = testInventory();
+  const logger = options.logger ?? silentLogger();
+  return new DeviceState({
+    driverName: TEST_DRIVER,
+    poolName: TEST_NODE,
+    hostPaths: host.hostPaths,
+    cdi: new CdiStore(host.cdiRoot, TEST_DRIVER),
+    checkpoint: new CheckpointStore(path.join(host.pluginsDir, TEST_DRIVER, 'checkpoint.json'), logger),
+    inventory: { current: () => inventory },
+    logger,
+    ...options,
+  });
 }

@@ -8,8 +8,6 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import type { CapacityRequestPolicy, DeviceRequestAllocationResult } from '../../src/api/resource.js';
 import { buildClaimCdiSpec, claimDeviceKey, shareSuffix, type CdiSpec } from '../../src/cdi/spec.js';
-import { CdiStore } from '../../src/cdi/store.js';
-import { CheckpointStore } from '../../src/checkpoint/store.js';
 import { MemoryClaimGetter } from '../../src/driver/claims.js';
 import {
   findConflict,
@@ -38,6 +36,7 @@ import {
   createTestHost,
   opaque,
   testClaim,
+  testDeviceState,
   testGpu,
   testInventory,
   TEST_DRIVER,
@@ -430,17 +429,7 @@ describe('preparing shares of one GPU', () => {
   });
 
   function makeState(): DeviceState {
-    const inventory = testInventory();
-    return new DeviceState({
-      driverName: TEST_DRIVER,
-      poolName: TEST_NODE,
-      hostPaths: host.hostPaths,
-      cdi: new CdiStore(host.cdiRoot, TEST_DRIVER),
-      checkpoint: new CheckpointStore(checkpointFile, log),
-      inventory: { current: () => inventory },
-      claims: getter,
-      logger: log,
-    });
+    return testDeviceState(host, { claims: getter });
   }
 
   const ref = (uid: string) => ({ uid, namespace: 'default', name: `claim-${uid}` });

@@ -3,7 +3,6 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { CdiSpec } from '../../src/cdi/spec.js';
 import { CdiStore } from '../../src/cdi/store.js';
-import { CheckpointStore } from '../../src/checkpoint/store.js';
 import { MemoryClaimGetter } from '../../src/driver/claims.js';
 import {
   DeviceState,
@@ -14,10 +13,10 @@ import {
 import {
   createTestHost,
   testClaim,
+  testDeviceState,
   testGpu,
   testInventory,
   TEST_DRIVER,
-  TEST_NODE,
   type TestHost,
 } from '../support/driverFixtures.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
@@ -34,19 +33,7 @@ function makeState(
     'scanDriverFiles' | 'driverFilesTtlMs' | 'claims'
   > = {},
 ): DeviceState {
-  const inventory = testInventory();
-  return new DeviceState({
-    driverName: TEST_DRIVER,
-    poolName: TEST_NODE,
-    hostPaths: host.hostPaths,
-    cdi: options.cdi ?? new CdiStore(host.cdiRoot, TEST_DRIVER),
-    checkpoint: new CheckpointStore(checkpointFile, log),
-    inventory: options.inventory ?? { current: () => inventory },
-    claims: options.claims ?? getter,
-    logger: log,
-    ...(options.scanDriverFiles ? { scanDriverFiles: options.scanDriverFiles } : {}),
-    ...(options.driverFilesTtlMs !== undefined ? { driverFilesTtlMs: options.driverFilesTtlMs } : {}),
-  });
+  return testDeviceState(host, { claims: getter, ...options });
 }
 
 const specFile = (uid: string): string => `k8s.gpu.dra.dev-claim_${uid}.json`;

@@ -3,7 +3,6 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CdiStore } from '../../src/cdi/store.js';
 import { deviceEnvKey } from '../../src/cdi/spec.js';
-import { CheckpointStore } from '../../src/checkpoint/store.js';
 import { MemoryClaimGetter } from '../../src/driver/claims.js';
 import { DeviceState, type DeviceStateOptions } from '../../src/driver/state.js';
 import { SharingApplier, type MpsDaemonControl } from '../../src/sharing/apply.js';
@@ -17,6 +16,7 @@ import {
   createTestHost,
   opaque,
   testClaim,
+  testDeviceState,
   TEST_DRIVER,
   TEST_DRIVER_VERSION,
   TEST_NODE,
@@ -98,15 +98,9 @@ let checkpointFile: string;
 
 /** A dynamic-mode device state on the test host; `options` replace any default. */
 function makeState(options: Partial<DeviceStateOptions> = {}): DeviceState {
-  return new DeviceState({
-    driverName: TEST_DRIVER,
-    poolName: TEST_NODE,
-    hostPaths: host.hostPaths,
-    cdi: new CdiStore(host.cdiRoot, TEST_DRIVER),
-    checkpoint: new CheckpointStore(checkpointFile, log),
+  return testDeviceState(host, {
     inventory: { current: () => inventory },
     claims: getter,
-    logger: log,
     migPartitioning: 'dynamic',
     mig,
     ...options,

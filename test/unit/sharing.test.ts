@@ -3,8 +3,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { CdiStore } from '../../src/cdi/store.js';
-import { CheckpointStore } from '../../src/checkpoint/store.js';
 import { MemoryClaimGetter } from '../../src/driver/claims.js';
 import { findConflict, whyNotShared } from '../../src/driver/conflicts.js';
 import { DeviceState } from '../../src/driver/state.js';
@@ -24,8 +22,8 @@ import {
   createTestHost,
   opaque,
   testClaim,
+  testDeviceState,
   testGpu,
-  testInventory,
   TEST_DRIVER,
   TEST_NODE,
   type TestHost,
@@ -134,20 +132,8 @@ describe('device state applies and undoes time-slicing', () => {
   let checkpointFile: string;
   const uuid0 = testGpu(0).uuid;
 
-  const makeState = () => {
-    const inventory = testInventory();
-    return new DeviceState({
-      driverName: TEST_DRIVER,
-      poolName: TEST_NODE,
-      hostPaths: host.hostPaths,
-      cdi: new CdiStore(host.cdiRoot, TEST_DRIVER),
-      checkpoint: new CheckpointStore(checkpointFile, log),
-      inventory: { current: () => inventory },
-      claims: getter,
-      sharing: new SharingApplier({ nvidiaSmi: smi }),
-      logger: log,
-    });
-  };
+  const makeState = () =>
+    testDeviceState(host, { claims: getter, sharing: new SharingApplier({ nvidiaSmi: smi }) });
   const prepare = (state: DeviceState, uid: string, config = [ts('Short')], device = 'gpu-0') => {
     getter.set(testClaim({ uid, devices: [device], config }));
     return state.prepare(
@@ -298,20 +284,8 @@ describe('device state runs MPS daemons: whole GPUs exclusive, shares enforced b
       sharing: { strategy: 'MPS', mps: mpsSettings },
     });
 
-  const makeState = () => {
-    const inventory = testInventory();
-    return new DeviceState({
-      driverName: TEST_DRIVER,
-      poolName: TEST_NODE,
-      hostPaths: host.hostPaths,
-      cdi: new CdiStore(host.cdiRoot, TEST_DRIVER),
-      checkpoint: new CheckpointStore(path.join(host.pluginsDir, TEST_DRIVER, 'checkpoint.json'), log),
-      inventory: { current: () => inventory },
-      claims: getter,
-      sharing: new SharingApplier({ nvidiaSmi: smi, mps: daemons }),
-      logger: log,
-    });
-  };
+  const makeState = () =>
+    testDeviceState(host, { claims: getter, sharing: new SharingApplier({ nvidiaSmi: smi, mps: daemons }) });
   const prepare = (
     state: DeviceState,
     uid: string,
