@@ -25,7 +25,7 @@ import { useCluster, type E2eOptions } from './support/fixture.js';
 import { DEFAULT_K8S_VERSION } from './support/peers.js';
 import { grantDriverRbac } from './support/rbac.js';
 import { eventually } from './support/wait.js';
-import { createNamespace } from './support/workloads.js';
+import { createTypedDeviceClasses, createNamespace } from './support/workloads.js';
 
 const DRIVER = 'gpu.nvidia.com';
 const ANOTHER_VERSION_RUN = process.env['GPU_DRA_K8S_VERSION'] !== undefined;
@@ -108,22 +108,7 @@ function dynamicMigSuite(
       pub.start(inventory);
       await pub.whenReady();
       // NVIDIA's DeviceClasses.
-      for (const type of ['gpu', 'mig']) {
-        await resource.createDeviceClass({
-          body: {
-            metadata: { name: `${type}.nvidia.com` },
-            spec: {
-              selectors: [
-                {
-                  cel: {
-                    expression: `device.driver == '${DRIVER}' && device.attributes['${DRIVER}'].type == '${type}'`,
-                  },
-                },
-              ],
-            },
-          },
-        });
-      }
+      await createTypedDeviceClasses(resource, DRIVER, { gpu: 'gpu.nvidia.com', mig: 'mig.nvidia.com' });
       await createNamespace(core, ns);
 
       async function claimWithPod(

@@ -21,7 +21,12 @@ import { useCluster } from './support/fixture.js';
 import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { driverProcesses, type DriverProcess } from './support/driverProcess.js';
 import { eventually } from './support/wait.js';
-import { createNamespace, createPodWithClaims, type PodClaim } from './support/workloads.js';
+import {
+  createTypedDeviceClasses,
+  createNamespace,
+  createPodWithClaims,
+  type PodClaim,
+} from './support/workloads.js';
 
 const DRIVER = 'gpu.dra.dev';
 const GPU_CLASS = `gpu.${DRIVER}`;
@@ -71,25 +76,7 @@ describe('dynamic MIG: slots published with counters, MIG devices made at prepar
   beforeAll(async () => {
     core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
     resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
-    for (const [name, type] of [
-      [GPU_CLASS, 'gpu'],
-      [MIG_CLASS, 'mig'],
-    ] as const) {
-      await resource.createDeviceClass({
-        body: {
-          metadata: { name },
-          spec: {
-            selectors: [
-              {
-                cel: {
-                  expression: `device.driver == "${DRIVER}" && device.attributes["${DRIVER}"].type == "${type}"`,
-                },
-              },
-            ],
-          },
-        },
-      });
-    }
+    await createTypedDeviceClasses(resource, DRIVER, { gpu: GPU_CLASS, mig: MIG_CLASS });
     await createNamespace(core, NS);
     sim = await createSimulatedNode('mig-dynamic', fx.tempDir('gdra-e2e-dmig-'), { libPath: fakeNvmlLib() });
     // This process reads the fake too (what exists now), as nvidia-smi would beside the driver.

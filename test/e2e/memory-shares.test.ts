@@ -35,7 +35,7 @@ import { useCluster } from './support/fixture.js';
 import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { grantDriverRbac } from './support/rbac.js';
 import { eventually } from './support/wait.js';
-import { createNamespace, createPodWithClaims } from './support/workloads.js';
+import { createTypedDeviceClasses, createNamespace, createPodWithClaims } from './support/workloads.js';
 
 const DRIVER = 'gpu.dra.dev';
 const CLASS = `gpu.${DRIVER}`;
@@ -88,20 +88,7 @@ describe('shares of one GPU by memory (DRA consumable capacity)', () => {
     core = c.kubeConfig.makeApiClient(CoreV1Api);
     resource = c.kubeConfig.makeApiClient(ResourceV1Api);
     await grantDriverRbac(c, { readClaims: true });
-    await resource.createDeviceClass({
-      body: {
-        metadata: { name: CLASS },
-        spec: {
-          selectors: [
-            {
-              cel: {
-                expression: `device.driver == "${DRIVER}" && device.attributes["${DRIVER}"].type == "gpu"`,
-              },
-            },
-          ],
-        },
-      },
-    });
+    await createTypedDeviceClasses(resource, DRIVER, { gpu: CLASS });
     await createNamespace(core, NS);
 
     const sim = await createSimulatedNode(await loadProfile('h100-8x'), fx.tempDir('gdra-e2e-shares-'), {

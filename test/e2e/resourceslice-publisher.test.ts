@@ -21,7 +21,7 @@ import { useCluster } from './support/fixture.js';
 import { peersLog } from './support/peers.js';
 import { eventually } from './support/wait.js';
 import { grantDriverRbac } from './support/rbac.js';
-import { createNamespace } from './support/workloads.js';
+import { createTypedDeviceClasses, createNamespace } from './support/workloads.js';
 
 const DRIVER = 'gpu.dra.dev';
 const NVIDIA_DRIVER = 'gpu.nvidia.com';
@@ -214,25 +214,10 @@ describe('ResourceSlice publisher against a real apiserver and scheduler', () =>
     await pub.whenReady();
 
     // NVIDIA's DeviceClasses, verbatim.
-    for (const [name, type] of [
-      ['gpu.nvidia.com', 'gpu'],
-      ['mig.nvidia.com', 'mig'],
-    ] as const) {
-      await resource.createDeviceClass({
-        body: {
-          metadata: { name },
-          spec: {
-            selectors: [
-              {
-                cel: {
-                  expression: `device.driver == 'gpu.nvidia.com' && device.attributes['gpu.nvidia.com'].type == '${type}'`,
-                },
-              },
-            ],
-          },
-        },
-      });
-    }
+    await createTypedDeviceClasses(resource, 'gpu.nvidia.com', {
+      gpu: 'gpu.nvidia.com',
+      mig: 'mig.nvidia.com',
+    });
     await createNamespace(core, ns);
 
     const claims: Record<string, { deviceClassName: string; cel: string }> = {

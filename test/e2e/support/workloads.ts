@@ -128,3 +128,31 @@ export async function createAllocatedClaim(resource: ResourceV1Api, c: Allocated
   });
   return { namespace, name, uid: updated.metadata?.uid ?? '' };
 }
+
+/**
+ * DeviceClasses selecting the driver's devices by their `type` attribute, as
+ * deploy/deviceclass.yaml defines them for gpu.dra.dev (`gpu.gpu.dra.dev`, `mig.gpu.dra.dev`)
+ * and NVIDIA's chart for gpu.nvidia.com (`gpu.nvidia.com`, `mig.nvidia.com`): type → class name.
+ */
+export async function createTypedDeviceClasses(
+  resource: ResourceV1Api,
+  driver: string,
+  classes: Readonly<Partial<Record<'gpu' | 'mig', string>>>,
+): Promise<void> {
+  for (const [type, name] of Object.entries(classes)) {
+    await resource.createDeviceClass({
+      body: {
+        metadata: { name },
+        spec: {
+          selectors: [
+            {
+              cel: {
+                expression: `device.driver == '${driver}' && device.attributes['${driver}'].type == '${type}'`,
+              },
+            },
+          ],
+        },
+      },
+    });
+  }
+}
