@@ -18,7 +18,6 @@ import {
   type ResourceV1ResourceClaim,
   type V1DeviceRequestAllocationResult,
 } from '@kubernetes/client-node';
-import { pino } from 'pino';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { shareSuffix } from '../../src/cdi/spec.js';
@@ -29,9 +28,9 @@ import { discoverInventory } from '../../src/nvml/discover.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
 import { createSimulatedNode } from '../../src/sim/fakeHost.js';
 import { loadProfile } from '../../src/sim/fakeNvml.js';
-import type { Logger } from '../../src/util/log.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
+import { recordingLogger, type LogRecord } from './support/driverLog.js';
 import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { grantDriverRbac } from './support/rbac.js';
 import { eventually } from './support/wait.js';
@@ -46,23 +45,6 @@ const GiB = 1024 ** 3;
 interface OciSpec {
   process?: { env?: string[] };
   linux?: { devices?: { path: string }[] };
-}
-
-type LogRecord = Record<string, unknown> & { level: number; msg?: string };
-
-/** The driver's log at debug (the gRPC layer logs each response there); warnings also to stderr. */
-function recordingLogger(records: LogRecord[]): Logger {
-  const threshold = pino.levels.values[process.env['GPU_DRA_E2E_LOG'] ?? 'warn'] ?? 40;
-  return pino(
-    { level: 'debug', name: 'driver' },
-    {
-      write(line: string): void {
-        const record = JSON.parse(line) as LogRecord;
-        records.push(record);
-        if (record.level >= threshold) process.stderr.write(line);
-      },
-    },
-  );
 }
 
 interface Share {

@@ -9,7 +9,6 @@ import {
   type ResourceV1ResourceClaim,
   type V1ResourceClaimTemplateSpec,
 } from '@kubernetes/client-node';
-import { pino } from 'pino';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { parseDriverConfig } from '../../src/node/config.js';
@@ -21,9 +20,9 @@ import { discoverInventory } from '../../src/nvml/discover.js';
 import type { MigDevice, NodeInventory } from '../../src/nvml/types.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { loadProfile, parseFakeNvmlConfig } from '../../src/sim/fakeNvml.js';
-import type { Logger } from '../../src/util/log.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
+import { recordingLogger, type LogRecord } from './support/driverLog.js';
 import { createNamespace, createPodWithClaims, type PodClaim } from './support/workloads.js';
 import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { peersLog } from './support/peers.js';
@@ -69,27 +68,6 @@ function deviceEnv(env: readonly string[]): string[] {
 /** How a MIG device's name ends: `-<profile id>-<placement start>`. */
 function migSuffix(m: MigDevice): string {
   return `-${String(m.profileId)}-${String(m.placement.start)}`;
-}
-
-/** A driver log record (pino JSON line). */
-type LogRecord = Record<string, unknown> & { level: number; msg?: string };
-
-/**
- * The driver's logger: everything at debug goes to `records` (the gRPC layer logs each request
- * and response there), and what reaches GPU_DRA_E2E_LOG (default warn) also goes to stderr.
- */
-function recordingLogger(records: LogRecord[]): Logger {
-  const threshold = pino.levels.values[process.env['GPU_DRA_E2E_LOG'] ?? 'warn'] ?? 40;
-  return pino(
-    { level: 'debug', name: 'driver' },
-    {
-      write(line: string): void {
-        const record = JSON.parse(line) as LogRecord;
-        records.push(record);
-        if (record.level >= threshold) process.stderr.write(line);
-      },
-    },
-  );
 }
 
 describe('kubelet plugin end to end', () => {
