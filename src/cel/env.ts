@@ -11,7 +11,11 @@
  *   compile error; so is one longer than 10 KiB;
  * - referencing a missing attribute is an evaluation *error*, not false (`no such key`);
  *   `&&`/`||` absorb an error when the other side decides the result, as CEL specifies;
- * - a result that is not a bool is an error.
+ * - a result that is not a bool is an error;
+ * - a selector whose worst-case cost, as the apiserver estimates it (cost.ts), is over the
+ *   limit does not compile: the apiserver refuses it with the same message. The scheduler's
+ *   run-time limit is the same number and an estimate bounds the actual cost, so a selector
+ *   that passes never hits it.
  *
  * `has(device.attributes["d"].x)` is supported through {@link rewriteHasMacros}.
  */
@@ -22,6 +26,12 @@ import {
   type ASTNode,
   type TypeCheckResult,
 } from '@marcbachmann/cel-js';
+import {
+  COST_LIMIT_MESSAGE,
+  CostEstimateUnsupported,
+  SELECTOR_MAX_COST,
+  estimateSelectorCost,
+} from './cost.js';
 import { CelDevice, DeviceConversionError, toCelDevice, type DeviceInput } from './device.js';
 import { Quantity } from './quantity.js';
 import { RE2JS } from 're2js';
@@ -302,6 +312,13 @@ function compileUncached(expression: string): CompileResult {
   if (type !== 'bool' && type !== 'dyn') {
     return { ok: false, error: `must evaluate to bool, but the expression has type ${type}` };
   }
+  const cost = estimatedCost(original);
+  if (cost !== undefined && cost > SELECTOR_MAX_COST) {
+    return {
+      ok: false,
+      error: `${COST_LIMIT_MESSAGE} (estimated worst-case cost ${String(cost)}, limit ${String(SELECTOR_MAX_COST)})`,
+    };
+  }
   const run = (device: CelDevice): SelectorVerdict => {
     let value: unknown;
     try {
@@ -332,6 +349,19 @@ function compileUncached(expression: string): CompileResult {
     },
   };
   return { ok: true, selector };
+}
+
+/**
+ * The apiserver's worst-case cost estimate of a selector; undefined for a form the estimator
+ * does not model, which is then not refused here (the apiserver remains the judge).
+ */
+function estimatedCost(ast: ASTNode): bigint | undefined {
+  try {
+    return estimateSelectorCost(ast).max;
+  } catch (err) {
+    if (err instanceof CostEstimateUnsupported) return undefined;
+    throw err;
+  }
 }
 
 /** Compiles (cached) and evaluates one selector against one device. */

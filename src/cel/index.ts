@@ -5,3 +5,4 @@ export * from './rewrite.js';
 export * from './env.js';
 export * from './explain.js';
 export * from './classes.js';
+export * from './cost.js';
