@@ -84,7 +84,9 @@ type CelType =
   | { readonly k: 'map'; readonly key: CelType; readonly val: CelType }
   | { readonly k: 'struct'; readonly name: string }
   | { readonly k: 'optional'; readonly elem: CelType }
-  | { readonly k: 'param'; readonly name: string };
+  | { readonly k: 'param'; readonly name: string }
+  /** The element type of an empty literal: bound by whatever it meets first. */
+  | { readonly k: 'free' };
 
 const T = {
   bool: { k: 'bool' },
@@ -122,6 +124,7 @@ const DEVICE_FIELDS: Record<string, CelType> = {
 };
 
 const isDyn = (t: CelType): boolean => t.k === 'dyn' || t.k === 'any' || t.k === 'param';
+const FREE: CelType = { k: 'free' };
 
 function sameType(a: CelType, b: CelType): boolean {
   if (a.k !== b.k) return false;
@@ -142,14 +145,19 @@ function sameType(a: CelType, b: CelType): boolean {
 function assignable(param: CelType, actual: CelType, bound: Map<string, CelType>): boolean {
   if (param.k === 'param') {
     const b = bound.get(param.name);
-    if (!b) {
+    if (!b || b.k === 'free') {
       bound.set(param.name, actual);
       return true;
     }
-    if (isDyn(b)) return true;
-    return isDyn(actual) || assignable(b, actual, bound);
+    if (actual.k === 'free' || isDyn(b)) return true;
+    // A parameter met again keeps the most general of its types, as cel-go's checker does.
+    if (isDyn(actual)) {
+      bound.set(param.name, actual);
+      return true;
+    }
+    return assignable(b, actual, bound);
   }
-  if (isDyn(actual) || param.k === 'dyn') return true;
+  if (isDyn(actual) || actual.k === 'free' || param.k === 'dyn') return true;
   if (param.k !== actual.k) return false;
   switch (param.k) {
     case 'list':
@@ -273,6 +281,8 @@ function functionOverloads(): Map<string, Overload[]> {
   g('bool', 'bool_to_bool', [T.bool], T.bool);
   g('bool', 'string_to_bool', [T.string], T.bool);
   g('type', 'type', [A], T.type);
+  g('duration', 'string_to_duration', [T.string], T.duration);
+  g('timestamp', 'string_to_timestamp', [T.string], T.timestamp);
   g('dyn', 'to_dyn', [A], T.dyn);
   g('matches', 'matches', [T.string, T.string], T.bool);
   member('matches', 'matches_string', T.string, [T.string], T.bool);
@@ -297,6 +307,13 @@ function functionOverloads(): Map<string, Overload[]> {
   member('join', 'list_join', list(T.string), [], T.string);
   member('join', 'list_join_string', list(T.string), [T.string], T.string);
   member('reverse', 'string_reverse', T.string, [], T.string);
+  // Kubernetes' list library.
+  member('isSorted', 'list_is_sorted', list(A), [], T.bool);
+  member('sum', 'list_sum', list(A), [], A);
+  member('min', 'list_min', list(A), [], A);
+  member('max', 'list_max', list(A), [], A);
+  member('indexOf', 'list_index_of', list(A), [A], T.int);
+  member('lastIndexOf', 'list_last_index_of', list(A), [A], T.int);
   // Regex library.
   member('find', 'string_find_string', T.string, [T.string], T.string);
   member('findAll', 'string_find_all_string', T.string, [T.string], list(T.string));
@@ -659,8 +676,9 @@ function check(root: Expr): Checked {
         return r.result;
       }
       case 'list':
-        return list(joined(e.items.map(visit)));
+        return e.items.length === 0 ? list(FREE) : list(joined(e.items.map(visit)));
       case 'map':
+        if (e.entries.length === 0) return map(FREE, FREE);
         return map(joined(e.entries.map(([k]) => visit(k))), joined(e.entries.map(([, v]) => visit(v))));
       case 'comprehension': {
         const range = visit(e.range);
@@ -668,8 +686,13 @@ function check(root: Expr): Checked {
         push(e.accuVar, init);
         push(e.iterVar, range.k === 'list' ? range.elem : range.k === 'map' ? range.key : T.dyn);
         visit(e.condition);
-        visit(e.step);
+        const step = visit(e.step);
         pop(e.iterVar);
+        // An accumulator that starts as `[]` takes the type the step gives it (map, filter).
+        if (hasFree(init)) {
+          pop(e.accuVar);
+          push(e.accuVar, step);
+        }
         const result = visit(e.result);
         pop(e.accuVar);
         return result;
@@ -678,6 +701,20 @@ function check(root: Expr): Checked {
   };
   visit(root);
   return { types, overloads };
+}
+
+function hasFree(t: CelType): boolean {
+  switch (t.k) {
+    case 'free':
+      return true;
+    case 'list':
+    case 'optional':
+      return hasFree(t.elem);
+    case 'map':
+      return hasFree(t.key) || hasFree(t.val);
+    default:
+      return false;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import {
 import { CelDevice, DeviceConversionError, toCelDevice, type DeviceInput } from './device.js';
 import { Quantity } from './quantity.js';
 import { RE2JS } from 're2js';
-import { RE2_MATCHES, rewriteHasMacros } from './rewrite.js';
+import { RE2_MATCHES, childNodes, rewriteHasMacros } from './rewrite.js';
 import { Semver } from './semver.js';
 
 /** `CELSelectorExpressionMaxLength`. */
@@ -197,7 +197,95 @@ function buildEnvironment(): Environment {
     const all = findAll(s, p);
     return n < 0n ? all : all.slice(0, Number(n));
   });
+
+  // Strings extension (cel-go ext.Strings v2) where cel-js has less: replace, charAt.
+  method('string', 'replace', ['string', 'string'], 'string', (s: string, from: string, to: string) =>
+    replaceN(s, from, to, -1n),
+  );
+  method(
+    'string',
+    'replace',
+    ['string', 'string', 'int'],
+    'string',
+    (s: string, from: string, to: string, n: bigint) => replaceN(s, from, to, n),
+  );
+  method('string', 'charAt', ['int'], 'string', (s: string, i: bigint) => {
+    const points = Array.from(s);
+    if (i < 0n || i > BigInt(points.length)) throw evalError(`index out of range: ${String(i)}`);
+    return points[Number(i)] ?? '';
+  });
+
+  // Kubernetes' list library (k8s.io/apiserver/pkg/cel/library/lists.go); typed generically so
+  // that `[1].indexOf("a")` is refused, as the apiserver refuses it.
+  const generic = (signature: string, handler: (...args: never[]) => unknown): void => {
+    env.registerFunction(signature, handler as (...args: unknown[]) => unknown);
+  };
+  generic('list<T>.isSorted(): bool', (l: unknown[]) =>
+    l.every((v, i) => i === 0 || compare(l[i - 1], v) <= 0),
+  );
+  generic('list<T>.sum(): T', (l: unknown[]) => {
+    if (l.length === 0) return 0n;
+    return l.reduce((a, b) => {
+      if (typeof a === 'bigint' && typeof b === 'bigint') return a + b;
+      if (typeof a === 'number' && typeof b === 'number') return a + b;
+      throw evalError('no such overload: sum() over mixed or non-numeric elements');
+    });
+  });
+  for (const [name, prefer] of [
+    ['min', -1],
+    ['max', 1],
+  ] as const) {
+    generic(`list<T>.${name}(): T`, (l: unknown[]) => {
+      if (l.length === 0) throw evalError(`${name} called on empty list`);
+      return l.reduce((best, v) => (Math.sign(compare(v, best)) === prefer ? v : best));
+    });
+  }
+  generic('list<T>.indexOf(T): int', (l: unknown[], x: unknown) =>
+    BigInt(l.findIndex((v) => celEquals(v, x))),
+  );
+  generic('list<T>.lastIndexOf(T): int', (l: unknown[], x: unknown) =>
+    BigInt(l.findLastIndex((v) => celEquals(v, x))),
+  );
   return env;
+}
+
+/** Go's strings.Replace: at most `n` replacements, all when `n` < 0. */
+function replaceN(s: string, from: string, to: string, n: bigint): string {
+  if (from === '') {
+    // An empty `from` matches before every code point and at the end.
+    const points = Array.from(s);
+    const limit = n < 0n ? points.length + 1 : Number(n);
+    return points.map((p, i) => (i < limit ? to + p : p)).join('') + (points.length < limit ? to : '');
+  }
+  if (n < 0n) return s.split(from).join(to);
+  let out = s;
+  let at = 0;
+  for (let done = 0n; done < n; done++) {
+    const i = out.indexOf(from, at);
+    if (i < 0) break;
+    out = out.slice(0, i) + to + out.slice(i + from.length);
+    at = i + to.length + (from === '' ? 1 : 0);
+  }
+  return out;
+}
+
+/** CEL ordering of two list elements of one comparable type (int, uint, double, string, bool). */
+function compare(a: unknown, b: unknown): number {
+  if ((typeof a === 'bigint' || typeof a === 'number') && (typeof b === 'bigint' || typeof b === 'number'))
+    return a < b ? -1 : a > b ? 1 : 0;
+  if (typeof a === typeof b && (typeof a === 'string' || typeof a === 'boolean'))
+    return (a as string) < (b as string) ? -1 : (a as string) > (b as string) ? 1 : 0;
+  if (a instanceof Quantity && b instanceof Quantity) return a.compareTo(b);
+  if (a instanceof Semver && b instanceof Semver) return a.compareTo(b);
+  throw evalError('no such overload: elements are not comparable');
+}
+
+function celEquals(a: unknown, b: unknown): boolean {
+  if (a instanceof Quantity && b instanceof Quantity) return a.equals(b);
+  if (a instanceof Semver && b instanceof Semver) return a.equals(b);
+  if ((typeof a === 'bigint' || typeof a === 'number') && (typeof b === 'bigint' || typeof b === 'number'))
+    return a == b; // CEL compares numbers across int and double
+  return a === b;
 }
 
 let sharedEnv: Environment | undefined;
@@ -230,7 +318,13 @@ export interface CompiledSelector {
 }
 
 export type CompileResult =
-  { readonly ok: true; readonly selector: CompiledSelector } | { readonly ok: false; readonly error: string };
+  | { readonly ok: true; readonly selector: CompiledSelector }
+  | {
+      readonly ok: false;
+      readonly error: string;
+      /** Valid for Kubernetes, but uses a function explain's evaluator does not have. */
+      readonly unsupported?: true;
+    };
 
 /** First line of a cel-js error message (the rest is a source excerpt). */
 export function celErrorMessage(err: unknown): string {
@@ -307,7 +401,17 @@ function compileUncached(expression: string): CompileResult {
   } catch (err) {
     return { ok: false, error: `compilation failed: ${celErrorMessage(err)}` };
   }
-  if (!checked.valid) return { ok: false, error: `compilation failed: ${celErrorMessage(checked.error)}` };
+  if (!checked.valid) {
+    const missing = kubernetesOnlyFunction(original, celErrorMessage(checked.error));
+    if (missing) {
+      return {
+        ok: false,
+        unsupported: true,
+        error: `explain cannot evaluate ${missing}, which Kubernetes' CEL has (the apiserver accepts it); check this selector on a cluster`,
+      };
+    }
+    return { ok: false, error: `compilation failed: ${celErrorMessage(checked.error)}` };
+  }
   const type = checked.type ?? 'dyn';
   if (type !== 'bool' && type !== 'dyn') {
     return { ok: false, error: `must evaluate to bool, but the expression has type ${type}` };
@@ -349,6 +453,72 @@ function compileUncached(expression: string): CompileResult {
     },
   };
   return { ok: true, selector };
+}
+
+/**
+ * Functions, namespaces and macros Kubernetes' selector environment has (apiserver
+ * `cel/environment/base.go` as of 1.37: ext.Strings v2, ext.Sets, ext.Lists v3, two-variable
+ * comprehensions, the URL, IP, CIDR and format libraries) that explain's evaluator does not.
+ */
+const KUBERNETES_ONLY_FUNCTIONS = new Set([
+  'format',
+  'quote',
+  'slice',
+  'flatten',
+  'distinct',
+  'reverse',
+  'sort',
+  'sortBy',
+  'first',
+  'last',
+  'transformList',
+  'transformMap',
+  'transformMapEntry',
+  'url',
+  'isURL',
+  'getScheme',
+  'getHost',
+  'getHostname',
+  'getPort',
+  'getEscapedPath',
+  'getQuery',
+  'ip',
+  'isIP',
+  'cidr',
+  'isCIDR',
+  'containsIP',
+  'containsCIDR',
+  'family',
+  'isCanonical',
+  'isLoopback',
+  'isUnspecified',
+  'isLinkLocalMulticast',
+  'isLinkLocalUnicast',
+  'isGlobalUnicast',
+  'masked',
+  'prefixLength',
+  'validate',
+  'named',
+]);
+const KUBERNETES_ONLY_NAMESPACES = new Set(['sets', 'lists', 'strings', 'format']);
+
+/** Which Kubernetes-only function made cel-js refuse a selector, if that is the reason. */
+function kubernetesOnlyFunction(ast: ASTNode, message: string): string | undefined {
+  const overload = /found no matching overload for '(?:[\w<>, ]+\.)?(\w+)\(/.exec(message)?.[1];
+  if (overload && KUBERNETES_ONLY_FUNCTIONS.has(overload)) return `${overload}()`;
+  const variable = /Unknown variable: (\w+)/.exec(message)?.[1];
+  if (variable && KUBERNETES_ONLY_NAMESPACES.has(variable)) return `${variable}.*`;
+  // Two-variable comprehensions (`m.all(k, v, p)`): cel-js reads the names as variables.
+  let twoVar: string | undefined;
+  const visit = (n: ASTNode): void => {
+    if (n.op === 'rcall') {
+      const [name, , args] = n.args;
+      if (['all', 'exists', 'exists_one', 'existsOne'].includes(name) && args.length === 3) twoVar ??= name;
+    }
+    for (const c of childNodes(n)) visit(c);
+  };
+  visit(ast);
+  return twoVar === undefined ? undefined : `${twoVar}() with two variables`;
 }
 
 /**

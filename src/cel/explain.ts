@@ -158,6 +158,8 @@ function candidatesOf(slices: readonly ResourceSlice<DeviceInput>[]): Candidate[
 
 interface PreparedSelector extends SelectorInfo {
   readonly compiled?: CompiledSelector;
+  /** Valid for Kubernetes, but beyond what explain can evaluate. */
+  readonly unsupported?: true;
 }
 
 function selectorInfo(s: PreparedSelector): SelectorInfo {
@@ -176,9 +178,14 @@ function prepareSelectors(
   return (specs ?? []).map((s, index) => {
     const expression = s.cel?.expression ?? '';
     const c = compileSelector(expression);
-    return c.ok
-      ? { source, index, expression, compiled: c.selector }
-      : { source, index, expression, compileError: c.error };
+    if (c.ok) return { source, index, expression, compiled: c.selector };
+    return {
+      source,
+      index,
+      expression,
+      compileError: c.error,
+      ...(c.unsupported ? { unsupported: true } : {}),
+    };
   });
 }
 
@@ -333,6 +340,7 @@ function explainExact(
   const compileErrors = selectors.filter((s) => s.compileError);
   let reason: string | undefined;
   if (!cls) reason = `DeviceClass ${spec.deviceClassName} not found`;
+  else if (compileErrors[0]?.unsupported) reason = compileErrors[0].compileError;
   else if (compileErrors.length > 0)
     reason = `selector does not compile: ${compileErrors[0]?.compileError ?? ''}`;
   else if (errors > 0)

@@ -92,46 +92,57 @@ function matchesCall(node: ASTNode): { s: ASTNode; p: ASTNode } | undefined {
   return undefined;
 }
 
-interface Rewrite {
-  readonly node: ASTNode;
-  /** The text that replaces the node; `inner` rewrites a sub-expression the same way. */
-  replacement(inner: (e: ASTNode) => string): string;
-}
-
-function collect(node: ASTNode, found: Rewrite[]): void {
+/** The node with every rewrite below applied, bottom-up; untouched subtrees are shared. */
+function transform(node: ASTNode): ASTNode {
   const h = hasOverIndex(node);
-  if (h) {
-    found.push({ node, replacement: (inner) => `(${JSON.stringify(h.field)} in (${inner(h.operand)}))` });
-    return;
-  }
+  if (h)
+    return {
+      ...node,
+      op: 'in',
+      args: [{ ...node, op: 'value', args: h.field }, transform(h.operand)],
+    };
   const d = domainIn(node);
   if (d) {
-    found.push({ node, replacement: (inner) => `(size((${inner(d.map)})[(${inner(d.key)})]) > 0)` });
-    return;
+    const lookup = { ...node, op: '[]', args: [transform(d.map), transform(d.key)] } as ASTNode;
+    const size = { ...node, op: 'call', args: ['size', [lookup]] } as ASTNode;
+    return { ...node, op: '>', args: [size, { ...node, op: 'value', args: 0n }] };
   }
   const m = matchesCall(node);
-  if (m) {
-    found.push({ node, replacement: (inner) => `(${inner(m.s)}).${RE2_MATCHES}(${inner(m.p)})` });
-    return;
-  }
-  for (const c of childNodes(node)) collect(c, found);
+  if (m) return { ...node, op: 'rcall', args: [RE2_MATCHES, transform(m.s), [transform(m.p)]] };
+  return mapChildren(node, transform);
+}
+
+/** A copy of `node` whose direct child nodes are replaced by `f(child)`. */
+function mapChildren(node: ASTNode, f: (n: ASTNode) => ASTNode): ASTNode {
+  if (node.op === 'value' || node.op === 'id') return node;
+  let changed = false;
+  const visit = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(visit);
+    if (isAstNode(v)) {
+      const out = f(v);
+      if (out !== v) changed = true;
+      return out;
+    }
+    return v;
+  };
+  const args = visit(node.args);
+  return changed ? ({ ...node, args } as ASTNode) : node;
+}
+
+function needsRewrite(node: ASTNode): boolean {
+  if (hasOverIndex(node) || domainIn(node) || matchesCall(node)) return true;
+  return childNodes(node).some(needsRewrite);
 }
 
 /**
- * Rewrites every `has(e.f)` that cel-js cannot evaluate into `("f" in e)`, and every domain
- * membership test on the device's maps (see above). Returns the input unchanged when there is
- * nothing to rewrite. Throws what `parseAst` throws on a syntax error.
+ * Rewrites every `has(e.f)` that cel-js cannot evaluate into `("f" in e)`, every domain
+ * membership test on the device's maps and every `matches` (see above), on the AST, and prints
+ * the result back: splicing source text breaks on a parenthesized receiver, whose node range
+ * starts inside the parenthesis. Returns the input unchanged when there is nothing to rewrite.
+ * Throws what `parseAst` throws on a syntax error.
  */
 export function rewriteHasMacros(expression: string, parseAst: AstParser): string {
   const ast = parseAst(expression);
-  const found: Rewrite[] = [];
-  collect(ast, found);
-  if (found.length === 0) return expression;
-  found.sort((a, b) => b.node.start - a.node.start);
-  const inner = (e: ASTNode): string => rewriteHasMacros(serialize(e), parseAst);
-  let out = expression;
-  for (const f of found) {
-    out = out.slice(0, f.node.start) + f.replacement(inner) + out.slice(f.node.end);
-  }
-  return out;
+  if (!needsRewrite(ast)) return expression;
+  return serialize(transform(ast));
 }

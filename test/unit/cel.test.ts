@@ -200,12 +200,12 @@ describe('Semver', () => {
 describe('has() rewrite', () => {
   it('rewrites has() over an index expression to `in`', () => {
     expect(rewriteHasMacros(`has(device.attributes["gpu.dra.dev"].profile)`, parseAst)).toBe(
-      `("profile" in (device.attributes["gpu.dra.dev"]))`,
+      `"profile" in device.attributes["gpu.dra.dev"]`,
     );
     expect(rewriteHasMacros(`a && has( device.capacity['d'].memory ) || b`, parseAst)).toBe(
-      `a && ("memory" in (device.capacity["d"])) || b`,
+      `a && "memory" in device.capacity["d"] || b`,
     );
-    expect(rewriteHasMacros(`has(x[0].y.z)`, parseAst)).toBe(`("z" in (x[0].y))`);
+    expect(rewriteHasMacros(`has(x[0].y.z)`, parseAst)).toBe(`"z" in x[0].y`);
   });
 
   it('rewrites several and nested calls', () => {
@@ -213,15 +213,24 @@ describe('has() rewrite', () => {
       `has(m["a"].x) && !has(m["b"].y) && cel.bind(v, m["c"], has(v.z))`,
       parseAst,
     );
-    expect(out).toBe(`("x" in (m["a"])) && !("y" in (m["b"])) && cel.bind(v, m["c"], has(v.z))`);
+    expect(out).toBe(`"x" in m["a"] && !("y" in m["b"]) && cel.bind(v, m["c"], has(v.z))`);
     expect(rewriteHasMacros(`has(m[has(n["k"].f) ? "a" : "b"].x)`, parseAst)).toBe(
-      `("x" in (m[("f" in (n["k"])) ? "a" : "b"]))`,
+      `"x" in m["f" in n["k"] ? "a" : "b"]`,
+    );
+  });
+
+  it('rewrites a call on a parenthesized receiver (whose node starts inside the parenthesis)', () => {
+    expect(rewriteHasMacros(`(a ? "x" : b).lowerAscii().matches("p")`, parseAst)).toBe(
+      `(a ? "x" : b).lowerAscii().matchesRE2("p")`,
+    );
+    yes(
+      `(device.driver == "x" ? "a" : device.attributes["gpu.dra.dev"].productName).lowerAscii().matches("^nvidia")`,
     );
   });
 
   it('answers `in` on the device maps for the domains the device has, as the scheduler does', () => {
     expect(rewriteHasMacros(`"gpu.dra.dev" in device.attributes`, parseAst)).toBe(
-      `(size((device.attributes)[("gpu.dra.dev")]) > 0)`,
+      `size(device.attributes["gpu.dra.dev"]) > 0`,
     );
     yes(`"gpu.dra.dev" in device.attributes`);
     yes(`"resource.kubernetes.io" in device.attributes`);
@@ -291,6 +300,51 @@ describe('selector evaluation (Kubernetes semantics)', () => {
     yes(`device.attributes["gpu.dra.dev"].productName.findAll("[0-9]+") == ["100", "80", "3"]`);
     yes(`size(device.attributes["gpu.dra.dev"].uuid) == 40`);
     yes(`device.attributes["gpu.dra.dev"].productName.split(" ")[1] == "H100"`);
+    // ext.Strings v2 (Go's strings.Replace: all, or the first n; an empty `from` matches
+    // before every code point), charAt by code point.
+    yes(`device.attributes["gpu.dra.dev"].productName.replace(" ", "_") == "NVIDIA_H100_80GB_HBM3"`);
+    yes(`device.attributes["gpu.dra.dev"].productName.replace(" ", "_", 1) == "NVIDIA_H100 80GB HBM3"`);
+    yes(`"ab".replace("", "-") == "-a-b-" && "ab".replace("", "-", 2) == "-a-b"`);
+    yes(`"héllo".charAt(1) == "é" && "ab".charAt(2) == ""`);
+    fails(`"ab".charAt(3) == ""`, /index out of range: 3/);
+  });
+
+  it("Kubernetes' list functions", () => {
+    yes(`[3, 1, 2].sum() == 6 && [3, 1, 2].min() == 1 && [3, 1, 2].max() == 3`);
+    yes(`[1, 2, 2].isSorted() && ![2, 1].isSorted()`);
+    // Strings of unknown length: the apiserver estimates this one over the limit.
+    expect(compileSelector(`!["b", "a"].isSorted()`)).toMatchObject({ ok: false });
+    yes(`[1, 2, 1].indexOf(1) == 0 && [1, 2, 1].lastIndexOf(1) == 2 && [1].indexOf(5) == -1`);
+    // Over lists of strings of unknown length the apiserver's estimate is over the limit.
+    expect(compileSelector(`["a", "b"].indexOf("a") == 0`)).toMatchObject({ ok: false });
+    fails(`[1].filter(x, x > 1).min() == 0`, /min called on empty list/);
+    expect(compileSelector(`[1, 2].indexOf("a") == 0`).ok).toBe(false);
+  });
+
+  it('says so when a selector uses a Kubernetes function explain cannot evaluate', () => {
+    for (const [e, what] of [
+      [`[2, 1].sort() == [1, 2]`, 'sort()'],
+      [`sets.contains([1, 2], [1])`, 'sets.*'],
+      [`isIP("10.0.0.1")`, 'isIP()'],
+      [`device.attributes["gpu.dra.dev"].all(k, v, k != "")`, 'all() with two variables'],
+    ] as const) {
+      const c = compileSelector(e);
+      expect(c, e).toMatchObject({ ok: false, unsupported: true });
+      if (!c.ok) expect(c.error).toContain(`explain cannot evaluate ${what}`);
+    }
+    // A real mistake stays a compile error.
+    expect(compileSelector('nosuchfunction(1)')).not.toHaveProperty('unsupported');
+  });
+
+  it('refuses selectors over the cost limit with the apiserver message', () => {
+    const A = 'device.attributes';
+    const c = compileSelector(
+      `${A}.all(d, ${A}[d].all(k, ${A}.all(e, ${A}[e].all(j, ${A}[d][k] == ${A}[e][j]))))`,
+    );
+    expect(c).toEqual({
+      ok: false,
+      error: 'too complex, exceeds cost limit (estimated worst-case cost 23337219, limit 1000000)',
+    });
   });
 
   it('regular expressions are RE2, as in Kubernetes (Go regexp), not JavaScript', () => {
