@@ -18,17 +18,12 @@ import {
 } from '@kubernetes/client-node';
 import { readYamlObjects } from '../support/yamlObjects.js';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { explainClaim } from '../../src/cel/explain.js';
-import { discoverInventory } from '../../src/nvml/discover.js';
 import type { ResourceSlice } from '../../src/api/resource.js';
-import { toClientSlice } from '../support/clientSlice.js';
-import { buildSlices } from '../../src/resourceslice/model.js';
-import { withSimulatedNode } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
+import { addSlicedNode, profileSlices } from './support/slicedNodes.js';
 import { eventually } from './support/wait.js';
 import { EXAMPLE_PROFILES, parseExpectations, type ExampleProfile } from '../support/exampleExpectations.js';
 import { createNamespace } from './support/workloads.js';
-import type { DeviceClass } from '../../src/api/resource.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const DRIVER = 'gpu.dra.dev';
@@ -64,55 +59,15 @@ describe('deploy/ and examples/claims on a real control plane', () => {
   const slicesByProfile = new Map<Profile, ResourceSlice[]>();
 
   beforeAll(async () => {
-    for (const profile of PROFILES) {
-      const inventory = await withSimulatedNode(profile, (node) =>
-        discoverInventory({ nvmlLib: node.libPath, hostPaths: node.hostPaths }),
-      );
-      slicesByProfile.set(
-        profile,
-        buildSlices(inventory, { nodeName: 'placeholder', driverName: DRIVER })
-          .slices as unknown as ResourceSlice[],
-      );
-    }
+    for (const profile of PROFILES) slicesByProfile.set(profile, await profileSlices(profile, DRIVER));
     // The examples' DeviceClasses, before any example runs (the cases run concurrently).
     const objects = KubernetesObjectApi.makeApiClient(fx.cluster.kubeConfig);
     for (const o of loadYaml(path.join(ROOT, 'deploy/deviceclass.yaml'))) await objects.create(o);
   });
 
   /** A Ready Node named `nodeName`, labelled for pinning, with the slices of `profile`. */
-  async function addNode(nodeName: string, profile: Profile): Promise<void> {
-    const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
-    const resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
-    await core.createNode({
-      body: { metadata: { name: nodeName, labels: { 'kubernetes.io/hostname': nodeName } } },
-    });
-    const now = new Date();
-    // Read-modify-write: a status PUT carries the whole object, labels included.
-    const node = await core.readNode({ name: nodeName });
-    node.status = {
-      capacity: { cpu: '64', memory: '512Gi', pods: '110' },
-      allocatable: { cpu: '64', memory: '512Gi', pods: '110' },
-      conditions: [
-        {
-          type: 'Ready',
-          status: 'True',
-          reason: 'KubeletReady',
-          message: 'e2e',
-          lastHeartbeatTime: now,
-          lastTransitionTime: now,
-        },
-      ],
-    };
-    await core.replaceNodeStatus({ name: nodeName, body: node });
-    for (const s of slicesByProfile.get(profile) ?? []) {
-      const slice: ResourceSlice = {
-        ...s,
-        metadata: { name: `${nodeName}-${s.metadata.name.split('-').pop() ?? '0'}` },
-        spec: { ...s.spec, nodeName, pool: { ...s.spec.pool, name: nodeName } },
-      };
-      await resource.createResourceSlice({ body: toClientSlice(slice) });
-    }
-  }
+  const addNode = (nodeName: string, profile: Profile): Promise<void> =>
+    addSlicedNode(fx.cluster.kubeConfig, nodeName, slicesByProfile.get(profile) ?? []);
 
   it('deploy/ objects pass server-side validation', async () => {
     const objects = KubernetesObjectApi.makeApiClient(fx.cluster.kubeConfig);
@@ -221,108 +176,4 @@ describe('deploy/ and examples/claims on a real control plane', () => {
       expect(p.spec?.nodeName).toBe(nodeName);
     }
   });
-  // The evaluator's verdicts against the real scheduler's, selector by selector, on h100-8x
-  // slices: satisfiable → allocated; not → unschedulable (with "no such key" when explain
-  // reports an evaluation error); a compile error → the apiserver rejects the claim.
-  const H = "device.attributes['gpu.dra.dev']";
-  const SELECTORS = [
-    `${H}.profile == '1g.10gb'`,
-    `has(${H}.profile) && ${H}.profile == '1g.10gb'`,
-    `!has(${H}.profile)`,
-    `${H}.?profile.orValue('none') == 'none'`,
-    `device.capacity['gpu.dra.dev'].memory.compareTo(quantity('80Gi')) >= 0`,
-    `device.capacity['gpu.dra.dev'].memory.compareTo(quantity('79Gi')) >= 0`,
-    `device.capacity['gpu.dra.dev'].memory == quantity('81559Mi')`,
-    `device.capacity['gpu.dra.dev'].memory.isLessThan(quantity('80Gi'))`,
-    `${H}.driverVersion.isGreaterThan(semver('580.0.0'))`,
-    `${H}.cudaComputeCapability.compareTo(semver('9.0.0')) >= 0 && ${H}.cudaComputeCapability.major() == 9`,
-    `${H}.cudaComputeCapability == semver('9.0.0')`,
-    `cel.bind(a, ${H}, a.architecture == 'Hopper' && a.brand == 'Nvidia')`,
-    `device.attributes['resource.kubernetes.io'].pcieRoot.matches('^pci0000:[0-9a-f]{2}$')`,
-    `device.attributes['other.example.com'].x == 1`,
-    `has(device.attributes['other.example.com'].x)`,
-    `${H}.productName.lowerAscii().contains('h100') && ${H}.productName.endsWith('HBM3')`,
-    `${H}.productName`,
-    `${H}.profile == 'x' || true`,
-    `${H}.profile == 'x' && false`,
-  ];
-  it.concurrent.each(SELECTORS.map((expression, i) => ({ expression, i })))(
-    'selector agrees with the scheduler: $expression',
-    async ({ expression, i }) => {
-      const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
-      const resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
-      const name = `sel${String(i)}`;
-      const claim = {
-        apiVersion: 'resource.k8s.io/v1',
-        kind: 'ResourceClaim',
-        metadata: { name, namespace: name },
-        spec: {
-          devices: {
-            requests: [
-              {
-                name: 'gpu',
-                exactly: { deviceClassName: 'gpu.gpu.dra.dev', selectors: [{ cel: { expression } }] },
-              },
-            ],
-          },
-        },
-      };
-      const classes = loadYaml(path.join(ROOT, 'deploy/deviceclass.yaml')) as unknown as DeviceClass[];
-      const report = explainClaim(claim, classes, slicesByProfile.get('h100-8x') ?? []);
-      const compileError = report.requests[0]?.selectors.find((s) => s.compileError);
-
-      await addNode(name, 'h100-8x');
-      await createNamespace(core, name);
-      const created = resource.createNamespacedResourceClaim({ namespace: name, body: claim });
-      if (compileError) {
-        await expect(created).rejects.toThrow();
-        return;
-      }
-      await created;
-      await core.createNamespacedPod({
-        namespace: name,
-        body: {
-          metadata: { name },
-          spec: {
-            nodeSelector: { 'kubernetes.io/hostname': name },
-            resourceClaims: [{ name: 'gpu', resourceClaimName: name }],
-            containers: [
-              { name: 'ctr', image: 'registry.k8s.io/pause:3.10', resources: { claims: [{ name: 'gpu' }] } },
-            ],
-          },
-        },
-      });
-      if (report.satisfiable) {
-        await eventually(
-          'claim allocated',
-          async () =>
-            (await resource.readNamespacedResourceClaim({ namespace: name, name })).status?.allocation,
-          60_000,
-        );
-        return;
-      }
-      const why = await eventually(
-        'pod unschedulable',
-        async () => {
-          const p = await core.readNamespacedPod({ namespace: name, name });
-          const cond = p.status?.conditions?.find(
-            (cd) => cd.type === 'PodScheduled' && cd.status === 'False',
-          );
-          return cond ? `${cond.reason ?? ''}: ${cond.message ?? ''}` : undefined;
-        },
-        60_000,
-      );
-      const evalError = report.requests[0]?.devices.find((d) => d.outcome === 'error')?.failure?.error;
-      if (evalError !== undefined) {
-        // An evaluation error is a scheduling *error* (retried), with the message explain gives.
-        expect(why).toMatch(/^SchedulerError: /);
-        expect(why.toLowerCase()).toContain(evalError.toLowerCase());
-      } else {
-        expect(why).toMatch(/^Unschedulable: .*cannot allocate all claims/);
-      }
-      expect(
-        (await resource.readNamespacedResourceClaim({ namespace: name, name })).status?.allocation,
-      ).toBeUndefined();
-    },
-  );
 });
