@@ -10,19 +10,41 @@ function typeSelector(driverName: string, type: 'gpu' | 'mig'): string {
   return `device.driver == '${driverName}' && device.attributes['${driverName}'].type == '${type}'`;
 }
 
+/** NVIDIA's driver name, under which this driver is a drop-in for NVIDIA's DRA driver. */
+const NVIDIA_DRIVER_NAME = 'gpu.nvidia.com';
+
+/**
+ * The extended resource that the whole-GPU class backs (KEP-5004), so a pod asking for
+ * `resources.limits: {<name>: N}` and no claim gets N whole GPUs through DRA. Under NVIDIA's
+ * driver name it is the device plugin's `nvidia.com/gpu`, as NVIDIA's own `gpu.nvidia.com` class
+ * names it: unmodified device-plugin pods then run on DRA nodes. Under any other name it is
+ * `<driver>/gpu`, a name no device plugin serves, so that installing the driver never changes
+ * where existing `nvidia.com/gpu` pods land until the operator opts in (Helm value
+ * `deviceClasses.extendedResourceName`).
+ */
+export function defaultExtendedResourceName(driverName: string = DEFAULT_DRIVER_NAME): string {
+  return driverName === NVIDIA_DRIVER_NAME ? 'nvidia.com/gpu' : `${driverName}/gpu`;
+}
+
 export interface DeviceClassManifest extends DeviceClass {
   readonly apiVersion: 'resource.k8s.io/v1';
   readonly kind: 'DeviceClass';
   readonly metadata: { readonly name: string };
-  readonly spec: { readonly selectors: readonly { readonly cel: { readonly expression: string } }[] };
+  readonly spec: {
+    readonly selectors: readonly { readonly cel: { readonly expression: string } }[];
+    readonly extendedResourceName?: string;
+  };
 }
 
-/** The `gpu.<driver>` and `mig.<driver>` DeviceClasses. */
+/** The `gpu.<driver>` and `mig.<driver>` DeviceClasses; only whole GPUs back an extended resource. */
 export function defaultDeviceClasses(driverName: string = DEFAULT_DRIVER_NAME): DeviceClassManifest[] {
   return (['gpu', 'mig'] as const).map((type) => ({
     apiVersion: 'resource.k8s.io/v1',
     kind: 'DeviceClass',
     metadata: { name: `${type}.${driverName}` },
-    spec: { selectors: [{ cel: { expression: typeSelector(driverName, type) } }] },
+    spec: {
+      selectors: [{ cel: { expression: typeSelector(driverName, type) } }],
+      ...(type === 'gpu' ? { extendedResourceName: defaultExtendedResourceName(driverName) } : {}),
+    },
   }));
 }

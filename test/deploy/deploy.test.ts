@@ -34,6 +34,21 @@ type K8sObject = {
   [key: string]: unknown;
 };
 
+/**
+ * The apiserver's rule for DeviceClass spec.extendedResourceName (IsExtendedResourceName in
+ * pkg/apis/core/v1/helper): a domain-prefixed name outside *kubernetes.io whose quota form
+ * `requests.<name>` is a qualified name (DNS-subdomain prefix, then a name of at most 63 of
+ * [A-Za-z0-9._-] starting and ending alphanumeric).
+ */
+function isExtendedResourceName(name: string): boolean {
+  if (!name.includes('/') || name.includes('kubernetes.io/') || name.startsWith('requests.')) return false;
+  const [prefix, local, ...rest] = `requests.${name}`.split('/');
+  if (prefix === undefined || local === undefined || rest.length > 0) return false;
+  const subdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+  const qualified = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
+  return prefix.length <= 253 && subdomain.test(prefix) && local.length <= 63 && qualified.test(local);
+}
+
 function parseYaml(text: string, source: string): K8sObject[] {
   return parseAllDocuments(text)
     .map((d) => {
@@ -136,6 +151,30 @@ describe('deploy/ manifests', () => {
     ]);
     expect(mig.requests[0]?.matching.every((m) => m.includes('-mig-'))).toBe(true);
     expect(mig.requests[0]?.matching.length).toBe(4);
+  });
+
+  it('the whole-GPU class backs an extended resource the apiserver accepts; MIG devices none', () => {
+    const byName = Object.fromEntries(
+      all.filter((o) => o.kind === 'DeviceClass').map((o) => [o.metadata.name, o as unknown as DeviceClass]),
+    );
+    expect(byName['gpu.gpu.dra.dev']?.spec?.extendedResourceName).toBe('gpu.dra.dev/gpu');
+    expect(byName['mig.gpu.dra.dev']?.spec?.extendedResourceName).toBeUndefined();
+    for (const driver of ['gpu.dra.dev', 'gpu.nvidia.com', 'gpu.example.com'])
+      for (const c of defaultDeviceClasses(driver))
+        if (c.spec.extendedResourceName !== undefined)
+          expect(isExtendedResourceName(c.spec.extendedResourceName), c.spec.extendedResourceName).toBe(true);
+    // The drop-in names what the device plugin and NVIDIA's own gpu.nvidia.com class name.
+    expect(defaultDeviceClasses('gpu.nvidia.com')[0]?.spec.extendedResourceName).toBe('nvidia.com/gpu');
+    // The rule itself, on names it must refuse.
+    for (const bad of [
+      'gpu',
+      'kubernetes.io/gpu',
+      'x.kubernetes.io/gpu',
+      'requests.a/b',
+      'nvidia.com/',
+      'a_b.com/gpu',
+    ])
+      expect(isExtendedResourceName(bad), bad).toBe(false);
   });
 
   it('RBAC grants exactly the verbs the code uses, nothing wildcard', () => {
@@ -383,6 +422,22 @@ describe('Helm chart deploy/helm/gpu-dra', () => {
   it('renders the plain manifests with default values (Namespace only when namespace.create)', () => {
     expect(byKey(template())).toEqual(byKey(all.filter((o) => o.kind !== 'Namespace')));
     expect(byKey(template('namespace.create=true'))).toEqual(byKey(all));
+  });
+
+  it('names the extended resource after the driver, or as told, or not at all', () => {
+    const gpuClass = (...set: string[]): string | undefined => {
+      const c = template(...set).find((o) => o.kind === 'DeviceClass' && o.metadata.name.startsWith('gpu.'));
+      if (c === undefined) throw new Error('no gpu.* DeviceClass rendered');
+      return (c as unknown as DeviceClass).spec?.extendedResourceName;
+    };
+    expect(gpuClass()).toBe('gpu.dra.dev/gpu');
+    expect(gpuClass('driverName=gpu.nvidia.com')).toBe('nvidia.com/gpu');
+    expect(gpuClass('driverName=gpu.example.com')).toBe('gpu.example.com/gpu');
+    expect(gpuClass('deviceClasses.extendedResource.name=nvidia.com/gpu')).toBe('nvidia.com/gpu');
+    expect(gpuClass('deviceClasses.extendedResource.enabled=false')).toBeUndefined();
+    // Only whole GPUs: a MIG device is not what a device-plugin pod asking for a GPU expects.
+    for (const o of template('driverName=gpu.nvidia.com').filter((x) => x.kind === 'DeviceClass'))
+      if (o.metadata.name.startsWith('mig.')) expect(o['spec']).not.toHaveProperty('extendedResourceName');
   });
 
   it('follows the values: driver name, image, dirs, node selector', () => {

@@ -5,7 +5,9 @@
 // - every example is accepted, and for every `# expect:` line the real scheduler allocates
 //   what the line says from the ResourceSlices the driver's model publishes for that fake NVML
 //   profile (one Node per example and profile, pods pinned to it), or leaves the pod
-//   unschedulable. No kubelet runs the pods: allocation is the scheduler's job.
+//   unschedulable. No kubelet runs the pods: allocation is the scheduler's job. A
+//   device-plugin-style example (no claim, an extended resource) gets its claim from the
+//   scheduler, and that claim's requests are the ones `explain` predicts.
 import fs from 'node:fs';
 import path from 'node:path';
 import {
@@ -18,6 +20,8 @@ import {
 } from '@kubernetes/client-node';
 import { readYamlObjects } from '../support/yamlObjects.js';
 import { beforeAll, describe, expect, it } from 'vitest';
+import type { DeviceClass } from '../../src/api/resource.js';
+import { extendedResourceClaim, type PodObject } from '../../src/cel/extendedResources.js';
 import type { ResourceSlice } from '../../src/api/resource.js';
 import { useCluster } from './support/fixture.js';
 import { addSlicedNode, profileSlices } from './support/slicedNodes.js';
@@ -55,7 +59,12 @@ const CASES = EXAMPLES.flatMap((ex, i) =>
 
 describe('deploy/ and examples/claims on a real control plane', () => {
   // The DaemonSet is privileged; the fixture's apiserver refuses that unless told otherwise.
-  const fx = useCluster({ apiserverArgs: ['--allow-privileged=true'] });
+  // DRAExtendedResource (extended-resource-pod.yaml) is GA in 1.37 and alpha in 1.34: turned on so
+  // that example runs on 1.34 too (GPU_DRA_K8S_VERSION=v1.34.4).
+  const fx = useCluster({
+    apiserverArgs: ['--allow-privileged=true'],
+    featureGates: 'DRAExtendedResource=true',
+  });
   const slicesByProfile = new Map<Profile, ResourceSlice[]>();
 
   beforeAll(async () => {
@@ -150,7 +159,12 @@ describe('deploy/ and examples/claims on a real control plane', () => {
     const claimName = await eventually('claim name', async () => {
       const [p] = await podObjs();
       const st = p?.status?.resourceClaimStatuses?.[0];
-      return st?.resourceClaimName ?? p?.spec?.resourceClaims?.[0]?.resourceClaimName;
+      // A device-plugin-style pod's claim is the one the scheduler made and recorded in its status.
+      return (
+        st?.resourceClaimName ??
+        p?.spec?.resourceClaims?.[0]?.resourceClaimName ??
+        p?.status?.extendedResourceClaimStatus?.resourceClaimName
+      );
     });
     const claim: ResourceV1ResourceClaim = await eventually(
       'allocated claim reserved for every pod',
@@ -160,6 +174,20 @@ describe('deploy/ and examples/claims on a real control plane', () => {
       },
       60_000,
     );
+    if (!tc.ex.objects.some((o) => o.kind === 'ResourceClaim' || o.kind === 'ResourceClaimTemplate')) {
+      // The scheduler made the claim: its requests are the ones explain predicts for the pod.
+      const pod = tc.ex.objects.find((o) => o.kind === 'Pod') as PodObject;
+      const classes = loadYaml(path.join(ROOT, 'deploy/deviceclass.yaml')) as unknown as DeviceClass[];
+      const made = (claim.spec.devices?.requests ?? []).map((r) => ({
+        name: r.name,
+        exactly: {
+          deviceClassName: r.exactly?.deviceClassName,
+          allocationMode: r.exactly?.allocationMode,
+          count: r.exactly?.count,
+        },
+      }));
+      expect(made).toEqual(extendedResourceClaim(pod, classes)?.spec?.devices?.requests);
+    }
     const results = (claim.status?.allocation?.devices?.results ?? []).filter(
       (r) => r.request === tc.request || r.request.startsWith(`${tc.request ?? ''}/`),
     );

@@ -1,6 +1,7 @@
 /**
  * examples/claims/*.yaml: structurally valid resource.k8s.io/v1 objects whose pods reference
- * them correctly, with selectors that compile and opaque configs the driver accepts; and the
+ * them correctly (or, device-plugin style, a pod whose extended resources a DeviceClass backs:
+ * its claim is the one the scheduler makes), with selectors that compile and opaque configs the driver accepts; and the
  * `# expect:` lines of each hold, under `explain` semantics, against the slices the driver
  * publishes for the fake NVML profiles h100-8x, a100-mig and mixed (real discovery through the
  * fake NVML, as on a node).
@@ -12,6 +13,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { compileSelector } from '../../src/cel/index.js';
 import { explainClaim, type ClaimObject } from '../../src/cel/explain.js';
+import { extendedResourceClaim } from '../../src/cel/extendedResources.js';
 import { validateOpaqueParameters } from '../../src/driver/opaqueConfig.js';
 import { discoverInventory } from '../../src/nvml/discover.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
@@ -93,6 +95,7 @@ const podSchema = z.strictObject({
   metadata,
   spec: z.strictObject({
     restartPolicy: z.enum(['Always', 'OnFailure', 'Never']).optional(),
+    // Absent from a device-plugin-style pod (extended resources backed by DRA).
     resourceClaims: z
       .array(
         z
@@ -106,16 +109,21 @@ const podSchema = z.strictObject({
             'one claim source',
           ),
       )
-      .min(1),
+      .min(1)
+      .optional(),
     containers: z
       .array(
         z.strictObject({
           name: dnsLabel,
           image: z.string().min(1),
           command: z.array(z.string()).optional(),
-          resources: z.strictObject({
-            claims: z.array(z.strictObject({ name: dnsLabel, request: z.string().optional() })).min(1),
-          }),
+          resources: z.union([
+            z.strictObject({
+              claims: z.array(z.strictObject({ name: dnsLabel, request: z.string().optional() })).min(1),
+            }),
+            // An extended resource a DeviceClass backs, counted in whole devices.
+            z.strictObject({ limits: z.record(z.string(), z.number().int().positive()) }),
+          ]),
         }),
       )
       .min(1),
@@ -145,10 +153,24 @@ const deviceClasses = parseAllDocuments(
   fs.readFileSync(path.join(ROOT, 'deploy/deviceclass.yaml'), 'utf8'),
 ).map((d) => d.toJS() as DeviceClass);
 
+/**
+ * The example's claim: its ResourceClaim(Template), or for a device-plugin-style pod the claim
+ * the scheduler makes for its extended resources on deploy/deviceclass.yaml's classes.
+ */
+function claimOf(objects: readonly Obj[]): ClaimObject {
+  const own = objects.find((o) => o.kind === 'ResourceClaim' || o.kind === 'ResourceClaimTemplate');
+  if (own !== undefined) return own;
+  const pod = objects.find((o) => o.kind === 'Pod');
+  const made = pod !== undefined ? extendedResourceClaim(pod, deviceClasses) : undefined;
+  if (made === undefined) throw new Error('neither a claim nor a pod asking for an extended resource');
+  return made;
+}
+
 describe('examples/claims', () => {
   it('has the documented set of examples', () => {
     expect(files).toEqual([
       'admin-access-monitoring.yaml',
+      'extended-resource-pod.yaml',
       'first-available.yaml',
       'gpu-min-memory.yaml',
       'hopper-or-newer.yaml',
@@ -187,29 +209,37 @@ describe('examples/claims', () => {
 
     it('pods reference the claims and requests defined beside them', () => {
       const claims = objects.filter((o) => o.kind === 'ResourceClaim' || o.kind === 'ResourceClaimTemplate');
-      expect(claims.length).toBe(1);
       const pods = objects.filter((o) => o.kind === 'Pod') as unknown as z.infer<typeof podSchema>[];
       expect(pods.length).toBeGreaterThanOrEqual(1);
+      if (claims.length === 0) {
+        // Device-plugin style: one pod, no claims, only extended resources a class backs.
+        expect(pods.length).toBe(1);
+        expect(pods[0]?.spec.resourceClaims).toBeUndefined();
+        for (const ctr of pods[0]?.spec.containers ?? []) expect(ctr.resources).not.toHaveProperty('claims');
+        expect(claimOf(objects).spec).toBeDefined();
+        return;
+      }
+      expect(claims.length).toBe(1);
       const c = claims[0] as unknown as ClaimObject;
       for (const pod of pods) {
         expect(pod.metadata.namespace).toBe(c.metadata?.namespace);
-        for (const rc of pod.spec.resourceClaims) {
+        for (const rc of pod.spec.resourceClaims ?? []) {
           if (c.kind === 'ResourceClaim') expect(rc.resourceClaimName).toBe(c.metadata?.name);
           else expect(rc.resourceClaimTemplateName).toBe(c.metadata?.name);
         }
-        const names = new Set(pod.spec.resourceClaims.map((r) => r.name));
-        for (const ctr of pod.spec.containers)
-          for (const cl of ctr.resources.claims) expect(names.has(cl.name)).toBe(true);
+        const names = new Set((pod.spec.resourceClaims ?? []).map((r) => r.name));
+        for (const ctr of pod.spec.containers) {
+          expect(ctr.resources).toHaveProperty('claims');
+          for (const cl of 'claims' in ctr.resources ? ctr.resources.claims : [])
+            expect(names.has(cl.name)).toBe(true);
+        }
       }
       const ns = objects.find((o) => o.kind === 'Namespace') as z.infer<typeof namespaceSchema> | undefined;
       if (c.metadata?.namespace) expect(ns?.metadata.name).toBe(c.metadata.namespace);
     });
 
     it('uses existing classes, compiling selectors, known request names and valid opaque config', () => {
-      const claim = objects.find(
-        (o) => o.kind === 'ResourceClaim' || o.kind === 'ResourceClaimTemplate',
-      ) as unknown as ClaimObject;
-      const spec = deviceClaimOf(claim);
+      const spec = deviceClaimOf(claimOf(objects));
       const classNames = new Set(deviceClasses.map((d) => d.metadata?.name));
       const requestNames = new Set<string>();
       for (const r of spec?.requests ?? []) {
@@ -269,10 +299,7 @@ describe('examples/claims against the simulated profiles', () => {
     ex.expectations.map((e) => ({ name: `${ex.file} on ${e.profile}`, ex, e })),
   );
   it.each(cases)('$name', ({ ex, e }) => {
-    const claim = ex.objects.find(
-      (o) => o.kind === 'ResourceClaim' || o.kind === 'ResourceClaimTemplate',
-    ) as unknown as ClaimObject;
-    const report = explainClaim(claim, deviceClasses, slices.get(e.profile) ?? []);
+    const report = explainClaim(claimOf(ex.objects), deviceClasses, slices.get(e.profile) ?? []);
     expect(report.devicesConsidered).toBeGreaterThan(0);
     if (e.unsatisfiable) {
       expect(report.satisfiable).toBe(false);

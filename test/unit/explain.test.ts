@@ -338,6 +338,29 @@ describe('gpu-dra explain (CLI)', () => {
     process.exitCode = 0;
   });
 
+  it('explains a device-plugin-style pod as the claim the scheduler makes for it', async () => {
+    const podFile = write(
+      'pod.yaml',
+      stringify({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'dp', namespace: 'ns' },
+        spec: { containers: [{ name: 'c', resources: { limits: { [`${D}/gpu`]: 9 } } }] },
+      }),
+    );
+    const [report] = await runExplain({ filename: podFile, slices: slicesFile, driverName: D });
+    expect(report?.claim).toEqual({ kind: 'ResourceClaim', name: 'dp-extended-resources', namespace: 'ns' });
+    expect(report?.satisfiable).toBe(false);
+    expect(report?.requests.map((r) => [r.name, r.count, r.matching.length])).toEqual([
+      ['container-0-request-0', 9, 8],
+    ]);
+    // A pod asking for no extended resource a class backs is no claim.
+    const plain = write('plain.yaml', stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x' } }));
+    await expect(runExplain({ filename: plain, slices: slicesFile, driverName: D })).rejects.toThrow(
+      /no Pod asking for an extended resource a DeviceClass backs/,
+    );
+  });
+
   it('refuses ambiguous or missing device sources and files without claims', async () => {
     await expect(runExplain({ filename: claimFile, driverName: D })).rejects.toThrow(/exactly one of/);
     await expect(runExplain({ filename: slicesFile, slices: slicesFile, driverName: D })).rejects.toThrow(

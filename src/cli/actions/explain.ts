@@ -1,6 +1,7 @@
 /**
  * `gpu-dra explain -f claim.yaml`: which devices a claim's requests match, and why the others
- * do not, evaluated with the scheduler's CEL semantics (src/cel/). Devices come from a file of
+ * do not (a Pod asking for an extended resource that a DeviceClass backs counts as the claim the
+ * scheduler would make for it), evaluated with the scheduler's CEL semantics (src/cel/). Devices come from a file of
  * ResourceSlices (`--slices`), from a cluster (`--kubeconfig`), or from a simulated node
  * (`--profile`, the fake NVML profiles of `gpu-dra demo`).
  *
@@ -18,6 +19,7 @@ import {
   type RequestExplanation,
   type TopRequestExplanation,
 } from '../../cel/explain.js';
+import { extendedResourceClaim, type PodObject } from '../../cel/extendedResources.js';
 import { ConfigError } from '../../util/errors.js';
 import type { ExplainOptions } from '../commands/explain.js';
 import type { DeviceClass, ResourceSlice } from '../../api/resource.js';
@@ -201,9 +203,12 @@ export function renderExplainReport(report: ExplainReport, all = false): string 
 
 /** Loads the inputs the options name and explains every claim in the file. */
 export async function runExplain(options: ExplainOptions): Promise<ExplainReport[]> {
-  const claims = parseObjects(readText(options.filename), options.filename).filter(isClaim) as ClaimObject[];
-  if (claims.length === 0)
-    throw new ConfigError(options.filename, 'no ResourceClaim or ResourceClaimTemplate in the file');
+  const objects = parseObjects(readText(options.filename), options.filename);
+  const claims = objects.filter(isClaim) as ClaimObject[];
+  // Device-plugin-style pods (extended resources, KEP-5004) are checked once the classes are known.
+  const pods = objects.filter((o) => o.kind === 'Pod') as PodObject[];
+  if (claims.length === 0 && pods.length === 0)
+    throw new ConfigError(options.filename, 'no ResourceClaim, ResourceClaimTemplate or Pod in the file');
   const sources = [options.slices, options.kubeconfig, options.profile].filter((s) => s !== undefined);
   if (sources.length !== 1)
     throw new ConfigError('--slices', 'give exactly one of --slices FILE, --kubeconfig PATH, --profile NAME');
@@ -225,7 +230,19 @@ export async function runExplain(options: ExplainOptions): Promise<ExplainReport
     );
   }
   classes ??= defaultDeviceClasses(options.driverName);
-  return claims.map((claim) => explainClaim(claim, classes, slices));
+  const resolved = classes;
+  // The claim the scheduler would make for each pod's DRA-backed extended resources; pods that
+  // only use the file's claims add nothing.
+  for (const pod of pods) {
+    const claim = extendedResourceClaim(pod, resolved);
+    if (claim !== undefined) claims.push(claim);
+  }
+  if (claims.length === 0)
+    throw new ConfigError(
+      options.filename,
+      'no ResourceClaim or ResourceClaimTemplate in the file, and no Pod asking for an extended resource a DeviceClass backs',
+    );
+  return claims.map((claim) => explainClaim(claim, resolved, slices));
 }
 
 /** `gpu-dra explain`: prints the reports; exit 1 when a claim cannot be satisfied. */
