@@ -505,7 +505,8 @@ export class DeviceState {
           await this.ensureSpecFile(ref.uid, existing, logger);
           logger.debug({ devices: existing.devices.length }, 'claim already prepared');
           // After a restart the status may not have been written yet; the sink skips a repeat.
-          this.opts.claimStatus?.prepared(ref, this.describe(recordedDevices(existing)));
+          if (this.opts.claimStatus)
+            this.opts.claimStatus.prepared(ref, this.describe(recordedDevices(existing)));
           return existing.devices;
         }
         if (existing) await this.rollback(ref.uid, existing, logger);

@@ -140,13 +140,20 @@ export class ClaimStatusWriter implements ClaimStatusSink {
   }
 
   private want(wish: Wish): void {
-    const uid = wish.claim.uid;
-    this.wishes.set(uid, wish);
+    this.wishes.set(wish.claim.uid, wish);
+    this.kick(wish.claim.uid);
+  }
+
+  private kick(uid: string): void {
     if (this.running.has(uid)) return;
     // Off the prepare's path: the first attempt starts after the kubelet's reply is under way.
     const run = new Promise<void>((resolve) => setImmediate(resolve))
       .then(() => this.drain(uid))
-      .finally(() => this.running.delete(uid));
+      .finally(() => {
+        this.running.delete(uid);
+        // A wish that came after the drain's last look, before this ran, would wait forever.
+        if (this.wishes.has(uid)) this.kick(uid);
+      });
     this.running.set(uid, run);
   }
 
