@@ -65,6 +65,11 @@ export interface ClaimStatusWriterOptions {
   readonly fieldManager?: string;
   /** Tries per write, the first included; default 6 (about a minute with the default backoff). */
   readonly maxAttempts?: number;
+  /**
+   * Status writes in flight at once; default 2. They share the API client's connections with
+   * the claim reads of prepares, and a burst of prepares must not queue behind its own writes.
+   */
+  readonly maxInFlight?: number;
   readonly backoff?: BackoffOptions;
   /** Injectable for tests: the time the Ready condition is stamped with. */
   readonly now?: () => Date;
@@ -103,6 +108,8 @@ export class ClaimStatusWriter implements ClaimStatusSink {
   /** Claims whose entries are written in this process: a repeated prepare writes nothing. */
   private readonly written = new Set<string>();
   private readonly abort = new AbortController();
+  private inFlight = 0;
+  private readonly slotWaiters: (() => void)[] = [];
   private disabled: Disabled | undefined;
   /** Counters for tests and logs. */
   readonly counts = { writes: 0, clears: 0, retries: 0, failures: 0 };
@@ -180,15 +187,17 @@ export class ClaimStatusWriter implements ClaimStatusSink {
     const maxAttempts = this.opts.maxAttempts ?? 6;
     for (let attempt = 0; ; attempt++) {
       try {
-        const answer = await this.opts.kube.request<unknown>(
-          'PATCH',
-          `/apis/resource.k8s.io/v1/namespaces/${encodeURIComponent(claim.namespace)}/resourceclaims/${encodeURIComponent(claim.name)}/status`,
-          {
-            query: { fieldManager: this.opts.fieldManager ?? 'gpu-dra', force: true },
-            body: statusApplyBody(claim, entries),
-            contentType: 'application/apply-patch+yaml',
-            signal: this.abort.signal,
-          },
+        const answer = await this.limited(() =>
+          this.opts.kube.request<unknown>(
+            'PATCH',
+            `/apis/resource.k8s.io/v1/namespaces/${encodeURIComponent(claim.namespace)}/resourceclaims/${encodeURIComponent(claim.name)}/status`,
+            {
+              query: { fieldManager: this.opts.fieldManager ?? 'gpu-dra', force: true },
+              body: statusApplyBody(claim, entries),
+              contentType: 'application/apply-patch+yaml',
+              signal: this.abort.signal,
+            },
+          ),
         );
         if (!statusKept(answer, entries)) {
           this.disable(
@@ -234,6 +243,23 @@ export class ClaimStatusWriter implements ClaimStatusSink {
           return false;
         }
       }
+    }
+  }
+
+  /** Runs `send` once fewer than `maxInFlight` writes are in flight. */
+  private async limited<T>(send: () => Promise<T>): Promise<T> {
+    if (this.inFlight >= (this.opts.maxInFlight ?? 2)) {
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+    } else {
+      this.inFlight++;
+    }
+    try {
+      return await send();
+    } finally {
+      // The slot passes straight to the next waiter, so the count stays right.
+      const next = this.slotWaiters.shift();
+      if (next) next();
+      else this.inFlight--;
     }
   }
 

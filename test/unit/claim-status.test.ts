@@ -283,6 +283,40 @@ describe('ClaimStatusWriter', () => {
     expect(w.counts.writes).toBe(1);
   });
 
+  it('keeps at most maxInFlight writes in flight, so a burst of prepares does not queue behind them', async () => {
+    let open = 0;
+    let most = 0;
+    const release: (() => void)[] = [];
+    const kube = scriptedKube([
+      (call) => {
+        open++;
+        most = Math.max(most, open);
+        return new Promise((resolve) => {
+          release.push(() => {
+            open--;
+            resolve(call.opts.body);
+          });
+        });
+      },
+    ]);
+    const w = new ClaimStatusWriter({
+      kube,
+      driverName: TEST_DRIVER,
+      logger: silentLogger(),
+      maxInFlight: 2,
+    });
+    for (let i = 0; i < 5; i++)
+      w.prepared({ ...CLAIM, uid: `${CLAIM.uid.slice(0, -1)}${String(i)}` }, described());
+    const done = w.idle();
+    while (w.counts.writes < 5) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      release.shift()?.();
+    }
+    await done;
+    expect(kube.calls).toHaveLength(5);
+    expect(most).toBe(2);
+  });
+
   it('stop() ends retries', async () => {
     const kube = scriptedKube([apiError(500)]);
     const w = new ClaimStatusWriter({
