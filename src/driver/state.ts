@@ -9,14 +9,16 @@
  *     2. conflicts (conflicts.ts, pure) against what other claims hold or are preparing, and
  *        reserve the devices in memory: check and reserve run without yielding, so two claims
  *        cannot both pass 2 for overlapping devices.
- *     3. write the CDI spec (built once, cdi/spec.ts, after inspecting the device nodes).
+ *     3. write the CDI spec (built once, cdi/spec.ts, after inspecting the device nodes), after
+ *        the device metadata files it mounts (deviceMetadata.ts, with --device-metadata).
  *     4. record U = PrepareCompleted in the checkpoint: the one durable write (group-committed
- *        with concurrent prepares), then release the reservation and reply.
- *   A crash before 4 leaves at most a spec no checkpoint entry owns, which the start-up sweep
- *   removes; the kubelet retries the prepare. No intent record is needed while a prepare
- *   changes nothing on the host but its spec file. A step that will (creating a MIG device,
- *   setting a GPU's sharing) must record PrepareStarted before acting, so that recovery, which
- *   rolls such entries back, can undo it.
+ *        with concurrent prepares), then release the reservation and reply; the claim's
+ *        status.devices is handed to the status writer (statusWriter.ts), never waited for.
+ *   A crash before 4 leaves at most a spec (and metadata files) no checkpoint entry owns, which
+ *   the start-up sweep removes; the kubelet retries the prepare. No intent record is needed
+ *   while a prepare changes nothing on the host but its spec and metadata files. A step that
+ *   will (creating a MIG device, setting a GPU's sharing) must record PrepareStarted before
+ *   acting, so that recovery, which rolls such entries back, can undo it.
  *
  *   unprepare(U): drop the checkpoint entry first (durable), then the spec file, so a crash in
  *   between leaves an orphan spec (swept at start-up), never an entry recovery would restore.
@@ -550,16 +552,20 @@ export class DeviceState {
           }
           const shared = plannedShared(planned);
           const sharing = changesHost(shared) ? this.sharingFor(ref.uid) : undefined;
-          described = this.describe(
-            planned.map((p) => ({
-              requestNames: p.requestNames,
-              poolName: p.poolName,
-              deviceName: p.deviceName,
-              shareId: p.shareId,
-              uuid: p.device.uuid,
-            })),
-            inventory,
-          );
+          // Only the status and the metadata files read the description.
+          described =
+            this.opts.claimStatus || this.opts.deviceMetadata
+              ? this.describe(
+                  planned.map((p) => ({
+                    requestNames: p.requestNames,
+                    poolName: p.poolName,
+                    deviceName: p.deviceName,
+                    shareId: p.shareId,
+                    uuid: p.device.uuid,
+                  })),
+                  inventory,
+                )
+              : [];
           const metadata = this.metadataOf({ ...ref, podClaimName }, described);
           const built = this.buildSpec(
             ref.uid,
