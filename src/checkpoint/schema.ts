@@ -66,6 +66,8 @@ export const checkpointClaimSchema = z.looseObject({
   state: z.string(),
   namespace: z.string().default(''),
   name: z.string().default(''),
+  /** `resource.kubernetes.io/pod-claim-name` of a claim made from a template: its metadata path. */
+  podClaimName: z.string().optional(),
   /** Spec file name in the CDI root (derived from the UID; kept so rollback needs nothing else). */
   cdiSpecFile: z.string().optional(),
   devices: z.array(checkpointDeviceSchema).default([]),

@@ -9,14 +9,16 @@
  *     2. conflicts (conflicts.ts, pure) against what other claims hold or are preparing, and
  *        reserve the devices in memory: check and reserve run without yielding, so two claims
  *        cannot both pass 2 for overlapping devices.
- *     3. write the CDI spec (built once, cdi/spec.ts, after inspecting the device nodes).
+ *     3. write the CDI spec (built once, cdi/spec.ts, after inspecting the device nodes), after
+ *        the device metadata files it mounts (deviceMetadata.ts, with --device-metadata).
  *     4. record U = PrepareCompleted in the checkpoint: the one durable write (group-committed
- *        with concurrent prepares), then release the reservation and reply.
- *   A crash before 4 leaves at most a spec no checkpoint entry owns, which the start-up sweep
- *   removes; the kubelet retries the prepare. No intent record is needed while a prepare
- *   changes nothing on the host but its spec file. A step that will (creating a MIG device,
- *   setting a GPU's sharing) must record PrepareStarted before acting, so that recovery, which
- *   rolls such entries back, can undo it.
+ *        with concurrent prepares), then release the reservation and reply; the claim's
+ *        status.devices is handed to the status writer (statusWriter.ts), never waited for.
+ *   A crash before 4 leaves at most a spec (and metadata files) no checkpoint entry owns, which
+ *   the start-up sweep removes; the kubelet retries the prepare. No intent record is needed
+ *   while a prepare changes nothing on the host but its spec and metadata files. A step that
+ *   will (creating a MIG device, setting a GPU's sharing) must record PrepareStarted before
+ *   acting, so that recovery, which rolls such entries back, can undo it.
  *
  *   unprepare(U): drop the checkpoint entry first (durable), then the spec file, so a crash in
  *   between leaves an orphan spec (swept at start-up), never an entry recovery would restore.
@@ -32,6 +34,8 @@ import { underRoot, type HostPaths } from '../util/hostPaths.js';
 import type { MigDevice, NodeInventory } from '../nvml/types.js';
 import {
   buildClaimCdiSpec,
+  type CdiContainerEdits,
+  type CdiMount,
   claimDeviceKey,
   claimDeviceNodes,
   claimSpecFileName,
@@ -86,6 +90,17 @@ import { mpsPinnedLimitsMiB, OpaqueConfigError, type SharingSettings } from './o
 import { parseDeviceName } from '../resourceslice/names.js';
 import type { ApplyDevice, SharingApplier } from '../sharing/apply.js';
 import { changesHost, mpsGroups, type SharedDevice } from '../sharing/plan.js';
+import { buildDevices, type AttributeValue } from '../resourceslice/model.js';
+import { describeDevices, type DescribedDevice, type RecordedDevice } from './deviceStatus.js';
+import {
+  METADATA_HOST_SUBDIR,
+  POD_CLAIM_NAME_ANNOTATION,
+  metadataFiles,
+  metadataMounts,
+  type MetadataFile,
+} from './deviceMetadata.js';
+import { MetadataStore } from './metadataStore.js';
+import type { ClaimStatusSink } from './statusWriter.js';
 
 export interface ClaimIdentity {
   readonly uid: string;
@@ -139,6 +154,15 @@ export interface DeviceStateOptions {
   readonly migPartitioning?: MigPartitioning;
   /** Makes and removes MIG devices (dynamic MIG). Without it a claim for a slot is refused. */
   readonly mig?: MigInstanceControl;
+  /** Told about every prepared and unprepared claim (their status.devices); never waited for. */
+  readonly claimStatus?: ClaimStatusSink;
+  /**
+   * Where device metadata files (KEP-5304) go. Unprepare, rollback and the start-up sweep remove
+   * a claim's files whenever a store is given, so files from a run with metadata on never stay.
+   */
+  readonly metadata?: MetadataStore;
+  /** `--device-metadata`: each prepared claim gets a file per request, mounted through its spec. */
+  readonly deviceMetadata?: boolean;
 }
 
 export interface RecoveryReport {
@@ -153,6 +177,8 @@ export interface RecoveryReport {
   readonly mpsDaemonsRemoved: readonly string[];
   /** UUIDs of MIG devices on GPUs in dynamic mode that no recorded claim owned, destroyed. */
   readonly migDevicesRemoved: readonly string[];
+  /** Claim UIDs whose device metadata files no recorded claim owned, removed. */
+  readonly metadataRemoved: readonly string[];
 }
 
 export function readBootId(hostPaths: Pick<HostPaths, 'procRoot'>): string | undefined {
@@ -301,12 +327,14 @@ function preparedRecord(
   planned: readonly PlannedDevice[],
   built: ClaimCdiSpec,
   mpsDaemons: readonly string[],
+  podClaimName: string | undefined,
 ): CheckpointClaim {
   return {
     state: 'PrepareCompleted',
     ...(mpsDaemons.length > 0 ? { mpsDaemons: [...mpsDaemons] } : {}),
     namespace: ref.namespace,
     name: ref.name,
+    ...(podClaimName ? { podClaimName } : {}),
     cdiSpecFile: built.fileName,
     devices: planned.map((p) => ({
       ...recordedDevice(p),
@@ -384,6 +412,38 @@ function entryChangesHost(entry: ReadonlyCheckpointClaim): boolean {
   return sharingChangesHost(entry) || entry.devices.some((d) => d.migInstance !== undefined);
 }
 
+/** Pure: per-device edits (an MPS daemon's) with the metadata mounts added to their devices. */
+function withMounts(
+  edits: ReadonlyMap<string, CdiContainerEdits> | undefined,
+  mounts: ReadonlyMap<string, readonly CdiMount[]> | undefined,
+): ReadonlyMap<string, CdiContainerEdits> | undefined {
+  if (!mounts || mounts.size === 0) return edits;
+  const out = new Map(edits ?? []);
+  for (const [device, extra] of mounts) {
+    const current = out.get(device);
+    out.set(device, { ...current, mounts: [...(current?.mounts ?? []), ...extra] });
+  }
+  return out;
+}
+
+/** The pod-local claim name a claim made from a template carries (its own name is generated). */
+function podClaimNameOf(claim: ResourceClaim): string | undefined {
+  const annotations = claim.metadata?.['annotations'] as Readonly<Record<string, unknown>> | undefined;
+  const v = annotations?.[POD_CLAIM_NAME_ANNOTATION];
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
+/** A recorded claim's devices, as statusWriter.ts and the metadata files describe them. */
+function recordedDevices(entry: Pick<ReadonlyCheckpointClaim, 'devices'>): RecordedDevice[] {
+  return entry.devices.map((d) => ({
+    requestNames: d.requestNames,
+    poolName: d.poolName,
+    deviceName: d.deviceName,
+    shareId: d.shareId,
+    uuid: d.uuid,
+  }));
+}
+
 export class DeviceState {
   private readonly claimLocks = new KeyedMutex();
   /** Devices of prepares between their conflict check and their checkpoint write (steps 2–4). */
@@ -392,6 +452,12 @@ export class DeviceState {
     { readonly inventory: NodeInventory; readonly index: ReadonlyMap<string, PlanDevice> } | undefined;
   private driverFilesScan:
     { readonly version: string; readonly at: number; readonly files: DriverFiles } | undefined;
+  private published:
+    | {
+        readonly inventory: NodeInventory;
+        readonly attributes: ReadonlyMap<string, Readonly<Record<string, AttributeValue>>>;
+      }
+    | undefined;
 
   constructor(private readonly opts: DeviceStateOptions) {}
 
@@ -440,6 +506,9 @@ export class DeviceState {
         if (existing && claimState(existing) === 'PrepareCompleted') {
           await this.ensureSpecFile(ref.uid, existing, logger);
           logger.debug({ devices: existing.devices.length }, 'claim already prepared');
+          // After a restart the status may not have been written yet; the sink skips a repeat.
+          if (this.opts.claimStatus)
+            this.opts.claimStatus.prepared(ref, this.describe(recordedDevices(existing)));
           return existing.devices;
         }
         if (existing) await this.rollback(ref.uid, existing, logger);
@@ -451,6 +520,7 @@ export class DeviceState {
           });
         });
         checkFetchedClaim(claim, ref.uid);
+        const podClaimName = podClaimNameOf(claim);
         const { planned: planning, inventory } = await this.plan(ref.uid, claim);
         const mode = this.opts.migPartitioning ?? 'static';
         const slots = planning.map((p) => slotToMake(p.device, p.adminAccess, mode));
@@ -463,7 +533,9 @@ export class DeviceState {
         await this.reserve(ref.uid, holding, (device) => memory.get(device), logger);
         let started: CheckpointClaim | undefined;
         let specFile: string | undefined;
+        let metadataWritten = false;
         let record: CheckpointClaim;
+        let described: DescribedDevice[];
         try {
           let planned: PlannedDevice[];
           if (mig) {
@@ -480,14 +552,35 @@ export class DeviceState {
           }
           const shared = plannedShared(planned);
           const sharing = changesHost(shared) ? this.sharingFor(ref.uid) : undefined;
+          // Only the status and the metadata files read the description.
+          described =
+            this.opts.claimStatus || this.opts.deviceMetadata
+              ? this.describe(
+                  planned.map((p) => ({
+                    requestNames: p.requestNames,
+                    poolName: p.poolName,
+                    deviceName: p.deviceName,
+                    shareId: p.shareId,
+                    uuid: p.device.uuid,
+                  })),
+                  inventory,
+                )
+              : [];
+          const metadata = this.metadataOf({ ...ref, podClaimName }, described);
           const built = this.buildSpec(
             ref.uid,
             planned,
             inventory.driverVersion,
-            sharing?.cdiEdits(ref.uid, shared),
+            withMounts(sharing?.cdiEdits(ref.uid, shared), metadata?.mounts),
           );
           specFile = built.fileName;
-          record = preparedRecord(ref, planned, built, sharing?.mpsDaemonIds(ref.uid, shared) ?? []);
+          record = preparedRecord(
+            ref,
+            planned,
+            built,
+            sharing?.mpsDaemonIds(ref.uid, shared) ?? [],
+            podClaimName,
+          );
           this.reserved.set(ref.uid, record);
           if (mig || sharing) {
             // The devices made (their ids) and the MPS daemons to come, before the host changes further.
@@ -498,13 +591,26 @@ export class DeviceState {
             });
           }
           if (sharing) await sharing.apply(ref.uid, shared, logger);
+          if (metadata) {
+            // Before the spec that mounts them: a spec must never name a missing file.
+            metadataWritten = true;
+            await metadata.store.write(ref.uid, metadata.files);
+          }
           await this.opts.cdi.write(built.fileName, built.spec);
           const done = record;
           await this.opts.checkpoint.update((doc) => {
             doc.claims[ref.uid] = done;
           });
         } catch (err) {
-          // The spec must not outlive the attempt (the sweep catches it if this fails).
+          // The spec and files must not outlive the attempt (the sweep catches them if this fails).
+          if (metadataWritten) {
+            await this.opts.metadata?.remove(ref.uid).catch((e: unknown) => {
+              logger.error(
+                { err: e },
+                'removing the metadata files of a failed prepare failed; the start-up sweep removes them',
+              );
+            });
+          }
           if (specFile !== undefined) {
             await this.opts.cdi.remove(specFile).catch((e: unknown) => {
               logger.error(
@@ -529,6 +635,7 @@ export class DeviceState {
           { devices: record.devices.map((d) => d.deviceName), cdiSpec: record.cdiSpecFile },
           'claim prepared',
         );
+        this.opts.claimStatus?.prepared(ref, described);
         return record.devices;
       })
       .catch((err: unknown) => Promise.reject(inClaim(err, ref.uid, 'INTERNAL')));
@@ -671,6 +778,46 @@ export class DeviceState {
     );
   }
 
+  /**
+   * Prepared devices with the attributes this node publishes for them, from a model built once
+   * per inventory (as the device index is). A model that does not build (the publisher reports
+   * why) describes each device by its UUID alone.
+   */
+  private describe(
+    devices: readonly RecordedDevice[],
+    inventory: NodeInventory = this.opts.inventory.current(),
+  ): DescribedDevice[] {
+    if (this.published?.inventory !== inventory) {
+      let attributes = new Map<string, Readonly<Record<string, AttributeValue>>>();
+      try {
+        const model = buildDevices(inventory, { migPartitioning: this.opts.migPartitioning ?? 'static' });
+        attributes = new Map(model.devices.map((d) => [d.name, d.attributes]));
+      } catch (err) {
+        this.opts.logger.debug({ err }, 'device model did not build; describing devices by UUID only');
+      }
+      this.published = { inventory, attributes };
+    }
+    return describeDevices(this.published.attributes, devices);
+  }
+
+  /** The claim's metadata files and the mounts of them, when metadata is on. */
+  private metadataOf(
+    claim: ClaimIdentity & { readonly podClaimName?: string | undefined },
+    described: readonly DescribedDevice[],
+  ):
+    | {
+        readonly store: MetadataStore;
+        readonly files: MetadataFile[];
+        readonly mounts: Map<string, CdiMount[]>;
+      }
+    | undefined {
+    const store = this.opts.metadata;
+    if (!store || !this.opts.deviceMetadata) return undefined;
+    const files = metadataFiles(this.opts.driverName, claim, described);
+    const mounts = metadataMounts(files, described, (f) => store.pathOf(claim.uid, f));
+    return { store, files, mounts };
+  }
+
   /** Reads what the spec needs from the host (driver files, device nodes), then builds it once. */
   private buildSpec(
     claimUid: string,
@@ -724,10 +871,12 @@ export class DeviceState {
           if (await this.opts.cdi.remove(claimSpecFileName(this.opts.driverName, ref.uid))) {
             logger.warn('removed CDI spec of a claim missing from the checkpoint');
           }
+          await this.opts.metadata?.remove(ref.uid);
           logger.debug('claim not prepared here; nothing to do');
           return;
         }
         await this.rollback(ref.uid, entry, logger);
+        this.opts.claimStatus?.unprepared(ref);
         logger.info('claim unprepared');
       })
       .catch((err: unknown) => Promise.reject(inClaim(err, ref.uid, 'INTERNAL')));
@@ -768,6 +917,8 @@ export class DeviceState {
     const fileName = claimSpecFileName(this.opts.driverName, uid);
     await this.opts.cdi.remove(fileName);
     if (entry.cdiSpecFile && entry.cdiSpecFile !== fileName) await this.opts.cdi.remove(entry.cdiSpecFile);
+    // After the spec that mounts them; with metadata off too, in case it was on before.
+    await this.opts.metadata?.remove(uid);
   }
 
   /**
@@ -780,7 +931,17 @@ export class DeviceState {
     logger: Logger,
   ): Promise<boolean> {
     const fileName = entry.cdiSpecFile ?? claimSpecFileName(this.opts.driverName, uid);
-    if (await this.opts.cdi.exists(fileName)) return false;
+    if (await this.opts.cdi.exists(fileName)) {
+      // The spec may mount metadata files someone removed since: write them again.
+      const metadata = this.metadataOf(
+        { uid, namespace: entry.namespace, name: entry.name, podClaimName: entry.podClaimName },
+        this.describe(recordedDevices(entry)),
+      );
+      if (!metadata || (await metadata.store.exists(uid, metadata.files))) return false;
+      await metadata.store.write(uid, metadata.files);
+      logger.warn({ claimUid: uid }, 'device metadata files of a prepared claim were missing; restored them');
+      return true;
+    }
     if (entry.cdiSpec && typeof entry.cdiSpec === 'object') {
       await this.opts.cdi.write(
         claimSpecFileName(this.opts.driverName, uid),
@@ -825,12 +986,21 @@ export class DeviceState {
         ...(d.consumedMemoryBytes !== undefined ? { consumedMemoryBytes: d.consumedMemoryBytes } : {}),
       };
     });
+    const described = this.describe(
+      recordedDevices(entry).map((d) => ({ ...d, uuid: remade.get(d.deviceName)?.device.uuid ?? d.uuid })),
+      inventory,
+    );
+    const metadata = this.metadataOf(
+      { uid, namespace: entry.namespace, name: entry.name, podClaimName: entry.podClaimName },
+      described,
+    );
     const built = this.buildSpec(
       uid,
       devices,
       inventory.driverVersion,
-      this.opts.sharing?.cdiEdits(uid, sharedDevices(entry)),
+      withMounts(this.opts.sharing?.cdiEdits(uid, sharedDevices(entry)), metadata?.mounts),
     );
+    if (metadata) await metadata.store.write(uid, metadata.files);
     await this.opts.cdi.write(built.fileName, built.spec);
     const unchanged =
       remade.size === 0 &&
@@ -974,6 +1144,7 @@ export class DeviceState {
       if (orphansRemoved.length > 0)
         log.info({ files: orphansRemoved }, 'removed CDI specs no prepared claim owns');
     }
+    const metadataRemoved = loaded.status === 'quarantined' ? [] : await this.sweepMetadata();
     const mpsDaemonsRemoved = await this.sweepMpsDaemons();
     const migDevicesRemoved = loaded.status === 'quarantined' ? [] : await this.sweepMigDevices();
     return {
@@ -983,7 +1154,24 @@ export class DeviceState {
       orphansRemoved,
       mpsDaemonsRemoved,
       migDevicesRemoved,
+      metadataRemoved,
     };
+  }
+
+  /** Metadata directories of claims the checkpoint does not record (a crash before step 4). */
+  private async sweepMetadata(): Promise<string[]> {
+    const store = this.opts.metadata;
+    if (!store) return [];
+    const recorded = this.opts.checkpoint.current().claims;
+    const removed: string[] = [];
+    for (const uid of await store.list()) {
+      if (Object.hasOwn(recorded, uid)) continue;
+      await store.remove(uid);
+      removed.push(uid);
+    }
+    if (removed.length > 0)
+      this.opts.logger.info({ claims: removed }, 'removed device metadata files no prepared claim owns');
+    return removed;
   }
 
   /**
@@ -1038,6 +1226,7 @@ export class DeviceState {
         await destroyRecorded(this.opts.mig, instances, uid, this.opts.logger);
     }
     for (const file of await this.opts.cdi.list()) await this.opts.cdi.remove(file);
+    await this.opts.metadata?.removeAll();
     await this.opts.checkpoint.removeFile();
   }
 }
@@ -1058,6 +1247,10 @@ export interface DeviceStateSetup {
   readonly migPartitioning?: MigPartitioning;
   /** See {@link DeviceStateOptions.mig}. */
   readonly mig?: MigInstanceControl;
+  /** See {@link DeviceStateOptions.claimStatus}. */
+  readonly claimStatus?: ClaimStatusSink;
+  /** `--device-metadata`: files under `<pluginDir>/dra-device-metadata`. */
+  readonly deviceMetadata?: boolean;
   readonly logger: Logger;
 }
 
@@ -1077,6 +1270,10 @@ export function createDeviceState(setup: DeviceStateSetup): DeviceState {
     ...(setup.sharing ? { sharing: setup.sharing } : {}),
     ...(setup.migPartitioning ? { migPartitioning: setup.migPartitioning } : {}),
     ...(setup.mig ? { mig: setup.mig } : {}),
+    ...(setup.claimStatus ? { claimStatus: setup.claimStatus } : {}),
+    // The store also exists with metadata off, so that files from a run with it on are swept.
+    metadata: new MetadataStore(path.join(setup.pluginDir, METADATA_HOST_SUBDIR)),
+    deviceMetadata: setup.deviceMetadata ?? false,
     logger: setup.logger.child({ component: 'state' }),
   });
 }

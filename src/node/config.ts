@@ -109,6 +109,8 @@ const SCHEMA = {
   mpsReadyTimeout: duration.refine((ms) => ms >= 1_000 && ms <= 600_000, 'must be between 1s and 10m'),
   consumableShares,
   migPartitioning: z.enum(MIG_PARTITIONING_MODES, { error: 'must be static or dynamic' }),
+  claimStatus: bool,
+  deviceMetadata: bool,
 } satisfies { readonly [K in DriverFlagName]: z.ZodType };
 
 /** Flags that may stay unset: in the table, no default and not required; here, optional. */

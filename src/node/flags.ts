@@ -148,6 +148,18 @@ export const DRIVER_FLAGS = {
     default: 'static',
     help: 'static: publish the MIG devices that exist; dynamic: publish every profile and placement, create at prepare',
   },
+  claimStatus: {
+    value: '<true|false>',
+    env: 'CLAIM_STATUS',
+    default: 'true',
+    help: "write each prepared claim's status.devices: UUID, product, MIG parent and profile",
+  },
+  deviceMetadata: {
+    value: '<true|false>',
+    env: 'DEVICE_METADATA',
+    default: 'false',
+    help: "mount a file with the devices' attributes into the claim's containers (KEP-5304)",
+  },
 } as const satisfies Readonly<Record<string, FlagSpec>>;
 
 export type DriverFlagName = keyof typeof DRIVER_FLAGS;

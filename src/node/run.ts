@@ -18,6 +18,7 @@ import type { DriverConfig } from './config.js';
 import { createDriverMetrics, type DriverMetrics } from './metrics.js';
 import type { KubeletPlugin } from '../kubelet/plugin.js';
 import type { DeviceState, RecoveryReport } from '../driver/state.js';
+import type { ClaimStatusWriter } from '../driver/statusWriter.js';
 import { DeviceMonitor } from './deviceMonitor.js';
 import { watchDeviceEvents, type DeviceEvent, type DeviceEventWatch } from '../nvml/events.js';
 import { discoverInventory } from '../nvml/discover.js';
@@ -68,6 +69,8 @@ export interface RunningDriver {
   readonly config: DriverConfig;
   readonly plugin: KubeletPlugin;
   readonly state: DeviceState;
+  /** Writes prepared claims' status.devices; absent with `--claim-status=false` or no API client. */
+  readonly claimStatus?: ClaimStatusWriter;
   readonly recovery: RecoveryReport;
   readonly metrics: DriverMetrics;
   /** Bound HTTP address when `httpListen` was set. */
@@ -252,6 +255,15 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     config.migPartitioning === 'dynamic'
       ? serving.openMigInstanceControl({ nvmlLib: config.nvmlLib, driverRoot: config.hostPaths.driverRoot })
       : undefined;
+  // status.devices needs the API; tests that inject a claim getter have no client, and no claims.
+  const claimStatus =
+    config.claimStatus && kubeClient
+      ? new serving.ClaimStatusWriter({
+          kube: kubeClient,
+          driverName: config.driverName,
+          logger: logger.child({ component: 'claim-status' }),
+        })
+      : undefined;
   const state = serving.createDeviceState({
     driverName: config.driverName,
     nodeName: config.nodeName,
@@ -263,6 +275,8 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     sharing: sharingApplier(serving, config, pluginDir, kubeClient, logger),
     migPartitioning: config.migPartitioning,
     ...(mig ? { mig } : {}),
+    ...(claimStatus ? { claimStatus } : {}),
+    deviceMetadata: config.deviceMetadata,
     logger,
   });
   const recovery = await state.recover();
@@ -322,6 +336,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
         logger.warn({ err }, 'stopping the NVML event watch failed');
       });
       await plugin.stop();
+      await claimStatus?.stop();
       self.close();
       if (publisher) {
         if (config.cleanupOnExit) {
@@ -353,6 +368,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     state,
     recovery,
     metrics,
+    ...(claimStatus ? { claimStatus } : {}),
     ...(address && typeof address === 'object'
       ? { httpAddress: { host: address.address, port: address.port } }
       : {}),

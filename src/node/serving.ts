@@ -8,6 +8,7 @@ export { startHttp } from './httpServer.js';
 export { KubeletClient } from '../kubelet/client.js';
 export { pluginDataDir, startKubeletPlugin } from '../kubelet/plugin.js';
 export { createDeviceState } from '../driver/state.js';
+export { ClaimStatusWriter } from '../driver/statusWriter.js';
 export { SharingApplier } from '../sharing/apply.js';
 export { MpsDaemons } from '../sharing/mps.js';
 export { createNvidiaSmi } from '../sharing/driverTools.js';

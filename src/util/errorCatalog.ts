@@ -83,6 +83,17 @@ export const ERROR_CATALOG = {
     means: "the claim's CDI spec could not be written under --cdi-root",
     action: 'check the CDI directory exists, is writable and the disk is not full; nothing was kept',
   },
+  CLAIM_STATUS_WRITE_FAILED: {
+    means:
+      "the claim's status.devices could not be written (logged only: the claim is prepared all the same)",
+    action:
+      'Forbidden: check the RBAC from deploy/ (resourceclaims/status, resourceclaims/driver); else retried',
+  },
+  DEVICE_METADATA_FAILED: {
+    means:
+      "a claim's device metadata file (--device-metadata) could not be built or written; the message says why",
+    action: 'check the plugin directory is writable and the disk is not full; nothing was kept',
+  },
   CHECKPOINT_UNREADABLE: {
     means: 'the checkpoint file exists but cannot be read',
     action: 'check the file and its directory permissions; a corrupt file is quarantined and reported',

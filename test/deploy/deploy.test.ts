@@ -20,6 +20,7 @@ import { DRIVER_FLAGS, driverFlagNames } from '../../src/node/flags.js';
 import { inventoryFixture } from '../support/inventoryFixture.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 import { PUBLISHER_RBAC_RULES } from '../../src/resourceslice/publisher.js';
+import { claimStatusRbacRules } from '../../src/driver/statusWriter.js';
 import type { DeviceClass } from '../../src/api/resource.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -178,18 +179,24 @@ describe('deploy/ manifests', () => {
   });
 
   it('RBAC grants exactly the verbs the code uses, nothing wildcard', () => {
-    const role = find('ClusterRole') as unknown as {
-      rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[];
+    type Rule = {
+      readonly apiGroups: readonly string[];
+      readonly resources: readonly string[];
+      readonly verbs: readonly string[];
+      readonly resourceNames?: readonly string[];
     };
-    const granted = new Set(
-      role.rules.flatMap((r) =>
-        r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`))),
-      ),
-    );
+    const role = find('ClusterRole') as unknown as { rules: Rule[] };
+    // A rule narrowed to names grants less than one without: the names are part of the key.
+    const keys = (r: Rule): string[] =>
+      r.apiGroups.flatMap((g) =>
+        r.resources.flatMap((res) =>
+          r.verbs.map((v) => `${g}/${res}:${v}${r.resourceNames ? `[${r.resourceNames.join(',')}]` : ''}`),
+        ),
+      );
+    const granted = new Set(role.rules.flatMap(keys));
     const needed = new Set([
-      ...PUBLISHER_RBAC_RULES.flatMap((r) =>
-        r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`))),
-      ),
+      ...PUBLISHER_RBAC_RULES.flatMap(keys),
+      ...claimStatusRbacRules('gpu.dra.dev').flatMap(keys),
       'resource.k8s.io/resourceclaims:get',
     ]);
     expect([...granted].sort()).toEqual([...needed].sort());

@@ -34,6 +34,8 @@ describe('parseDriverConfig', () => {
       deviceEvents: true,
       consumableShares: 'disabled',
       migPartitioning: 'static',
+      claimStatus: true,
+      deviceMetadata: false,
     });
     expect(Object.isFrozen(config)).toBe(true);
     expect(Object.isFrozen(config.hostPaths)).toBe(true);
@@ -59,9 +61,13 @@ describe('parseDriverConfig', () => {
         deviceCheckInterval: '2m',
         deviceEvents: 'false',
         consumableShares: '4',
+        claimStatus: 'false',
+        deviceMetadata: 'true',
       },
       {},
     );
+    expect(config.claimStatus).toBe(false);
+    expect(config.deviceMetadata).toBe(true);
     expect(config.deviceCheckIntervalMs).toBe(120_000);
     expect(config.deviceEvents).toBe(false);
     expect(config.consumableShares).toBe(4);

@@ -74,6 +74,8 @@ describe('driver flag table', () => {
   it.each([
     ['CLEANUP_ON_EXIT', '--cleanup-on-exit'],
     ['DEVICE_EVENTS', '--device-events'],
+    ['CLAIM_STATUS', '--claim-status'],
+    ['DEVICE_METADATA', '--device-metadata'],
   ])('refuses %s=yes, naming %s and the values it takes', (env, flag) => {
     const opts = driverOptions(['--node-name', 'n'], { [env]: 'yes' });
     expect(() => parseDriverConfig(opts, inCluster)).toThrow(`${flag}: must be true, false, 1 or 0`);
