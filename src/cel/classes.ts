@@ -1,7 +1,9 @@
 /**
  * The DeviceClasses this driver installs (deploy/deviceclass.yaml renders the same objects for
  * the default driver name; a unit test keeps them equal). `gpu.<driver>` selects whole GPUs,
- * `mig.<driver>` MIG devices, by driver and the `type` attribute, as NVIDIA's classes do.
+ * `mig.<driver>` MIG devices, by driver and the `type` attribute, as NVIDIA's classes do; under
+ * NVIDIA's driver name they carry NVIDIA's class names, `gpu.nvidia.com` and `mig.nvidia.com`,
+ * so claims written for NVIDIA's driver name them unchanged.
  */
 import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
 import type { DeviceClass } from '../api/resource.js';
@@ -26,6 +28,12 @@ export function defaultExtendedResourceName(driverName: string = DEFAULT_DRIVER_
   return driverName === NVIDIA_DRIVER_NAME ? 'nvidia.com/gpu' : `${driverName}/gpu`;
 }
 
+/** The name of the class of whole GPUs (`gpu`) or MIG devices (`mig`) under `driverName`. */
+export function deviceClassName(type: 'gpu' | 'mig', driverName: string = DEFAULT_DRIVER_NAME): string {
+  if (driverName === NVIDIA_DRIVER_NAME) return `${type}.nvidia.com`;
+  return `${type}.${driverName}`;
+}
+
 export interface DeviceClassManifest extends DeviceClass {
   readonly apiVersion: 'resource.k8s.io/v1';
   readonly kind: 'DeviceClass';
@@ -36,12 +44,12 @@ export interface DeviceClassManifest extends DeviceClass {
   };
 }
 
-/** The `gpu.<driver>` and `mig.<driver>` DeviceClasses; only whole GPUs back an extended resource. */
+/** The whole-GPU and MIG DeviceClasses; only whole GPUs back an extended resource. */
 export function defaultDeviceClasses(driverName: string = DEFAULT_DRIVER_NAME): DeviceClassManifest[] {
   return (['gpu', 'mig'] as const).map((type) => ({
     apiVersion: 'resource.k8s.io/v1',
     kind: 'DeviceClass',
-    metadata: { name: `${type}.${driverName}` },
+    metadata: { name: deviceClassName(type, driverName) },
     spec: {
       selectors: [{ cel: { expression: typeSelector(driverName, type) } }],
       ...(type === 'gpu' ? { extendedResourceName: defaultExtendedResourceName(driverName) } : {}),

@@ -27,7 +27,7 @@ import {
 } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { defaultDeviceClasses } from '../../src/cel/classes.js';
+import { defaultDeviceClasses, deviceClassName } from '../../src/cel/classes.js';
 import { deviceEnvKey } from '../../src/cdi/spec.js';
 import { createSimulatedNode } from '../../src/sim/fakeHost.js';
 import { fakeNvmlLib } from '../support/sim.js';
@@ -39,7 +39,7 @@ import { eventually } from './support/wait.js';
 import { createNamespace } from './support/workloads.js';
 
 const DRIVER = 'gpu.nvidia.com';
-const CLASS = `gpu.${DRIVER}`;
+const CLASS = deviceClassName('gpu', DRIVER);
 const RESOURCE = 'nvidia.com/gpu';
 const NODE = 'node-a';
 const NS = 'ext';

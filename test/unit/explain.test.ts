@@ -253,7 +253,7 @@ describe('explainClaim', () => {
       {
         kind: 'ResourceClaim',
         metadata: { name: 'c' },
-        spec: { devices: { requests: [{ name: 'g', exactly: { deviceClassName: 'gpu.gpu.nvidia.com' } }] } },
+        spec: { devices: { requests: [{ name: 'g', exactly: { deviceClassName: 'gpu.nvidia.com' } }] } },
       },
       defaultDeviceClasses('gpu.nvidia.com'),
       nv,

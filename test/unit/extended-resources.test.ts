@@ -29,9 +29,9 @@ const cls = (name: string, extendedResourceName: string, creationTimestamp?: str
 describe('extendedResourceClasses', () => {
   it('maps each class’s extendedResourceName and its implicit deviceclass.resource.kubernetes.io name', () => {
     expect(Object.fromEntries(extendedResourceClasses(classes))).toEqual({
-      'nvidia.com/gpu': 'gpu.gpu.nvidia.com',
-      [`${DEVICE_CLASS_RESOURCE_PREFIX}gpu.gpu.nvidia.com`]: 'gpu.gpu.nvidia.com',
-      [`${DEVICE_CLASS_RESOURCE_PREFIX}mig.gpu.nvidia.com`]: 'mig.gpu.nvidia.com',
+      'nvidia.com/gpu': 'gpu.nvidia.com',
+      [`${DEVICE_CLASS_RESOURCE_PREFIX}gpu.nvidia.com`]: 'gpu.nvidia.com',
+      [`${DEVICE_CLASS_RESOURCE_PREFIX}mig.nvidia.com`]: 'mig.nvidia.com',
     });
   });
 
@@ -72,7 +72,7 @@ describe('extendedResourceClaim', () => {
           {
             name: 'both',
             resources: {
-              requests: { [`${DEVICE_CLASS_RESOURCE_PREFIX}mig.gpu.nvidia.com`]: '1', 'nvidia.com/gpu': '1' },
+              requests: { [`${DEVICE_CLASS_RESOURCE_PREFIX}mig.nvidia.com`]: '1', 'nvidia.com/gpu': '1' },
             },
           },
         ],
@@ -88,10 +88,10 @@ describe('extendedResourceClaim', () => {
       spec: {
         devices: {
           requests: [
-            exact('container-0-request-0', 'gpu.gpu.nvidia.com', 1),
-            exact('container-2-request-2', 'gpu.gpu.nvidia.com', 2),
-            exact('container-4-request-0', 'mig.gpu.nvidia.com', 1),
-            exact('container-4-request-1', 'gpu.gpu.nvidia.com', 1),
+            exact('container-0-request-0', 'gpu.nvidia.com', 1),
+            exact('container-2-request-2', 'gpu.nvidia.com', 2),
+            exact('container-4-request-0', 'mig.nvidia.com', 1),
+            exact('container-4-request-1', 'gpu.nvidia.com', 1),
           ],
         },
       },
