@@ -9,7 +9,7 @@
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { atomicWriteFile, removeFile } from '../util/atomicWrite.js';
+import { atomicWriteFile, readDirIfExists, removeFile } from '../util/atomicWrite.js';
 import { errorMessage, GpuDraError } from '../util/errors.js';
 import { claimSpecFilePrefix, serializeCdiSpec, type CdiSpec } from './spec.js';
 
@@ -66,13 +66,7 @@ export class CdiStore {
 
   /** This driver's per-claim spec files (by prefix), sorted. */
   async list(): Promise<string[]> {
-    let names: string[];
-    try {
-      names = await fsp.readdir(this.root);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
-    }
+    const names = await readDirIfExists(this.root);
     const prefix = claimSpecFilePrefix(this.driverName);
     return names.filter((n) => n.startsWith(prefix) && (n.endsWith('.json') || n.endsWith('.yaml'))).sort();
   }

@@ -9,7 +9,7 @@
  * specs that mount them.
  */
 import fsp from 'node:fs/promises';
-import { atomicWriteFile } from '../util/atomicWrite.js';
+import { atomicWriteFile, readDirIfExists } from '../util/atomicWrite.js';
 import { errorMessage, GpuDraError } from '../util/errors.js';
 import { underRoot } from '../util/hostPaths.js';
 import { isValidClaimUid } from '../cdi/spec.js';
@@ -72,13 +72,7 @@ export class MetadataStore {
 
   /** UIDs that have a directory here, sorted (entries that are not claim UIDs are left alone). */
   async list(): Promise<string[]> {
-    let names: string[];
-    try {
-      names = await fsp.readdir(this.root);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
-    }
+    const names = await readDirIfExists(this.root);
     return names.filter(isValidClaimUid).sort();
   }
 

@@ -218,7 +218,12 @@ export class ClaimStatusWriter implements ClaimStatusSink {
         const status = err instanceof KubeApiError ? err.statusCode : undefined;
         if (status === 404) return false;
         if (status === 403 || status === 415 || isDeviceStatusForbidden(err)) {
-          this.disable(log, errorMessage(err), err);
+          // The cause carries the apiserver's text; the message says what it means for us.
+          this.disable(
+            log,
+            `the apiserver refuses this plugin's status.devices writes (HTTP ${String(status ?? '?')}): check the RBAC for resourceclaims/status and resourceclaims/driver, and that the token is bound to this node`,
+            err,
+          );
           return false;
         }
         if (status === 422 || status === 400 || attempt + 1 >= maxAttempts) {

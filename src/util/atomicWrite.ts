@@ -93,3 +93,13 @@ export function removeFile(target: string): boolean {
     throw err;
   }
 }
+
+/** A directory's entries; a missing directory has none. */
+export async function readDirIfExists(dir: string): Promise<string[]> {
+  try {
+    return await fs.promises.readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}

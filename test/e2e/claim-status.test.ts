@@ -21,7 +21,7 @@ import { discoverInventory } from '../../src/nvml/discover.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
 import { createSimulatedNode } from '../../src/sim/fakeHost.js';
 import { loadProfile } from '../../src/sim/fakeNvml.js';
-import { fakeNvmlLib } from '../support/sim.js';
+import { fakeNvmlLib, simHostOptions } from '../support/sim.js';
 import { recordingLogger, type LogRecord } from './support/driverLog.js';
 import { useCluster } from './support/fixture.js';
 import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
@@ -95,10 +95,7 @@ describe('what a prepared claim shows: status.devices and device metadata', () =
         kubeletRegistryDir: node.registryDir,
         kubeletPluginsDir: node.pluginsDir,
         cdiRoot: node.cdiDir,
-        devRoot: sim.hostPaths.devRoot,
-        procRoot: sim.hostPaths.procRoot,
-        sysRoot: sim.hostPaths.sysRoot,
-        driverRoot: sim.hostPaths.driverRoot,
+        ...simHostOptions(sim),
         deviceMetadata: 'true',
       },
       {},

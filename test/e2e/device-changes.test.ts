@@ -15,7 +15,7 @@ import { runDriver, type RunningDriver } from '../../src/node/run.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { loadProfile, type FakeNvmlConfig } from '../../src/sim/fakeNvml.js';
 import { atomicWriteFile } from '../../src/util/atomicWrite.js';
-import { fakeNvmlLib } from '../support/sim.js';
+import { fakeNvmlLib, simHostOptions } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
 import { eventually } from './support/wait.js';
 import { grantDriverRbac } from './support/rbac.js';
@@ -56,10 +56,7 @@ describe('device changes after start-up reach the ResourceSlices', () => {
         kubeletPluginsDir: path.join(dir, 'plugins'),
         cdiRoot: path.join(dir, 'cdi'),
         nvmlLib: fakeNvmlLib(),
-        devRoot: sim.hostPaths.devRoot,
-        procRoot: sim.hostPaths.procRoot,
-        sysRoot: sim.hostPaths.sysRoot,
-        driverRoot: sim.hostPaths.driverRoot,
+        ...simHostOptions(sim),
         deviceCheckInterval: '1s',
         logLevel: process.env['GPU_DRA_E2E_LOG'] ?? 'warn',
       },

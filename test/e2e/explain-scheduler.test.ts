@@ -145,6 +145,29 @@ const GENERATED: Case[] = fc
   )
   .map(([expression, profile, kind]) => ({ expression, profile, deviceClassName: `${kind}.${DRIVER}` }));
 
+/** A claim for every device of the case's class that its selector matches. */
+function allDevicesClaim(c: Case, name: string) {
+  return {
+    apiVersion: 'resource.k8s.io/v1',
+    kind: 'ResourceClaim',
+    metadata: { name, namespace: name },
+    spec: {
+      devices: {
+        requests: [
+          {
+            name: 'dev',
+            exactly: {
+              deviceClassName: c.deviceClassName,
+              allocationMode: 'All' as const,
+              selectors: [{ cel: { expression: c.expression } }],
+            },
+          },
+        ],
+      },
+    },
+  };
+}
+
 describe("explain's verdicts = the scheduler's allocation", () => {
   const fx = useCluster();
   const slicesByProfile = new Map<ExampleProfile, ResourceSlice[]>();
@@ -159,25 +182,7 @@ describe("explain's verdicts = the scheduler's allocation", () => {
   const check = async (c: Case, name: string): Promise<void> => {
     const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
     const resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
-    const claim = {
-      apiVersion: 'resource.k8s.io/v1',
-      kind: 'ResourceClaim',
-      metadata: { name, namespace: name },
-      spec: {
-        devices: {
-          requests: [
-            {
-              name: 'dev',
-              exactly: {
-                deviceClassName: c.deviceClassName,
-                allocationMode: 'All' as const,
-                selectors: [{ cel: { expression: c.expression } }],
-              },
-            },
-          ],
-        },
-      },
-    };
+    const claim = allDevicesClaim(c, name);
     const slices = slicesByProfile.get(c.profile) ?? [];
     const report = explainClaim(claim, CLASSES, slices);
     const request = report.requests[0];
@@ -252,26 +257,7 @@ describe("explain's verdicts = the scheduler's allocation", () => {
 
   it('the generated sample covers every verdict', () => {
     const verdicts = GENERATED.map((c) => {
-      const r = explainClaim(
-        {
-          spec: {
-            devices: {
-              requests: [
-                {
-                  name: 'dev',
-                  exactly: {
-                    deviceClassName: c.deviceClassName,
-                    allocationMode: 'All',
-                    selectors: [{ cel: { expression: c.expression } }],
-                  },
-                },
-              ],
-            },
-          },
-        },
-        CLASSES,
-        slicesByProfile.get(c.profile) ?? [],
-      );
+      const r = explainClaim(allDevicesClaim(c, 'coverage'), CLASSES, slicesByProfile.get(c.profile) ?? []);
       const devices = r.requests[0]?.devices ?? [];
       if (devices.some((d) => d.outcome === 'error')) return 'error';
       return r.satisfiable ? 'allocated' : 'unschedulable';

@@ -69,6 +69,14 @@ export async function withSimulatedNode<T>(
  * The `gpu-dra driver` flags that put it on a simulated node: its fake NVML and host paths.
  * `devRoot` overrides the node's dev/ (the parity test's real device nodes).
  */
+/** The simulated node's host roots, as `gpu-dra driver` options (parseDriverConfig's input). */
+export function simHostOptions(
+  sim: SimulatedNode,
+): Record<'devRoot' | 'procRoot' | 'sysRoot' | 'driverRoot', string> {
+  const h = sim.hostPaths;
+  return { devRoot: h.devRoot, procRoot: h.procRoot, sysRoot: h.sysRoot, driverRoot: h.driverRoot };
+}
+
 export function simNodeFlags(sim: SimulatedNode, devRoot = sim.hostPaths.devRoot): string[] {
   const h = sim.hostPaths;
   return [
