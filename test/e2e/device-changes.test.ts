@@ -2,7 +2,7 @@
 // rewritten under a running driver (it is re-read at every nvmlInit, as a real node's state
 // would be read afresh), and the real apiserver must come to hold the new device set: a MIG
 // device destroyed by an admin disappears, a GPU that fell off the bus stays published with a
-// NoSchedule taint (KEP-5055, gated by DRADeviceTaints: alpha in 1.34, GA in 1.37), and the
+// NoSchedule taint (KEP-5055, gated by DRADeviceTaints: alpha in 1.34/1.35, on from 1.36), and the
 // taint goes when the GPU answers again. NVML events (lines appended to $FAKE_NVML_EVENTS) taint
 // the device an XID concerns.
 import fs from 'node:fs';
@@ -17,6 +17,7 @@ import { loadProfile, type FakeNvmlConfig } from '../../src/sim/fakeNvml.js';
 import { atomicWriteFile } from '../../src/util/atomicWrite.js';
 import { fakeNvmlLib, simHostOptions } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
+import { draFeatures } from './support/k8sVersion.js';
 import { eventually } from './support/wait.js';
 import { grantDriverRbac } from './support/rbac.js';
 
@@ -24,11 +25,7 @@ const DRIVER = 'gpu.dra.dev';
 const NODE = 'node-changes';
 
 describe('device changes after start-up reach the ResourceSlices', () => {
-  const fx = useCluster({
-    // 1.34's scheduler, with the gate on, also watches DeviceTaintRules (resource.k8s.io/v1alpha3).
-    featureGates: 'DRADeviceTaints=true',
-    apiserverArgs: ['--runtime-config=resource.k8s.io/v1alpha3=true'],
-  });
+  const fx = useCluster(draFeatures(['DRADeviceTaints']));
   let resource: ResourceV1Api;
   let sim: SimulatedNode;
   let driver: RunningDriver | undefined;

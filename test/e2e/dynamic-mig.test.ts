@@ -4,9 +4,9 @@
 // overlap, the kubelet's DRA manager prepares them through dra.sock, and the fake NVML (a second
 // process, as the kernel is on a real node) holds the MIG devices the driver made.
 //
-// DRAPartitionableDevices is beta (on) from 1.36 and alpha in 1.34; the cluster turns it on
-// explicitly so the same test runs on both (GPU_DRA_K8S_VERSION=v1.34.4); DRADeviceTaints (GA in
-// 1.37, alpha in 1.34) likewise, for the XID taint.
+// DRAPartitionableDevices, and DRADeviceTaints for the XID taint, are alpha in 1.34 and 1.35 and
+// on by default from 1.36; draFeatures turns them on where they are off, so the same test runs on
+// every minor (GPU_DRA_K8S_VERSION, `npm run test:matrix`).
 import fs from 'node:fs';
 import path from 'node:path';
 import { CoreV1Api, ResourceV1Api, type V1Pod } from '@kubernetes/client-node';
@@ -18,6 +18,7 @@ import type { MigDevice } from '../../src/nvml/types.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
+import { draFeatures } from './support/k8sVersion.js';
 import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { driverProcesses, type DriverProcess } from './support/driverProcess.js';
 import { eventually } from './support/wait.js';
@@ -61,11 +62,7 @@ function migTemplate(
 }
 
 describe('dynamic MIG: slots published with counters, MIG devices made at prepare', () => {
-  const fx = useCluster({
-    featureGates: 'DRAPartitionableDevices=true,DRADeviceTaints=true',
-    // 1.34's scheduler, with DRADeviceTaints on, also watches DeviceTaintRules (v1alpha3).
-    apiserverArgs: ['--runtime-config=resource.k8s.io/v1alpha3=true'],
-  });
+  const fx = useCluster(draFeatures(['DRAPartitionableDevices', 'DRADeviceTaints']));
   let node: NodeHarness;
   let sim: SimulatedNode;
   let eventsFile: string;

@@ -5,9 +5,9 @@
 // (81559Mi) and get distinct share IDs; a fourth of 30Gi does not fit beside them and goes to
 // another GPU. Deleting the pods unprepares every share.
 //
-// The gate DRAConsumableCapacity is beta (on by default) from 1.36; the cluster turns it on
-// explicitly so the same test runs on 1.34 (GPU_DRA_K8S_VERSION=v1.34.4), where it is alpha.
-// There the fourth claim is skipped: the 1.34 scheduler checks a share's capacity against the
+// The gate DRAConsumableCapacity is beta (on by default) from 1.36 and alpha in 1.34 and 1.35,
+// where draFeatures turns it on, so the same test runs on every minor (GPU_DRA_K8S_VERSION).
+// On 1.34 the fourth claim is skipped: the 1.34 scheduler checks a share's capacity against the
 // slice's first device rather than the one it is placing it on (kubernetes/kubernetes#133705,
 // fixed by #133706 for 1.35), so once gpu-0 is full no other GPU takes a share.
 import fs from 'node:fs';
@@ -30,6 +30,7 @@ import { createSimulatedNode } from '../../src/sim/fakeHost.js';
 import { loadProfile } from '../../src/sim/fakeNvml.js';
 import { fakeNvmlLib, simHostOptions } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
+import { draFeatures, k8sMinor } from './support/k8sVersion.js';
 import { recordingLogger, type LogRecord } from './support/driverLog.js';
 import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { grantDriverRbac } from './support/rbac.js';
@@ -56,7 +57,7 @@ interface Share {
 }
 
 describe('shares of one GPU by memory (DRA consumable capacity)', () => {
-  const fx = useCluster({ featureGates: 'DRAConsumableCapacity=true' });
+  const fx = useCluster(draFeatures(['DRAConsumableCapacity']));
   let node: NodeHarness;
   let driver: RunningDriver;
   let inventory: NodeInventory | undefined;
@@ -227,7 +228,7 @@ describe('shares of one GPU by memory (DRA consumable capacity)', () => {
     const ready = node.events.find((e) => e.event === 'ready');
     const version = typeof ready?.['kubeletVersion'] === 'string' ? ready['kubeletVersion'] : '';
     ctx.skip(
-      /^v1\.34\./.test(version),
+      k8sMinor(version) < 35,
       `${version}: the scheduler checks a share against the slice's first device (kubernetes/kubernetes#133705, fixed in 1.35)`,
     );
     expect(shares).toHaveLength(3);
