@@ -1,7 +1,9 @@
-//go:build !k8s134
+//go:build !k8s134 && !k8s135 && !k8s136
 
-// Adapters for the kubelet APIs of Kubernetes 1.36 and later, where the
-// plugin handler, the plugin manager and the node getter take a context.
+// Adapters for the kubelet APIs of Kubernetes 1.37 and later, where the
+// plugin handler, the plugin manager and the node getter take a context and
+// the DRA manager has a Stop method. Older releases: adapter_pre137.go and
+// adapter_k8s13<minor>.go, selected by build.sh's tags.
 
 package main
 
