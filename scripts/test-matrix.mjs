@@ -142,9 +142,12 @@ async function main() {
       for (const t of file.assertionResults ?? []) {
         if (t.status === 'failed') row.failures.push(`${rel} > ${t.fullName}`);
       }
-      // A file whose hooks failed has no failed test but a failed status and a message.
+      // A file whose beforeAll (or import) failed reports no failed test: its tests are skipped.
       if (file.status === 'failed' && !(file.assertionResults ?? []).some((t) => t.status === 'failed')) {
-        row.failures.push(`${rel}: ${String(file.message ?? 'failed').split('\n')[0]}`);
+        const why = String(file.message ?? '').split('\n')[0];
+        row.failures.push(
+          `${rel}: failed outside its tests (a hook or the import${why ? `: ${why}` : '; see the log'})`,
+        );
       }
     }
     if (test.code !== 0 && row.failed === 0) {
