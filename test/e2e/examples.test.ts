@@ -24,6 +24,7 @@ import type { DeviceClass } from '../../src/api/resource.js';
 import { extendedResourceClaim, type PodObject } from '../../src/cel/extendedResources.js';
 import type { ResourceSlice } from '../../src/api/resource.js';
 import { useCluster } from './support/fixture.js';
+import { draFeatures } from './support/k8sVersion.js';
 import { addSlicedNode, profileSlices } from './support/slicedNodes.js';
 import { eventually } from './support/wait.js';
 import { EXAMPLE_PROFILES, parseExpectations, type ExampleProfile } from '../support/exampleExpectations.js';
@@ -59,11 +60,12 @@ const CASES = EXAMPLES.flatMap((ex, i) =>
 
 describe('deploy/ and examples/claims on a real control plane', () => {
   // The DaemonSet is privileged; the fixture's apiserver refuses that unless told otherwise.
-  // DRAExtendedResource (extended-resource-pod.yaml) is GA in 1.37 and alpha in 1.34: turned on so
-  // that example runs on 1.34 too (GPU_DRA_K8S_VERSION=v1.34.4).
+  // DRAExtendedResource (extended-resource-pod.yaml) is alpha in 1.34 and 1.35, on from 1.36:
+  // turned on where it is off, so that example runs on every minor (GPU_DRA_K8S_VERSION).
+  const gates = draFeatures(['DRAExtendedResource']);
   const fx = useCluster({
-    apiserverArgs: ['--allow-privileged=true'],
-    featureGates: 'DRAExtendedResource=true',
+    ...gates,
+    apiserverArgs: ['--allow-privileged=true', ...(gates.apiserverArgs ?? [])],
   });
   const slicesByProfile = new Map<Profile, ResourceSlice[]>();
 

@@ -9,12 +9,13 @@
 // CDI library injects. Deleting the pods unprepares the GPUs and the garbage collector removes
 // the claims the pods owned.
 //
-// The gate DRAExtendedResource is GA (locked on) in 1.37 and alpha in 1.34; the cluster and the
-// kubelet harness turn it on explicitly so the same test runs on 1.34 (GPU_DRA_K8S_VERSION=v1.34.4).
-// Two things differ by version, and are checked as such: a Node that once ran the device plugin
-// keeps `nvidia.com/gpu: 0` in its allocatable, which 1.35+ take as "not served, DRA may back it"
-// (kubernetes/kubernetes#133784) and 1.34 as a device plugin's resource with none free; and an
-// apiserver without the gate (1.34's default) drops the class's extendedResourceName silently.
+// The gate DRAExtendedResource is alpha in 1.34 and 1.35, beta (on) in 1.36 and GA (locked on) in
+// 1.37; where it is off the cluster and the kubelet harness turn it on (draFeatures), so the same
+// test runs on every minor (GPU_DRA_K8S_VERSION). Two things differ by version, and are checked
+// as such: a Node that once ran the device plugin keeps `nvidia.com/gpu: 0` in its allocatable,
+// which 1.35+ take as "not served, DRA may back it" (kubernetes/kubernetes#133784) and 1.34 as a
+// device plugin's resource with none free; and an apiserver without the gate (the default of 1.34
+// and 1.35) drops the class's extendedResourceName silently.
 import fs from 'node:fs';
 import {
   CoreV1Api,
@@ -33,6 +34,7 @@ import { createSimulatedNode } from '../../src/sim/fakeHost.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { driverProcesses } from './support/driverProcess.js';
 import { useCluster } from './support/fixture.js';
+import { draFeatures, k8sMinor, kubeletDraFeatureArgs } from './support/k8sVersion.js';
 import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { grantDriverRbac } from './support/rbac.js';
 import { eventually } from './support/wait.js';
@@ -43,7 +45,6 @@ const CLASS = deviceClassName('gpu', DRIVER);
 const RESOURCE = 'nvidia.com/gpu';
 const NODE = 'node-a';
 const NS = 'ext';
-const GATE = 'DRAExtendedResource=true';
 /** The annotation the scheduler puts on the claims it makes for extended resources. */
 const EXTENDED_CLAIM_ANNOTATION = 'resource.kubernetes.io/extended-resource-claim';
 
@@ -60,7 +61,7 @@ interface Ran {
 }
 
 describe('extended resources backed by DRA: nvidia.com/gpu pods with no claims', () => {
-  const fx = useCluster({ featureGates: GATE });
+  const fx = useCluster(draFeatures(['DRAExtendedResource']));
   const drivers = driverProcesses(fx);
   let node: NodeHarness;
   let core: CoreV1Api;
@@ -81,7 +82,7 @@ describe('extended resources backed by DRA: nvidia.com/gpu pods with no claims',
     await createNamespace(core, NS);
 
     const sim = await createSimulatedNode('h100-8x', fx.tempDir('gdra-e2e-ext-'), { libPath: fakeNvmlLib() });
-    node = await fx.startNode(NODE, { extraArgs: [`--feature-gates=${GATE}`] });
+    node = await fx.startNode(NODE, { extraArgs: kubeletDraFeatureArgs(['DRAExtendedResource']) });
     await drivers.start({
       nodeName: NODE,
       driverName: DRIVER,
@@ -302,7 +303,7 @@ describe('extended resources backed by DRA: nvidia.com/gpu pods with no claims',
         ),
       60_000,
     );
-    if (/^v1\.34\./.test(await serverVersion(fx.cluster.kubeConfig))) {
+    if (k8sMinor(await serverVersion(fx.cluster.kubeConfig)) < 35) {
       expect(scheduled.reason).toBe('Unschedulable');
       expect(scheduled.message).toContain(`Insufficient ${RESOURCE}`);
     } else {
@@ -343,7 +344,7 @@ describe('extended resources backed by DRA: nvidia.com/gpu pods with no claims',
 describe('an apiserver without the DRAExtendedResource gate set', () => {
   const fx = useCluster();
 
-  it('drops the class’s extendedResourceName silently on 1.34, keeps it from 1.36 (on by default)', async () => {
+  it('drops the class’s extendedResourceName silently on 1.34 and 1.35, keeps it from 1.36 (on by default)', async () => {
     const resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
     const [gpu] = defaultDeviceClasses(DRIVER);
     if (gpu === undefined) throw new Error('no gpu class');
@@ -353,7 +354,7 @@ describe('an apiserver without the DRAExtendedResource gate set', () => {
     });
     const stored = (await resource.readDeviceClass({ name: CLASS })).spec.extendedResourceName;
     const version = await serverVersion(fx.cluster.kubeConfig);
-    const want = /^v1\.3[45]\./.test(version) ? undefined : RESOURCE;
+    const want = k8sMinor(version) < 36 ? undefined : RESOURCE;
     expect(created.spec.extendedResourceName, version).toBe(want);
     expect(stored, version).toBe(want);
   });

@@ -4,8 +4,8 @@
 // - the claim status write (src/driver/statusWriter.ts) works with those rules and a token bound
 //   to the claim's node, as a DaemonSet pod has; from 1.36 (per-driver authorization of
 //   status.devices) the same token cannot write another node's claims or another driver's
-//   entries, nor can a token bound to no node. 1.34 has no such check: there the status patch
-//   rule alone decides, and the test says so;
+//   entries, nor can a token bound to no node. 1.34 and 1.35 have no such check: there the status
+//   patch rule alone decides, and the test says so;
 // - the admission policy denies ResourceSlice writes from the plugin when the request carries
 //   no node name (static tokens cannot carry the `authentication.kubernetes.io/node-name`
 //   extra that real bound ServiceAccount tokens have), and leaves other users alone.
@@ -180,7 +180,7 @@ describe('deploy/ RBAC and admission policy on a real apiserver', () => {
         expect((err as KubeApiError).statusCode, what).toBe(422);
         expect((err as KubeApiError).apiMessage, what).toContain('resourceclaims/driver');
       } else {
-        // 1.34: patch on resourceclaims/status is all it takes.
+        // 1.34, 1.35: patch on resourceclaims/status is all it takes.
         await expect(write, what).resolves.toBeDefined();
       }
     }

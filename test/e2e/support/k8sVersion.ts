@@ -34,6 +34,12 @@ export const DRA_GATE_ON_BY_DEFAULT_FROM: Readonly<Record<DraGate, number>> = {
   DRAExtendedResource: 36,
 };
 
+/** The gates of `gates` that are off by default on `version`: the ones a test must turn on. */
+export function draGatesOff(gates: readonly DraGate[], version: string = e2eK8sVersion()): DraGate[] {
+  const minor = k8sMinor(version);
+  return gates.filter((g) => minor < DRA_GATE_ON_BY_DEFAULT_FROM[g]);
+}
+
 /**
  * Cluster options that enable `gates` on `version`'s control plane: `--feature-gates` for the
  * gates that are off by default there, and on 1.34 with DRADeviceTaints the v1alpha3 API, because
@@ -44,12 +50,20 @@ export function draFeatures(
   gates: readonly DraGate[],
   version: string = e2eK8sVersion(),
 ): Pick<ClusterOptions, 'featureGates' | 'apiserverArgs'> {
-  const minor = k8sMinor(version);
-  const off = gates.filter((g) => minor < DRA_GATE_ON_BY_DEFAULT_FROM[g]);
+  const off = draGatesOff(gates, version);
   const opts: Pick<ClusterOptions, 'featureGates' | 'apiserverArgs'> = {};
   if (off.length > 0) opts.featureGates = off.map((g) => `${g}=true`).join(',');
-  if (minor <= 34 && off.includes('DRADeviceTaints')) {
+  if (k8sMinor(version) <= 34 && off.includes('DRADeviceTaints')) {
     opts.apiserverArgs = ['--runtime-config=resource.k8s.io/v1alpha3=true'];
   }
   return opts;
+}
+
+/** kubelet-dra flags (NodeOptions.extraArgs) that enable `gates` where they are off by default. */
+export function kubeletDraFeatureArgs(
+  gates: readonly DraGate[],
+  version: string = e2eK8sVersion(),
+): string[] {
+  const off = draGatesOff(gates, version);
+  return off.length > 0 ? [`--feature-gates=${off.map((g) => `${g}=true`).join(',')}`] : [];
 }
