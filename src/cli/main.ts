@@ -8,6 +8,7 @@ import { registerDriverCommand } from './commands/driver.js';
 import { registerExplainCommand } from './commands/explain.js';
 import { registerMpsDaemonCommand } from './commands/mpsDaemon.js';
 import { registerSlicesCommand } from './commands/slices.js';
+import { registerTaintsCommand } from './commands/taints.js';
 
 /** Exit codes: 1 runtime failure, 2 environment/usage problem (no NVML, bad flags). */
 export function exitCodeFor(err: unknown): number {
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerExplainCommand(program);
   registerDemoCommand(program);
   registerMpsDaemonCommand(program);
+  registerTaintsCommand(program);
   return program;
 }
 
