@@ -4,6 +4,7 @@ import { NvmlLibraryNotFoundError } from '../nvml/errors.js';
 import { ConfigError, GpuDraError, errorMessage } from '../util/errors.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerDiscoverCommand } from './commands/discover.js';
+import { registerDoctorCommand } from './commands/doctor.js';
 import { registerDriverCommand } from './commands/driver.js';
 import { registerExplainCommand } from './commands/explain.js';
 import { registerMpsDaemonCommand } from './commands/mpsDaemon.js';
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerExplainCommand(program);
   registerDemoCommand(program);
   registerMpsDaemonCommand(program);
+  registerDoctorCommand(program);
   registerTaintsCommand(program);
   return program;
 }
