@@ -140,6 +140,12 @@ export async function startAdminSocket(
       reply(res, 200, { cleared } satisfies ClearTaintsResult);
     });
   });
+  // sockaddr_un holds 107 bytes and a NUL; refuse rather than bind a truncated path.
+  if (Buffer.byteLength(socketPath) > 107)
+    throw new GpuDraError(
+      'SOCKET_PATH_TOO_LONG',
+      `socket path ${socketPath} is ${String(Buffer.byteLength(socketPath))} bytes; Unix sockets allow 107`,
+    );
   fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
   removeStaleSocket(socketPath);
   await new Promise<void>((resolve, reject) => {

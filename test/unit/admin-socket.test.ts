@@ -1,7 +1,8 @@
 // The plugin's local admin channel (src/node/adminSocket.ts): HTTP on a 0600 Unix socket that
 // reports the plugin's status and clears XID taints, and its client, which the `gpu-dra taints`
 // and `gpu-dra doctor` commands use.
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -123,6 +124,13 @@ describe('admin socket', () => {
     expect(fs.readFileSync(file, 'utf8')).toBe('not a socket');
   });
 
+  it('refuses a socket path longer than a Unix socket can hold', async () => {
+    const socket = adminSocketPath(path.join(tempPluginsDir(), 'x'.repeat(100)), 'gpu.dra.dev');
+    await expect(
+      startAdminSocket(socket, { status: () => STATUS, clearXidTaints: () => [] }, silentLogger()),
+    ).rejects.toSatisfy((err) => isGpuDraError(err, 'SOCKET_PATH_TOO_LONG'));
+  });
+
   it('tells a caller when no plugin listens, and removes its socket on close', async () => {
     const socket = await serve();
     await servers.splice(0)[0]?.close();
@@ -132,5 +140,35 @@ describe('admin socket', () => {
     expect((err as AdminSocketError).reachable).toBe(false);
     expect((err as AdminSocketError).code).toBe('ADMIN_SOCKET_FAILED');
     expect((err as Error).message).toMatch(/no gpu-dra plugin listens on .*admin\.sock/);
+  });
+
+  it('is what `gpu-dra taints` talks to: exit 0 cleared, 1 nothing to clear, 2 no device named', async () => {
+    const socket = await serve();
+    const pluginsDir = path.dirname(path.dirname(socket));
+    const cli = path.resolve(import.meta.dirname, '../../dist/gpu-dra.mjs');
+    const gpuDra = (...args: string[]) =>
+      promisify(execFile)(process.execPath, [
+        cli,
+        'taints',
+        ...args,
+        `--kubelet-plugins-dir=${pluginsDir}`,
+      ]).then(
+        (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+        (e: unknown) => e as { code: number; stdout: string; stderr: string },
+      );
+    expect(await gpuDra('clear', '--device', 'gpu-0', 'gpu-5')).toMatchObject({
+      code: 0,
+      stdout: 'cleared XID taints of gpu-0; the plugin republishes its ResourceSlices\n',
+    });
+    expect(await gpuDra('clear', '--device', 'gpu-5')).toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/no XID taint on gpu-5/) as string,
+    });
+    expect(await gpuDra('clear')).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/--device: name the device/) as string,
+    });
+    expect(await gpuDra('clear', '--all', '--device', 'gpu-0')).toMatchObject({ code: 2 });
+    expect(await gpuDra('list')).toMatchObject({ code: 0, stdout: 'gpu-0  gpu.dra.dev/xid=48:NoSchedule\n' });
   });
 });

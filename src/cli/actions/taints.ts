@@ -33,12 +33,13 @@ export async function runTaintsList(opts: TaintsListFlags): Promise<void> {
 /** `gpu-dra taints clear`: exit 0 when a taint was cleared, 1 when none of the named devices had one. */
 export async function runTaintsClear(opts: TaintsClearFlags): Promise<void> {
   const devices = opts.device ?? [];
-  if (opts.all === devices.length > 0)
+  const all = opts.all === true;
+  if (all === devices.length > 0)
     throw new ConfigError('--device', 'name the device(s) to clear with --device, or pass --all (not both)');
-  const { cleared } = await clearXidTaints(socketOf(opts), opts.all ? 'all' : devices);
+  const { cleared } = await clearXidTaints(socketOf(opts), all ? 'all' : devices);
   if (cleared.length === 0) {
     process.stderr.write(
-      `gpu-dra: no XID taint on ${opts.all ? 'any device' : devices.join(', ')}; health taints (gpu-lost, gpu-unavailable) clear by themselves once the GPU answers\n`,
+      `gpu-dra: no XID taint on ${all ? 'any device' : devices.join(', ')}; health taints (gpu-lost, gpu-unavailable) clear by themselves once the GPU answers\n`,
     );
     process.exitCode = 1;
     return;

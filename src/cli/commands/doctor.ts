@@ -9,7 +9,6 @@ import { addDriverFlag } from '../hostFlags.js';
 import type { DriverFlags } from '../../node/flags.js';
 
 export const DOCTOR_DRIVER_FLAGS = [
-  'nodeName',
   'kubeconfig',
   'driverName',
   'kubeletPluginsDir',
@@ -23,7 +22,7 @@ export const DOCTOR_DRIVER_FLAGS = [
   'migPartitioning',
 ] as const;
 
-export type DoctorFlags = Pick<DriverFlags, (typeof DOCTOR_DRIVER_FLAGS)[number]> & {
+export type DoctorFlags = Pick<DriverFlags, (typeof DOCTOR_DRIVER_FLAGS)[number] | 'nodeName'> & {
   json?: boolean;
   hostRoot?: string;
   containerdConfig: string;
@@ -48,6 +47,12 @@ export function registerDoctorCommand(program: Command): void {
       "CRI-O's config on the host (its drop-ins: <path>.d/*.conf)",
       '/etc/crio/crio.conf',
     );
+  // Optional here, unlike for the driver: without it the slices are not compared.
+  cmd.option(
+    '--node-name <name>',
+    'this node, to compare its published ResourceSlices (env NODE_NAME; unset: not compared)',
+    process.env['NODE_NAME'],
+  );
   for (const name of DOCTOR_DRIVER_FLAGS) addDriverFlag(cmd, name);
   cmd.action(async (opts: DoctorFlags) => {
     const { runDoctor } = await import('../actions/doctor.js');
