@@ -226,6 +226,46 @@ describe('gpu-dra doctor on a simulated node', () => {
     expect(doctorExitCode(doctorReport(results))).toBe(1);
   });
 
+  it('names the mismatch when NVML itself refuses to start against the loaded module', async () => {
+    const profile = await loadProfile('h100');
+    const node = await doctorNode({ ...profile, initError: 'LIB_RM_VERSION_MISMATCH' });
+    // The module of another version is loaded: the fake leaves /proc without it, as for a driver
+    // that is not, so write what the kernel would show.
+    const file = path.join(node.sim.hostPaths.procRoot, 'driver', 'nvidia', 'version');
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(
+      file,
+      'NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build\n',
+    );
+    const results = await diagnose(node);
+    expect(findings(results, 'nvml')).toEqual([
+      expect.objectContaining({
+        severity: 'error',
+        problem: expect.stringMatching(/NVML refuses to start: .* different versions/) as string,
+        evidence: [
+          expect.stringMatching(/LIB_RM_VERSION_MISMATCH/) as string,
+          `kernel module 580.95.05 (${file})`,
+        ],
+      }),
+    ]);
+    expect(results.find((r) => r.id === 'device-nodes')?.skipped).toBeDefined();
+  });
+
+  it('finds a device node that is another device than the GPU', async () => {
+    const node = await doctorNode();
+    // A real character device (1:3) where /dev/nvidia0 (195:0) should be.
+    const dev = path.join(node.sim.hostPaths.devRoot, 'nvidia0');
+    fs.rmSync(dev);
+    fs.symlinkSync('/dev/null', dev);
+    expect(findings(await diagnose(node), 'device-nodes')).toEqual([
+      expect.objectContaining({
+        severity: 'error',
+        problem: expect.stringMatching(/^\/dev\/nvidia0 is not GPU GPU-[0-9a-f-]+'s device node$/) as string,
+        evidence: ['NVML: minor 0, major 195 (nvidia-frontend in /proc/devices)', `${dev}: 1:3`],
+      }),
+    ]);
+  });
+
   it('finds a missing GPU device node and a missing nvidia-uvm', async () => {
     const node = await doctorNode();
     fs.rmSync(path.join(node.sim.hostPaths.devRoot, 'nvidia0'));
