@@ -48,11 +48,7 @@ export function registerDoctorCommand(program: Command): void {
       '/etc/crio/crio.conf',
     );
   // Optional here, unlike for the driver: without it the slices are not compared.
-  cmd.option(
-    '--node-name <name>',
-    'this node, to compare its published ResourceSlices (env NODE_NAME; unset: not compared)',
-    process.env['NODE_NAME'],
-  );
+  addDriverFlag(cmd, 'nodeName', process.env, 'the published ResourceSlices are not compared');
   for (const name of DOCTOR_DRIVER_FLAGS) addDriverFlag(cmd, name);
   cmd.action(async (opts: DoctorFlags) => {
     const { runDoctor } = await import('../actions/doctor.js');
