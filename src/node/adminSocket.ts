@@ -74,20 +74,19 @@ export function parseClearRequest(
   return { devices };
 }
 
-function removeStaleSocket(socketPath: string): void {
+function refuseNonSocket(socketPath: string): void {
   let st: fs.Stats;
   try {
     st = fs.lstatSync(socketPath);
   } catch {
     return;
   }
-  // Never delete what is not a socket: the path may be mistyped onto a real file.
+  // Never replace what is not a socket: the path may be mistyped onto a real file.
   if (!st.isSocket())
     throw new GpuDraError(
       'SOCKET_PATH_OCCUPIED',
       `${socketPath} exists and is not a socket; refusing to remove it`,
     );
-  fs.rmSync(socketPath, { force: true });
 }
 
 export async function startAdminSocket(
@@ -146,23 +145,36 @@ export async function startAdminSocket(
       'SOCKET_PATH_TOO_LONG',
       `socket path ${socketPath} is ${String(Buffer.byteLength(socketPath))} bytes; Unix sockets allow 107`,
     );
-  fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
-  removeStaleSocket(socketPath);
+  const dir = path.dirname(socketPath);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  refuseNonSocket(socketPath);
+  // Bound under a private name, then renamed into place: the rename replaces a stale socket (or
+  // a predecessor's during a rolling update) atomically, and closing unlinks only the private
+  // name (libuv unlinks the bound path on close), never a successor's socket at the public one.
+  const bound = path.join(dir, `.admin-${String(process.pid)}.sock`);
+  fs.rmSync(bound, { force: true });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(socketPath, () => {
+    server.listen(bound, () => {
       server.off('error', reject);
       resolve();
     });
   });
-  fs.chmodSync(socketPath, 0o600);
+  fs.chmodSync(bound, 0o600);
+  fs.renameSync(bound, socketPath);
+  const { ino } = fs.lstatSync(socketPath);
   logger.info({ socket: socketPath }, 'admin socket serving /v1/status and /v1/taints/clear');
   let closing: Promise<void> | undefined;
   return {
     socketPath,
     close() {
       closing ??= new Promise<void>((resolve) => {
-        fs.rmSync(socketPath, { force: true });
+        // Unlink the public name only while it is still ours.
+        try {
+          if (fs.lstatSync(socketPath).ino === ino) fs.rmSync(socketPath, { force: true });
+        } catch {
+          // Already gone.
+        }
         server.closeAllConnections();
         server.close(() => {
           resolve();

@@ -124,6 +124,25 @@ describe('admin socket', () => {
     expect(fs.readFileSync(file, 'utf8')).toBe('not a socket');
   });
 
+  it('takes over from a predecessor (rolling update) whose close leaves the successor serving', async () => {
+    const socket = adminSocketPath(tempPluginsDir(), 'gpu.dra.dev');
+    const old = await startAdminSocket(
+      socket,
+      { status: () => ({ ...STATUS, pid: 1 }), clearXidTaints: () => [] },
+      silentLogger(),
+    );
+    const next = await startAdminSocket(
+      socket,
+      { status: () => ({ ...STATUS, pid: 2 }), clearXidTaints: () => [] },
+      silentLogger(),
+    );
+    servers.push(next);
+    expect((await fetchAdminStatus(socket)).pid).toBe(2);
+    await old.close();
+    expect((await fetchAdminStatus(socket)).pid).toBe(2);
+    expect(fs.readdirSync(path.dirname(socket))).toEqual(['admin.sock']);
+  });
+
   it('refuses a socket path longer than a Unix socket can hold', async () => {
     const socket = adminSocketPath(path.join(tempPluginsDir(), 'x'.repeat(100)), 'gpu.dra.dev');
     await expect(
