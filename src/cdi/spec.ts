@@ -419,3 +419,81 @@ export function buildClaimCdiSpec(input: ClaimCdiInput): ClaimCdiSpec {
 export function serializeCdiSpec(spec: CdiSpec): string {
   return `${JSON.stringify(spec, null, 2)}\n`;
 }
+
+/** The claim UID a spec file of this driver is named after; undefined for any other name. */
+export function claimUidOfSpecFile(driverName: string, fileName: string): string | undefined {
+  const prefix = claimSpecFilePrefix(driverName);
+  if (!fileName.startsWith(prefix) || !fileName.endsWith('.json')) return undefined;
+  const uid = fileName.slice(prefix.length, -'.json'.length);
+  return isValidClaimUid(uid) ? uid : undefined;
+}
+
+/** CDI device names: letters, digits, `-`, `_`, `.`, `:`, starting with a letter or digit. */
+const CDI_DEVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]*$/;
+
+/**
+ * What is wrong with one of this driver's spec files, as a container runtime would see it
+ * (the CDI library refuses the whole spec for any of these), plus what only this driver
+ * promises: its kind, and device names that start with the claim UID of the file name. Pure;
+ * an empty list means valid.
+ */
+export function validateCdiSpec(raw: unknown, driverName: string, fileName: string): string[] {
+  const problems: string[] = [];
+  const isObject = (v: unknown): v is Record<string, unknown> =>
+    typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObject(raw)) return ['not a JSON object'];
+  if (typeof raw['cdiVersion'] !== 'string' || !/^\d+\.\d+\.\d+$/.test(raw['cdiVersion']))
+    problems.push(`cdiVersion ${JSON.stringify(raw['cdiVersion'])} is not a version such as ${CDI_VERSION}`);
+  if (raw['kind'] !== cdiKind(driverName))
+    problems.push(`kind ${JSON.stringify(raw['kind'])} is not ${JSON.stringify(cdiKind(driverName))}`);
+  const uid = claimUidOfSpecFile(driverName, fileName);
+  if (uid === undefined) problems.push(`file name ${JSON.stringify(fileName)} names no claim UID`);
+  const editProblems = (edits: unknown, where: string): void => {
+    if (edits === undefined) return;
+    if (!isObject(edits)) {
+      problems.push(`${where}: containerEdits is not an object`);
+      return;
+    }
+    const list = (key: string): unknown[] => {
+      const v = edits[key];
+      if (v === undefined) return [];
+      if (Array.isArray(v)) return v;
+      problems.push(`${where}: ${key} is not a list`);
+      return [];
+    };
+    for (const e of list('env'))
+      if (typeof e !== 'string' || !e.includes('='))
+        problems.push(`${where}: env entry ${JSON.stringify(e)} is not KEY=value`);
+    for (const n of list('deviceNodes'))
+      if (!isObject(n) || typeof n['path'] !== 'string' || !path.posix.isAbsolute(n['path']))
+        problems.push(`${where}: a device node has no absolute path`);
+    for (const m of list('mounts'))
+      if (!isObject(m) || typeof m['hostPath'] !== 'string' || typeof m['containerPath'] !== 'string')
+        problems.push(`${where}: a mount lacks hostPath or containerPath`);
+    for (const h of list('hooks'))
+      if (!isObject(h) || typeof h['hookName'] !== 'string' || typeof h['path'] !== 'string')
+        problems.push(`${where}: a hook lacks hookName or path`);
+  };
+  const devices = raw['devices'];
+  if (!Array.isArray(devices) || devices.length === 0)
+    problems.push('no devices (CDI refuses a spec without any)');
+  else {
+    const seen = new Set<string>();
+    for (const [i, d] of devices.entries()) {
+      const name = isObject(d) ? d['name'] : undefined;
+      if (typeof name !== 'string' || !CDI_DEVICE_NAME.test(name)) {
+        problems.push(`devices[${String(i)}]: name ${JSON.stringify(name)} is not a valid CDI device name`);
+        continue;
+      }
+      if (seen.has(name)) problems.push(`devices[${String(i)}]: name ${name} is used twice`);
+      seen.add(name);
+      if (uid !== undefined && !name.startsWith(`${uid}-`))
+        problems.push(`devices[${String(i)}]: name ${name} does not belong to claim ${uid}`);
+      if (!isObject(d) || !isObject(d['containerEdits']))
+        problems.push(`devices[${String(i)}]: no containerEdits`);
+      else editProblems(d['containerEdits'], `devices[${String(i)}]`);
+    }
+  }
+  editProblems(raw['containerEdits'], 'spec');
+  return problems;
+}

@@ -15,11 +15,19 @@ export type HostPathFlags = Pick<DriverFlags, (typeof HOST_PATH_FLAGS)[number]>;
 /**
  * Adds one flag of the driver's table (src/node/flags.ts) to a command: its help names the
  * environment twin, whose value (read now) becomes commander's default, so a given flag wins.
+ * `unset` says what leaving it unset means for this command, when that differs from the
+ * driver's (a flag the driver requires may be optional elsewhere).
  */
-export function addDriverFlag(cmd: Command, name: DriverFlagName, env = process.env): Command {
+export function addDriverFlag(
+  cmd: Command,
+  name: DriverFlagName,
+  env = process.env,
+  unset?: string,
+): Command {
   const spec = DRIVER_FLAGS[name];
   const flag = 'value' in spec ? `${flagName(name)} ${spec.value}` : flagName(name);
-  return cmd.option(flag, `${spec.help} (env ${spec.env}, ${describeDefault(spec)})`, env[spec.env]);
+  const dflt = unset === undefined ? describeDefault(spec) : `unset: ${unset}`;
+  return cmd.option(flag, `${spec.help} (env ${spec.env}, ${dflt})`, env[spec.env]);
 }
 
 /** Adds the flags that relocate /dev, /proc, /sys and the NVIDIA driver root. */

@@ -4,10 +4,12 @@ import { NvmlLibraryNotFoundError } from '../nvml/errors.js';
 import { ConfigError, GpuDraError, errorMessage } from '../util/errors.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerDiscoverCommand } from './commands/discover.js';
+import { registerDoctorCommand } from './commands/doctor.js';
 import { registerDriverCommand } from './commands/driver.js';
 import { registerExplainCommand } from './commands/explain.js';
 import { registerMpsDaemonCommand } from './commands/mpsDaemon.js';
 import { registerSlicesCommand } from './commands/slices.js';
+import { registerTaintsCommand } from './commands/taints.js';
 
 /** Exit codes: 1 runtime failure, 2 environment/usage problem (no NVML, bad flags). */
 export function exitCodeFor(err: unknown): number {
@@ -27,6 +29,8 @@ export function buildProgram(): Command {
   registerExplainCommand(program);
   registerDemoCommand(program);
   registerMpsDaemonCommand(program);
+  registerDoctorCommand(program);
+  registerTaintsCommand(program);
   return program;
 }
 

@@ -12,8 +12,10 @@
  *
  * NVML events (src/nvml/events.ts) arrive through recordEvent(): a MIG configuration change
  * triggers a re-discovery at once; an XID taints the device it concerns NoSchedule
- * (`<driver>/xid=<n>`; application XIDs are only logged). XID taints last until the plugin
- * restarts, as NVML reports no recovery: restart the plugin pod once the GPU has been reset.
+ * (`<driver>/xid=<n>`; application XIDs are only logged). NVML reports no recovery, so an XID
+ * taint stays until an admin clears it after resetting the GPU (clearXidTaints, reached through
+ * `gpu-dra taints clear` and the plugin's admin socket, ./adminSocket.ts) or the plugin restarts;
+ * a new XID taints the device again.
  */
 import type { DeviceEvent } from '../nvml/events.js';
 import type { NodeInventory } from '../nvml/types.js';
@@ -21,10 +23,12 @@ import {
   carryUnhealthyGpus,
   devicesForXid,
   mergeTaints,
+  publishedDeviceNames,
   xidTaint,
   type HealthView,
 } from '../resourceslice/gpuHealth.js';
 import type { DeviceTaint, TaintMap } from '../resourceslice/model.js';
+import { deviceName } from '../resourceslice/names.js';
 import type { MigPartitioning } from '../resourceslice/partitions.js';
 import type { Logger } from '../util/log.js';
 import type { InventorySource } from '../driver/state.js';
@@ -49,7 +53,7 @@ export interface DeviceMonitorOptions {
 export class DeviceMonitor implements InventorySource {
   /** The last re-discovery merged with lost-GPU handling; XID taints are kept apart. */
   private view: HealthView;
-  private readonly xidTaints: Record<string, DeviceTaint[]> = {};
+  private xidTaints: Record<string, DeviceTaint[]> = {};
   private key: string;
   private lastCheck = Date.now();
   private pendingRefresh: Promise<NodeInventory> | undefined;
@@ -94,10 +98,42 @@ export class DeviceMonitor implements InventorySource {
     }
     log.warn(
       { uuid: event.gpuUuid, xid: event.xid, devices },
-      'XID critical error; devices tainted NoSchedule until the plugin restarts',
+      'XID critical error; devices tainted NoSchedule until cleared (`gpu-dra taints clear`) or the plugin restarts',
     );
     for (const name of devices) this.xidTaints[name] = [taint];
     this.emit();
+  }
+
+  /** The XID taints by device (what clearXidTaints can remove). */
+  xidTaintMap(): TaintMap {
+    return structuredClone(this.xidTaints);
+  }
+
+  /**
+   * Removes the XID taints of the named devices, a GPU's name covering every device it is
+   * published as (its MIG devices, its partitions); `'all'` removes every XID taint. Health
+   * taints (gpu-lost, gpu-unavailable) are not touched: they follow discovery. Republishes when
+   * something was removed and returns the devices that lost a taint.
+   */
+  clearXidTaints(names: readonly string[] | 'all'): string[] {
+    const tainted = Object.keys(this.xidTaints);
+    const targets = names === 'all' ? new Set(tainted) : this.expandDeviceNames(names);
+    const cleared = tainted.filter((d) => targets.has(d)).sort();
+    if (cleared.length === 0) return [];
+    this.xidTaints = Object.fromEntries(Object.entries(this.xidTaints).filter(([d]) => !targets.has(d)));
+    this.opts.logger.info({ devices: cleared }, 'XID taints cleared by an admin; republishing');
+    this.emit();
+    return cleared;
+  }
+
+  /** The names plus, for a GPU's name, every device that GPU is published as. */
+  private expandDeviceNames(names: readonly string[]): Set<string> {
+    const out = new Set(names);
+    for (const gpu of this.view.inventory.gpus) {
+      const published = publishedDeviceNames(gpu, this.opts.migPartitioning);
+      if (names.includes(deviceName(gpu))) for (const d of published) out.add(d);
+    }
+    return out;
   }
 
   current(): NodeInventory {

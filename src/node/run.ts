@@ -20,6 +20,7 @@ import type { KubeletPlugin } from '../kubelet/plugin.js';
 import type { DeviceState, RecoveryReport } from '../driver/state.js';
 import type { ClaimStatusWriter } from '../driver/statusWriter.js';
 import { DeviceMonitor } from './deviceMonitor.js';
+import { ADMIN_API_VERSION } from './adminSocket.js';
 import { watchDeviceEvents, type DeviceEvent, type DeviceEventWatch } from '../nvml/events.js';
 import { discoverInventory } from '../nvml/discover.js';
 import { libraryCandidates } from '../nvml/library.js';
@@ -310,6 +311,35 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     return undefined;
   };
 
+  // Best effort: without it `gpu-dra taints clear` and the doctor's registration check fail,
+  // but claims are served all the same.
+  const admin = await serving
+    .startAdminSocket(
+      serving.adminSocketPath(config.kubeletPluginsDir, config.driverName),
+      {
+        status: () => ({
+          apiVersion: ADMIN_API_VERSION,
+          driverName: config.driverName,
+          nodeName: config.nodeName,
+          pid: process.pid,
+          registration: {
+            ...plugin.registration.status,
+            at: plugin.registration.status.at?.toISOString(),
+          },
+          sockets: { dra: plugin.draSocket, registration: plugin.registrationSocket },
+          slicesPublished: publisher ? publisher.isReady() : null,
+          taints: devices.taints(),
+          xidTaints: devices.xidTaintMap(),
+        }),
+        clearXidTaints: (names) => devices.clearXidTaints(names),
+      },
+      logger.child({ component: 'admin' }),
+    )
+    .catch((err: unknown) => {
+      logger.warn({ err }, 'admin socket failed to start; `gpu-dra taints clear` cannot reach this plugin');
+      return undefined;
+    });
+
   let httpServer: http.Server | undefined;
   try {
     if (config.httpListen)
@@ -319,6 +349,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
         logger,
       );
   } catch (err) {
+    await admin?.close();
     await plugin.stop();
     await publisher?.stop();
     throw err;
@@ -335,6 +366,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
       await watch?.stop().catch((err: unknown) => {
         logger.warn({ err }, 'stopping the NVML event watch failed');
       });
+      await admin?.close();
       await plugin.stop();
       await claimStatus?.stop();
       self.close();

@@ -5,6 +5,7 @@
  * and the node's slices need none of it.
  */
 export { startHttp } from './httpServer.js';
+export { adminSocketPath, startAdminSocket } from './adminSocket.js';
 export { KubeletClient } from '../kubelet/client.js';
 export { pluginDataDir, startKubeletPlugin } from '../kubelet/plugin.js';
 export { createDeviceState } from '../driver/state.js';

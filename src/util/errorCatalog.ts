@@ -205,6 +205,12 @@ export const ERROR_CATALOG = {
     means: 'a plugin socket could not be created',
     action: 'check the kubelet plugin directories are mounted and writable',
   },
+  ADMIN_SOCKET_FAILED: {
+    means:
+      "`gpu-dra taints` could not reach the plugin's admin socket (`<plugins dir>/<driver>/admin.sock`), or the plugin refused the request",
+    action:
+      'run it on the node (or `kubectl exec` into the plugin pod) as root, with the same --kubelet-plugins-dir and --driver-name as the plugin',
+  },
   PATH_ESCAPES_ROOT: {
     means: 'a path would leave the directory it must stay in (e.g. `..` below a host root)',
     action: 'check the named root flag; nothing outside it was touched',

@@ -80,6 +80,8 @@ describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
   const sockets = (): string[] => [
     path.join((node as NodeHarness).registryDir, `${DRIVER}-reg.sock`),
     path.join((node as NodeHarness).pluginsDir, DRIVER, 'dra.sock'),
+    // `gpu-dra taints` and the doctor's channel: it must go with the process too.
+    path.join((node as NodeHarness).pluginsDir, DRIVER, 'admin.sock'),
   ];
   const checkpointFile = (): string => path.join((node as NodeHarness).pluginsDir, DRIVER, 'checkpoint.json');
   const specFiles = (): string[] => fs.readdirSync((node as NodeHarness).cdiDir);

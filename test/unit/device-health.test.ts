@@ -223,4 +223,36 @@ describe('DeviceMonitor', () => {
       'gpu-1-mig-1g10gb-19-1': [{ key: 'gpu.dra.dev/gpu-lost', effect: 'NoSchedule' }],
     });
   });
+  it('clears XID taints by device, a GPU name covering its MIG devices, and a new XID taints again', () => {
+    const inv = testInventory();
+    const { m, changes } = monitor([withFailure(inv, LOST)]);
+    const gpu0 = inv.gpus[0]?.uuid ?? '';
+    const gpu1 = inv.gpus[1]?.uuid ?? '';
+    m.recordEvent({ kind: 'xid', gpuUuid: gpu0, xid: 48 });
+    m.recordEvent({ kind: 'xid', gpuUuid: gpu1, xid: 79 });
+    expect(Object.keys(m.xidTaintMap()).sort()).toEqual([
+      'gpu-0',
+      'gpu-1-mig-1g10gb-19-0',
+      'gpu-1-mig-1g10gb-19-1',
+    ]);
+    // A name with no XID taint clears nothing and republishes nothing.
+    const before = changes.length;
+    expect(m.clearXidTaints(['gpu-7'])).toEqual([]);
+    expect(changes).toHaveLength(before);
+    // The GPU's name clears its MIG devices; gpu-0 keeps its taint.
+    expect(m.clearXidTaints(['gpu-1'])).toEqual(['gpu-1-mig-1g10gb-19-0', 'gpu-1-mig-1g10gb-19-1']);
+    expect(m.taints()).toEqual({ 'gpu-0': [{ key: 'gpu.dra.dev/xid', value: '48', effect: 'NoSchedule' }] });
+    expect(changes.at(-1)?.taints).toEqual(m.taints());
+    // A lost GPU's health taint is not the admin's to clear: it follows discovery.
+    m.check();
+    m.recordEvent({ kind: 'xid', gpuUuid: gpu1, xid: 79 });
+    expect(m.clearXidTaints('all')).toEqual(['gpu-0', 'gpu-1-mig-1g10gb-19-0', 'gpu-1-mig-1g10gb-19-1']);
+    expect(m.taints()).toEqual({
+      'gpu-1-mig-1g10gb-19-0': [{ key: 'gpu.dra.dev/gpu-lost', effect: 'NoSchedule' }],
+      'gpu-1-mig-1g10gb-19-1': [{ key: 'gpu.dra.dev/gpu-lost', effect: 'NoSchedule' }],
+    });
+    // The next XID taints the device again.
+    m.recordEvent({ kind: 'xid', gpuUuid: gpu0, xid: 94 });
+    expect(m.taints()['gpu-0']).toEqual([{ key: 'gpu.dra.dev/xid', value: '94', effect: 'NoSchedule' }]);
+  });
 });

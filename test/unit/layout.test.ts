@@ -22,6 +22,8 @@ const MAY_IMPORT: Readonly<Record<string, readonly string[]>> = {
   node: ['util', 'api', 'nvml', 'kube', 'cdi', 'checkpoint', 'resourceslice', 'sharing', 'driver', 'kubelet'],
   sim: ['util', 'api', 'nvml', 'kube', 'cdi', 'checkpoint', 'resourceslice', 'driver', 'kubelet'],
   bench: ['util', 'api', 'nvml', 'sim'],
+  // The node doctor reads what the plugin writes and asks it over its admin socket (node).
+  doctor: ['util', 'api', 'nvml', 'kube', 'cdi', 'checkpoint', 'resourceslice', 'node'],
   cli: [
     'util',
     'api',
@@ -36,6 +38,7 @@ const MAY_IMPORT: Readonly<Record<string, readonly string[]>> = {
     'node',
     'cel',
     'sim',
+    'doctor',
   ],
 };
 

@@ -438,6 +438,33 @@ describe('ResourceSlicePublisher', () => {
     expect(pub.counters.conflicts).toBe(2);
   });
 
+  it('retries a taint republish the apiserver refuses, never dropping it', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api);
+    const inventory = inv('h100-8x');
+    pub.start(inventory);
+    await pub.whenReady();
+    const errors = pub.counters.errors;
+    // The device monitor's republish after an XID: the first write is refused (500), then one
+    // more (503) after the retry re-lists; the change must still land, without a new update().
+    api.faults.update = [500, 503];
+    const taint = { key: `${DRIVER}/xid`, value: '79', effect: 'NoSchedule' as const };
+    await pub.update(inventory, { 'gpu-3': [taint] });
+    expect(pub.counters.errors).toBe(errors + 2);
+    const devices = api.mine().flatMap((sl) => sl.spec.devices ?? []);
+    expect(devices.find((d) => d.name === 'gpu-3')?.taints).toEqual([taint]);
+    expect(devices.filter((d) => (d.taints ?? []).length > 0)).toHaveLength(1);
+    // Clearing it is a republish like any other, retried the same way.
+    api.faults.update = [500];
+    await pub.update(inventory, {});
+    expect(
+      api
+        .mine()
+        .flatMap((sl) => sl.spec.devices ?? [])
+        .every((d) => !d.taints?.length),
+    ).toBe(true);
+  });
+
   it('never writes a generation twice, even when a pass failed halfway and its slices went', async () => {
     const api = new FakeApi();
     const pub = newPublisher(api);
