@@ -6,9 +6,16 @@
  * result in the status of the pods holding the devices (allocatedResourcesStatus).
  */
 import type * as grpc from '@grpc/grpc-js';
-import type { DeviceHealthEntry } from '../resourceslice/healthReport.js';
 import type { Logger } from '../util/log.js';
-import type { DeviceHealth, NodeWatchResourcesResponse } from './proto.js';
+import type { DeviceHealth, HealthStatus, NodeWatchResourcesResponse } from './proto.js';
+
+/** One device's health (src/resourceslice/healthReport.ts computes them). */
+export interface DeviceHealthEntry {
+  readonly device: string;
+  readonly health: HealthStatus;
+  /** At most 1024 characters; empty when healthy. */
+  readonly message: string;
+}
 
 /** What the service reports (src/node/deviceMonitor.ts). */
 export interface HealthSource {

@@ -6,10 +6,13 @@ import * as grpc from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MemoryClaimGetter } from '../../src/driver/claims.js';
 import { KubeletClient } from '../../src/kubelet/client.js';
-import { healthResponse, type HealthSource } from '../../src/kubelet/healthService.js';
+import {
+  healthResponse,
+  type DeviceHealthEntry,
+  type HealthSource,
+} from '../../src/kubelet/healthService.js';
 import { startKubeletPlugin, type KubeletPlugin } from '../../src/kubelet/plugin.js';
 import { loadProtos, type NodeWatchResourcesResponse } from '../../src/kubelet/proto.js';
-import type { DeviceHealthEntry } from '../../src/resourceslice/healthReport.js';
 import { silentLogger } from '../../src/util/log.js';
 import {
   createTestHost,
