@@ -1,12 +1,14 @@
 /**
- * The kubelet plugin: the DRA server on `<plugins dir>/<driver>/dra.sock` (v1 + v1beta1) and
- * then the registration server on `<registry dir>/<driver>-reg.sock`. Stopping removes the
+ * The kubelet plugin: the DRA server on `<plugins dir>/<driver>/dra.sock` (v1 + v1beta1, and
+ * the v1 + v1alpha1 health stream when given a health source) and then the registration server
+ * on `<registry dir>/<driver>-reg.sock`. Stopping removes the
  * registration socket first, so the kubelet deregisters before dra.sock goes away.
  */
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import type { ClaimGetter } from '../driver/claims.js';
-import { loadProtos } from './proto.js';
+import { HEALTH_V1_SERVICE, HEALTH_V1ALPHA1_SERVICE, loadProtos, SUPPORTED_VERSIONS } from './proto.js';
+import { HealthService, type HealthSource } from './healthService.js';
 import { RegistrationService } from './registration.js';
 import { DraService, type DraServiceMetrics } from './draService.js';
 import { startUnixServer, type UnixServer } from './socketServer.js';
@@ -35,6 +37,13 @@ export interface KubeletPluginOptions extends PluginPaths {
   readonly claims: ClaimGetter;
   readonly logger: Logger;
   readonly metrics?: DraServiceMetrics;
+  /** Serve (and advertise) the resource health stream; `poolName` is the node's pool. */
+  readonly health?: {
+    readonly source: HealthSource;
+    readonly poolName: string;
+    /** Full resend period (default healthService.ts's). */
+    readonly resendMs?: number;
+  };
 }
 
 export interface KubeletPlugin {
@@ -42,6 +51,7 @@ export interface KubeletPlugin {
   readonly registrationSocket: string;
   readonly registration: RegistrationService;
   readonly dra: DraService;
+  readonly health?: HealthService;
   stop(): Promise<void>;
 }
 
@@ -54,6 +64,14 @@ export async function startKubeletPlugin(options: KubeletPluginOptions): Promise
     logger,
     ...(options.metrics ? { metrics: options.metrics } : {}),
   });
+  const health = options.health
+    ? new HealthService({
+        source: options.health.source,
+        poolName: options.health.poolName,
+        logger: logger.child({ component: 'health' }),
+        ...(options.health.resendMs !== undefined ? { resendMs: options.health.resendMs } : {}),
+      })
+    : undefined;
   const draSocket = draSocketPath(options, options.driverName);
   const draServer = await startUnixServer({
     socketPath: draSocket,
@@ -62,11 +80,24 @@ export async function startKubeletPlugin(options: KubeletPluginOptions): Promise
     services: [
       { definition: protos.draV1.service, implementation: dra.implementation('v1') },
       { definition: protos.draV1beta1.service, implementation: dra.implementation('v1beta1') },
+      ...(health
+        ? [
+            { definition: protos.healthV1.service, implementation: health.implementation('v1') },
+            { definition: protos.healthV1alpha1.service, implementation: health.implementation('v1alpha1') },
+          ]
+        : []),
     ],
   });
   const registrationSocket = registrationSocketPath(options, options.driverName);
   const registration = new RegistrationService(
-    { driverName: options.driverName, endpoint: draSocket },
+    {
+      driverName: options.driverName,
+      endpoint: draSocket,
+      // Advertise only what dra.sock serves: a 1.37 kubelet opens the stream on the strength of it.
+      supportedVersions: SUPPORTED_VERSIONS.filter(
+        (v) => health || (v !== HEALTH_V1_SERVICE && v !== HEALTH_V1ALPHA1_SERVICE),
+      ),
+    },
     logger.child({ component: 'registration' }),
   );
   let regServer: UnixServer;
@@ -77,6 +108,7 @@ export async function startKubeletPlugin(options: KubeletPluginOptions): Promise
       services: [{ definition: protos.registration.service, implementation: registration.implementation() }],
     });
   } catch (err) {
+    health?.stop();
     await draServer.stop();
     throw err;
   }
@@ -87,9 +119,12 @@ export async function startKubeletPlugin(options: KubeletPluginOptions): Promise
     registrationSocket,
     registration,
     dra,
+    ...(health ? { health } : {}),
     stop() {
       stopping ??= (async () => {
         await regServer.stop();
+        // Open watch streams would hold the graceful shutdown to its deadline.
+        health?.stop();
         await draServer.stop();
         logger.info('kubelet plugin stopped; sockets removed');
       })();

@@ -25,9 +25,21 @@ export const LOADER_OPTIONS: protoLoader.Options = Object.freeze({
 export const REGISTRATION_SERVICE = 'pluginregistration.Registration';
 export const DRA_V1_SERVICE = 'k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin';
 export const DRA_V1BETA1_SERVICE = 'k8s.io.kubelet.pkg.apis.dra.v1beta1.DRAPlugin';
+/** The resource health stream (KEP-4680); its proto packages are just `v1` and `v1alpha1`. */
+export const HEALTH_V1_SERVICE = 'v1.DRAResourceHealth';
+export const HEALTH_V1ALPHA1_SERVICE = 'v1alpha1.DRAResourceHealth';
 
-/** What the kubelet is told we serve, in order of preference ("<pkg last segment>.<Service>"). */
-export const SUPPORTED_VERSIONS: readonly string[] = Object.freeze(['v1.DRAPlugin', 'v1beta1.DRAPlugin']);
+/**
+ * What the kubelet is told we serve, in order of preference ("<pkg last segment>.<Service>").
+ * From 1.37 the kubelet opens the health stream only for a driver that lists a health service
+ * here (newest it knows first); 1.34–1.36 call v1alpha1 regardless and skip names they do not know.
+ */
+export const SUPPORTED_VERSIONS: readonly string[] = Object.freeze([
+  'v1.DRAPlugin',
+  'v1beta1.DRAPlugin',
+  HEALTH_V1_SERVICE,
+  HEALTH_V1ALPHA1_SERVICE,
+]);
 export const PLUGIN_TYPE_DRA = 'DRAPlugin';
 
 // ---- message shapes (keepCase field names) ----
@@ -80,10 +92,25 @@ export interface NodeUnprepareResourcesResponse {
   claims: Record<string, NodeUnprepareResourceResponse>;
 }
 
+export type HealthStatus = 'UNKNOWN' | 'HEALTHY' | 'UNHEALTHY';
+export interface DeviceHealth {
+  device: { pool_name: string; device_name: string };
+  health: HealthStatus;
+  /** Unix seconds; int64, so a string as the loader reads it. */
+  last_updated_time: string;
+  health_check_timeout_seconds: string;
+  message: string;
+}
+export interface NodeWatchResourcesResponse {
+  devices: DeviceHealth[];
+}
+
 export interface LoadedProtos {
   readonly registration: grpc.ServiceClientConstructor;
   readonly draV1: grpc.ServiceClientConstructor;
   readonly draV1beta1: grpc.ServiceClientConstructor;
+  readonly healthV1: grpc.ServiceClientConstructor;
+  readonly healthV1alpha1: grpc.ServiceClientConstructor;
 }
 
 let cached: LoadedProtos | undefined;
@@ -99,16 +126,24 @@ function lookupService(root: grpc.GrpcObject, fullName: string): grpc.ServiceCli
   return node as grpc.ServiceClientConstructor;
 }
 
-/** Loads (once) the three protos; clients built from these constructors speak the same wire. */
+/** Loads (once) the protos; clients built from these constructors speak the same wire. */
 export function loadProtos(): LoadedProtos {
   if (cached) return cached;
-  const files = ['dra/pluginregistration/v1/api.proto', 'dra/v1/api.proto', 'dra/v1beta1/api.proto'];
+  const files = [
+    'dra/pluginregistration/v1/api.proto',
+    'dra/v1/api.proto',
+    'dra/v1beta1/api.proto',
+    'dra/health/v1/api.proto',
+    'dra/health/v1alpha1/api.proto',
+  ];
   const definition = protoLoader.loadSync(files, { ...LOADER_OPTIONS, includeDirs: [PROTO_ROOT] });
   const root = grpc.loadPackageDefinition(definition);
   cached = Object.freeze({
     registration: lookupService(root, REGISTRATION_SERVICE),
     draV1: lookupService(root, DRA_V1_SERVICE),
     draV1beta1: lookupService(root, DRA_V1BETA1_SERVICE),
+    healthV1: lookupService(root, HEALTH_V1_SERVICE),
+    healthV1alpha1: lookupService(root, HEALTH_V1ALPHA1_SERVICE),
   });
   return cached;
 }

@@ -5,7 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../util/log.js';
-import { PLUGIN_TYPE_DRA, SUPPORTED_VERSIONS, type PluginInfo, type RegistrationStatus } from './proto.js';
+import { PLUGIN_TYPE_DRA, type PluginInfo, type RegistrationStatus } from './proto.js';
 
 export interface RegistrationState {
   /** undefined until the kubelet has called NotifyRegistrationStatus. */
@@ -19,7 +19,12 @@ export class RegistrationService {
   private readonly listeners = new Set<(s: RegistrationState) => void>();
 
   constructor(
-    private readonly info: { readonly driverName: string; readonly endpoint: string },
+    private readonly info: {
+      readonly driverName: string;
+      readonly endpoint: string;
+      /** The gRPC services dra.sock serves ("<pkg>.<Service>"), preferred first. */
+      readonly supportedVersions: readonly string[];
+    },
     private readonly logger: Logger,
   ) {}
 
@@ -38,7 +43,7 @@ export class RegistrationService {
       type: PLUGIN_TYPE_DRA,
       name: this.info.driverName,
       endpoint: this.info.endpoint,
-      supported_versions: [...SUPPORTED_VERSIONS],
+      supported_versions: [...this.info.supportedVersions],
     };
   }
 

@@ -16,6 +16,9 @@
  * taint stays until an admin clears it after resetting the GPU (clearXidTaints, reached through
  * `gpu-dra taints clear` and the plugin's admin socket, ./adminSocket.ts) or the plugin restarts;
  * a new XID taints the device again.
+ *
+ * The same state gives each device's health for the kubelet (src/resourceslice/healthReport.ts):
+ * health() computes it, onHealthChange() listeners hear of every change at once.
  */
 import type { DeviceEvent } from '../nvml/events.js';
 import type { NodeInventory } from '../nvml/types.js';
@@ -27,6 +30,7 @@ import {
   xidTaint,
   type HealthView,
 } from '../resourceslice/gpuHealth.js';
+import { deviceHealth, type DeviceHealthEntry, type XidRecord } from '../resourceslice/healthReport.js';
 import type { DeviceTaint, TaintMap } from '../resourceslice/model.js';
 import { deviceName } from '../resourceslice/names.js';
 import type { MigPartitioning } from '../resourceslice/partitions.js';
@@ -53,7 +57,12 @@ export interface DeviceMonitorOptions {
 export class DeviceMonitor implements InventorySource {
   /** The last re-discovery merged with lost-GPU handling; XID taints are kept apart. */
   private view: HealthView;
-  private xidTaints: Record<string, DeviceTaint[]> = {};
+  /** By device name: the XID that taints it (the taints are derived from these). */
+  private xids: Record<string, XidRecord> = {};
+  /** Set while re-discovery fails; cleared by the next one that succeeds. */
+  private discoveryFailure: { error: string; since: number } | undefined;
+  private readonly healthListeners = new Set<() => void>();
+  private healthKey: string;
   private key: string;
   private lastCheck = Date.now();
   private pendingRefresh: Promise<NodeInventory> | undefined;
@@ -62,11 +71,35 @@ export class DeviceMonitor implements InventorySource {
   constructor(private readonly opts: DeviceMonitorOptions) {
     this.view = { inventory: opts.initial, taints: {}, unhealthy: [] };
     this.key = viewKey(this.published());
+    this.healthKey = JSON.stringify(this.health());
   }
 
   /** What the node publishes: the view with the XID taints added. */
   private published(): HealthView {
-    return { ...this.view, taints: mergeTaints(this.view.taints, this.xidTaints) };
+    return { ...this.view, taints: mergeTaints(this.view.taints, this.xidTaintMap()) };
+  }
+
+  /** Each published device's health, as the kubelet's health stream reports it. */
+  health(): DeviceHealthEntry[] {
+    return deviceHealth({
+      view: this.view,
+      xids: this.xids,
+      ...(this.discoveryFailure ? { discoveryFailure: this.discoveryFailure } : {}),
+      ...(this.opts.migPartitioning ? { migPartitioning: this.opts.migPartitioning } : {}),
+    });
+  }
+
+  /** Calls `listener` after every change of health(); returns an unsubscribe function. */
+  onHealthChange(listener: () => void): () => void {
+    this.healthListeners.add(listener);
+    return () => this.healthListeners.delete(listener);
+  }
+
+  private notifyHealth(): void {
+    const key = JSON.stringify(this.health());
+    if (key === this.healthKey) return;
+    this.healthKey = key;
+    for (const listener of this.healthListeners) listener();
   }
 
   /** Hands the published view to onChange if it differs from the last one handed over. */
@@ -100,13 +133,26 @@ export class DeviceMonitor implements InventorySource {
       { uuid: event.gpuUuid, xid: event.xid, devices },
       'XID critical error; devices tainted NoSchedule until cleared (`gpu-dra taints clear`) or the plugin restarts',
     );
-    for (const name of devices) this.xidTaints[name] = [taint];
+    const record: XidRecord = {
+      xid: event.xid,
+      gpuUuid: event.gpuUuid,
+      ...(event.gpuInstanceId !== undefined ? { gpuInstanceId: event.gpuInstanceId } : {}),
+      ...(event.computeInstanceId !== undefined ? { computeInstanceId: event.computeInstanceId } : {}),
+      at: Date.now(),
+    };
+    for (const name of devices) this.xids[name] = record;
     this.emit();
+    this.notifyHealth();
   }
 
   /** The XID taints by device (what clearXidTaints can remove). */
   xidTaintMap(): TaintMap {
-    return structuredClone(this.xidTaints);
+    const taints: Record<string, DeviceTaint[]> = {};
+    for (const [device, r] of Object.entries(this.xids)) {
+      const taint = xidTaint(this.opts.driverName, r.xid);
+      if (taint) taints[device] = [taint];
+    }
+    return taints;
   }
 
   /**
@@ -116,13 +162,14 @@ export class DeviceMonitor implements InventorySource {
    * something was removed and returns the devices that lost a taint.
    */
   clearXidTaints(names: readonly string[] | 'all'): string[] {
-    const tainted = Object.keys(this.xidTaints);
+    const tainted = Object.keys(this.xids);
     const targets = names === 'all' ? new Set(tainted) : this.expandDeviceNames(names);
     const cleared = tainted.filter((d) => targets.has(d)).sort();
     if (cleared.length === 0) return [];
-    this.xidTaints = Object.fromEntries(Object.entries(this.xidTaints).filter(([d]) => !targets.has(d)));
+    this.xids = Object.fromEntries(Object.entries(this.xids).filter(([d]) => !targets.has(d)));
     this.opts.logger.info({ devices: cleared }, 'XID taints cleared by an admin; republishing');
     this.emit();
+    this.notifyHealth();
     return cleared;
   }
 
@@ -184,14 +231,15 @@ export class DeviceMonitor implements InventorySource {
       next = this.opts.discover();
     } catch (err) {
       log.warn({ err }, 'device re-discovery failed; keeping the published devices');
-      this.opts.onCheck?.('failed');
+      this.discoveryFailed(err instanceof Error ? err.message : String(err));
       return false;
     }
     if (next.gpus.length === 0 && next.failures.length === 0 && this.view.inventory.gpus.length > 0) {
       log.warn('device re-discovery found no GPU; keeping the published devices');
-      this.opts.onCheck?.('failed');
+      this.discoveryFailed('no GPU enumerated');
       return false;
     }
+    this.discoveryFailure = undefined;
     const view = carryUnhealthyGpus(
       this.view.inventory,
       next,
@@ -218,7 +266,15 @@ export class DeviceMonitor implements InventorySource {
         'devices changed; republished',
       );
     this.opts.onCheck?.(changed ? 'changed' : 'unchanged');
+    this.notifyHealth();
     return changed;
+  }
+
+  /** A failed check: health turns UNKNOWN (known faults stay), since the first failure in a row. */
+  private discoveryFailed(error: string): void {
+    this.discoveryFailure = { error, since: this.discoveryFailure?.since ?? this.lastCheck };
+    this.opts.onCheck?.('failed');
+    this.notifyHealth();
   }
 }
 

@@ -292,6 +292,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     claims,
     logger: logger.child({ component: 'grpc' }),
     metrics,
+    health: { source: devices, poolName: config.nodeName },
   });
 
   // /healthz asks our own sockets what the kubelet would: GetInfo, and an empty prepare.

@@ -1,7 +1,8 @@
 /**
  * What the XIDs this driver taints for (and the common application ones) mean, and what to do,
  * in short, after NVIDIA's Xid catalog (docs.nvidia.com/deploy/xid-errors). `gpu-dra doctor`
- * explains each XID taint with it; an XID not listed is explained by pointing at the catalog.
+ * explains each XID taint with it, and the health stream's messages name it (healthReport.ts);
+ * an XID not listed is explained by pointing at the catalog.
  */
 export interface XidInfo {
   readonly meaning: string;
@@ -21,6 +22,11 @@ export const XID_MEANINGS: Readonly<Record<number, XidInfo>> = {
     action: 'check the application',
   },
   31: { meaning: 'GPU memory page fault (usually an application fault)', action: 'check the application' },
+  32: {
+    meaning: 'invalid or corrupted push buffer stream',
+    action: 'check the application; if it repeats, ' + RESET,
+  },
+  38: { meaning: 'driver firmware error', action: RESET },
   43: {
     meaning: 'GPU stopped processing a faulting application',
     action: 'none for the GPU; check the application',
@@ -29,6 +35,7 @@ export const XID_MEANINGS: Readonly<Record<number, XidInfo>> = {
     meaning: 'preemptive cleanup after an earlier error or a killed application',
     action: 'look for the XID before it',
   },
+  46: { meaning: 'GPU stopped processing', action: RESET },
   48: {
     meaning: 'double-bit ECC error: uncorrectable memory error',
     action: RESET + '; repeated DBEs mean the GPU needs service',

@@ -210,6 +210,9 @@ func runHarness(ctx context.Context, opts kubeletOptions, events *eventSink) err
 		return fmt.Errorf("start DRA manager: %w", err)
 	}
 	defer stopDRAManager(h.mgr)
+	if healthEnabled() {
+		go h.healthLoop(ctx)
+	}
 
 	pm := pluginmanager.NewPluginManager(registryDir, &klogRecorder{logger: logger.WithName("plugin-events")})
 	pm.AddHandler(pluginwatcherapi.DRAPlugin, newObservingHandler(h.mgr.GetWatcherHandler(), events))
@@ -574,7 +577,8 @@ func minimalOCISpec(pod *v1.Pod, c *v1.Container) *specs.Spec {
 }
 
 func (h *kubeletHarness) setRunning(ctx context.Context, pod *v1.Pod) error {
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	var written *v1.Pod
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		current, err := h.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -610,10 +614,20 @@ func (h *kubeletHarness) setRunning(ctx context.Context, pod *v1.Pod) error {
 				Ready: true, Started: &started,
 			})
 		}
+		// generateAPIPodStatus adds the devices' health to every status it builds.
+		if healthEnabled() {
+			if err := h.updateAllocatedResourcesStatus(klog.FromContext(ctx), current, status); err != nil {
+				return err
+			}
+		}
 		current.Status = *status
-		_, err = h.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, current, metav1.UpdateOptions{})
+		written, err = h.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, current, metav1.UpdateOptions{})
 		return err
 	})
+	if err == nil && healthEnabled() {
+		h.emitHealth(written)
+	}
+	return err
 }
 
 func setPodCondition(status *v1.PodStatus, cond v1.PodCondition) {
