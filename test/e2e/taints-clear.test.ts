@@ -92,7 +92,7 @@ describe('XID taints an admin clears without restarting the plugin', () => {
       return GPU1.every((n) => t.get(n)?.[0]?.value === '79') ? t : undefined;
     });
 
-    const doctor = await gpuDra([
+    const doctorArgs = [
       'doctor',
       '--json',
       ...flags,
@@ -101,8 +101,15 @@ describe('XID taints an admin clears without restarting the plugin', () => {
       `--cdi-root=${node.cdiDir}`,
       `--host-root=${hostRoot}`,
       ...simNodeFlags(sim),
-    ]);
-    const report = JSON.parse(doctor.stdout) as { ok: boolean; checks: CheckResult[] };
+    ];
+    // The kubelet's NotifyRegistrationStatus can come a moment after the slices: until then the
+    // doctor rightly says "not confirmed yet".
+    const { doctor, report } = await eventually('the doctor sees the registration confirmed', async () => {
+      const d = await gpuDra(doctorArgs);
+      const r = JSON.parse(d.stdout) as { ok: boolean; checks: CheckResult[] };
+      const registration = r.checks.find((c) => c.id === 'registration');
+      return registration?.findings.length === 0 ? { doctor: d, report: r } : undefined;
+    });
     const check = (id: string): CheckResult | undefined => report.checks.find((c) => c.id === id);
     // The kubelet accepted the registration, the slices match discovery, the runtime reads CDI.
     for (const id of ['nvml', 'device-nodes', 'cdi', 'runtime', 'registration', 'slices'])
