@@ -2,14 +2,21 @@
  * The kubelet plugin: the DRA server on `<plugins dir>/<driver>/dra.sock` (v1 + v1beta1) and
  * then the registration server on `<registry dir>/<driver>-reg.sock`. Stopping removes the
  * registration socket first, so the kubelet deregisters before dra.sock goes away.
+ *
+ * Rolling updates: given its pod's UID, the plugin names both sockets after it, as the kubelet
+ * plugin library (k8s.io/dynamic-resource-allocation/kubeletplugin, RollingUpdate) does, so the
+ * old and the new pod of the DaemonSet register side by side. The kubelet (1.33 and later) keeps
+ * every registered endpoint of a driver and sends each call to the newest connected one; the old
+ * pod's removing its registration socket deregisters only that endpoint.
  */
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import type { ClaimGetter } from '../driver/claims.js';
 import { loadProtos } from './proto.js';
 import { RegistrationService } from './registration.js';
 import { DraService, type DraServiceMetrics } from './draService.js';
-import { startUnixServer, type UnixServer } from './socketServer.js';
+import { MAX_SOCKET_PATH_BYTES, startUnixServer, type UnixServer } from './socketServer.js';
 import type { DeviceState } from '../driver/state.js';
 
 export interface PluginPaths {
@@ -22,15 +29,52 @@ export interface PluginPaths {
 export function pluginDataDir(paths: Pick<PluginPaths, 'pluginsDir'>, driverName: string): string {
   return path.resolve(paths.pluginsDir, driverName);
 }
-export function draSocketPath(paths: Pick<PluginPaths, 'pluginsDir'>, driverName: string): string {
-  return path.join(pluginDataDir(paths, driverName), 'dra.sock');
+/** `dra.sock`, or `dra-<pod UID>.sock` in rolling-update mode. */
+export function draSocketPath(
+  paths: Pick<PluginPaths, 'pluginsDir'>,
+  driverName: string,
+  podUid?: string,
+): string {
+  return path.join(pluginDataDir(paths, driverName), podUid ? `dra-${podUid}.sock` : 'dra.sock');
 }
-export function registrationSocketPath(paths: Pick<PluginPaths, 'registryDir'>, driverName: string): string {
-  return path.resolve(paths.registryDir, `${driverName}-reg.sock`);
+
+/** base64url of the first `bytes` of SHA-256(`data`), as the library shortens names. */
+function shortHash(data: string, bytes: number): string {
+  return createHash('sha256').update(data).digest().subarray(0, bytes).toString('base64url');
+}
+
+/**
+ * `<driver>-reg.sock`, or in rolling-update mode the first of the library's names whose path
+ * fits a Unix socket: `<driver>-<pod UID>-reg.sock`, `<driver>-<hash of the UID>-reg.sock`,
+ * `dra-<hash of driver and UID>-reg.sock` (RollingUpdateRegistrarSocketFile). The library
+ * measures against 108 bytes, we against MAX_SOCKET_PATH_BYTES (107, room for the NUL that
+ * grpc-js's bind needs); only a path of exactly 108 bytes names differently.
+ */
+export function registrationSocketPath(
+  paths: Pick<PluginPaths, 'registryDir'>,
+  driverName: string,
+  podUid?: string,
+): string {
+  const dir = path.resolve(paths.registryDir);
+  if (!podUid) return path.join(dir, `${driverName}-reg.sock`);
+  const candidates = [
+    `${driverName}-${podUid}-reg.sock`,
+    `${driverName}-${shortHash(podUid, 8)}-reg.sock`,
+    `dra-${shortHash(`${driverName}\0${podUid}`, 16)}-reg.sock`,
+  ];
+  const fits = candidates.find((name) => Buffer.byteLength(path.join(dir, name)) <= MAX_SOCKET_PATH_BYTES);
+  return path.join(dir, fits ?? (candidates[candidates.length - 1] as string));
 }
 
 export interface KubeletPluginOptions extends PluginPaths {
   readonly driverName: string;
+  /** The pod's UID: sockets named for rolling updates (see the module comment); absent: one instance. */
+  readonly podUid?: string;
+  /**
+   * How long stopping waits for calls in flight before cutting them off; default 2 s. The
+   * kubelet retries a cut-off call, on the other instance during a rolling update.
+   */
+  readonly stopGraceMs?: number;
   readonly state: DeviceState;
   readonly claims: ClaimGetter;
   readonly logger: Logger;
@@ -54,7 +98,7 @@ export async function startKubeletPlugin(options: KubeletPluginOptions): Promise
     logger,
     ...(options.metrics ? { metrics: options.metrics } : {}),
   });
-  const draSocket = draSocketPath(options, options.driverName);
+  const draSocket = draSocketPath(options, options.driverName, options.podUid);
   const draServer = await startUnixServer({
     socketPath: draSocket,
     dirMode: 0o700,
@@ -64,7 +108,7 @@ export async function startKubeletPlugin(options: KubeletPluginOptions): Promise
       { definition: protos.draV1beta1.service, implementation: dra.implementation('v1beta1') },
     ],
   });
-  const registrationSocket = registrationSocketPath(options, options.driverName);
+  const registrationSocket = registrationSocketPath(options, options.driverName, options.podUid);
   const registration = new RegistrationService(
     { driverName: options.driverName, endpoint: draSocket },
     logger.child({ component: 'registration' }),
@@ -90,7 +134,7 @@ export async function startKubeletPlugin(options: KubeletPluginOptions): Promise
     stop() {
       stopping ??= (async () => {
         await regServer.stop();
-        await draServer.stop();
+        await draServer.stop(options.stopGraceMs);
         logger.info('kubelet plugin stopped; sockets removed');
       })();
       return stopping;

@@ -8,8 +8,15 @@
  * (./serving.ts) → recover the checkpoint (before any socket exists, so the kubelet never sees
  * half-recovered state) → DRA socket → registration socket → HTTP → periodic re-discovery and
  * the NVML event watch.
+ *
+ * Rolling updates (`--pod-uid`): the new pod starts beside the old one. Its sockets carry its
+ * UID (kubelet/plugin.ts), the two share the checkpoint and CDI specs under a node-wide lock
+ * (driver/state.ts), and only one publishes the slices (./publisherRole.ts). Stopping removes
+ * the registration socket first, lets calls in flight finish, and stops publishing without
+ * deleting anything, so the new pod carries on with no gap.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import type http from 'node:http';
 import { createKubeClient, type KubeClient } from '../kube/client.js';
 import { loadInClusterConfig, type KubeConfig } from '../kube/config.js';
@@ -27,6 +34,8 @@ import type { NodeInventory } from '../nvml/types.js';
 import { discoverWithRetry } from './discoveryRetry.js';
 import type { TaintMap } from '../resourceslice/model.js';
 import { ResourceSlicePublisher } from '../resourceslice/publisher.js';
+import { FileLock } from '../util/fileLock.js';
+import { PUBLISHER_LOCK_FILE, PublisherRole } from './publisherRole.js';
 
 import { createLogger, silentLogger, type Logger } from '../util/log.js';
 
@@ -82,6 +91,14 @@ export interface RunningDriver {
 
 /** How long start-up waits for the first ResourceSlice write before bringing up the sockets. */
 const FIRST_PUBLISH_WAIT_MS = 1_000;
+
+/**
+ * Stopping: how long gRPC calls in flight may take to be answered once the sockets are gone,
+ * and then how long operations still running (a call the kubelet gave up on, an MPS daemon
+ * starting) may take to finish. The DaemonSet's grace period covers both.
+ */
+const STOP_CALL_GRACE_MS = 10_000;
+const STOP_SETTLE_MS = 60_000;
 
 /** Waits for `promise` to settle, or `ms`, whichever is first; never rejects. */
 async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
@@ -195,7 +212,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
       ? createKubeClient(deps.kubeConfig)
       : await connectKube(config);
   const claims = deps.claims ?? (await kubeClaimGetter(kubeClient as KubeClient));
-  const publisher: SlicePublisher | undefined =
+  const slicePublisher: SlicePublisher | undefined =
     deps.publisher === null
       ? undefined
       : (deps.publisher ??
@@ -209,6 +226,16 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
           // Dynamic: the layout of counter sets follows the apiserver's version (read once).
           migPartitioning: config.migPartitioning,
         }));
+  // The same directory as kubelet/plugin.ts's pluginDataDir (not imported: that module loads gRPC).
+  const publisher = slicePublisher
+    ? new PublisherRole({
+        publisher: slicePublisher,
+        lock: FileLock.open(
+          path.join(path.resolve(config.kubeletPluginsDir, config.driverName), PUBLISHER_LOCK_FILE),
+        ),
+        logger: logger.child({ component: 'publisher-role' }),
+      })
+    : undefined;
 
   const inventory = await discoverWithRetry(() => Promise.resolve().then(discover), {
     logger: logger.child({ component: 'discovery' }),
@@ -285,6 +312,8 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
 
   const plugin = await serving.startKubeletPlugin({
     driverName: config.driverName,
+    ...(config.podUid ? { podUid: config.podUid } : {}),
+    stopGraceMs: STOP_CALL_GRACE_MS,
     registryDir: config.kubeletRegistryDir,
     pluginsDir: config.kubeletPluginsDir,
     state,
@@ -335,7 +364,9 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
       await watch?.stop().catch((err: unknown) => {
         logger.warn({ err }, 'stopping the NVML event watch failed');
       });
+      // Unregisters (the registration socket goes first), then answers the calls in flight.
       await plugin.stop();
+      await settledWithin(state.settle(), STOP_SETTLE_MS);
       await claimStatus?.stop();
       self.close();
       if (publisher) {
@@ -348,6 +379,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
         }
       }
       if (config.cleanupOnExit) await state.cleanupAll();
+      state.close();
       mig?.close();
       if (httpServer) {
         httpServer.closeAllConnections();
