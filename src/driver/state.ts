@@ -1310,6 +1310,21 @@ export const STATE_LOCK_FILE = 'state.lock';
 export const STATE_QUEUE_LOCK_FILE = 'state-queue.lock';
 
 /**
+ * The lock that serializes the plugin instances of a node over `checkpoint` (lock files in
+ * `pluginDir`), re-reading the checkpoint each time this instance takes it.
+ */
+export function instanceLock(pluginDir: string, checkpoint: CheckpointStore, logger: Logger): InstanceLock {
+  const log = logger.child({ component: 'instance-lock' });
+  return new InstanceLock({
+    main: FileLock.open(path.join(pluginDir, STATE_LOCK_FILE)),
+    queue: FileLock.open(path.join(pluginDir, STATE_QUEUE_LOCK_FILE)),
+    onAcquired: async () => {
+      if (await checkpoint.refresh()) log.debug('checkpoint changed by another plugin instance; re-read it');
+    },
+  });
+}
+
+/**
  * The device state a node runs: CDI specs under `cdiRoot`, the checkpoint in `pluginDir`, and
  * the lock that lets a second plugin instance (a rolling update) share them.
  */
@@ -1318,15 +1333,7 @@ export function createDeviceState(setup: DeviceStateSetup): DeviceState {
     path.join(setup.pluginDir, CHECKPOINT_FILE),
     setup.logger.child({ component: 'checkpoint' }),
   );
-  const lockLog = setup.logger.child({ component: 'instance-lock' });
-  const lock = new InstanceLock({
-    main: FileLock.open(path.join(setup.pluginDir, STATE_LOCK_FILE)),
-    queue: FileLock.open(path.join(setup.pluginDir, STATE_QUEUE_LOCK_FILE)),
-    onAcquired: async () => {
-      if (await checkpoint.refresh())
-        lockLog.debug('checkpoint changed by another plugin instance; re-read it');
-    },
-  });
+  const lock = instanceLock(setup.pluginDir, checkpoint, setup.logger);
   return new DeviceState({
     driverName: setup.driverName,
     poolName: setup.nodeName,

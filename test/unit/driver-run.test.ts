@@ -128,6 +128,17 @@ describe('parseDriverConfig', () => {
     );
   });
 
+  it('takes --pod-uid only as a pod UID, since it names socket files', () => {
+    const uid = '0f6f3e0e-1111-4a4a-8b8b-aaaaaaaaaaaa';
+    expect(parseDriverConfig({ nodeName: 'n', podUid: uid }, inCluster).podUid).toBe(uid);
+    expect(parseDriverConfig({ nodeName: 'n' }, inCluster).podUid).toBeUndefined();
+    for (const bad of ['../../x', 'not-a-uid', uid.toUpperCase()]) {
+      expect(() => parseDriverConfig({ nodeName: 'n', podUid: bad }, inCluster)).toThrow(
+        /--pod-uid: must be/,
+      );
+    }
+  });
+
   it('needs a kubeconfig outside a cluster', () => {
     expect(() => parseDriverConfig({ nodeName: 'n' }, {})).toThrow(/--kubeconfig: required/);
   });
@@ -140,7 +151,9 @@ class RecordingPublisher implements SlicePublisher {
   start(inventory: NodeInventory): void {
     this.started = inventory;
   }
-  update(): Promise<void> {
+  /** Like the real one, an update starts a publisher not started yet. */
+  update(inventory: NodeInventory): Promise<void> {
+    this.started ??= inventory;
     return Promise.resolve();
   }
   isReady(): boolean {
@@ -233,5 +246,111 @@ describe('runDriver on a simulated node', () => {
     for (const s of sockets) expect(fs.existsSync(s)).toBe(false);
     expect(publisher.deleted).toBe(true);
     expect(fs.readdirSync(path.join(dir, 'cdi'))).toEqual([]);
+  });
+});
+
+describe('two instances side by side (a rolling update with --pod-uid)', () => {
+  const UID_A = '0f6f3e0e-1111-4a4a-8b8b-aaaaaaaaaaaa';
+  const UID_B = '0f6f3e0e-2222-4b4b-8c8c-bbbbbbbbbbbb';
+  let node: TempSimulatedNode | undefined;
+  const running: RunningDriver[] = [];
+  let dir: string | undefined;
+  afterEach(async () => {
+    for (const r of running.splice(0)) await r.stop();
+    await node?.cleanup();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    node = undefined;
+  });
+
+  it('serve on their own sockets, share the claims, publish one at a time, and hand over on stop', async () => {
+    node = await withSimulatedNode('h100-8x');
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-roll-'));
+    dir = root;
+    const hostPaths = node.hostPaths;
+    const claims = new MemoryClaimGetter();
+    const start = async (podUid: string, publisher: RecordingPublisher): Promise<RunningDriver> => {
+      const config = parseDriverConfig(
+        {
+          nodeName: 'sim-node',
+          kubeletRegistryDir: path.join(root, 'reg'),
+          kubeletPluginsDir: path.join(root, 'plugins'),
+          cdiRoot: path.join(root, 'cdi'),
+          devRoot: hostPaths.devRoot,
+          procRoot: hostPaths.procRoot,
+          sysRoot: hostPaths.sysRoot,
+          driverRoot: hostPaths.driverRoot,
+          httpListen: '127.0.0.1:0',
+          podUid,
+        },
+        { KUBERNETES_SERVICE_HOST: 'x' },
+      );
+      const r = await runDriver(config, {
+        logger: silentLogger(),
+        discover: () => discoverInventory({ nvmlLib: fakeNvmlLib(), hostPaths }),
+        claims,
+        publisher,
+        watchDeviceEvents: null,
+      });
+      running.push(r);
+      return r;
+    };
+    const pubA = new RecordingPublisher();
+    const a = await start(UID_A, pubA);
+    const pubB = new RecordingPublisher();
+    const b = await start(UID_B, pubB);
+
+    expect(a.plugin.registrationSocket).toBe(path.join(root, 'reg', `${TEST_DRIVER}-${UID_A}-reg.sock`));
+    expect(a.plugin.draSocket).toBe(path.join(root, 'plugins', TEST_DRIVER, `dra-${UID_A}.sock`));
+    expect(b.plugin.registrationSocket).toBe(path.join(root, 'reg', `${TEST_DRIVER}-${UID_B}-reg.sock`));
+    expect(b.plugin.draSocket).toBe(path.join(root, 'plugins', TEST_DRIVER, `dra-${UID_B}.sock`));
+    // A publishes; B stands by, and is ready all the same (the DaemonSet waits for that).
+    expect(pubA.started).toBeDefined();
+    expect(pubB.started).toBeUndefined();
+    expect((await fetch(`http://127.0.0.1:${b.httpAddress?.port ?? 0}/readyz`)).status).toBe(200);
+
+    const viaA = new KubeletClient({
+      draSocket: a.plugin.draSocket,
+      registrationSocket: a.plugin.registrationSocket,
+    });
+    const viaB = new KubeletClient({
+      draSocket: b.plugin.draSocket,
+      registrationSocket: b.plugin.registrationSocket,
+    });
+    try {
+      for (const [uid, device] of [
+        ['roll-1', 'gpu-0'],
+        ['roll-2', 'gpu-1'],
+      ] as const) {
+        claims.set(testClaim({ uid, devices: [{ device, pool: 'sim-node' }] }));
+      }
+      const ref = (uid: string) => ({ uid, namespace: 'default', name: `claim-${uid}` });
+      expect((await viaA.prepare([ref('roll-1')])).claims['roll-1']?.error).toBe('');
+      expect((await viaB.prepare([ref('roll-2')])).claims['roll-2']?.error).toBe('');
+      // Either instance answers for a claim the other prepared.
+      const again = await viaB.prepare([ref('roll-1')]);
+      expect(again.claims['roll-1']?.devices.map((d) => d.device_name)).toEqual(['gpu-0']);
+      expect(b.state.preparedClaimUids()).toEqual(['roll-1', 'roll-2']);
+
+      // A stops (SIGTERM, no --cleanup-on-exit): only its sockets go, nothing is deleted, B takes over.
+      await a.stop();
+      expect(fs.existsSync(a.plugin.registrationSocket)).toBe(false);
+      expect(fs.existsSync(a.plugin.draSocket)).toBe(false);
+      expect(fs.existsSync(b.plugin.registrationSocket)).toBe(true);
+      expect(fs.existsSync(b.plugin.draSocket)).toBe(true);
+      expect(pubA.stopped).toBe(true);
+      expect(pubA.deleted).toBe(false);
+      const deadline = Date.now() + 5_000;
+      while (pubB.started === undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(pubB.started).toBeDefined();
+
+      expect((await viaB.unprepare([ref('roll-1'), ref('roll-2')])).claims).toEqual({
+        'roll-1': { error: '' },
+        'roll-2': { error: '' },
+      });
+      expect(fs.readdirSync(path.join(root, 'cdi'))).toEqual([]);
+    } finally {
+      viaA.close();
+      viaB.close();
+    }
   });
 });
