@@ -97,8 +97,8 @@ const FIRST_PUBLISH_WAIT_MS = 1_000;
  * and then how long operations still running (a call the kubelet gave up on, an MPS daemon
  * starting) may take to finish. The DaemonSet's grace period covers both.
  */
-const STOP_CALL_GRACE_MS = 10_000;
-const STOP_SETTLE_MS = 60_000;
+export const STOP_CALL_GRACE_MS = 10_000;
+export const STOP_SETTLE_MS = 60_000;
 
 /** Waits for `promise` to settle, or `ms`, whichever is first; never rejects. */
 async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
