@@ -29,18 +29,27 @@ export interface PluginPaths {
 export function pluginDataDir(paths: Pick<PluginPaths, 'pluginsDir'>, driverName: string): string {
   return path.resolve(paths.pluginsDir, driverName);
 }
-/** `dra.sock`, or `dra-<pod UID>.sock` in rolling-update mode. */
+/** base64url of the first `bytes` of SHA-256(`data`), as the library shortens names. */
+function shortHash(data: string, bytes: number): string {
+  return createHash('sha256').update(data).digest().subarray(0, bytes).toString('base64url');
+}
+
+/**
+ * `dra.sock`, or `dra-<pod UID>.sock` in rolling-update mode (the library's name). Where that
+ * path would not fit a Unix socket, `dra-<hash of the UID>.sock`: the library has no such
+ * fallback (it fails to listen), and the kubelet learns the path from GetInfo, whatever it is.
+ */
 export function draSocketPath(
   paths: Pick<PluginPaths, 'pluginsDir'>,
   driverName: string,
   podUid?: string,
 ): string {
-  return path.join(pluginDataDir(paths, driverName), podUid ? `dra-${podUid}.sock` : 'dra.sock');
-}
-
-/** base64url of the first `bytes` of SHA-256(`data`), as the library shortens names. */
-function shortHash(data: string, bytes: number): string {
-  return createHash('sha256').update(data).digest().subarray(0, bytes).toString('base64url');
+  const dir = pluginDataDir(paths, driverName);
+  if (!podUid) return path.join(dir, 'dra.sock');
+  const full = path.join(dir, `dra-${podUid}.sock`);
+  return Buffer.byteLength(full) <= MAX_SOCKET_PATH_BYTES
+    ? full
+    : path.join(dir, `dra-${shortHash(podUid, 8)}.sock`);
 }
 
 /**

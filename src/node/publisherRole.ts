@@ -107,11 +107,15 @@ export class PublisherRole implements SlicePublisher {
     }
   }
 
-  /** `--cleanup-on-exit`: the publisher deletes the slices; a standby instance has none to delete. */
+  /**
+   * `--cleanup-on-exit`, called only when no other instance runs: deletes the slices. A standby
+   * instance takes the lock first (its publisher was never started; deleting needs no start).
+   */
   async deleteAll(): Promise<number> {
     this.stopped = true;
     clearInterval(this.timer);
     this.timer = undefined;
+    if (!this.active && !this.released && this.opts.lock.tryLock()) this.active = true;
     try {
       return this.active ? await this.opts.publisher.deleteAll() : 0;
     } finally {

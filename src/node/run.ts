@@ -89,6 +89,9 @@ export interface RunningDriver {
   stop(): Promise<void>;
 }
 
+/** Held shared by every running instance of the node (see `presence` in runDriver). */
+export const INSTANCES_LOCK_FILE = 'instances.lock';
+
 /** How long start-up waits for the first ResourceSlice write before bringing up the sockets. */
 const FIRST_PUBLISH_WAIT_MS = 1_000;
 
@@ -227,15 +230,20 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
           migPartitioning: config.migPartitioning,
         }));
   // The same directory as kubelet/plugin.ts's pluginDataDir (not imported: that module loads gRPC).
+  const lockDir = path.resolve(config.kubeletPluginsDir, config.driverName);
   const publisher = slicePublisher
     ? new PublisherRole({
         publisher: slicePublisher,
-        lock: FileLock.open(
-          path.join(path.resolve(config.kubeletPluginsDir, config.driverName), PUBLISHER_LOCK_FILE),
-        ),
+        lock: FileLock.open(path.join(lockDir, PUBLISHER_LOCK_FILE)),
         logger: logger.child({ component: 'publisher-role' }),
       })
     : undefined;
+  // Every running instance holds this shared, for its whole life: --cleanup-on-exit removes what
+  // the instances share only when the exiting one finds itself alone (a rollout of pods with
+  // --cleanup-on-exit set must not take the new pod's claims with the old one).
+  const presence = FileLock.open(path.join(lockDir, INSTANCES_LOCK_FILE));
+  if (!presence.tryLockShared())
+    logger.warn('another plugin instance is cleaning up this node as this one starts');
 
   const inventory = await discoverWithRetry(() => Promise.resolve().then(discover), {
     logger: logger.child({ component: 'discovery' }),
@@ -369,8 +377,14 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
       await settledWithin(state.settle(), STOP_SETTLE_MS);
       await claimStatus?.stop();
       self.close();
+      presence.unlock();
+      const cleanup = config.cleanupOnExit && presence.tryLock();
+      if (config.cleanupOnExit && !cleanup)
+        logger.warn(
+          'not cleaning up (--cleanup-on-exit): another plugin instance runs on this node and keeps the slices, CDI specs and checkpoint',
+        );
       if (publisher) {
-        if (config.cleanupOnExit) {
+        if (cleanup) {
           await publisher.deleteAll().catch((err: unknown) => {
             logger.error({ err }, 'deleting ResourceSlices failed');
           });
@@ -378,7 +392,8 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
           await publisher.stop();
         }
       }
-      if (config.cleanupOnExit) await state.cleanupAll();
+      if (cleanup) await state.cleanupAll();
+      presence.close();
       state.close();
       mig?.close();
       if (httpServer) {

@@ -18,6 +18,7 @@ import koffi from 'koffi';
 import { GpuDraError } from './errors.js';
 import { sleep } from './backoff.js';
 
+const LOCK_SH = 1;
 const LOCK_EX = 2;
 const LOCK_NB = 4;
 const LOCK_UN = 8;
@@ -81,12 +82,25 @@ export class FileLock {
   /** Takes the lock if it is free; never waits. */
   tryLock(): boolean {
     if (this.held) throw new GpuDraError('FILE_LOCK_FAILED', `${this.file} is already locked by us`);
-    if (this.flock(this.fd, LOCK_EX | LOCK_NB) === 0) {
+    return this.tryFlock(LOCK_EX, 'LOCK_EX');
+  }
+
+  /**
+   * Takes a shared hold if no one holds the lock exclusively; never waits. Many processes may
+   * hold it shared at once, which an exclusive `tryLock` then finds: a count of the living.
+   */
+  tryLockShared(): boolean {
+    if (this.held) throw new GpuDraError('FILE_LOCK_FAILED', `${this.file} is already locked by us`);
+    return this.tryFlock(LOCK_SH, 'LOCK_SH');
+  }
+
+  private tryFlock(mode: number, what: string): boolean {
+    if (this.flock(this.fd, mode | LOCK_NB) === 0) {
       this.held = true;
       return true;
     }
     if (koffi.errno() === koffi.os.errno['EWOULDBLOCK']) return false;
-    throw lockError(this.file, 'LOCK_EX');
+    throw lockError(this.file, what);
   }
 
   /** Waits for the lock, polling. */

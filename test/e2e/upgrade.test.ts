@@ -179,6 +179,18 @@ describe('upgrade with no gap: two plugin instances side by side (--pod-uid)', (
       watch.abort();
     }
 
+    // The kubelet had a plugin of the driver registered at every moment: the number of registered
+    // endpoints, replayed from its registration events, never fell back to zero.
+    let registered = 0;
+    let gaps = 0;
+    for (const e of node.events) {
+      if (e['driver'] !== DRIVER) continue;
+      if (e.event === 'registered') registered++;
+      if (e.event === 'deregistered' && --registered === 0) gaps++;
+    }
+    expect(gaps).toBe(0);
+    expect(registered).toBe(1);
+
     const maxWait = Math.max(...waits.map((w) => w.ms));
     process.stderr.write(
       `[upgrade] ${String(waits.length)} pods prepared during the roll; max wait ${String(maxWait)} ms; ` +

@@ -445,6 +445,11 @@ describe('rolling-update socket names (--pod-uid)', () => {
     const longDriver = 'gpu.a-very-long-driver-name.example.com';
     const longer = `/var/lib/kubelet/${'x'.repeat(30)}/plugins_registry`;
     expect(reg(longer, longDriver)).toBe('dra-k_GERy03fVebevObEFPyCA-reg.sock');
+    // The DRA socket, which the library never shortens, gets the hashed UID too.
+    const plugins = `/var/lib/kubelet/${'x'.repeat(40)}/plugins`;
+    expect(draSocketPath({ pluginsDir: plugins }, TEST_DRIVER, uid)).toBe(
+      `${plugins}/${TEST_DRIVER}/dra-Jk8-oymVURI.sock`,
+    );
     for (const [dir, driver] of [
       [longish, TEST_DRIVER],
       [longer, longDriver],

@@ -262,38 +262,46 @@ describe('two instances side by side (a rolling update with --pod-uid)', () => {
     node = undefined;
   });
 
+  const claims = new MemoryClaimGetter();
+  /** Starts an instance on the shared simulated node and directories (`dir`). */
+  const start = async (
+    podUid: string,
+    publisher: RecordingPublisher,
+    flags: { cleanupOnExit?: boolean } = {},
+  ): Promise<RunningDriver> => {
+    const root = dir as string;
+    const hostPaths = (node as TempSimulatedNode).hostPaths;
+    const config = parseDriverConfig(
+      {
+        nodeName: 'sim-node',
+        kubeletRegistryDir: path.join(root, 'reg'),
+        kubeletPluginsDir: path.join(root, 'plugins'),
+        cdiRoot: path.join(root, 'cdi'),
+        devRoot: hostPaths.devRoot,
+        procRoot: hostPaths.procRoot,
+        sysRoot: hostPaths.sysRoot,
+        driverRoot: hostPaths.driverRoot,
+        httpListen: '127.0.0.1:0',
+        podUid,
+        ...flags,
+      },
+      { KUBERNETES_SERVICE_HOST: 'x' },
+    );
+    const r = await runDriver(config, {
+      logger: silentLogger(),
+      discover: () => discoverInventory({ nvmlLib: fakeNvmlLib(), hostPaths }),
+      claims,
+      publisher,
+      watchDeviceEvents: null,
+    });
+    running.push(r);
+    return r;
+  };
+
   it('serve on their own sockets, share the claims, publish one at a time, and hand over on stop', async () => {
     node = await withSimulatedNode('h100-8x');
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-roll-'));
     dir = root;
-    const hostPaths = node.hostPaths;
-    const claims = new MemoryClaimGetter();
-    const start = async (podUid: string, publisher: RecordingPublisher): Promise<RunningDriver> => {
-      const config = parseDriverConfig(
-        {
-          nodeName: 'sim-node',
-          kubeletRegistryDir: path.join(root, 'reg'),
-          kubeletPluginsDir: path.join(root, 'plugins'),
-          cdiRoot: path.join(root, 'cdi'),
-          devRoot: hostPaths.devRoot,
-          procRoot: hostPaths.procRoot,
-          sysRoot: hostPaths.sysRoot,
-          driverRoot: hostPaths.driverRoot,
-          httpListen: '127.0.0.1:0',
-          podUid,
-        },
-        { KUBERNETES_SERVICE_HOST: 'x' },
-      );
-      const r = await runDriver(config, {
-        logger: silentLogger(),
-        discover: () => discoverInventory({ nvmlLib: fakeNvmlLib(), hostPaths }),
-        claims,
-        publisher,
-        watchDeviceEvents: null,
-      });
-      running.push(r);
-      return r;
-    };
     const pubA = new RecordingPublisher();
     const a = await start(UID_A, pubA);
     const pubB = new RecordingPublisher();
@@ -352,5 +360,42 @@ describe('two instances side by side (a rolling update with --pod-uid)', () => {
       viaA.close();
       viaB.close();
     }
+  });
+
+  it('--cleanup-on-exit removes nothing while another instance runs; the last one cleans up', async () => {
+    node = await withSimulatedNode('h100-8x');
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-roll-'));
+    dir = root;
+    const pubA = new RecordingPublisher();
+    const a = await start(UID_A, pubA, { cleanupOnExit: true });
+    const pubB = new RecordingPublisher();
+    const b = await start(UID_B, pubB, { cleanupOnExit: true });
+    const viaB = new KubeletClient({
+      draSocket: b.plugin.draSocket,
+      registrationSocket: b.plugin.registrationSocket,
+    });
+    try {
+      claims.set(testClaim({ uid: 'keep-1', devices: [{ device: 'gpu-0', pool: 'sim-node' }] }));
+      expect(
+        (await viaB.prepare([{ uid: 'keep-1', namespace: 'default', name: 'claim-keep-1' }])).claims['keep-1']
+          ?.error,
+      ).toBe('');
+    } finally {
+      viaB.close();
+    }
+    const spec = path.join(root, 'cdi', 'k8s.gpu.dra.dev-claim_keep-1.json');
+    const checkpoint = path.join(root, 'plugins', TEST_DRIVER, 'checkpoint.json');
+
+    await a.stop();
+    expect(pubA.deleted).toBe(false);
+    expect(fs.existsSync(spec)).toBe(true);
+    expect(fs.existsSync(checkpoint)).toBe(true);
+    expect(b.state.preparedClaimUids()).toEqual(['keep-1']);
+
+    // Alone now: B's exit removes the slices (it takes over publishing to delete), specs, checkpoint.
+    await b.stop();
+    expect(pubB.deleted).toBe(true);
+    expect(fs.existsSync(spec)).toBe(false);
+    expect(fs.existsSync(checkpoint)).toBe(false);
   });
 });
