@@ -374,7 +374,18 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
       });
       // Unregisters (the registration socket goes first), then answers the calls in flight.
       await plugin.stop();
-      await settledWithin(state.settle(), STOP_SETTLE_MS);
+      let settled = false;
+      await settledWithin(
+        state.settle().then(() => {
+          settled = true;
+        }),
+        STOP_SETTLE_MS,
+      );
+      if (!settled)
+        logger.warn(
+          { waitedMs: STOP_SETTLE_MS },
+          'claim operations still running at exit; what they leave is undone by the claim’s next prepare or unprepare, or the next start-up',
+        );
       await claimStatus?.stop();
       self.close();
       presence.unlock();
