@@ -18,7 +18,14 @@
  * The document is immutable: `current()` hands out the live object (no copy per read; readers
  * must not change it, which the types enforce), and an update works on a fresh top level and
  * claims map, replacing the entries it changes.
+ *
+ * Two plugin instances (a rolling update) share the file. Each writes it only while holding the
+ * node-wide lock (util/instanceLock.ts) and, on taking that lock, calls `refresh()`, which
+ * re-reads the file when the other instance replaced it since this one last read or wrote it:
+ * every update then starts from the latest document, never from a stale copy that would drop the
+ * other's entries.
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { errorMessage, GpuDraError } from '../util/errors.js';
 import { atomicWriteFile } from '../util/atomicWrite.js';
@@ -66,11 +73,28 @@ interface PendingUpdate {
   readonly reject: (err: unknown) => void;
 }
 
+/**
+ * Identifies one version of the file: every write renames a new inode into place, so another
+ * instance's write changes the inode even within the timestamps' granularity.
+ */
+function fileStamp(file: string): string {
+  try {
+    const st = fs.statSync(file, { bigint: true });
+    return `${String(st.dev)}:${String(st.ino)}:${String(st.size)}:${String(st.mtimeNs)}`;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+    throw err;
+  }
+}
+
 export class CheckpointStore {
   private doc: ReadonlyCheckpoint = emptyCheckpoint();
   private pending: PendingUpdate[] = [];
   private writing = false;
   private written = 0;
+  private rereads = 0;
+  /** The file as last read or written by us; undefined before `load()`. */
+  private stamp: string | undefined;
 
   constructor(
     readonly file: string,
@@ -81,10 +105,12 @@ export class CheckpointStore {
   async load(): Promise<LoadResult> {
     let text: string;
     try {
+      this.stamp = fileStamp(this.file);
       text = await fsp.readFile(this.file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         this.doc = emptyCheckpoint();
+        this.stamp = 'missing';
         return { status: 'missing' };
       }
       throw new CheckpointError('CHECKPOINT_UNREADABLE', `cannot read checkpoint ${this.file}`, {
@@ -100,7 +126,51 @@ export class CheckpointStore {
       'checkpoint unparsable; moved aside, starting empty',
     );
     this.doc = emptyCheckpoint();
+    this.stamp = 'missing';
     return { status: 'quarantined', quarantinedTo };
+  }
+
+  /**
+   * Re-reads the file if someone else (the other plugin instance) replaced or removed it since we
+   * last read or wrote it. Call only under the node-wide lock, with no update of ours in flight.
+   * An unparsable file is an error here, not quarantined: while running, forgetting every claim
+   * would be worse than failing the call; the next start quarantines it. Returns whether it
+   * re-read; before `load()` it does nothing.
+   */
+  async refresh(): Promise<boolean> {
+    if (this.stamp === undefined) return false;
+    if (this.writing || this.pending.length > 0) {
+      throw new CheckpointError('INTERNAL', `refresh of ${this.file} while an update is in flight`);
+    }
+    const stamp = fileStamp(this.file);
+    if (stamp === this.stamp) return false;
+    if (stamp === 'missing') {
+      this.doc = emptyCheckpoint();
+    } else {
+      let text: string;
+      try {
+        text = await fsp.readFile(this.file, 'utf8');
+      } catch (err) {
+        throw new CheckpointError('CHECKPOINT_UNREADABLE', `cannot read checkpoint ${this.file}`, {
+          cause: err,
+        });
+      }
+      const problem = this.parse(text);
+      if (problem !== undefined) {
+        throw new CheckpointError(
+          'CHECKPOINT_UNREADABLE',
+          `checkpoint ${this.file}, written by another plugin instance, is unparsable: ${problem}`,
+        );
+      }
+    }
+    this.stamp = stamp;
+    this.rereads++;
+    return true;
+  }
+
+  /** How often `refresh()` found the file changed by someone else (tests, logs). */
+  get reloads(): number {
+    return this.rereads;
   }
 
   /** Returns a problem description, or undefined after adopting the document. */
@@ -185,6 +255,8 @@ export class CheckpointStore {
           continue;
         }
         this.doc = doc;
+        // Under the node-wide lock nobody else writes between our rename and this stat.
+        this.stamp = fileStamp(this.file);
         this.written++;
         for (const { update, result } of applied) update.resolve(result);
       }
@@ -202,5 +274,6 @@ export class CheckpointStore {
   async removeFile(): Promise<void> {
     await fsp.rm(this.file, { force: true });
     this.doc = emptyCheckpoint();
+    this.stamp = 'missing';
   }
 }

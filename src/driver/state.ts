@@ -86,6 +86,8 @@ import {
 import { readMigMinors, type MigMinors } from '../nvml/host.js';
 import { isDynamicMigGpu, type MigPartitioning } from '../resourceslice/partitions.js';
 import { KeyedMutex } from '../util/keyedMutex.js';
+import { InstanceLock } from '../util/instanceLock.js';
+import { FileLock } from '../util/fileLock.js';
 import { mpsPinnedLimitsMiB, OpaqueConfigError, type SharingSettings } from './opaqueConfig.js';
 import { parseDeviceName } from '../resourceslice/names.js';
 import type { ApplyDevice, SharingApplier } from '../sharing/apply.js';
@@ -163,6 +165,12 @@ export interface DeviceStateOptions {
   readonly metadata?: MetadataStore;
   /** `--device-metadata`: each prepared claim gets a file per request, mounted through its spec. */
   readonly deviceMetadata?: boolean;
+  /**
+   * Serializes this instance's work with another plugin instance's on the same node (a rolling
+   * update), re-reading the checkpoint whenever it takes over (util/instanceLock.ts). Every
+   * prepare, unprepare, recovery and cleanup runs under it. Without it, this is the only instance.
+   */
+  readonly lock?: InstanceLock;
 }
 
 export interface RecoveryReport {
@@ -446,6 +454,8 @@ function recordedDevices(entry: Pick<ReadonlyCheckpointClaim, 'devices'>): Recor
 
 export class DeviceState {
   private readonly claimLocks = new KeyedMutex();
+  /** Operations begun and not finished (see `settle`). */
+  private readonly inFlight = new Set<Promise<unknown>>();
   /** Devices of prepares between their conflict check and their checkpoint write (steps 2–4). */
   private readonly reserved = new Map<string, CheckpointClaim>();
   private indexed:
@@ -499,8 +509,8 @@ export class DeviceState {
         }),
       );
     }
-    return this.claimLocks
-      .run(ref.uid, async () => {
+    return this.exclusive(() =>
+      this.claimLocks.run(ref.uid, async () => {
         const existing = this.opts.checkpoint.current().claims[ref.uid];
         if (existing) checkRecordedIdentity(ref, existing);
         if (existing && claimState(existing) === 'PrepareCompleted') {
@@ -637,8 +647,36 @@ export class DeviceState {
         );
         this.opts.claimStatus?.prepared(ref, described);
         return record.devices;
-      })
-      .catch((err: unknown) => Promise.reject(inClaim(err, ref.uid, 'INTERNAL')));
+      }),
+    ).catch((err: unknown) => Promise.reject(inClaim(err, ref.uid, 'INTERNAL')));
+  }
+
+  /**
+   * Runs `work` while no other plugin instance of this node works (see `lock`); this instance's
+   * own work still runs in parallel.
+   */
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const running = this.opts.lock ? this.opts.lock.run(work) : work();
+    this.inFlight.add(running);
+    const done = (): void => {
+      this.inFlight.delete(running);
+    };
+    running.then(done, done);
+    return running;
+  }
+
+  /**
+   * Resolves once every operation begun so far has finished. Stopping waits for it after the
+   * sockets are gone: a call the kubelet gave up on still finishes here (and releases the
+   * node-wide lock) rather than being cut off by the exit.
+   */
+  async settle(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** Closes the node-wide lock's files (after the last call, at stop). */
+  close(): void {
+    this.opts.lock?.close();
   }
 
   private migFor(claimUid: string): MigInstanceControl {
@@ -862,8 +900,8 @@ export class DeviceState {
   /** Unprepares one claim; a claim this driver does not know is a success. */
   unprepare(ref: ClaimIdentity, logger: Logger): Promise<void> {
     if (!isValidClaimUid(ref.uid)) return Promise.resolve(); // never ours: we only record valid UIDs
-    return this.claimLocks
-      .run(ref.uid, async () => {
+    return this.exclusive(() =>
+      this.claimLocks.run(ref.uid, async () => {
         const entry = this.opts.checkpoint.current().claims[ref.uid];
         if (entry) checkRecordedIdentity(ref, entry);
         if (!entry) {
@@ -878,8 +916,8 @@ export class DeviceState {
         await this.rollback(ref.uid, entry, logger);
         this.opts.claimStatus?.unprepared(ref);
         logger.info('claim unprepared');
-      })
-      .catch((err: unknown) => Promise.reject(inClaim(err, ref.uid, 'INTERNAL')));
+      }),
+    ).catch((err: unknown) => Promise.reject(inClaim(err, ref.uid, 'INTERNAL')));
   }
 
   /**
@@ -1074,8 +1112,17 @@ export class DeviceState {
   /**
    * Start-up: load the checkpoint, finish or undo what a previous run left, and remove spec
    * files of ours that no claim owns. Must run before the sockets are served.
+   *
+   * With another plugin instance running (a rolling update), all of it runs under the node-wide
+   * lock, so the other instance is between calls: an entry still PrepareStarted, a spec or MIG
+   * device or MPS daemon no entry owns, is debris of a failed or crashed attempt, never the
+   * other's work in progress (it makes such things only inside a call, under the lock).
    */
-  async recover(): Promise<RecoveryReport> {
+  recover(): Promise<RecoveryReport> {
+    return this.exclusive(() => this.recoverExclusive());
+  }
+
+  private async recoverExclusive(): Promise<RecoveryReport> {
     const log = this.opts.logger;
     const loaded = await this.opts.checkpoint.load();
     const bootId = readBootId(this.opts.hostPaths);
@@ -1219,7 +1266,11 @@ export class DeviceState {
   }
 
   /** Removes every spec and the checkpoint (for `--cleanup-on-exit`). */
-  async cleanupAll(): Promise<void> {
+  cleanupAll(): Promise<void> {
+    return this.exclusive(() => this.cleanupAllExclusive());
+  }
+
+  private async cleanupAllExclusive(): Promise<void> {
     for (const [uid, entry] of Object.entries(this.opts.checkpoint.current().claims)) {
       const instances = recordedMigInstances(entry);
       if (instances.length > 0 && this.opts.mig)
@@ -1254,17 +1305,42 @@ export interface DeviceStateSetup {
   readonly logger: Logger;
 }
 
-/** The device state a node runs: CDI specs under `cdiRoot`, the checkpoint in `pluginDir`. */
+/** The node-wide lock files, in the plugin's directory next to the checkpoint they guard. */
+export const STATE_LOCK_FILE = 'state.lock';
+export const STATE_QUEUE_LOCK_FILE = 'state-queue.lock';
+
+/**
+ * The lock that serializes the plugin instances of a node over `checkpoint` (lock files in
+ * `pluginDir`), re-reading the checkpoint each time this instance takes it.
+ */
+export function instanceLock(pluginDir: string, checkpoint: CheckpointStore, logger: Logger): InstanceLock {
+  const log = logger.child({ component: 'instance-lock' });
+  return new InstanceLock({
+    main: FileLock.open(path.join(pluginDir, STATE_LOCK_FILE)),
+    queue: FileLock.open(path.join(pluginDir, STATE_QUEUE_LOCK_FILE)),
+    onAcquired: async () => {
+      if (await checkpoint.refresh()) log.debug('checkpoint changed by another plugin instance; re-read it');
+    },
+  });
+}
+
+/**
+ * The device state a node runs: CDI specs under `cdiRoot`, the checkpoint in `pluginDir`, and
+ * the lock that lets a second plugin instance (a rolling update) share them.
+ */
 export function createDeviceState(setup: DeviceStateSetup): DeviceState {
+  const checkpoint = new CheckpointStore(
+    path.join(setup.pluginDir, CHECKPOINT_FILE),
+    setup.logger.child({ component: 'checkpoint' }),
+  );
+  const lock = instanceLock(setup.pluginDir, checkpoint, setup.logger);
   return new DeviceState({
     driverName: setup.driverName,
     poolName: setup.nodeName,
     hostPaths: setup.hostPaths,
     cdi: new CdiStore(setup.cdiRoot, setup.driverName),
-    checkpoint: new CheckpointStore(
-      path.join(setup.pluginDir, CHECKPOINT_FILE),
-      setup.logger.child({ component: 'checkpoint' }),
-    ),
+    checkpoint,
+    lock,
     inventory: setup.inventory,
     ...(setup.claims ? { claims: setup.claims } : {}),
     ...(setup.sharing ? { sharing: setup.sharing } : {}),

@@ -104,6 +104,14 @@ const SCHEMA = {
     .string()
     .regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a namespace name (DNS label)')
     .optional(),
+  // It names socket files: only a UUID, as the API server assigns pod UIDs.
+  podUid: z
+    .string()
+    .regex(
+      /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/,
+      'must be a pod UID (a lowercase UUID)',
+    )
+    .optional(),
   image: z.string().min(1).optional(),
   mpsShmSize: byteSize,
   mpsReadyTimeout: duration.refine((ms) => ms >= 1_000 && ms <= 600_000, 'must be between 1s and 10m'),

@@ -118,6 +118,12 @@ export const DRIVER_FLAGS = {
     unset: 'no MPS daemons',
     help: "the plugin's namespace (downward API), where it runs MPS daemons",
   },
+  podUid: {
+    value: '<uid>',
+    env: 'POD_UID',
+    unset: 'one instance at a time: sockets without a UID',
+    help: "the plugin pod's UID (downward API); its sockets carry it, so the old and the new pod of a rolling update serve side by side (kubelet 1.33+)",
+  },
   image: {
     value: '<image>',
     env: 'IMAGE',

@@ -8,8 +8,15 @@
  * (./serving.ts) → recover the checkpoint (before any socket exists, so the kubelet never sees
  * half-recovered state) → DRA socket → registration socket → HTTP → periodic re-discovery and
  * the NVML event watch.
+ *
+ * Rolling updates (`--pod-uid`): the new pod starts beside the old one. Its sockets carry its
+ * UID (kubelet/plugin.ts), the two share the checkpoint and CDI specs under a node-wide lock
+ * (driver/state.ts), and only one publishes the slices (./publisherRole.ts). Stopping removes
+ * the registration socket first, lets calls in flight finish, and stops publishing without
+ * deleting anything, so the new pod carries on with no gap.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import type http from 'node:http';
 import { createKubeClient, type KubeClient } from '../kube/client.js';
 import { loadInClusterConfig, type KubeConfig } from '../kube/config.js';
@@ -28,6 +35,8 @@ import type { NodeInventory } from '../nvml/types.js';
 import { discoverWithRetry } from './discoveryRetry.js';
 import type { TaintMap } from '../resourceslice/model.js';
 import { ResourceSlicePublisher } from '../resourceslice/publisher.js';
+import { FileLock } from '../util/fileLock.js';
+import { PUBLISHER_LOCK_FILE, PublisherRole } from './publisherRole.js';
 
 import { createLogger, silentLogger, type Logger } from '../util/log.js';
 
@@ -81,8 +90,19 @@ export interface RunningDriver {
   stop(): Promise<void>;
 }
 
+/** Held shared by every running instance of the node (see `presence` in runDriver). */
+export const INSTANCES_LOCK_FILE = 'instances.lock';
+
 /** How long start-up waits for the first ResourceSlice write before bringing up the sockets. */
 const FIRST_PUBLISH_WAIT_MS = 1_000;
+
+/**
+ * Stopping: how long gRPC calls in flight may take to be answered once the sockets are gone,
+ * and then how long operations still running (a call the kubelet gave up on, an MPS daemon
+ * starting) may take to finish. The DaemonSet's grace period covers both.
+ */
+export const STOP_CALL_GRACE_MS = 10_000;
+export const STOP_SETTLE_MS = 60_000;
 
 /** Waits for `promise` to settle, or `ms`, whichever is first; never rejects. */
 async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
@@ -196,7 +216,7 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
       ? createKubeClient(deps.kubeConfig)
       : await connectKube(config);
   const claims = deps.claims ?? (await kubeClaimGetter(kubeClient as KubeClient));
-  const publisher: SlicePublisher | undefined =
+  const slicePublisher: SlicePublisher | undefined =
     deps.publisher === null
       ? undefined
       : (deps.publisher ??
@@ -210,6 +230,21 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
           // Dynamic: the layout of counter sets follows the apiserver's version (read once).
           migPartitioning: config.migPartitioning,
         }));
+  // The same directory as kubelet/plugin.ts's pluginDataDir (not imported: that module loads gRPC).
+  const lockDir = path.resolve(config.kubeletPluginsDir, config.driverName);
+  const publisher = slicePublisher
+    ? new PublisherRole({
+        publisher: slicePublisher,
+        lock: FileLock.open(path.join(lockDir, PUBLISHER_LOCK_FILE)),
+        logger: logger.child({ component: 'publisher-role' }),
+      })
+    : undefined;
+  // Every running instance holds this shared, for its whole life: --cleanup-on-exit removes what
+  // the instances share only when the exiting one finds itself alone (a rollout of pods with
+  // --cleanup-on-exit set must not take the new pod's claims with the old one).
+  const presence = FileLock.open(path.join(lockDir, INSTANCES_LOCK_FILE));
+  if (!presence.tryLockShared())
+    logger.warn('another plugin instance is cleaning up this node as this one starts');
 
   const inventory = await discoverWithRetry(() => Promise.resolve().then(discover), {
     logger: logger.child({ component: 'discovery' }),
@@ -286,6 +321,8 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
 
   const plugin = await serving.startKubeletPlugin({
     driverName: config.driverName,
+    ...(config.podUid ? { podUid: config.podUid } : {}),
+    stopGraceMs: STOP_CALL_GRACE_MS,
     registryDir: config.kubeletRegistryDir,
     pluginsDir: config.kubeletPluginsDir,
     state,
@@ -368,11 +405,30 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
         logger.warn({ err }, 'stopping the NVML event watch failed');
       });
       await admin?.close();
+      // Unregisters (the registration socket goes first), then answers the calls in flight.
       await plugin.stop();
+      let settled = false;
+      await settledWithin(
+        state.settle().then(() => {
+          settled = true;
+        }),
+        STOP_SETTLE_MS,
+      );
+      if (!settled)
+        logger.warn(
+          { waitedMs: STOP_SETTLE_MS },
+          'claim operations still running at exit; what they leave is undone by the claim’s next prepare or unprepare, or the next start-up',
+        );
       await claimStatus?.stop();
       self.close();
+      presence.unlock();
+      const cleanup = config.cleanupOnExit && presence.tryLock();
+      if (config.cleanupOnExit && !cleanup)
+        logger.warn(
+          'not cleaning up (--cleanup-on-exit): another plugin instance runs on this node and keeps the slices, CDI specs and checkpoint',
+        );
       if (publisher) {
-        if (config.cleanupOnExit) {
+        if (cleanup) {
           await publisher.deleteAll().catch((err: unknown) => {
             logger.error({ err }, 'deleting ResourceSlices failed');
           });
@@ -380,7 +436,9 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
           await publisher.stop();
         }
       }
-      if (config.cleanupOnExit) await state.cleanupAll();
+      if (cleanup) await state.cleanupAll();
+      presence.close();
+      state.close();
       mig?.close();
       if (httpServer) {
         httpServer.closeAllConnections();

@@ -5,7 +5,7 @@ import { NvmlError, NvmlLibraryNotFoundError } from './errors.js';
 import { NvmlReturn } from './returnCodes.js';
 
 /**
- * The only module that touches koffi. It loads libnvidia-ml, binds the handful of NVML entry
+ * The only module that touches NVML through koffi (util/fileLock.ts binds libc's flock). It loads libnvidia-ml, binds the handful of NVML entry
  * points discovery uses with their nvml.h signatures, and turns every non-success return into
  * an `NvmlError` carrying nvmlErrorString. Nothing koffi-typed leaks out: callers see `NvmlApi`.
  */

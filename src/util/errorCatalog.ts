@@ -211,6 +211,11 @@ export const ERROR_CATALOG = {
     action:
       'run it on the node (or `kubectl exec` into the plugin pod) as root, with the same --kubelet-plugins-dir and --driver-name as the plugin',
   },
+  FILE_LOCK_FAILED: {
+    means:
+      'the lock file the plugin instances of a node share (`<plugins dir>/<driver>/*.lock`) could not be opened or locked, or libc could not be loaded for flock(2)',
+    action: 'check that the plugins directory is writable and on a local filesystem that supports flock',
+  },
   PATH_ESCAPES_ROOT: {
     means: 'a path would leave the directory it must stay in (e.g. `..` below a host root)',
     action: 'check the named root flag; nothing outside it was touched',

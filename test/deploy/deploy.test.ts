@@ -17,6 +17,7 @@ import { explainClaim } from '../../src/cel/explain.js';
 import { compileSelector } from '../../src/cel/index.js';
 import { registerDriverCommand } from '../../src/cli/commands/driver.js';
 import { DRIVER_FLAGS, driverFlagNames } from '../../src/node/flags.js';
+import { STOP_CALL_GRACE_MS, STOP_SETTLE_MS } from '../../src/node/run.js';
 import { inventoryFixture } from '../support/inventoryFixture.js';
 import { buildSlices } from '../../src/resourceslice/model.js';
 import { PUBLISHER_RBAC_RULES } from '../../src/resourceslice/publisher.js';
@@ -78,7 +79,7 @@ interface Container {
   image: string;
   args?: string[];
   env: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
-  ports: { name: string; containerPort: number }[];
+  ports: { name: string; containerPort: number; hostPort?: number }[];
   securityContext: { privileged?: boolean };
   resources: { requests?: Record<string, string>; limits?: Record<string, string> };
   startupProbe: { httpGet: { path: string; port: string | number } };
@@ -88,6 +89,8 @@ interface Container {
 }
 interface PodSpec {
   serviceAccountName: string;
+  hostNetwork?: boolean;
+  terminationGracePeriodSeconds: number;
   priorityClassName: string;
   nodeSelector: Record<string, string>;
   tolerations: { key: string; operator: string; effect?: string }[];
@@ -214,6 +217,7 @@ describe('deploy/ manifests', () => {
   describe('DaemonSet', () => {
     const ds = find('DaemonSet') as unknown as {
       spec: {
+        updateStrategy: unknown;
         selector: { matchLabels: Record<string, string> };
         template: { metadata: { labels: Record<string, string> }; spec: PodSpec };
       };
@@ -244,6 +248,20 @@ describe('deploy/ manifests', () => {
 
     it('gets the node name from the downward API', () => {
       expect(env.get('NODE_NAME')?.valueFrom?.fieldRef?.fieldPath).toBe('spec.nodeName');
+    });
+
+    it('updates with no gap: the new pod starts beside the old one, which stops once it is ready', () => {
+      expect(ds.spec.updateStrategy).toEqual({
+        type: 'RollingUpdate',
+        rollingUpdate: { maxSurge: 1, maxUnavailable: 0 },
+      });
+      // The pod UID names the sockets, so the two pods register side by side.
+      expect(env.get('POD_UID')?.valueFrom?.fieldRef?.fieldPath).toBe('metadata.uid');
+      // Two pods on one node: neither may take a host port.
+      expect(pod.hostNetwork ?? false).toBe(false);
+      for (const p of ctr.ports) expect(p.hostPort, p.name).toBeUndefined();
+      // Stopping answers the calls in flight, then lets abandoned operations finish.
+      expect(pod.terminationGracePeriodSeconds * 1_000).toBeGreaterThan(STOP_CALL_GRACE_MS + STOP_SETTLE_MS);
     });
 
     it('sets only environment variables that `gpu-dra driver` reads, with the values it should get', () => {
@@ -456,6 +474,8 @@ describe('Helm chart deploy/helm/gpu-dra', () => {
         'nvidiaDriverRoot=/run/nvidia/driver',
         'kubeletPluginsDir=/var/lib/k0s/kubelet/plugins',
         'nodeSelector.gpu=yes',
+        'updateStrategy.rollingUpdate.maxSurge=0',
+        'updateStrategy.rollingUpdate.maxUnavailable=1',
       ),
     );
     const classes = Object.values(out).filter((o) => o.kind === 'DeviceClass');
@@ -463,8 +483,13 @@ describe('Helm chart deploy/helm/gpu-dra', () => {
       defaultDeviceClasses('gpu.nvidia.com').map((c) => ({ name: c.metadata.name, spec: c.spec })),
     );
     const ds = out['DaemonSet/gpu-dra-kubelet-plugin'] as unknown as {
-      spec: { template: { spec: PodSpec } };
+      spec: { updateStrategy: unknown; template: { spec: PodSpec } };
     };
+    // Kubelets before 1.33 cannot run two: the old pod stops first.
+    expect(ds.spec.updateStrategy).toEqual({
+      type: 'RollingUpdate',
+      rollingUpdate: { maxSurge: 0, maxUnavailable: 1 },
+    });
     const pod = ds.spec.template.spec;
     const ctr = pod.containers[0] as Container;
     expect(ctr.image).toBe('registry.example.com/gpu-dra:1.2.3');

@@ -556,16 +556,12 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
     await applyObjects(fx.cluster.kubeConfig, [ds]);
 
     const resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
-    // The DaemonSet controller replaces one node's pod at a time; each "kubelet" stops the old
-    // process and starts the new pod's.
+    // The DaemonSet controller surges one node at a time (maxSurge 1, maxUnavailable 0): the new
+    // pod starts beside the old one, whose "kubelet" then stops it once the new one is ready.
     await Promise.all(
       [H100, A100].map(async (nodeName) => {
         const old = get(pods, nodeName);
         const node = get(nodes, nodeName);
-        await terminated(old, () => stopPlugin(get(plugins, nodeName)));
-        expect(
-          (await resource.listResourceSlice({ fieldSelector: `spec.nodeName=${nodeName}` })).items,
-        ).not.toEqual([]);
         const pod = await waitForPluginPod(fx.cluster.kubeConfig, nodeName, {
           replacing: old,
           timeoutMs: 120_000,
@@ -583,11 +579,15 @@ describe('install: deploy/ and the plugin as its DaemonSet runs it, on a real co
           token,
         });
         expect(plugin.container.env['CLEANUP_ON_EXIT']).toBe('true');
-        await eventually('registered again', () =>
+        await eventually('registered beside the old plugin', () =>
           Promise.resolve(
             node.events.filter((e) => e.event === 'registered').length > registrations || undefined,
           ),
         );
+        await terminated(old, () => stopPlugin(get(plugins, nodeName)));
+        expect(
+          (await resource.listResourceSlice({ fieldSelector: `spec.nodeName=${nodeName}` })).items,
+        ).not.toEqual([]);
         pods.set(nodeName, pod);
         plugins.set(nodeName, plugin);
       }),

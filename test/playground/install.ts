@@ -271,6 +271,7 @@ export function pluginContainer(
     if (field === 'spec.nodeName') value = pod.spec?.nodeName;
     else if (field === 'metadata.name') value = pod.metadata?.name;
     else if (field === 'metadata.namespace') value = pod.metadata?.namespace;
+    else if (field === 'metadata.uid') value = pod.metadata?.uid;
     else if (e.valueFrom !== undefined) throw new Error(`env ${e.name}: unsupported valueFrom`);
     if (value === undefined) continue;
     env[e.name] = underMount(value) ? path.join(root, value) : value;

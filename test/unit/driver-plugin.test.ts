@@ -7,7 +7,13 @@ import { CheckpointStore } from '../../src/checkpoint/store.js';
 import type { ResourceClaim } from '../../src/api/resource.js';
 import { MemoryClaimGetter, type ClaimGetter } from '../../src/driver/claims.js';
 import { createDriverMetrics } from '../../src/node/metrics.js';
-import { startKubeletPlugin, type KubeletPlugin } from '../../src/kubelet/plugin.js';
+import {
+  draSocketPath,
+  registrationSocketPath,
+  startKubeletPlugin,
+  type KubeletPlugin,
+} from '../../src/kubelet/plugin.js';
+import { MAX_SOCKET_PATH_BYTES } from '../../src/kubelet/socketServer.js';
 import { KubeletClient } from '../../src/kubelet/client.js';
 import { CLAIMS_IN_FLIGHT } from '../../src/kubelet/draService.js';
 import type {
@@ -413,5 +419,43 @@ describe('NodePrepareResources / NodeUnprepareResources', () => {
       }
     }
     expect(claims.gets).toBe(0);
+  });
+});
+
+describe('rolling-update socket names (--pod-uid)', () => {
+  const uid = 'ad4af911-5bcd-47c5-a554-f35cea869472';
+  const reg = (registryDir: string, driver = TEST_DRIVER): string =>
+    path.basename(registrationSocketPath({ registryDir }, driver, uid));
+
+  it('carry the pod UID as the kubelet plugin library names them', () => {
+    expect(reg('/var/lib/kubelet/plugins_registry')).toBe(`${TEST_DRIVER}-${uid}-reg.sock`);
+    expect(draSocketPath({ pluginsDir: '/var/lib/kubelet/plugins' }, TEST_DRIVER, uid)).toBe(
+      `/var/lib/kubelet/plugins/${TEST_DRIVER}/dra-${uid}.sock`,
+    );
+    // Without a UID, today's names.
+    expect(registrationSocketPath({ registryDir: '/r' }, TEST_DRIVER)).toBe(`/r/${TEST_DRIVER}-reg.sock`);
+    expect(draSocketPath({ pluginsDir: '/p' }, TEST_DRIVER)).toBe(`/p/${TEST_DRIVER}/dra.sock`);
+  });
+
+  it('fall back to the library’s hashed names when the path would not fit a Unix socket', () => {
+    // Expected values computed independently (Python: sha256, urlsafe base64 without padding).
+    const longish = `/var/lib/kubelet/${'x'.repeat(20)}/plugins_registry`;
+    expect(reg(longish)).toBe(`${TEST_DRIVER}-Jk8-oymVURI-reg.sock`);
+    // A long driver name: even its hashed-UID name does not fit, the shortest form does.
+    const longDriver = 'gpu.a-very-long-driver-name.example.com';
+    const longer = `/var/lib/kubelet/${'x'.repeat(30)}/plugins_registry`;
+    expect(reg(longer, longDriver)).toBe('dra-k_GERy03fVebevObEFPyCA-reg.sock');
+    // The DRA socket, which the library never shortens, gets the hashed UID too.
+    const plugins = `/var/lib/kubelet/${'x'.repeat(40)}/plugins`;
+    expect(draSocketPath({ pluginsDir: plugins }, TEST_DRIVER, uid)).toBe(
+      `${plugins}/${TEST_DRIVER}/dra-Jk8-oymVURI.sock`,
+    );
+    for (const [dir, driver] of [
+      [longish, TEST_DRIVER],
+      [longer, longDriver],
+    ] as const) {
+      const full = registrationSocketPath({ registryDir: dir }, driver, uid);
+      expect(Buffer.byteLength(full)).toBeLessThanOrEqual(MAX_SOCKET_PATH_BYTES);
+    }
   });
 });

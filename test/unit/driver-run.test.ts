@@ -128,6 +128,17 @@ describe('parseDriverConfig', () => {
     );
   });
 
+  it('takes --pod-uid only as a pod UID, since it names socket files', () => {
+    const uid = '0f6f3e0e-1111-4a4a-8b8b-aaaaaaaaaaaa';
+    expect(parseDriverConfig({ nodeName: 'n', podUid: uid }, inCluster).podUid).toBe(uid);
+    expect(parseDriverConfig({ nodeName: 'n' }, inCluster).podUid).toBeUndefined();
+    for (const bad of ['../../x', 'not-a-uid', uid.toUpperCase()]) {
+      expect(() => parseDriverConfig({ nodeName: 'n', podUid: bad }, inCluster)).toThrow(
+        /--pod-uid: must be/,
+      );
+    }
+  });
+
   it('needs a kubeconfig outside a cluster', () => {
     expect(() => parseDriverConfig({ nodeName: 'n' }, {})).toThrow(/--kubeconfig: required/);
   });
@@ -140,7 +151,9 @@ class RecordingPublisher implements SlicePublisher {
   start(inventory: NodeInventory): void {
     this.started = inventory;
   }
-  update(): Promise<void> {
+  /** Like the real one, an update starts a publisher not started yet. */
+  update(inventory: NodeInventory): Promise<void> {
+    this.started ??= inventory;
     return Promise.resolve();
   }
   isReady(): boolean {
@@ -233,5 +246,156 @@ describe('runDriver on a simulated node', () => {
     for (const s of sockets) expect(fs.existsSync(s)).toBe(false);
     expect(publisher.deleted).toBe(true);
     expect(fs.readdirSync(path.join(dir, 'cdi'))).toEqual([]);
+  });
+});
+
+describe('two instances side by side (a rolling update with --pod-uid)', () => {
+  const UID_A = '0f6f3e0e-1111-4a4a-8b8b-aaaaaaaaaaaa';
+  const UID_B = '0f6f3e0e-2222-4b4b-8c8c-bbbbbbbbbbbb';
+  let node: TempSimulatedNode | undefined;
+  const running: RunningDriver[] = [];
+  let dir: string | undefined;
+  afterEach(async () => {
+    for (const r of running.splice(0)) await r.stop();
+    await node?.cleanup();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    node = undefined;
+  });
+
+  const claims = new MemoryClaimGetter();
+  /** Starts an instance on the shared simulated node and directories (`dir`). */
+  const start = async (
+    podUid: string,
+    publisher: RecordingPublisher,
+    flags: { cleanupOnExit?: boolean } = {},
+  ): Promise<RunningDriver> => {
+    const root = dir as string;
+    const hostPaths = (node as TempSimulatedNode).hostPaths;
+    const config = parseDriverConfig(
+      {
+        nodeName: 'sim-node',
+        kubeletRegistryDir: path.join(root, 'reg'),
+        kubeletPluginsDir: path.join(root, 'plugins'),
+        cdiRoot: path.join(root, 'cdi'),
+        devRoot: hostPaths.devRoot,
+        procRoot: hostPaths.procRoot,
+        sysRoot: hostPaths.sysRoot,
+        driverRoot: hostPaths.driverRoot,
+        httpListen: '127.0.0.1:0',
+        podUid,
+        ...flags,
+      },
+      { KUBERNETES_SERVICE_HOST: 'x' },
+    );
+    const r = await runDriver(config, {
+      logger: silentLogger(),
+      discover: () => discoverInventory({ nvmlLib: fakeNvmlLib(), hostPaths }),
+      claims,
+      publisher,
+      watchDeviceEvents: null,
+    });
+    running.push(r);
+    return r;
+  };
+
+  it('serve on their own sockets, share the claims, publish one at a time, and hand over on stop', async () => {
+    node = await withSimulatedNode('h100-8x');
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-roll-'));
+    dir = root;
+    const pubA = new RecordingPublisher();
+    const a = await start(UID_A, pubA);
+    const pubB = new RecordingPublisher();
+    const b = await start(UID_B, pubB);
+
+    expect(a.plugin.registrationSocket).toBe(path.join(root, 'reg', `${TEST_DRIVER}-${UID_A}-reg.sock`));
+    expect(a.plugin.draSocket).toBe(path.join(root, 'plugins', TEST_DRIVER, `dra-${UID_A}.sock`));
+    expect(b.plugin.registrationSocket).toBe(path.join(root, 'reg', `${TEST_DRIVER}-${UID_B}-reg.sock`));
+    expect(b.plugin.draSocket).toBe(path.join(root, 'plugins', TEST_DRIVER, `dra-${UID_B}.sock`));
+    // A publishes; B stands by, and is ready all the same (the DaemonSet waits for that).
+    expect(pubA.started).toBeDefined();
+    expect(pubB.started).toBeUndefined();
+    expect((await fetch(`http://127.0.0.1:${b.httpAddress?.port ?? 0}/readyz`)).status).toBe(200);
+
+    const viaA = new KubeletClient({
+      draSocket: a.plugin.draSocket,
+      registrationSocket: a.plugin.registrationSocket,
+    });
+    const viaB = new KubeletClient({
+      draSocket: b.plugin.draSocket,
+      registrationSocket: b.plugin.registrationSocket,
+    });
+    try {
+      for (const [uid, device] of [
+        ['roll-1', 'gpu-0'],
+        ['roll-2', 'gpu-1'],
+      ] as const) {
+        claims.set(testClaim({ uid, devices: [{ device, pool: 'sim-node' }] }));
+      }
+      const ref = (uid: string) => ({ uid, namespace: 'default', name: `claim-${uid}` });
+      expect((await viaA.prepare([ref('roll-1')])).claims['roll-1']?.error).toBe('');
+      expect((await viaB.prepare([ref('roll-2')])).claims['roll-2']?.error).toBe('');
+      // Either instance answers for a claim the other prepared.
+      const again = await viaB.prepare([ref('roll-1')]);
+      expect(again.claims['roll-1']?.devices.map((d) => d.device_name)).toEqual(['gpu-0']);
+      expect(b.state.preparedClaimUids()).toEqual(['roll-1', 'roll-2']);
+
+      // A stops (SIGTERM, no --cleanup-on-exit): only its sockets go, nothing is deleted, B takes over.
+      await a.stop();
+      expect(fs.existsSync(a.plugin.registrationSocket)).toBe(false);
+      expect(fs.existsSync(a.plugin.draSocket)).toBe(false);
+      expect(fs.existsSync(b.plugin.registrationSocket)).toBe(true);
+      expect(fs.existsSync(b.plugin.draSocket)).toBe(true);
+      expect(pubA.stopped).toBe(true);
+      expect(pubA.deleted).toBe(false);
+      const deadline = Date.now() + 5_000;
+      while (pubB.started === undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(pubB.started).toBeDefined();
+
+      expect((await viaB.unprepare([ref('roll-1'), ref('roll-2')])).claims).toEqual({
+        'roll-1': { error: '' },
+        'roll-2': { error: '' },
+      });
+      expect(fs.readdirSync(path.join(root, 'cdi'))).toEqual([]);
+    } finally {
+      viaA.close();
+      viaB.close();
+    }
+  });
+
+  it('--cleanup-on-exit removes nothing while another instance runs; the last one cleans up', async () => {
+    node = await withSimulatedNode('h100-8x');
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-roll-'));
+    dir = root;
+    const pubA = new RecordingPublisher();
+    const a = await start(UID_A, pubA, { cleanupOnExit: true });
+    const pubB = new RecordingPublisher();
+    const b = await start(UID_B, pubB, { cleanupOnExit: true });
+    const viaB = new KubeletClient({
+      draSocket: b.plugin.draSocket,
+      registrationSocket: b.plugin.registrationSocket,
+    });
+    try {
+      claims.set(testClaim({ uid: 'keep-1', devices: [{ device: 'gpu-0', pool: 'sim-node' }] }));
+      expect(
+        (await viaB.prepare([{ uid: 'keep-1', namespace: 'default', name: 'claim-keep-1' }])).claims['keep-1']
+          ?.error,
+      ).toBe('');
+    } finally {
+      viaB.close();
+    }
+    const spec = path.join(root, 'cdi', 'k8s.gpu.dra.dev-claim_keep-1.json');
+    const checkpoint = path.join(root, 'plugins', TEST_DRIVER, 'checkpoint.json');
+
+    await a.stop();
+    expect(pubA.deleted).toBe(false);
+    expect(fs.existsSync(spec)).toBe(true);
+    expect(fs.existsSync(checkpoint)).toBe(true);
+    expect(b.state.preparedClaimUids()).toEqual(['keep-1']);
+
+    // Alone now: B's exit removes the slices (it takes over publishing to delete), specs, checkpoint.
+    await b.stop();
+    expect(pubB.deleted).toBe(true);
+    expect(fs.existsSync(spec)).toBe(false);
+    expect(fs.existsSync(checkpoint)).toBe(false);
   });
 });

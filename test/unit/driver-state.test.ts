@@ -3,9 +3,12 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { CdiSpec } from '../../src/cdi/spec.js';
 import { CdiStore } from '../../src/cdi/store.js';
+import { CheckpointStore } from '../../src/checkpoint/store.js';
 import { MemoryClaimGetter } from '../../src/driver/claims.js';
 import {
+  createDeviceState,
   DeviceState,
+  instanceLock,
   readBootId,
   type DeviceStateOptions,
   type InventorySource,
@@ -17,6 +20,7 @@ import {
   testGpu,
   testInventory,
   TEST_DRIVER,
+  TEST_NODE,
   type TestHost,
 } from '../support/driverFixtures.js';
 import type { NodeInventory } from '../../src/nvml/types.js';
@@ -382,5 +386,95 @@ describe('prepare failure paths', () => {
     await state.cleanupAll();
     expect(fs.readdirSync(host.cdiRoot)).toEqual([]);
     expect(fs.existsSync(checkpointFile)).toBe(false);
+  });
+});
+
+describe('two plugin instances on one node (a rolling update)', () => {
+  /** An instance as runDriver builds it: its own lock descriptors, its own in-memory checkpoint. */
+  function instance(): DeviceState {
+    const inventory = testInventory();
+    return createDeviceState({
+      driverName: TEST_DRIVER,
+      nodeName: TEST_NODE,
+      hostPaths: host.hostPaths,
+      cdiRoot: host.cdiRoot,
+      pluginDir: path.join(host.pluginsDir, TEST_DRIVER),
+      inventory: { current: () => inventory },
+      claims: getter,
+      logger: log,
+    });
+  }
+
+  it('each sees what the other prepared and unprepared: no entry lost, no stale holder', async () => {
+    const a = instance();
+    const b = instance();
+    await a.recover();
+    await b.recover();
+    try {
+      await prepareVia(a, 'c1', ['gpu-0']);
+      await prepareVia(b, 'c2', ['gpu-1-mig-1g10gb-19-0']);
+      // A's copy predates c2: writing c3 from it would drop c2.
+      await prepareVia(a, 'c3', ['gpu-1-mig-1g10gb-19-1']);
+      expect(Object.keys(readCheckpoint().claims).sort()).toEqual(['c1', 'c2', 'c3']);
+      // A claim prepared by one is unprepared by the other, as the kubelet may route it.
+      await b.unprepare({ uid: 'c1', namespace: 'default', name: 'claim-c1' }, log);
+      expect(fs.existsSync(specPath('c1'))).toBe(false);
+      // A must see gpu-0 free: its stale copy would name c1, which the API still has, as holder.
+      expect(await prepareVia(a, 'c4', ['gpu-0'])).toEqual(['gpu-0']);
+      // And B must see c4 holding it.
+      getter.set(testClaim({ uid: 'c5', devices: ['gpu-0'] }));
+      await expect(
+        b.prepare(
+          { uid: 'c5', namespace: 'default', name: 'claim-c5' },
+          () => getter.get('default', 'claim-c5'),
+          log,
+        ),
+      ).rejects.toMatchObject({ code: 'DEVICE_IN_USE' });
+      expect(Object.keys(readCheckpoint().claims).sort()).toEqual(['c2', 'c3', 'c4']);
+      expect(a.preparedClaimUids()).toEqual(['c2', 'c3', 'c4']);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  it('a starting instance’s recovery neither rolls back nor sweeps what the running one is preparing', async () => {
+    // A pauses its prepare right after writing the spec, before the checkpoint records the claim:
+    // to a recovery that did not wait, an orphan spec.
+    let paused = (): void => undefined;
+    const atSpec = new Promise<void>((resolve) => (paused = resolve));
+    let release = (): void => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    class PausingCdi extends CdiStore {
+      override async write(fileName: string, spec: CdiSpec): Promise<void> {
+        await super.write(fileName, spec);
+        paused();
+        await held;
+      }
+    }
+    const checkpoint = new CheckpointStore(checkpointFile, log);
+    const a = testDeviceState(host, {
+      claims: getter,
+      cdi: new PausingCdi(host.cdiRoot, TEST_DRIVER),
+      checkpoint,
+      lock: instanceLock(path.join(host.pluginsDir, TEST_DRIVER), checkpoint, log),
+    });
+    await a.recover();
+    const b = instance();
+    try {
+      const prepared = prepareVia(a, 'c1', ['gpu-0']);
+      await atSpec;
+      const recovering = b.recover();
+      await new Promise((r) => setTimeout(r, 50));
+      release();
+      await prepared;
+      const report = await recovering;
+      expect(report.orphansRemoved).toEqual([]);
+      expect(fs.existsSync(specPath('c1'))).toBe(true);
+      expect(b.preparedClaimUids()).toEqual(['c1']);
+    } finally {
+      a.close();
+      b.close();
+    }
   });
 });
