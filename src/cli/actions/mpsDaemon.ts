@@ -154,7 +154,6 @@ export async function runMpsDaemon(flags: MpsDaemonFlags): Promise<void> {
     if (stopping) return;
     stopping = true;
     log(`${signal}: asking the control daemon to quit`);
-    fs.rmSync(dirs.ready, { force: true });
     await runTool(control, [], { env, input: 'quit\n', timeoutMs: TOOL_TIMEOUT_MS }).catch((err: unknown) => {
       log(`quit failed: ${errorMessage(err)}`);
     });
@@ -166,6 +165,9 @@ export async function runMpsDaemon(flags: MpsDaemonFlags): Promise<void> {
         log(`umount failed: ${errorMessage(err)}`);
       });
     }
+    // Only now: the plugin removes this directory (the pipes with it) and resets the GPU's
+    // compute mode once `ready` is gone, so it must outlast the quit and the daemon's exit.
+    fs.rmSync(dirs.ready, { force: true });
     log('stopped');
     logFile.end();
     process.exit(0);
