@@ -7,7 +7,7 @@ import { cdiEnvName, FakePlugin, writeCdiSpec } from './support/fakePlugin.js';
 import { useCluster } from './support/fixture.js';
 import { preparedContainers } from './support/node.js';
 import { eventually } from './support/wait.js';
-import { createNamespace } from './support/workloads.js';
+import { createNamespace, createDriverDeviceClass } from './support/workloads.js';
 
 const DRIVER = 'fake.dra.dev';
 const NODE = 'node-b';
@@ -45,12 +45,7 @@ describe('kubelet-dra harness', () => {
       10_000,
     );
 
-    await resource.createDeviceClass({
-      body: {
-        metadata: { name: 'fake' },
-        spec: { selectors: [{ cel: { expression: `device.driver == "${DRIVER}"` } }] },
-      },
-    });
+    await createDriverDeviceClass(resource, 'fake', DRIVER);
     await resource.createResourceSlice({
       body: {
         metadata: { name: `${NODE}-fake` },

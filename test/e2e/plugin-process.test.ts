@@ -11,7 +11,12 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
-import { createNamespace, createPodWithClaims, oneDeviceTemplate } from './support/workloads.js';
+import {
+  createNamespace,
+  createPodWithClaims,
+  oneDeviceTemplate,
+  createDriverDeviceClass,
+} from './support/workloads.js';
 import { preparedContainers, type NodeHarness } from './support/node.js';
 import { httpGet } from './support/process.js';
 import { driverProcesses, type DriverProcess } from './support/driverProcess.js';
@@ -31,12 +36,7 @@ describe('the driver process: readiness, SIGTERM, --cleanup-on-exit', () => {
   beforeAll(async () => {
     core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
     resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
-    await resource.createDeviceClass({
-      body: {
-        metadata: { name: `gpu.${DRIVER}` },
-        spec: { selectors: [{ cel: { expression: `device.driver == "${DRIVER}"` } }] },
-      },
-    });
+    await createDriverDeviceClass(resource, `gpu.${DRIVER}`, DRIVER);
     await createNamespace(core, NS);
     sim = await createSimulatedNode('h100-8x', fx.tempDir('gdra-e2e-proc-'), { libPath: fakeNvmlLib() });
     node = await fx.startNode(NODE);

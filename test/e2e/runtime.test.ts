@@ -19,7 +19,12 @@ import { createLogger } from '../../src/util/log.js';
 import { buildContainerRootfs, sharedLibraries, type OciLikeSpec } from '../support/runtime.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
-import { createNamespace, createPodWithClaims, oneDeviceTemplate } from './support/workloads.js';
+import {
+  createNamespace,
+  createPodWithClaims,
+  oneDeviceTemplate,
+  createDriverDeviceClass,
+} from './support/workloads.js';
 import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
 
 const DRIVER = 'gpu.dra.dev';
@@ -55,12 +60,7 @@ describe('the container a runtime builds from the injected OCI spec', () => {
     const c = fx.cluster;
     const core = c.kubeConfig.makeApiClient(CoreV1Api);
     const resource = c.kubeConfig.makeApiClient(ResourceV1Api);
-    await resource.createDeviceClass({
-      body: {
-        metadata: { name: `gpu.${DRIVER}` },
-        spec: { selectors: [{ cel: { expression: `device.driver == "${DRIVER}"` } }] },
-      },
-    });
+    await createDriverDeviceClass(resource, `gpu.${DRIVER}`, DRIVER);
     await createNamespace(core, NS);
 
     sim = await createSimulatedNode('h100-8x', fx.tempDir('gdra-e2e-rt-'), { libPath: fakeNvmlLib() });

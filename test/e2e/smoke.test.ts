@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { useCluster } from './support/fixture.js';
 import { peersLog } from './support/peers.js';
 import { eventually } from './support/wait.js';
-import { createNamespace } from './support/workloads.js';
+import { createNamespace, createDriverDeviceClass } from './support/workloads.js';
 
 const DRIVER = 'gpu.dra.dev';
 const NODE = 'node-a';
@@ -21,12 +21,7 @@ describe('e2e fixtures smoke test', () => {
     const core = c.kubeConfig.makeApiClient(CoreV1Api);
     const resource = c.kubeConfig.makeApiClient(ResourceV1Api);
 
-    await resource.createDeviceClass({
-      body: {
-        metadata: { name: 'gpu-smoke' },
-        spec: { selectors: [{ cel: { expression: `device.driver == "${DRIVER}"` } }] },
-      },
-    });
+    await createDriverDeviceClass(resource, 'gpu-smoke', DRIVER);
 
     // The harness wipes this node's ResourceSlices at start-up: publish only after `ready`.
     const nodeStart = Date.now();

@@ -16,7 +16,12 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
-import { createNamespace, createPodWithClaims, oneDeviceTemplate } from './support/workloads.js';
+import {
+  createNamespace,
+  createPodWithClaims,
+  oneDeviceTemplate,
+  createDriverDeviceClass,
+} from './support/workloads.js';
 import { preparedContainers, type KubeletEvent, type NodeHarness } from './support/node.js';
 import { driverProcesses, type DriverProcess } from './support/driverProcess.js';
 import { sleep } from './support/process.js';
@@ -43,12 +48,7 @@ describe('upgrade with no gap: two plugin instances side by side (--pod-uid)', (
   beforeAll(async () => {
     core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
     resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
-    await resource.createDeviceClass({
-      body: {
-        metadata: { name: `gpu.${DRIVER}` },
-        spec: { selectors: [{ cel: { expression: `device.driver == "${DRIVER}"` } }] },
-      },
-    });
+    await createDriverDeviceClass(resource, `gpu.${DRIVER}`, DRIVER);
     await createNamespace(core, NS);
     sim = await createSimulatedNode('h100-8x', fx.tempDir('gdra-e2e-upgrade-'), { libPath: fakeNvmlLib() });
     node = await fx.startNode(NODE);

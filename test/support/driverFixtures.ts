@@ -11,7 +11,7 @@ import { CdiStore } from '../../src/cdi/store.js';
 import { CheckpointStore } from '../../src/checkpoint/store.js';
 import { DeviceState, type DeviceStateOptions } from '../../src/driver/state.js';
 import { silentLogger } from '../../src/util/log.js';
-import type { GpuDevice, MigDevice, NodeInventory } from '../../src/nvml/types.js';
+import type { GpuDevice, GpuFailure, MigDevice, NodeInventory } from '../../src/nvml/types.js';
 import type {
   DeviceAllocationConfiguration,
   DeviceRequestAllocationResult,
@@ -214,4 +214,13 @@ export function testDeviceState(host: TestHost, options: Partial<DeviceStateOpti
     logger,
     ...options,
   });
+}
+
+/** `inv` with GPU `failure.index` replaced by the failure, as discovery reports a lost GPU. */
+export function withFailure(inv: NodeInventory, failure: GpuFailure): NodeInventory {
+  return {
+    ...inv,
+    gpus: inv.gpus.filter((g) => g.index !== failure.index),
+    failures: [...inv.failures, failure],
+  };
 }

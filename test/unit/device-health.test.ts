@@ -13,18 +13,9 @@ import {
 } from '../../src/resourceslice/gpuHealth.js';
 import { buildDevices } from '../../src/resourceslice/model.js';
 import { silentLogger } from '../../src/util/log.js';
-import { TEST_DRIVER, testGpu, testInventory, testMig } from '../support/driverFixtures.js';
+import { TEST_DRIVER, testGpu, testInventory, testMig, withFailure } from '../support/driverFixtures.js';
 
 const LOST: GpuFailure = { index: 1, error: 'nvmlDeviceGetUUID failed: GPU is lost', code: 'GPU_IS_LOST' };
-
-/** testInventory() with GPU `index` replaced by a failure, as discovery reports a lost GPU. */
-function withFailure(inv: NodeInventory, failure: GpuFailure): NodeInventory {
-  return {
-    ...inv,
-    gpus: inv.gpus.filter((g) => g.index !== failure.index),
-    failures: [...inv.failures, failure],
-  };
-}
 
 describe('carryUnhealthyGpus', () => {
   it('keeps a lost GPU (here in MIG mode) with its last-known devices, each tainted gpu-lost NoSchedule', () => {

@@ -3,7 +3,7 @@
 // health() / onHealthChange() that feed the stream (src/node/deviceMonitor.ts).
 import { describe, expect, it } from 'vitest';
 import { DeviceMonitor } from '../../src/node/deviceMonitor.js';
-import type { GpuFailure, NodeInventory } from '../../src/nvml/types.js';
+import type { NodeInventory } from '../../src/nvml/types.js';
 import { carryUnhealthyGpus, publishedDeviceNames } from '../../src/resourceslice/gpuHealth.js';
 import {
   describeXid,
@@ -13,20 +13,12 @@ import {
   type XidRecord,
 } from '../../src/resourceslice/healthReport.js';
 import { silentLogger } from '../../src/util/log.js';
-import { TEST_DRIVER, testInventory } from '../support/driverFixtures.js';
+import { TEST_DRIVER, testInventory, withFailure } from '../support/driverFixtures.js';
 import { h100Gpu, inventoryFixture, withMig } from '../support/inventoryFixture.js';
 
 const AT = Date.UTC(2026, 6, 30, 10, 0, 0);
 const healthy = (inv: NodeInventory) => ({ inventory: inv, taints: {}, unhealthy: [] });
 const byDevice = (entries: DeviceHealthEntry[]) => new Map(entries.map((e) => [e.device, e]));
-
-function withFailure(inv: NodeInventory, failure: GpuFailure): NodeInventory {
-  return {
-    ...inv,
-    gpus: inv.gpus.filter((g) => g.index !== failure.index),
-    failures: [...inv.failures, failure],
-  };
-}
 
 describe('deviceHealth', () => {
   it('reports every published device HEALTHY with no message when nothing is wrong', () => {

@@ -134,6 +134,20 @@ export async function createAllocatedClaim(resource: ResourceV1Api, c: Allocated
  * deploy/deviceclass.yaml defines them for gpu.dra.dev (`gpu.gpu.dra.dev`, `mig.gpu.dra.dev`)
  * and NVIDIA's chart for gpu.nvidia.com (`gpu.nvidia.com`, `mig.nvidia.com`): type → class name.
  */
+/** A DeviceClass `name` selecting every device of `driver`. */
+export async function createDriverDeviceClass(
+  resource: ResourceV1Api,
+  name: string,
+  driver: string,
+): Promise<void> {
+  await resource.createDeviceClass({
+    body: {
+      metadata: { name },
+      spec: { selectors: [{ cel: { expression: `device.driver == "${driver}"` } }] },
+    },
+  });
+}
+
 export async function createTypedDeviceClasses(
   resource: ResourceV1Api,
   driver: string,
