@@ -224,3 +224,13 @@ export function withFailure(inv: NodeInventory, failure: GpuFailure): NodeInvent
     failures: [...inv.failures, failure],
   };
 }
+
+/** A `discover` that answers from `queue` in order (an Error is thrown), then fails. */
+export function discoverFrom(queue: (NodeInventory | Error)[]): () => NodeInventory {
+  return () => {
+    const next = queue.shift();
+    if (!next) throw new Error('no more discoveries');
+    if (next instanceof Error) throw next;
+    return next;
+  };
+}

@@ -13,7 +13,14 @@ import {
 } from '../../src/resourceslice/gpuHealth.js';
 import { buildDevices } from '../../src/resourceslice/model.js';
 import { silentLogger } from '../../src/util/log.js';
-import { TEST_DRIVER, testGpu, testInventory, testMig, withFailure } from '../support/driverFixtures.js';
+import {
+  TEST_DRIVER,
+  testGpu,
+  testInventory,
+  testMig,
+  withFailure,
+  discoverFrom,
+} from '../support/driverFixtures.js';
 
 const LOST: GpuFailure = { index: 1, error: 'nvmlDeviceGetUUID failed: GPU is lost', code: 'GPU_IS_LOST' };
 
@@ -105,12 +112,7 @@ describe('DeviceMonitor', () => {
     const checks: string[] = [];
     const m = new DeviceMonitor({
       initial: testInventory(),
-      discover: () => {
-        const next = discoveries.shift();
-        if (!next) throw new Error('no more discoveries');
-        if (next instanceof Error) throw next;
-        return next;
-      },
+      discover: discoverFrom(discoveries),
       driverName: TEST_DRIVER,
       intervalMs: 0,
       minRefreshIntervalMs,

@@ -13,7 +13,7 @@ import {
   type XidRecord,
 } from '../../src/resourceslice/healthReport.js';
 import { silentLogger } from '../../src/util/log.js';
-import { TEST_DRIVER, testInventory, withFailure } from '../support/driverFixtures.js';
+import { TEST_DRIVER, testInventory, withFailure, discoverFrom } from '../support/driverFixtures.js';
 import { h100Gpu, inventoryFixture, withMig } from '../support/inventoryFixture.js';
 
 const AT = Date.UTC(2026, 6, 30, 10, 0, 0);
@@ -129,12 +129,7 @@ describe('DeviceMonitor health', () => {
     let notified = 0;
     const m = new DeviceMonitor({
       initial: testInventory(),
-      discover: () => {
-        const next = discoveries.shift();
-        if (!next) throw new Error('no more discoveries');
-        if (next instanceof Error) throw next;
-        return next;
-      },
+      discover: discoverFrom(discoveries),
       driverName: TEST_DRIVER,
       intervalMs: 0,
       minRefreshIntervalMs: 0,
