@@ -18,6 +18,8 @@ import type {
 } from './proto.js';
 import type { DeviceState, PreparedDevice } from '../driver/state.js';
 import { forEachLimited } from '../util/limit.js';
+import { shorten } from '../util/shorten.js';
+import { isValidClaimUid } from '../cdi/spec.js';
 
 /** The metrics the DRA service records; the process (node/metrics.ts) registers and serves them. */
 export interface DraServiceMetrics {
@@ -50,13 +52,8 @@ function claimWhere(ref: ClaimRef): string {
   return `${shown(ref.namespace)}/${shown(ref.name)}`;
 }
 
-/**
- * A value from the request, for a message or a log line: cut to 80 characters (saying how long
- * it was), so that an oversized field cannot blow up the reply past the kubelet's 4 MiB limit.
- */
-function shown(value: string): string {
-  return value.length <= 80 ? value : `${value.slice(0, 64)}…(${String(value.length)} characters)`;
-}
+/** A value from the request, for a message or a log line: cut so it cannot blow up the reply. */
+const shown = (value: string): string => shorten(value);
 
 /**
  * Claims of one call in progress at once: enough for concurrent prepares to share checkpoint
@@ -72,6 +69,8 @@ function claimLogger(logger: Logger, ref: ClaimRef): Logger {
 
 /** Kubernetes limits: a namespace is a DNS label, a name a DNS subdomain, a UID a UUID. */
 const REF_LIMITS = { uid: 36, namespace: 63, name: 253 } as const;
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /** Checked before anything else, the API call included. */
 function checkRef(ref: ClaimRef): void {
@@ -87,6 +86,31 @@ function checkRef(ref: ClaimRef): void {
       throw new GpuDraError(
         'CLAIM_REF_INVALID',
         `claim reference ${field} is ${String(ref[field].length)} characters, over the Kubernetes limit of ${String(max)}`,
+        { claimUid: shown(ref.uid) },
+      );
+    }
+  }
+}
+
+/**
+ * Prepare only, before its API call, which puts namespace and name in the URL path: `..` or a
+ * slash there would address another object. (Unprepare makes no call; an unknown ref is a no-op.)
+ */
+function checkRefForApi(ref: ClaimRef): void {
+  // Before the names: a bad UID says so, as the state's own check would.
+  if (!isValidClaimUid(ref.uid)) {
+    throw new GpuDraError('CLAIM_UID_INVALID', `invalid claim UID ${JSON.stringify(ref.uid)}`, {
+      claimUid: ref.uid,
+    });
+  }
+  for (const [field, pattern, what] of [
+    ['namespace', DNS_LABEL, 'a DNS label'],
+    ['name', DNS_SUBDOMAIN, 'a DNS subdomain'],
+  ] as const) {
+    if (!pattern.test(ref[field])) {
+      throw new GpuDraError(
+        'CLAIM_REF_INVALID',
+        `claim reference ${field} ${JSON.stringify(shown(ref[field]))} is not ${what} (lowercase letters, digits, '-'${field === 'name' ? ", '.'" : ''})`,
         { claimUid: shown(ref.uid) },
       );
     }
@@ -113,6 +137,7 @@ export class DraService {
       const clog = claimLogger(logger, ref);
       try {
         checkRef(ref);
+        checkRefForApi(ref);
         const devices = await this.opts.state.prepare(
           ref,
           () => this.opts.claims.get(ref.namespace, ref.name),
