@@ -40,6 +40,7 @@
 import * as z from 'zod';
 import type { MpsSettings, SharingSettings } from '../sharing/settings.js';
 import { GpuDraError } from '../util/errors.js';
+import { shorten, shownJson } from '../util/shorten.js';
 import type { DeviceAllocationConfiguration, DeviceRequestAllocationResult } from '../api/resource.js';
 import { deviceLabel, type PlanDevice } from './deviceNames.js';
 
@@ -101,13 +102,16 @@ const pinnedLimitSchema = z
   .transform((value, ctx) => {
     const quantity = String(value);
     if (!QUANTITY.test(quantity)) {
-      ctx.addIssue({ code: 'custom', message: `must be a Kubernetes quantity, e.g. 10Gi (got ${quantity})` });
+      ctx.addIssue({
+        code: 'custom',
+        message: `must be a Kubernetes quantity, e.g. 10Gi (got ${shorten(quantity)})`,
+      });
       return z.NEVER;
     }
     if (!(quantityMiB(quantity) >= 1)) {
       ctx.addIssue({
         code: 'custom',
-        message: `${quantity} is less than 1Mi: MPS takes pinned-memory limits in whole MiB`,
+        message: `${shorten(quantity)} is less than 1Mi: MPS takes pinned-memory limits in whole MiB`,
       });
       return z.NEVER;
     }
@@ -233,14 +237,20 @@ export interface ConfigIssue {
   readonly message: string;
 }
 
+const MAX_LISTED_ISSUES = 10;
+
 /** One or more opaque parameters are invalid; `issues` names each bad field. */
 export class OpaqueConfigError extends GpuDraError {
   readonly issues: readonly ConfigIssue[];
 
   constructor(issues: readonly ConfigIssue[]) {
+    // The message ends up in the kubelet's reply and the pod's events: a config with thousands of
+    // bad fields lists the first few and counts the rest.
+    const listed = issues.slice(0, MAX_LISTED_ISSUES).map((i) => `${i.path}: ${i.message}`);
+    const more = issues.length - listed.length;
     super(
       'OPAQUE_CONFIG_INVALID',
-      `invalid opaque config: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`,
+      `invalid opaque config: ${listed.join('; ')}${more > 0 ? `; and ${String(more)} more` : ''}`,
     );
     this.issues = issues;
   }
@@ -254,8 +264,9 @@ function joinPath(prefix: string, segments: readonly PropertyKey[]): string {
   let previous: PropertyKey | undefined;
   for (const seg of segments) {
     if (typeof seg === 'number') out += `[${seg}]`;
-    else if (previous !== undefined && MAP_FIELDS.has(previous)) out += `[${JSON.stringify(String(seg))}]`;
-    else out += `${out ? '.' : ''}${String(seg)}`;
+    else if (previous !== undefined && MAP_FIELDS.has(previous))
+      out += `[${JSON.stringify(shorten(String(seg)))}]`;
+    else out += `${out ? '.' : ''}${shorten(String(seg))}`;
     previous = seg;
   }
   return out;
@@ -310,7 +321,7 @@ export function validateOpaqueParameters(
   if (!isApiVersion(apiVersion)) {
     issues.push({
       path: `${prefix}.apiVersion`,
-      message: `must be ${CONFIG_API_VERSIONS.join(' or ')} (got ${JSON.stringify(apiVersion)})`,
+      message: `must be ${CONFIG_API_VERSIONS.join(' or ')} (got ${shownJson(apiVersion)})`,
     });
   }
   if (kind === 'VfioDeviceConfig') {
@@ -321,7 +332,7 @@ export function validateOpaqueParameters(
   } else if (!isKind(kind)) {
     issues.push({
       path: `${prefix}.kind`,
-      message: `must be one of ${CONFIG_KINDS.join(', ')} (got ${JSON.stringify(kind)})`,
+      message: `must be one of ${CONFIG_KINDS.join(', ')} (got ${shownJson(kind)})`,
     });
   }
   if (issues.length > 0 || !isApiVersion(apiVersion) || !isKind(kind)) return { ok: false, issues };
@@ -536,15 +547,15 @@ function mpsIssues(
   }
   const keyOf = new Map<number, string>();
   for (const [key, limit] of Object.entries(mps.defaultPerDevicePinnedMemoryLimit ?? {})) {
-    const path = `${perDeviceField}[${JSON.stringify(key)}]`;
+    const path = `${perDeviceField}[${JSON.stringify(shorten(key))}]`;
     const index = deviceForKey(key, devices);
     const uuids = devices.map(deviceLabel).join(', ');
     if (index === undefined) {
       issues.push({
         path,
         message: DEVICE_INDEX.test(key)
-          ? `device index ${key} is out of range: this config applies to ${String(devices.length)} device(s) of the claim, index 0..${String(devices.length - 1)} in allocation order (${uuids})`
-          : `${key} is not a device this config applies to in the claim (${uuids})`,
+          ? `device index ${shorten(key)} is out of range: this config applies to ${String(devices.length)} device(s) of the claim, index 0..${String(devices.length - 1)} in allocation order (${uuids})`
+          : `${shorten(key)} is not a device this config applies to in the claim (${uuids})`,
       });
       continue;
     }
@@ -553,7 +564,7 @@ function mpsIssues(
       // Two limits for one device: NVIDIA would pick one at random (map order).
       issues.push({
         path,
-        message: `names the same device as key ${JSON.stringify(earlier)} (${devices[index] ? deviceLabel(devices[index]) : ''}); give one`,
+        message: `names the same device as key ${JSON.stringify(shorten(earlier))} (${devices[index] ? deviceLabel(devices[index]) : ''}); give one`,
       });
       continue;
     }
@@ -577,7 +588,7 @@ function mpsIssues(
   for (const [path, { limit, devices: on }] of tooBig) {
     issues.push({
       path,
-      message: `${limit} is more than the memory of the device it limits: ${on.join(', ')}`,
+      message: `${shorten(limit)} is more than the memory of the device it limits: ${on.join(', ')}`,
     });
   }
   if (mps.multiUser === true) {

@@ -117,9 +117,15 @@ function checkRefForApi(ref: ClaimRef): void {
   }
 }
 
+/**
+ * A claim's error text at most: the kubelet takes 4 MiB per reply, for every claim of the call,
+ * and shows the text in the pod's events; a message this long was built from input anyway.
+ */
+const MAX_ERROR_MESSAGE = 4096;
+
 /** The claim's error string the kubelet shows in the pod's events: where, the code, why. */
 function claimErrorText(verb: string, ref: ClaimRef, err: GpuDraError): string {
-  return `${verb} claim ${claimWhere(ref)} (${shown(ref.uid)}): ${err.code}: ${err.message}`;
+  return `${verb} claim ${claimWhere(ref)} (${shown(ref.uid)}): ${err.code}: ${shorten(err.message, MAX_ERROR_MESSAGE)}`;
 }
 
 export class DraService {
