@@ -22,7 +22,7 @@
  *
  *   <mps settings>:
  *     defaultActiveThreadPercentage: 0..100
- *     defaultPinnedDeviceMemoryLimit: <quantity>           # at least 1Mi; applied in whole MiB
+ *     defaultPinnedDeviceMemoryLimit: <quantity>           # 1Mi to below 2^63 bytes; applied in whole MiB
  *     defaultPerDevicePinnedMemoryLimit: { <key>: <quantity> }
  *       # key: index among the devices this config applies to in the claim (allocation order),
  *       # or the GPU-/MIG- UUID of one of them; overrides the default for that device
@@ -79,6 +79,11 @@ const QUANTITY_SCALE: Readonly<Record<string, number>> = {
   Ei: 2 ** 60,
 };
 const MIB = 2 ** 20;
+/**
+ * No pinned-memory limit can be above this: Kubernetes' Quantity.Value() and NVIDIA's driver hold
+ * bytes in an int64, so a larger quantity would overflow there (and is more than any GPU has).
+ */
+const MAX_PINNED_BYTES = 2 ** 63;
 
 /** A quantity (already matching QUANTITY) in bytes; Infinity when it is too large to hold. */
 export function quantityBytes(quantity: string): number {
@@ -112,6 +117,13 @@ const pinnedLimitSchema = z
       ctx.addIssue({
         code: 'custom',
         message: `${shorten(quantity)} is less than 1Mi: MPS takes pinned-memory limits in whole MiB`,
+      });
+      return z.NEVER;
+    }
+    if (!(quantityBytes(quantity) < MAX_PINNED_BYTES)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `${shorten(quantity)} is more than any GPU's memory (at most 2^63 bytes, where int64 quantities overflow)`,
       });
       return z.NEVER;
     }
