@@ -213,6 +213,15 @@ function checkRecordedIdentity(ref: ClaimIdentity, entry: Pick<CheckpointClaim, 
   );
 }
 
+/**
+ * The checkpoint's entry for a UID, if it has one of its own: a UID such as `constructor` or
+ * `toString` (valid, if no real UID) would otherwise find Object.prototype's member and read as
+ * a claim prepared under another name.
+ */
+function recordedClaim<T>(claims: Readonly<Record<string, T>>, uid: string): T | undefined {
+  return Object.hasOwn(claims, uid) ? claims[uid] : undefined;
+}
+
 function claimLabel(entry: Pick<CheckpointClaim, 'namespace' | 'name'>, uid: string): string {
   return entry.namespace || entry.name ? `${entry.namespace}/${entry.name} (${uid})` : uid;
 }
@@ -511,7 +520,7 @@ export class DeviceState {
     }
     return this.exclusive(() =>
       this.claimLocks.run(ref.uid, async () => {
-        const existing = this.opts.checkpoint.current().claims[ref.uid];
+        const existing = recordedClaim(this.opts.checkpoint.current().claims, ref.uid);
         if (existing) checkRecordedIdentity(ref, existing);
         if (existing && claimState(existing) === 'PrepareCompleted') {
           await this.ensureSpecFile(ref.uid, existing, logger);
@@ -902,7 +911,7 @@ export class DeviceState {
     if (!isValidClaimUid(ref.uid)) return Promise.resolve(); // never ours: we only record valid UIDs
     return this.exclusive(() =>
       this.claimLocks.run(ref.uid, async () => {
-        const entry = this.opts.checkpoint.current().claims[ref.uid];
+        const entry = recordedClaim(this.opts.checkpoint.current().claims, ref.uid);
         if (entry) checkRecordedIdentity(ref, entry);
         if (!entry) {
           // A spec without an entry can only be debris from a crash between steps: remove it too.
@@ -931,7 +940,7 @@ export class DeviceState {
       // recovery rolls back (undoing again), never a completed claim whose sharing is gone.
       if (claimState(entry) === 'PrepareCompleted') {
         await this.opts.checkpoint.update((doc) => {
-          const current = doc.claims[uid];
+          const current = recordedClaim(doc.claims, uid);
           if (current) doc.claims[uid] = { ...current, state: 'UnprepareStarted' };
         });
       }
@@ -1049,7 +1058,7 @@ export class DeviceState {
       );
     if (unchanged) return;
     await this.opts.checkpoint.update((doc) => {
-      const current = doc.claims[uid];
+      const current = recordedClaim(doc.claims, uid);
       if (!current) return;
       // Older versions stored the spec itself; the entry now names the file and device IDs only.
       const rest = Object.fromEntries(Object.entries(current).filter(([key]) => key !== 'cdiSpec'));

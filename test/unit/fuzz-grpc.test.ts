@@ -375,6 +375,17 @@ describe('dra.sock under fuzzed calls', () => {
     await stillServing();
   });
 
+  it('prepares and unprepares claims whose UIDs are Object.prototype member names', async () => {
+    // Valid UIDs by the pattern; the checkpoint once read them as claims prepared under another name.
+    for (const uid of ['constructor', 'toString', 'valueOf', 'hasOwnProperty']) {
+      const ref = { uid, namespace: 'default', name: uid.toLowerCase() };
+      getter.inner.set(testClaim({ uid, name: ref.name, devices: ['gpu-0'] }));
+      const prepared = await v1.prepare([ref]);
+      expect(prepared.claims[uid]).toMatchObject({ error: '', devices: [{ device_name: 'gpu-0' }] });
+      expect((await v1.unprepare([ref])).claims[uid]).toEqual({ error: '' });
+    }
+  });
+
   it('answers raw protobuf with unknown fields, wrong wire types and random bytes with a status or a reply', async () => {
     // A client that sends bytes as they are, where the typed client could not.
     const Raw = grpc.makeGenericClientConstructor(
