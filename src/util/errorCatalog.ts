@@ -23,7 +23,7 @@ export const ERROR_CATALOG = {
   },
   CLAIM_REF_INVALID: {
     means:
-      "a claim reference lacks uid, namespace or name, is over a Kubernetes limit, or isn't its UID's claim",
+      "a claim reference lacks uid, namespace or name, is over a Kubernetes limit, is no valid Kubernetes name, or isn't its UID's claim",
     action: 'a kubelet bug or a foreign client on dra.sock; check who talks to the socket',
   },
   CLAIM_UID_INVALID: {
