@@ -5,6 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../util/log.js';
+import { shorten } from '../util/shorten.js';
 import { PLUGIN_TYPE_DRA, type PluginInfo, type RegistrationStatus } from './proto.js';
 
 export interface RegistrationState {
@@ -13,6 +14,9 @@ export interface RegistrationState {
   readonly error?: string;
   readonly at?: Date;
 }
+
+/** The kubelet's own messages are a line or two; anything past this is kept as its length. */
+const MAX_ERROR = 1024;
 
 export class RegistrationService {
   private state: RegistrationState = {};
@@ -60,7 +64,10 @@ export class RegistrationService {
         call: grpc.ServerUnaryCall<RegistrationStatus, Record<string, never>>,
         callback: grpc.sendUnaryData<Record<string, never>>,
       ) => {
-        const { plugin_registered: registered, error } = call.request;
+        const { plugin_registered: registered } = call.request;
+        // Cut: it is echoed in the status details, which travel in HTTP/2 trailers; a 1 MB one
+        // overflowed them and the call hung until its deadline.
+        const error = shorten(call.request.error, MAX_ERROR);
         this.state = { registered, error, at: new Date() };
         for (const l of this.listeners) l(this.state);
         if (registered) {

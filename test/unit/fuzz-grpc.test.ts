@@ -440,6 +440,26 @@ describe('dra.sock under fuzzed calls', () => {
     await stillServing();
   });
 
+  it('answers a registration status with a 1 MB error briefly, and keeps serving', async () => {
+    const reg = new KubeletClient({
+      draSocket: plugin.draSocket,
+      registrationSocket: plugin.registrationSocket,
+      timeoutMs: DEADLINE_MS,
+    });
+    try {
+      const huge = `${MARK}${'e'.repeat(1_000_000)}`;
+      const err = await reg.notifyRegistrationStatus({ plugin_registered: false, error: huge }).then(
+        () => undefined,
+        (e: unknown) => e as grpc.ServiceError,
+      );
+      expect(err?.code).toBe(grpc.status.UNKNOWN);
+      expect(err?.details).toMatch(/^registration failed: fuzzesce+…\(1000007 characters\)$/);
+      expect(await reg.getInfo()).toMatchObject({ name: TEST_DRIVER });
+    } finally {
+      reg.close();
+    }
+  });
+
   it('survives garbage written straight to the socket', async () => {
     let tried = 0;
     await fc.assert(
