@@ -36,6 +36,7 @@
  */
 import path from 'node:path';
 import { underRoot, type HostPaths } from '../util/hostPaths.js';
+import { isValidClaimUid } from '../util/kubeNames.js';
 import type { GpuDevice, MigDevice } from '../nvml/types.js';
 import { naturalCompare } from '../util/naturalCompare.js';
 import { GpuDraError } from '../util/errors.js';
@@ -137,12 +138,6 @@ export function claimSpecFilePrefix(driverName: string): string {
 }
 export function claimSpecFileName(driverName: string, claimUid: string): string {
   return `${claimSpecFilePrefix(driverName)}${claimUid}.json`;
-}
-
-/** Kubernetes UIDs are UUIDs; accept DNS-label-like strings, never anything with `/` or `.`. */
-const CLAIM_UID = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
-export function isValidClaimUid(uid: string): boolean {
-  return CLAIM_UID.test(uid);
 }
 
 export interface CdiClaimDevice {

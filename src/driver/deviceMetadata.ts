@@ -20,6 +20,7 @@
  * request name, never after the claim's name; names that end up in a container path are
  * checked against the API's own rules first.
  */
+import { isDnsLabel, isDnsSubdomain } from '../util/kubeNames.js';
 import path from 'node:path';
 import { GpuDraError } from '../util/errors.js';
 import { naturalCompare } from '../util/naturalCompare.js';
@@ -45,9 +46,6 @@ export interface MetadataClaim {
   readonly podClaimName?: string | undefined;
 }
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-
 function refuse(claim: MetadataClaim, what: string, value: string): never {
   throw new GpuDraError(
     'DEVICE_METADATA_FAILED',
@@ -63,9 +61,9 @@ export function metadataFileName(driverName: string): string {
 
 /** Where a container finds the request's file; throws on a name the API would not allow. */
 export function metadataContainerPath(driverName: string, claim: MetadataClaim, request: string): string {
-  if (!DNS_LABEL.test(request)) refuse(claim, 'request', request);
+  if (!isDnsLabel(request)) refuse(claim, 'request', request);
   if (claim.podClaimName) {
-    if (!DNS_LABEL.test(claim.podClaimName)) refuse(claim, 'pod claim name', claim.podClaimName);
+    if (!isDnsLabel(claim.podClaimName)) refuse(claim, 'pod claim name', claim.podClaimName);
     return path.posix.join(
       METADATA_CONTAINER_DIR,
       'resourceclaimtemplates',
@@ -74,7 +72,7 @@ export function metadataContainerPath(driverName: string, claim: MetadataClaim, 
       metadataFileName(driverName),
     );
   }
-  if (!DNS_SUBDOMAIN.test(claim.name)) refuse(claim, 'claim name', claim.name);
+  if (!isDnsSubdomain(claim.name)) refuse(claim, 'claim name', claim.name);
   return path.posix.join(
     METADATA_CONTAINER_DIR,
     'resourceclaims',

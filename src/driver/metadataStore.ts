@@ -12,7 +12,7 @@ import fsp from 'node:fs/promises';
 import { atomicWriteFile, readDirIfExists } from '../util/atomicWrite.js';
 import { errorMessage, GpuDraError } from '../util/errors.js';
 import { underRoot } from '../util/hostPaths.js';
-import { isValidClaimUid } from '../cdi/spec.js';
+import { isValidClaimUid } from '../util/kubeNames.js';
 import type { MetadataFile } from './deviceMetadata.js';
 
 export class MetadataStore {

@@ -39,11 +39,11 @@ import {
   claimDeviceKey,
   claimDeviceNodes,
   claimSpecFileName,
-  isValidClaimUid,
   type ClaimCdiInput,
   type ClaimCdiSpec,
   type DriverFiles,
 } from '../cdi/spec.js';
+import { isValidClaimUid } from '../util/kubeNames.js';
 import { inspectDeviceNodes, readCharDeviceMajors, scanDriverFiles } from '../cdi/host.js';
 import { CdiStore } from '../cdi/store.js';
 import { CheckpointStore, type LoadStatus, type ReadonlyCheckpointClaim } from '../checkpoint/store.js';

@@ -19,7 +19,7 @@ import type {
 import type { DeviceState, PreparedDevice } from '../driver/state.js';
 import { forEachLimited } from '../util/limit.js';
 import { shorten } from '../util/shorten.js';
-import { isValidClaimUid } from '../cdi/spec.js';
+import { isDnsLabel, isDnsSubdomain, isValidClaimUid } from '../util/kubeNames.js';
 
 /** The metrics the DRA service records; the process (node/metrics.ts) registers and serves them. */
 export interface DraServiceMetrics {
@@ -69,8 +69,6 @@ function claimLogger(logger: Logger, ref: ClaimRef): Logger {
 
 /** Kubernetes limits: a namespace is a DNS label, a name a DNS subdomain, a UID a UUID. */
 const REF_LIMITS = { uid: 36, namespace: 63, name: 253 } as const;
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /** Checked before anything else, the API call included. */
 function checkRef(ref: ClaimRef): void {
@@ -103,11 +101,11 @@ function checkRefForApi(ref: ClaimRef): void {
       claimUid: ref.uid,
     });
   }
-  for (const [field, pattern, what] of [
-    ['namespace', DNS_LABEL, 'a DNS label'],
-    ['name', DNS_SUBDOMAIN, 'a DNS subdomain'],
+  for (const [field, valid, what] of [
+    ['namespace', isDnsLabel, 'a DNS label'],
+    ['name', isDnsSubdomain, 'a DNS subdomain'],
   ] as const) {
-    if (!pattern.test(ref[field])) {
+    if (!valid(ref[field])) {
       throw new GpuDraError(
         'CLAIM_REF_INVALID',
         `claim reference ${field} ${JSON.stringify(shown(ref[field]))} is not ${what} (lowercase letters, digits, '-'${field === 'name' ? ", '.'" : ''})`,

@@ -50,7 +50,8 @@ import {
 } from '../api/resource.js';
 import type { GpuDevice, MigDevice, MigResources, NodeInventory } from '../nvml/types.js';
 import { GpuDraError } from '../util/errors.js';
-import { gpuDeviceName, isDnsLabel, isDnsSubdomain, migDeviceName, sliceName } from './names.js';
+import { gpuDeviceName, migDeviceName, sliceName } from './names.js';
+import { isDnsLabel, isDnsSubdomain } from '../util/kubeNames.js';
 import { DEFAULT_DRIVER_NAME } from '../util/driverName.js';
 import { naturalCompare } from '../util/naturalCompare.js';
 import { formatQuantity, isSemver, normalizeVersion } from './values.js';

@@ -1,27 +1,11 @@
 import { createHash } from 'node:crypto';
 import type { GpuDevice, MigDevice } from '../nvml/types.js';
+import { DNS_SUBDOMAIN_MAX } from '../util/kubeNames.js';
 
 /**
  * Names: device names (DNS labels, stable across restarts), slice names (DNS subdomains,
  * deterministic per node, driver and index) and the natural order devices are listed in.
  */
-
-export const DNS_LABEL_MAX = 63;
-export const DNS_SUBDOMAIN_MAX = 253;
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-
-export function isDnsLabel(s: string): boolean {
-  return s.length <= DNS_LABEL_MAX && DNS_LABEL.test(s);
-}
-
-/** Kubernetes' IsDNS1123Subdomain (object names): dot-separated labels, <= 253 characters in all. */
-export function isDnsSubdomain(s: string): boolean {
-  return (
-    s.length > 0 &&
-    s.length <= DNS_SUBDOMAIN_MAX &&
-    s.split('.').every((l) => /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(l))
-  );
-}
 
 /** A full GPU: `gpu-<minor>`. The minor (/dev/nvidia<minor>) survives re-enumeration; the index does not. */
 export function gpuDeviceName(minor: number): string {

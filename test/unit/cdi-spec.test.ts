@@ -6,12 +6,12 @@ import {
   claimDeviceNodes,
   claimSpecFileName,
   deviceEnvKey,
-  isValidClaimUid,
   qualifiedCdiId,
   serializeCdiSpec,
   type ClaimCdiInput,
   type DriverFiles,
 } from '../../src/cdi/spec.js';
+import { isValidClaimUid } from '../../src/util/kubeNames.js';
 import {
   DeviceNodeMissingError,
   inspectDeviceNodes,

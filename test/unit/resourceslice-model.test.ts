@@ -24,14 +24,8 @@ import {
 } from '../../src/resourceslice/model.js';
 import { DEFAULT_DRIVER_NAME } from '../../src/util/driverName.js';
 import { naturalCompare } from '../../src/util/naturalCompare.js';
-import {
-  gpuDeviceName,
-  isDnsLabel,
-  isDnsSubdomain,
-  migDeviceName,
-  parseDeviceName,
-  sliceName,
-} from '../../src/resourceslice/names.js';
+import { isDnsLabel, isDnsSubdomain } from '../../src/util/kubeNames.js';
+import { gpuDeviceName, migDeviceName, parseDeviceName, sliceName } from '../../src/resourceslice/names.js';
 import { formatQuantity, isSemver, normalizeVersion, quantityKey } from '../../src/resourceslice/values.js';
 
 /** The only place these tests get inventories from (switch to fake-NVML discovery here). */

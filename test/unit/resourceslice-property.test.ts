@@ -5,7 +5,8 @@ import type { GpuDevice, NodeInventory } from '../../src/nvml/types.js';
 import { a100Gpu, h100Gpu, migOf } from '../support/inventoryFixture.js';
 import { buildSlices, MAX_DEVICES_PER_SLICE, validateDevice } from '../../src/resourceslice/model.js';
 import { naturalCompare } from '../../src/util/naturalCompare.js';
-import { isDnsLabel, isDnsSubdomain, parseDeviceName } from '../../src/resourceslice/names.js';
+import { isDnsLabel, isDnsSubdomain } from '../../src/util/kubeNames.js';
+import { parseDeviceName } from '../../src/resourceslice/names.js';
 import { isSemver } from '../../src/resourceslice/values.js';
 
 /** A GPU (H100 or A100) with a random minor, optional attributes, and maybe a MIG layout. */

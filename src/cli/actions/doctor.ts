@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { isDnsSubdomain } from '../../util/kubeNames.js';
 import { runChecks } from '../../doctor/checks.js';
 import { gatherFacts, type DoctorOptions } from '../../doctor/gather.js';
 import { doctorExitCode, doctorReport, renderDoctorText } from '../../doctor/render.js';
@@ -7,8 +8,6 @@ import { MIG_PARTITIONING_MODES, type MigPartitioning } from '../../resourceslic
 import { ConfigError } from '../../util/errors.js';
 import { readHostPaths } from '../hostFlags.js';
 import type { DoctorFlags } from '../commands/doctor.js';
-
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /** A driver flag's value, else its table default; '' (an env twin set empty) counts as unset. */
 function flag(opts: DoctorFlags, name: DriverFlagName & keyof DoctorFlags): string | undefined {
@@ -22,7 +21,7 @@ function flag(opts: DoctorFlags, name: DriverFlagName & keyof DoctorFlags): stri
 export function doctorOptions(opts: DoctorFlags): DoctorOptions {
   const problems: string[] = [];
   const driverName = flag(opts, 'driverName') ?? '';
-  if (!DNS_SUBDOMAIN.test(driverName))
+  if (!isDnsSubdomain(driverName))
     problems.push(`${flagName('driverName')}: must be a lowercase DNS subdomain`);
   const hostPaths = readHostPaths({
     devRoot: flag(opts, 'devRoot'),
