@@ -92,9 +92,7 @@ describe('what a prepared claim shows: status.devices and device metadata', () =
       {
         nodeName: NODE,
         kubeconfig: c.makeKubeconfig(token, 'driver-status'),
-        kubeletRegistryDir: node.registryDir,
-        kubeletPluginsDir: node.pluginsDir,
-        cdiRoot: node.cdiDir,
+        ...node.driverDirOptions(),
         ...simHostOptions(sim),
         deviceMetadata: 'true',
       },

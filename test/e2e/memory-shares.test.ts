@@ -83,9 +83,7 @@ describe('shares of one GPU by memory (DRA consumable capacity)', () => {
       {
         nodeName: NODE,
         kubeconfig: c.makeKubeconfig(c.driverToken, 'driver-shares'),
-        kubeletRegistryDir: node.registryDir,
-        kubeletPluginsDir: node.pluginsDir,
-        cdiRoot: node.cdiDir,
+        ...node.driverDirOptions(),
         ...simHostOptions(sim),
         consumableShares: 'memory',
       },

@@ -20,7 +20,7 @@ import { discoverInventory } from '../../src/nvml/discover.js';
 import type { MigDevice, NodeInventory } from '../../src/nvml/types.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { loadProfile, parseFakeNvmlConfig } from '../../src/sim/fakeNvml.js';
-import { fakeNvmlLib } from '../support/sim.js';
+import { fakeNvmlLib, simHostOptions } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
 import { recordingLogger, type LogRecord } from './support/driverLog.js';
 import { createNamespace, createPodWithClaims, type PodClaim } from './support/workloads.js';
@@ -121,13 +121,8 @@ describe('kubelet plugin end to end', () => {
       {
         nodeName: NODE,
         kubeconfig: c.makeKubeconfig(c.driverToken, 'driver'),
-        kubeletRegistryDir: node.registryDir,
-        kubeletPluginsDir: node.pluginsDir,
-        cdiRoot: node.cdiDir,
-        devRoot: s.hostPaths.devRoot,
-        procRoot: s.hostPaths.procRoot,
-        sysRoot: s.hostPaths.sysRoot,
-        driverRoot: s.hostPaths.driverRoot,
+        ...node.driverDirOptions(),
+        ...simHostOptions(s),
       },
       {},
     );

@@ -17,7 +17,7 @@ import type { NodeInventory } from '../../src/nvml/types.js';
 import { createSimulatedNode, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { createLogger } from '../../src/util/log.js';
 import { buildContainerRootfs, sharedLibraries, type OciLikeSpec } from '../support/runtime.js';
-import { fakeNvmlLib } from '../support/sim.js';
+import { fakeNvmlLib, simHostOptions } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
 import {
   createNamespace,
@@ -75,13 +75,8 @@ describe('the container a runtime builds from the injected OCI spec', () => {
         {
           nodeName: NODE,
           kubeconfig: c.adminKubeconfigPath,
-          kubeletRegistryDir: node.registryDir,
-          kubeletPluginsDir: node.pluginsDir,
-          cdiRoot: node.cdiDir,
-          devRoot: s.hostPaths.devRoot,
-          procRoot: s.hostPaths.procRoot,
-          sysRoot: s.hostPaths.sysRoot,
-          driverRoot: s.hostPaths.driverRoot,
+          ...node.driverDirOptions(),
+          ...simHostOptions(s),
         },
         {},
       ),

@@ -14,10 +14,7 @@ import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResourceClaim } from '../../src/api/resource.js';
-import { CdiStore } from '../../src/cdi/store.js';
-import { CheckpointStore } from '../../src/checkpoint/store.js';
 import { MemoryClaimGetter, type ClaimGetter } from '../../src/driver/claims.js';
-import { DeviceState } from '../../src/driver/state.js';
 import { KubeletClient } from '../../src/kubelet/client.js';
 import { startKubeletPlugin, type KubeletPlugin } from '../../src/kubelet/plugin.js';
 import { DRA_V1_SERVICE, type ClaimRef } from '../../src/kubelet/proto.js';
@@ -27,9 +24,8 @@ import {
   createTestHost,
   opaque,
   testClaim,
-  testInventory,
+  testDeviceState,
   TEST_DRIVER,
-  TEST_NODE,
   type TestHost,
 } from '../support/driverFixtures.js';
 
@@ -256,14 +252,7 @@ beforeAll(async () => {
   host = createTestHost();
   getter = new RecordingGetter();
   const logger = silentLogger();
-  const inventory = testInventory();
-  const state = new DeviceState({
-    driverName: TEST_DRIVER,
-    poolName: TEST_NODE,
-    hostPaths: host.hostPaths,
-    cdi: new CdiStore(host.cdiRoot, TEST_DRIVER),
-    checkpoint: new CheckpointStore(path.join(host.pluginsDir, TEST_DRIVER, 'checkpoint.json'), logger),
-    inventory: { current: () => inventory },
+  const state = testDeviceState(host, {
     sharing: new SharingApplier({ nvidiaSmi: { run: () => Promise.resolve({ stdout: '', stderr: '' }) } }),
     logger,
   });

@@ -107,7 +107,8 @@ let plugin: KubeletPlugin;
 let source: Source;
 const watches: Watch[] = [];
 
-async function start(resendMs = 60_000): Promise<void> {
+/** The plugin with the health source resending every `resendMs`; `null`: without one. */
+async function start(resendMs: number | null = 60_000): Promise<void> {
   plugin = await startKubeletPlugin({
     driverName: TEST_DRIVER,
     registryDir: host.registryDir,
@@ -115,7 +116,7 @@ async function start(resendMs = 60_000): Promise<void> {
     state: testDeviceState(host),
     claims: new MemoryClaimGetter(),
     logger: silentLogger(),
-    health: { source, poolName: TEST_NODE, resendMs },
+    ...(resendMs === null ? {} : { health: { source, poolName: TEST_NODE, resendMs } }),
   });
 }
 function watch(version: 'v1' | 'v1alpha1' = 'v1'): Watch {
@@ -208,14 +209,7 @@ describe('DRAResourceHealth on dra.sock', () => {
   });
 
   it('is neither served nor advertised without a health source', async () => {
-    plugin = await startKubeletPlugin({
-      driverName: TEST_DRIVER,
-      registryDir: host.registryDir,
-      pluginsDir: host.pluginsDir,
-      state: testDeviceState(host),
-      claims: new MemoryClaimGetter(),
-      logger: silentLogger(),
-    });
+    await start(null);
     const client = new KubeletClient({
       draSocket: plugin.draSocket,
       registrationSocket: plugin.registrationSocket,

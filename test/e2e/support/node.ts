@@ -68,6 +68,11 @@ export class NodeHarness {
   readonly eventsFile: string;
   readonly kubeconfigPath: string;
 
+  /** This node's directories as `gpu-dra driver` options (parseDriverConfig's input). */
+  driverDirOptions(): { kubeletRegistryDir: string; kubeletPluginsDir: string; cdiRoot: string } {
+    return { kubeletRegistryDir: this.registryDir, kubeletPluginsDir: this.pluginsDir, cdiRoot: this.cdiDir };
+  }
+
   constructor(
     readonly cluster: Cluster,
     readonly nodeName: string,
