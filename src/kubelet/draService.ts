@@ -4,7 +4,7 @@
  * that claim's `error`, so one bad claim never fails the RPC.
  */
 import * as grpc from '@grpc/grpc-js';
-import { errorMessage, GpuDraError, inClaim } from '../util/errors.js';
+import { errorMessage, GpuDraError, inClaim, isGpuDraError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ClaimGetter } from '../driver/claims.js';
 import type { Counter, Gauge, Histogram } from 'prom-client';
@@ -54,6 +54,20 @@ function claimWhere(ref: ClaimRef): string {
 
 /** A value from the request, for a message or a log line: cut so it cannot blow up the reply. */
 const shown = (value: string): string => shorten(value);
+
+/**
+ * The most claims one call may name. The kubelet makes one call per pod and driver, so a real
+ * call names a pod's few claims; the bound is what keeps every answer readable by the kubelet,
+ * which receives at most 4 MiB per reply. A prepared claim's answer is at most ~23 KB (32
+ * devices, the API's limit per claim, each with a request name ≤ 127, a pool ≤ 253, a device ≤ 63
+ * characters, its CDI id and share id) and a refused one's at most ~4.3 KB (MAX_ERROR_MESSAGE):
+ * 128 of the larger fit in 2.9 MiB. Checked before any work, so a call naming 200 000 claims
+ * costs neither memory nor an unreadable reply.
+ */
+export const MAX_CLAIMS_PER_CALL = 128;
+
+/** The kubelet's receive limit (grpc-go's default; the kubelet's DRA client keeps it). */
+export const KUBELET_MAX_REPLY_BYTES = 4 * 1024 * 1024;
 
 /**
  * Claims of one call in progress at once: enough for concurrent prepares to share checkpoint
@@ -126,6 +140,76 @@ function claimErrorText(verb: string, ref: ClaimRef, err: GpuDraError): string {
   return `${verb} claim ${claimWhere(ref)} (${shown(ref.uid)}): ${err.code}: ${shorten(err.message, MAX_ERROR_MESSAGE)}`;
 }
 
+/** Refuses, before any work, a call naming more claims than one may (see MAX_CLAIMS_PER_CALL). */
+function checkCallSize(verb: string, claims: readonly ClaimRef[]): void {
+  if (claims.length <= MAX_CLAIMS_PER_CALL) return;
+  throw new GpuDraError(
+    'CALL_TOO_LARGE',
+    `${verb} call names ${String(claims.length)} claims; one call may name at most ${String(MAX_CLAIMS_PER_CALL)} (the kubelet sends one call per pod); nothing was done`,
+  );
+}
+
+/**
+ * An upper bound of the reply's protobuf size: every string with a 1-byte tag and a 5-byte
+ * length (the most a varint of a 4 MiB length takes), every message likewise framed. Cheap
+ * (string lengths only), and never below the real size, so a reply it passes is readable.
+ */
+export function replyBytesBound(
+  claims: Readonly<Record<string, { readonly error: string; readonly devices?: readonly ProtoDevice[] }>>,
+): number {
+  const field = (s: string | undefined): number => (s === undefined ? 0 : 6 + Buffer.byteLength(s));
+  let total = 0;
+  for (const [uid, answer] of Object.entries(claims)) {
+    let entry = field(uid) + 6 + field(answer.error);
+    for (const d of answer.devices ?? []) {
+      let device = field(d.pool_name) + field(d.device_name) + field(d.share_id);
+      for (const r of d.request_names) device += field(r);
+      for (const c of d.cdi_device_ids) device += field(c);
+      entry += 6 + device;
+    }
+    total += 6 + entry;
+  }
+  return total;
+}
+
+/** Refuses a reply the kubelet could not receive (a safety net; MAX_CLAIMS_PER_CALL should keep this from happening). */
+function checkReplySize(verb: string, claims: Parameters<typeof replyBytesBound>[0]): void {
+  const bytes = replyBytesBound(claims);
+  if (bytes <= KUBELET_MAX_REPLY_BYTES) return;
+  throw new GpuDraError(
+    'CALL_TOO_LARGE',
+    `${verb} reply would be up to ${String(bytes)} bytes, over the ${String(KUBELET_MAX_REPLY_BYTES)} the kubelet receives`,
+  );
+}
+
+/** Claims a debug log line shows of a call or reply; the rest are counted. */
+const LOGGED_CLAIMS = 16;
+
+/**
+ * A call as a debug log shows it: its first claims, each field cut; never the whole request,
+ * which may be 16 MiB.
+ */
+function loggedCall(claims: readonly ClaimRef[]): {
+  request: { claims: ClaimRef[] };
+  claimsNotShown?: number;
+} {
+  const shownRefs = claims
+    .slice(0, LOGGED_CLAIMS)
+    .map((r) => ({ uid: shown(r.uid), namespace: shown(r.namespace), name: shown(r.name) }));
+  const rest = claims.length - shownRefs.length;
+  return { request: { claims: shownRefs }, ...(rest > 0 ? { claimsNotShown: rest } : {}) };
+}
+
+type ReplyClaims = Parameters<typeof replyBytesBound>[0];
+
+/** A reply as a debug log shows it: its first claims' answers (bounded already), the rest counted. */
+function loggedReply(claims: ReplyClaims): { response: { claims: ReplyClaims }; claimsNotShown?: number } {
+  const uids = Object.keys(claims);
+  const first = Object.fromEntries(uids.slice(0, LOGGED_CLAIMS).map((uid) => [uid, claims[uid]]));
+  const rest = uids.length - LOGGED_CLAIMS;
+  return { response: { claims: first as ReplyClaims }, ...(rest > 0 ? { claimsNotShown: rest } : {}) };
+}
+
 export class DraService {
   private requestSeq = 0;
 
@@ -136,6 +220,7 @@ export class DraService {
     logger: Logger,
     version: ApiVersion,
   ): Promise<NodePrepareResourcesResponse> {
+    checkCallSize('NodePrepareResources', request.claims);
     const claims: NodePrepareResourcesResponse['claims'] = {};
     await forEachLimited(request.claims, CLAIMS_IN_FLIGHT, async (ref) => {
       const clog = claimLogger(logger, ref);
@@ -157,6 +242,7 @@ export class DraService {
       }
     });
     this.opts.metrics?.preparedClaims.set(this.opts.state.preparedClaimCount());
+    checkReplySize('NodePrepareResources', claims);
     return { claims };
   }
 
@@ -164,6 +250,7 @@ export class DraService {
     request: NodeUnprepareResourcesRequest,
     logger: Logger,
   ): Promise<NodeUnprepareResourcesResponse> {
+    checkCallSize('NodeUnprepareResources', request.claims);
     const claims: NodeUnprepareResourcesResponse['claims'] = {};
     await forEachLimited(request.claims, CLAIMS_IN_FLIGHT, async (ref) => {
       const clog = claimLogger(logger, ref);
@@ -180,10 +267,14 @@ export class DraService {
       }
     });
     this.opts.metrics?.preparedClaims.set(this.opts.state.preparedClaimCount());
+    checkReplySize('NodeUnprepareResources', claims);
     return { claims };
   }
 
-  private unary<Req, Res>(
+  private unary<
+    Req extends { readonly claims: readonly ClaimRef[] },
+    Res extends { readonly claims: ReplyClaims },
+  >(
     method: string,
     version: ApiVersion,
     handler: (req: Req, logger: Logger) => Promise<Res>,
@@ -192,19 +283,25 @@ export class DraService {
       const requestId = ++this.requestSeq;
       const logger = this.opts.logger.child({ method, version, requestId });
       const end = this.opts.metrics?.grpcDuration.startTimer({ method });
-      logger.debug({ request: call.request }, 'request');
+      logger.debug(loggedCall(call.request.claims), 'request');
       handler(call.request, logger).then(
         (response) => {
           end?.();
           this.opts.metrics?.grpcRequests.inc({ service: `${version}.DRAPlugin`, method, code: 'OK' });
-          logger.debug({ response }, 'response');
+          logger.debug(loggedReply(response.claims), 'response');
           callback(null, response);
         },
         (err: unknown) => {
           end?.();
-          this.opts.metrics?.grpcRequests.inc({ service: `${version}.DRAPlugin`, method, code: 'INTERNAL' });
+          const tooLarge = isGpuDraError(err, 'CALL_TOO_LARGE');
+          const code = tooLarge ? grpc.status.RESOURCE_EXHAUSTED : grpc.status.INTERNAL;
+          this.opts.metrics?.grpcRequests.inc({
+            service: `${version}.DRAPlugin`,
+            method,
+            code: tooLarge ? 'RESOURCE_EXHAUSTED' : 'INTERNAL',
+          });
           logger.error({ err }, 'request failed');
-          callback({ code: grpc.status.INTERNAL, details: errorMessage(err) });
+          callback({ code, details: isGpuDraError(err) ? `${err.code}: ${err.message}` : errorMessage(err) });
         },
       );
     };

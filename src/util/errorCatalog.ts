@@ -26,6 +26,12 @@ export const ERROR_CATALOG = {
       "a claim reference lacks uid, namespace or name, is over a Kubernetes limit, is no valid Kubernetes name, or isn't its UID's claim",
     action: 'a kubelet bug or a foreign client on dra.sock; check who talks to the socket',
   },
+  CALL_TOO_LARGE: {
+    means:
+      'a NodePrepareResources or NodeUnprepareResources call names more claims than one call may, or its reply would exceed the 4 MiB the kubelet receives',
+    action:
+      'nothing was prepared; the kubelet sends one call per pod, so a real pod never names this many claims: check who talks to dra.sock',
+  },
   CLAIM_UID_INVALID: {
     means: 'a claim UID is not a UUID, so no file may be named after it',
     action: 'a kubelet bug or a foreign client on dra.sock; nothing was written',

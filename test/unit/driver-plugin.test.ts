@@ -15,8 +15,12 @@ import {
 } from '../../src/kubelet/plugin.js';
 import { MAX_SOCKET_PATH_BYTES } from '../../src/kubelet/socketServer.js';
 import { KubeletClient } from '../../src/kubelet/client.js';
-import { CLAIMS_IN_FLIGHT } from '../../src/kubelet/draService.js';
+import { Writable } from 'node:stream';
+import * as grpc from '@grpc/grpc-js';
+import { pino } from 'pino';
+import { CLAIMS_IN_FLIGHT, DraService, MAX_CLAIMS_PER_CALL } from '../../src/kubelet/draService.js';
 import type {
+  NodePrepareResourcesRequest,
   NodePrepareResourcesResponse,
   NodeUnprepareResourcesResponse,
 } from '../../src/kubelet/proto.js';
@@ -26,6 +30,7 @@ import {
   createTestHost,
   opaque,
   testClaim,
+  testDeviceState,
   testInventory,
   TEST_DRIVER,
   TEST_NODE,
@@ -386,7 +391,8 @@ describe('NodePrepareResources / NodeUnprepareResources', () => {
   });
 
   it(`works on at most ${String(CLAIMS_IN_FLIGHT)} claims of one call at once, and answers every claim`, async () => {
-    const many = Array.from({ length: 3 * CLAIMS_IN_FLIGHT }, (_, i) =>
+    expect(MAX_CLAIMS_PER_CALL).toBeGreaterThan(CLAIMS_IN_FLIGHT);
+    const many = Array.from({ length: MAX_CLAIMS_PER_CALL }, (_, i) =>
       testClaim({ uid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, devices: ['gpu-0'] }),
     );
     for (const c of many) claims.set(c);
@@ -456,6 +462,60 @@ describe('rolling-update socket names (--pod-uid)', () => {
     ] as const) {
       const full = registrationSocketPath({ registryDir: dir }, driver, uid);
       expect(Buffer.byteLength(full)).toBeLessThanOrEqual(MAX_SOCKET_PATH_BYTES);
+    }
+  });
+});
+
+describe('debug logs of calls', () => {
+  it('show a call and its reply bounded: the first claims, each field cut, the rest counted', async () => {
+    const host = createTestHost();
+    try {
+      const lines: string[] = [];
+      const logger = pino(
+        { level: 'debug' },
+        new Writable({
+          write(chunk: Buffer, _enc, done) {
+            lines.push(chunk.toString());
+            done();
+          },
+        }),
+      );
+      const claims = new MemoryClaimGetter();
+      const service = new DraService({ state: testDeviceState(host, { logger }), claims, logger });
+      const huge = 'n'.repeat(1_000_000);
+      const refs = Array.from({ length: MAX_CLAIMS_PER_CALL }, (_, i) => ({
+        uid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+        namespace: huge,
+        name: huge,
+      }));
+      const handler = service.implementation('v1')['NodePrepareResources'] as grpc.handleUnaryCall<
+        NodePrepareResourcesRequest,
+        NodePrepareResourcesResponse
+      >;
+      const reply = await new Promise<NodePrepareResourcesResponse | undefined>((resolve, reject) => {
+        handler(
+          // The handler reads nothing of the call but its request.
+          { request: { claims: refs } } as unknown as grpc.ServerUnaryCall<
+            NodePrepareResourcesRequest,
+            NodePrepareResourcesResponse
+          >,
+          (err, value) => {
+            if (err) reject(new Error(String(err.details)));
+            else resolve(value ?? undefined);
+          },
+        );
+      });
+      expect(Object.keys(reply?.claims ?? {})).toHaveLength(MAX_CLAIMS_PER_CALL);
+      const records = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+      const request = records.find((r) => r['msg'] === 'request');
+      const response = records.find((r) => r['msg'] === 'response');
+      expect(request).toMatchObject({ claimsNotShown: MAX_CLAIMS_PER_CALL - 16 });
+      expect((request?.['request'] as { claims: unknown[] }).claims).toHaveLength(16);
+      expect(response).toMatchObject({ claimsNotShown: MAX_CLAIMS_PER_CALL - 16 });
+      // 128 refs of 2 MB each went in; no line holds more than a few KB of them.
+      for (const l of lines) expect(l.length).toBeLessThan(32 * 1024);
+    } finally {
+      fs.rmSync(host.root, { recursive: true, force: true });
     }
   });
 });

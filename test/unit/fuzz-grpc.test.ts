@@ -17,7 +17,8 @@ import type { ResourceClaim } from '../../src/api/resource.js';
 import { MemoryClaimGetter, type ClaimGetter } from '../../src/driver/claims.js';
 import { KubeletClient } from '../../src/kubelet/client.js';
 import { startKubeletPlugin, type KubeletPlugin } from '../../src/kubelet/plugin.js';
-import { DRA_V1_SERVICE, type ClaimRef } from '../../src/kubelet/proto.js';
+import { DRA_V1_SERVICE, loadProtos, type ClaimRef } from '../../src/kubelet/proto.js';
+import { MAX_CLAIMS_PER_CALL, replyBytesBound } from '../../src/kubelet/draService.js';
 import { SharingApplier } from '../../src/sharing/apply.js';
 import { silentLogger } from '../../src/util/log.js';
 import {
@@ -355,24 +356,76 @@ describe('dra.sock under fuzzed calls', () => {
     await stillServing();
   });
 
-  it('answers huge calls (a 1 MB name, 5 000 claims) with short errors, and refuses ones over the receive limit', async () => {
+  it('answers huge calls (a 1 MB name, the most claims a call may name) with short errors, and refuses larger ones whole', async () => {
     const huge = `../${MARK}${'n'.repeat(1_000_000)}`;
     const res = await v1.prepare([{ uid: UIDS[0] ?? '', namespace: huge, name: huge }]);
     expect(res.claims[UIDS[0] ?? '']?.error).toMatch(/CLAIM_REF_INVALID/);
     expect(res.claims[UIDS[0] ?? '']?.error.length).toBeLessThan(400);
 
-    const many = Array.from({ length: 5_000 }, (_, i) => ({
-      uid: `${MARK}-${String(i)}`,
-      namespace: 'default',
-      name: 'c',
+    // The most a call may name, each with names at the Kubernetes limits: every one answered, and
+    // the reply fits the kubelet's 4 MiB (this client's default receive limit, as the kubelet's).
+    const most = Array.from({ length: MAX_CLAIMS_PER_CALL }, (_, i) => ({
+      uid: `00000000-0000-4000-9000-${String(i).padStart(12, '0')}`,
+      namespace: 'n'.repeat(63),
+      name: `${'c'.repeat(250)}${String(i).padStart(3, '0')}`,
     }));
-    const manyRes = await v1.unprepare(many);
-    expect(Object.keys(manyRes.claims)).toHaveLength(many.length);
+    const mostRes = await v1.prepare(most);
+    expect(Object.keys(mostRes.claims)).toHaveLength(most.length);
+    expect((await v1.unprepare(most)).claims).toEqual(
+      Object.fromEntries(most.map((r) => [r.uid, { error: '' }])),
+    );
+
+    // 200 000 tiny refs (3 MB, under the 16 MiB receive limit): answered per claim, the reply
+    // would be some 20 MB. Refused whole, before any work, in a fraction of a second.
+    const tiny = Array.from({ length: 200_000 }, (_, i) => ({ uid: String(i), namespace: 'a', name: 'b' }));
+    const heapBefore = process.memoryUsage().heapUsed;
+    for (const call of [() => v1.prepare(tiny), () => v1.unprepare(tiny)]) {
+      await expect(call()).rejects.toMatchObject({
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        details: expect.stringMatching(
+          new RegExp(
+            `^CALL_TOO_LARGE: Node(Unp|P)repareResources call names 200000 claims; one call may name at most ${String(MAX_CLAIMS_PER_CALL)}`,
+          ),
+        ) as unknown,
+      });
+    }
+    expect(getter.asked.filter((q) => q.name === 'b')).toEqual([]);
+    collectGarbage();
+    expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(64 * 1024 * 1024);
 
     // 17 MB: over the server's 16 MiB receive limit; refused as a whole, server unharmed.
     const tooBig = [{ uid: UIDS[0] ?? '', namespace: 'default', name: 'x'.repeat(17 * 1024 * 1024) }];
     await expect(v1.prepare(tooBig)).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED });
     await stillServing();
+  });
+
+  it("bounds a reply's size from above, never below what goes on the wire", () => {
+    const serialize = (
+      loadProtos().draV1.service['NodePrepareResources'] as grpc.MethodDefinition<unknown, unknown>
+    ).responseSerialize;
+    const text = fc.string({ unit: 'grapheme', maxLength: 300 });
+    const device = fc.record({
+      request_names: fc.array(text, { maxLength: 3 }),
+      pool_name: text,
+      device_name: text,
+      cdi_device_ids: fc.array(text, { maxLength: 2 }),
+      share_id: fc.option(text, { nil: undefined }),
+    });
+    const reply = fc.dictionary(
+      fc.string({ maxLength: 40 }),
+      fc.record({ devices: fc.array(device, { maxLength: 32 }), error: text }),
+      { maxKeys: 20 },
+    );
+    fc.assert(
+      fc.property(reply, (claims) => {
+        const wire = serialize({ claims }).length;
+        const bound = replyBytesBound(claims);
+        expect(bound).toBeGreaterThanOrEqual(wire);
+        // Tight enough to mean something: tags and lengths are all it adds.
+        expect(bound).toBeLessThanOrEqual(wire * 4 + 64);
+      }),
+      { seed: SEED, numRuns: 300 },
+    );
   });
 
   it('prepares and unprepares claims whose UIDs are Object.prototype member names', async () => {
