@@ -26,11 +26,14 @@ export class CdiStore {
     return path.join(this.root, fileName);
   }
 
-  /** Writes a spec atomically (0644: container runtimes read it). */
+  /**
+   * Writes a spec atomically, 0600: its one reader is the container runtime, which runs as root;
+   * nobody else on the node needs to know which claim holds which GPU.
+   */
   async write(fileName: string, spec: CdiSpec): Promise<void> {
     const file = this.pathOf(fileName);
     try {
-      await atomicWriteFile(file, serializeCdiSpec(spec), { mode: 0o644, fsync: false, dirMode: 0o755 });
+      await atomicWriteFile(file, serializeCdiSpec(spec), { mode: 0o600, fsync: false, dirMode: 0o755 });
     } catch (err) {
       throw new GpuDraError('CDI_WRITE_FAILED', `cannot write CDI spec ${file}: ${errorMessage(err)}`, {
         cause: err,

@@ -307,6 +307,13 @@ describe('deploy/ manifests', () => {
       expect(mounts.get(envValue('SYS_ROOT'))).toBe('/sys');
       for (const m of ctr.volumeMounts) expect(volumes.has(m.name), m.name).toBe(true);
     });
+
+    it('mounts read-only every host path but the three it writes (README, "Security")', () => {
+      const writable = ctr.volumeMounts.filter((m) => m.readOnly !== true).map((m) => m.mountPath);
+      expect(writable.sort()).toEqual(
+        [envValue('KUBELET_REGISTRY_DIR'), envValue('KUBELET_PLUGINS_DIR'), envValue('CDI_ROOT')].sort(),
+      );
+    });
   });
 
   describe('ValidatingAdmissionPolicy (CEL evaluated with cel-js as a stand-in for the apiserver)', () => {

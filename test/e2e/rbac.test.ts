@@ -62,7 +62,7 @@ describe('deploy/ RBAC and admission policy on a real apiserver', () => {
       group: string,
       resource: string,
       verb: string,
-      more: { subresource?: string; name?: string } = {},
+      more: { subresource?: string; name?: string; namespace?: string } = {},
     ): Promise<boolean> => {
       const r = await authz.createSubjectAccessReview({
         body: {
@@ -116,6 +116,31 @@ describe('deploy/ RBAC and admission policy on a real apiserver', () => {
       ['', 'pods', 'list'],
     ] as const) {
       expect(await allowed(group, resource, verb), `${resource} ${verb}`).toBe(false);
+    }
+    // MPS daemons: Deployments in its own namespace only, and only the verbs src/sharing/mps.ts uses.
+    for (const verb of ['create', 'delete', 'list'])
+      expect(await allowed('apps', 'deployments', verb, { namespace: 'gpu-dra' }), verb).toBe(true);
+    for (const [verb, namespace] of [
+      ['update', 'gpu-dra'],
+      ['patch', 'gpu-dra'],
+      ['create', 'default'],
+      ['create', 'kube-system'],
+      ['list', ''],
+    ] as const) {
+      expect(
+        await allowed('apps', 'deployments', verb, { namespace }),
+        `deployments ${verb} in ${namespace}`,
+      ).toBe(false);
+    }
+    for (const [resource, verb] of [
+      ['pods', 'create'],
+      ['pods', 'get'],
+      ['daemonsets', 'create'],
+    ] as const) {
+      const group = resource === 'pods' ? '' : 'apps';
+      expect(await allowed(group, resource, verb, { namespace: 'gpu-dra' }), `${resource} ${verb}`).toBe(
+        false,
+      );
     }
   });
 

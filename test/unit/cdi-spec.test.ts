@@ -277,7 +277,7 @@ describe('host I/O', () => {
     expect(await store.list()).toEqual([built.fileName]);
     expect(fs.readdirSync(host.cdiRoot).filter((f) => f.endsWith('.tmp'))).toEqual([]);
     expect(JSON.parse(fs.readFileSync(path.join(host.cdiRoot, built.fileName), 'utf8'))).toEqual(built.spec);
-    expect((fs.statSync(path.join(host.cdiRoot, built.fileName)).mode & 0o777).toString(8)).toBe('644');
+    expect((fs.statSync(path.join(host.cdiRoot, built.fileName)).mode & 0o777).toString(8)).toBe('600');
     expect(() => store.pathOf('../etc/passwd')).toThrow(/refusing/);
     expect(() => store.pathOf('nvidia.yaml')).toThrow(/refusing/);
     expect(await store.remove(built.fileName)).toBe(true);
