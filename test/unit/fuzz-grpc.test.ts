@@ -13,6 +13,7 @@ import vm from 'node:vm';
 import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fuzzRuns, fuzzSeed, reportFuzzInputs } from '../support/fuzz.js';
 import type { ResourceClaim } from '../../src/api/resource.js';
 import { MemoryClaimGetter, type ClaimGetter } from '../../src/driver/claims.js';
 import { KubeletClient } from '../../src/kubelet/client.js';
@@ -334,11 +335,12 @@ describe('dra.sock under fuzzed calls', () => {
           await v1.unprepare(UIDS.map((uid) => ({ uid, namespace: 'default', name: `claim-${uid}` })));
         },
       ),
-      { seed: SEED, numRuns: 300 },
+      { seed: fuzzSeed(SEED), numRuns: fuzzRuns(300) },
     );
     // 300 calls of up to 40 refs each (~6 000 refs); with the seed above 52 claims were prepared
     // and 81 refused for their config, so the fuzz gets past the refs both ways.
-    expect(tried).toBeGreaterThanOrEqual(300);
+    expect(tried).toBeGreaterThanOrEqual(fuzzRuns(300));
+    reportFuzzInputs('grpc-generated-calls', tried);
     expect(answered).toBe(tried);
     expect(prepared).toBeGreaterThan(10);
     expect(configRefused).toBeGreaterThan(10);
@@ -424,8 +426,9 @@ describe('dra.sock under fuzzed calls', () => {
         // Tight enough to mean something: tags and lengths are all it adds.
         expect(bound).toBeLessThanOrEqual(wire * 4 + 64);
       }),
-      { seed: SEED, numRuns: 300 },
+      { seed: fuzzSeed(SEED), numRuns: fuzzRuns(300) },
     );
+    reportFuzzInputs('grpc-reply-bound', fuzzRuns(300));
   });
 
   it('prepares and unprepares claims whose UIDs are Object.prototype member names', async () => {
@@ -473,12 +476,13 @@ describe('dra.sock under fuzzed calls', () => {
           // Decoded (OK, every claim answered) or refused as malformed; never a hang or a crash.
           expect([grpc.status.OK, grpc.status.INTERNAL]).toContain(code);
         }),
-        { seed: SEED, numRuns: 200 },
+        { seed: fuzzSeed(SEED), numRuns: fuzzRuns(200) },
       );
     } finally {
       raw.close();
     }
-    expect(tried).toBeGreaterThanOrEqual(200);
+    expect(tried).toBeGreaterThanOrEqual(fuzzRuns(200));
+    reportFuzzInputs('grpc-raw-protobuf', tried);
     await stillServing();
   });
 
@@ -526,9 +530,10 @@ describe('dra.sock under fuzzed calls', () => {
         });
         expect(closedByServer).toBe(true);
       }),
-      { seed: SEED, numRuns: 50 },
+      { seed: fuzzSeed(SEED), numRuns: fuzzRuns(50) },
     );
-    expect(tried).toBeGreaterThanOrEqual(50);
+    expect(tried).toBeGreaterThanOrEqual(fuzzRuns(50));
+    reportFuzzInputs('socket-garbage', tried);
     await stillServing();
   });
 });

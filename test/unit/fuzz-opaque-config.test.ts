@@ -6,6 +6,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { fuzzRuns, fuzzSeed, reportFuzzInputs } from '../support/fuzz.js';
 import {
   checkConfigsAgainstDevices,
   configEntryForResult,
@@ -232,9 +233,10 @@ describe('opaque config validation under fuzzed input', () => {
         expect(r.ok ? [] : r.issues).toEqual([]);
         if (r.ok) expect(() => sharingOf(r.config)).not.toThrow();
       }),
-      { seed: SEED, numRuns: 500 },
+      { seed: fuzzSeed(SEED), numRuns: fuzzRuns(500) },
     );
-    expect(tried).toBeGreaterThanOrEqual(500);
+    expect(tried).toBeGreaterThanOrEqual(fuzzRuns(500));
+    reportFuzzInputs('opaque-config-valid', tried);
   });
 
   it('refuses every config with one field broken, naming that field, briefly, never throwing', () => {
@@ -250,9 +252,10 @@ describe('opaque config validation under fuzzed input', () => {
         const named = r.issues.some((i) => i.path.includes(field.slice(0, 40)));
         expect(named, `${field} not in ${JSON.stringify(r.issues).slice(0, 500)}`).toBe(true);
       }),
-      { seed: SEED, numRuns: 1500 },
+      { seed: fuzzSeed(SEED), numRuns: fuzzRuns(1500) },
     );
-    expect(tried).toBeGreaterThanOrEqual(1500);
+    expect(tried).toBeGreaterThanOrEqual(fuzzRuns(1500));
+    reportFuzzInputs('opaque-config-one-field-broken', tried);
   });
 
   it('throws nothing but OPAQUE_CONFIG_INVALID for arbitrary junk, with short messages', () => {
@@ -279,9 +282,10 @@ describe('opaque config validation under fuzzed input', () => {
           }
         },
       ),
-      { seed: SEED, numRuns: 300 },
+      { seed: fuzzSeed(SEED), numRuns: fuzzRuns(300) },
     );
-    expect(tried).toBeGreaterThanOrEqual(300);
+    expect(tried).toBeGreaterThanOrEqual(fuzzRuns(300));
+    reportFuzzInputs('opaque-config-junk', tried);
   });
 
   it('passes only pinned-memory limits a GPU can have: at least 1 MiB, below 2^63 bytes', () => {
@@ -309,9 +313,10 @@ describe('opaque config validation under fuzzed input', () => {
             expect(r.issues.some((i) => i.path.includes(field))).toBe(true);
         }
       }),
-      { seed: SEED, numRuns: 500 },
+      { seed: fuzzSeed(SEED), numRuns: fuzzRuns(500) },
     );
-    expect(tried).toBeGreaterThanOrEqual(500);
+    expect(tried).toBeGreaterThanOrEqual(fuzzRuns(500));
+    reportFuzzInputs('opaque-config-pinned-memory', tried);
     // The issue's example, by name.
     const r = validateOpaqueParameters({
       apiVersion: N,
@@ -355,8 +360,9 @@ describe('opaque config validation under fuzzed input', () => {
           );
         },
       ),
-      { seed: SEED, numRuns: 100 },
+      { seed: fuzzSeed(SEED), numRuns: fuzzRuns(100) },
     );
-    expect(tried).toBeGreaterThanOrEqual(100);
+    expect(tried).toBeGreaterThanOrEqual(fuzzRuns(100));
+    reportFuzzInputs('opaque-config-mig-on-full-gpu', tried);
   });
 });
