@@ -172,6 +172,21 @@ class RecordingPublisher implements SlicePublisher {
   }
 }
 
+/** Flags placing a driver's directories under `dir` on simulated node `hostPaths`, HTTP on a free port. */
+function simDriverFlags(dir: string, hostPaths: TempSimulatedNode['hostPaths']): Record<string, string> {
+  return {
+    nodeName: 'sim-node',
+    kubeletRegistryDir: path.join(dir, 'reg'),
+    kubeletPluginsDir: path.join(dir, 'plugins'),
+    cdiRoot: path.join(dir, 'cdi'),
+    devRoot: hostPaths.devRoot,
+    procRoot: hostPaths.procRoot,
+    sysRoot: hostPaths.sysRoot,
+    driverRoot: hostPaths.driverRoot,
+    httpListen: '127.0.0.1:0',
+  };
+}
+
 describe('runDriver on a simulated node', () => {
   let node: TempSimulatedNode | undefined;
   let running: RunningDriver | undefined;
@@ -188,18 +203,7 @@ describe('runDriver on a simulated node', () => {
     node = await withSimulatedNode('a100-mig');
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-run-'));
     const config: DriverConfig = parseDriverConfig(
-      {
-        nodeName: 'sim-node',
-        kubeletRegistryDir: path.join(dir, 'reg'),
-        kubeletPluginsDir: path.join(dir, 'plugins'),
-        cdiRoot: path.join(dir, 'cdi'),
-        devRoot: node.hostPaths.devRoot,
-        procRoot: node.hostPaths.procRoot,
-        sysRoot: node.hostPaths.sysRoot,
-        driverRoot: node.hostPaths.driverRoot,
-        httpListen: '127.0.0.1:0',
-        cleanupOnExit: true,
-      },
+      { ...simDriverFlags(dir, node.hostPaths), cleanupOnExit: true },
       { KUBERNETES_SERVICE_HOST: 'x' },
     );
     const hostPaths = node.hostPaths;
@@ -247,6 +251,72 @@ describe('runDriver on a simulated node', () => {
     expect(publisher.deleted).toBe(true);
     expect(fs.readdirSync(path.join(dir, 'cdi'))).toEqual([]);
   });
+
+  it('sockets 0600 in 0700 directories, checkpoint and locks 0600, CDI specs 0600; only files mounted into containers are world-readable', async () => {
+    node = await withSimulatedNode('a100-mig');
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-modes-'));
+    // The kubelet's directories exist before the plugin starts, with the kubelet's modes.
+    fs.mkdirSync(path.join(dir, 'reg'), { mode: 0o750 });
+    fs.mkdirSync(path.join(dir, 'plugins'), { mode: 0o750 });
+    const hostPaths = node.hostPaths;
+    const config = parseDriverConfig(
+      {
+        ...simDriverFlags(dir, hostPaths),
+        deviceMetadata: 'true',
+        podUid: '0f6f3e0e-1111-4a4a-8b8b-aaaaaaaaaaaa',
+      },
+      { KUBERNETES_SERVICE_HOST: 'x' },
+    );
+    const claims = new MemoryClaimGetter();
+    // The process's umask must not be what makes the modes right.
+    const umask = process.umask(0);
+    try {
+      running = await runDriver(config, {
+        logger: silentLogger(),
+        discover: () => discoverInventory({ nvmlLib: fakeNvmlLib(), hostPaths }),
+        claims,
+        publisher: new RecordingPublisher(),
+        watchDeviceEvents: null,
+      });
+      claims.set(
+        testClaim({ uid: 'modes-1', devices: [{ device: 'gpu-0-mig-1g5gb-19-2', pool: 'sim-node' }] }),
+      );
+      const kubelet = new KubeletClient({
+        draSocket: running.plugin.draSocket,
+        registrationSocket: running.plugin.registrationSocket,
+      });
+      try {
+        const res = await kubelet.prepare([{ uid: 'modes-1', namespace: 'default', name: 'claim-modes-1' }]);
+        expect(res.claims['modes-1']?.error).toBe('');
+      } finally {
+        kubelet.close();
+      }
+    } finally {
+      process.umask(umask);
+    }
+    expect(hostFileModes(dir)).toEqual([
+      // The CDI directory is shared with other drivers and the runtime: created 0755 if missing.
+      'cdi dir 0755',
+      // Read by the container runtime (root) only.
+      'cdi/k8s.gpu.dra.dev-claim_modes-1.json file 0600',
+      'plugins dir 0750', // the kubelet's, untouched
+      'plugins/gpu.dra.dev dir 0700',
+      'plugins/gpu.dra.dev/admin.sock socket 0600',
+      'plugins/gpu.dra.dev/checkpoint.json file 0600',
+      'plugins/gpu.dra.dev/dra-0f6f3e0e-1111-4a4a-8b8b-aaaaaaaaaaaa.sock socket 0600',
+      // Bind-mounted into the claim's containers, whose processes may run as any user: readable.
+      'plugins/gpu.dra.dev/dra-device-metadata dir 0755',
+      'plugins/gpu.dra.dev/dra-device-metadata/modes-1 dir 0755',
+      'plugins/gpu.dra.dev/dra-device-metadata/modes-1/gpu dir 0755',
+      'plugins/gpu.dra.dev/dra-device-metadata/modes-1/gpu/gpu.dra.dev-metadata.json file 0644',
+      'plugins/gpu.dra.dev/instances.lock file 0600',
+      'plugins/gpu.dra.dev/publisher.lock file 0600',
+      'plugins/gpu.dra.dev/state-queue.lock file 0600',
+      'plugins/gpu.dra.dev/state.lock file 0600',
+      'reg dir 0750', // the kubelet's, untouched
+      'reg/gpu.dra.dev-0f6f3e0e-1111-4a4a-8b8b-aaaaaaaaaaaa-reg.sock socket 0600',
+    ]);
+  });
 });
 
 describe('two instances side by side (a rolling update with --pod-uid)', () => {
@@ -272,19 +342,7 @@ describe('two instances side by side (a rolling update with --pod-uid)', () => {
     const root = dir as string;
     const hostPaths = (node as TempSimulatedNode).hostPaths;
     const config = parseDriverConfig(
-      {
-        nodeName: 'sim-node',
-        kubeletRegistryDir: path.join(root, 'reg'),
-        kubeletPluginsDir: path.join(root, 'plugins'),
-        cdiRoot: path.join(root, 'cdi'),
-        devRoot: hostPaths.devRoot,
-        procRoot: hostPaths.procRoot,
-        sysRoot: hostPaths.sysRoot,
-        driverRoot: hostPaths.driverRoot,
-        httpListen: '127.0.0.1:0',
-        podUid,
-        ...flags,
-      },
+      { ...simDriverFlags(root, hostPaths), podUid, ...flags },
       { KUBERNETES_SERVICE_HOST: 'x' },
     );
     const r = await runDriver(config, {
@@ -417,90 +475,3 @@ function hostFileModes(root: string): string[] {
   walk(root);
   return out;
 }
-
-describe('what the driver leaves on the host', () => {
-  let node: TempSimulatedNode | undefined;
-  let running: RunningDriver | undefined;
-  let dir: string | undefined;
-  afterEach(async () => {
-    await running?.stop();
-    await node?.cleanup();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-    running = undefined;
-    node = undefined;
-  });
-
-  it('sockets 0600 in 0700 directories, checkpoint and locks 0600, CDI specs 0600; only files mounted into containers are world-readable', async () => {
-    node = await withSimulatedNode('a100-mig');
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-modes-'));
-    // The kubelet's directories exist before the plugin starts, with the kubelet's modes.
-    fs.mkdirSync(path.join(dir, 'reg'), { mode: 0o750 });
-    fs.mkdirSync(path.join(dir, 'plugins'), { mode: 0o750 });
-    const hostPaths = node.hostPaths;
-    const config = parseDriverConfig(
-      {
-        nodeName: 'sim-node',
-        kubeletRegistryDir: path.join(dir, 'reg'),
-        kubeletPluginsDir: path.join(dir, 'plugins'),
-        cdiRoot: path.join(dir, 'cdi'),
-        devRoot: hostPaths.devRoot,
-        procRoot: hostPaths.procRoot,
-        sysRoot: hostPaths.sysRoot,
-        driverRoot: hostPaths.driverRoot,
-        httpListen: '127.0.0.1:0',
-        deviceMetadata: 'true',
-        podUid: '0f6f3e0e-1111-4a4a-8b8b-aaaaaaaaaaaa',
-      },
-      { KUBERNETES_SERVICE_HOST: 'x' },
-    );
-    const claims = new MemoryClaimGetter();
-    // The process's umask must not be what makes the modes right.
-    const umask = process.umask(0);
-    try {
-      running = await runDriver(config, {
-        logger: silentLogger(),
-        discover: () => discoverInventory({ nvmlLib: fakeNvmlLib(), hostPaths }),
-        claims,
-        publisher: new RecordingPublisher(),
-        watchDeviceEvents: null,
-      });
-      claims.set(
-        testClaim({ uid: 'modes-1', devices: [{ device: 'gpu-0-mig-1g5gb-19-2', pool: 'sim-node' }] }),
-      );
-      const kubelet = new KubeletClient({
-        draSocket: running.plugin.draSocket,
-        registrationSocket: running.plugin.registrationSocket,
-      });
-      try {
-        const res = await kubelet.prepare([{ uid: 'modes-1', namespace: 'default', name: 'claim-modes-1' }]);
-        expect(res.claims['modes-1']?.error).toBe('');
-      } finally {
-        kubelet.close();
-      }
-    } finally {
-      process.umask(umask);
-    }
-    expect(hostFileModes(dir)).toEqual([
-      // The CDI directory is shared with other drivers and the runtime: created 0755 if missing.
-      'cdi dir 0755',
-      // Read by the container runtime (root) only.
-      'cdi/k8s.gpu.dra.dev-claim_modes-1.json file 0600',
-      'plugins dir 0750', // the kubelet's, untouched
-      'plugins/gpu.dra.dev dir 0700',
-      'plugins/gpu.dra.dev/admin.sock socket 0600',
-      'plugins/gpu.dra.dev/checkpoint.json file 0600',
-      'plugins/gpu.dra.dev/dra-0f6f3e0e-1111-4a4a-8b8b-aaaaaaaaaaaa.sock socket 0600',
-      // Bind-mounted into the claim's containers, whose processes may run as any user: readable.
-      'plugins/gpu.dra.dev/dra-device-metadata dir 0755',
-      'plugins/gpu.dra.dev/dra-device-metadata/modes-1 dir 0755',
-      'plugins/gpu.dra.dev/dra-device-metadata/modes-1/gpu dir 0755',
-      'plugins/gpu.dra.dev/dra-device-metadata/modes-1/gpu/gpu.dra.dev-metadata.json file 0644',
-      'plugins/gpu.dra.dev/instances.lock file 0600',
-      'plugins/gpu.dra.dev/publisher.lock file 0600',
-      'plugins/gpu.dra.dev/state-queue.lock file 0600',
-      'plugins/gpu.dra.dev/state.lock file 0600',
-      'reg dir 0750', // the kubelet's, untouched
-      'reg/gpu.dra.dev-0f6f3e0e-1111-4a4a-8b8b-aaaaaaaaaaaa-reg.sock socket 0600',
-    ]);
-  });
-});
