@@ -132,9 +132,19 @@ export class CheckpointStore {
     const bad = this.parse(text);
     if (bad === undefined) return { status: 'ok' };
     const now = new Date();
-    const quarantinedTo = `${this.file}.${bad.kind === 'tooNew' ? 'too-new' : 'corrupt'}-${now.toISOString().replace(/[:.]/g, '')}`;
+    const base = `${this.file}.${bad.kind === 'tooNew' ? 'too-new' : 'corrupt'}-${now.toISOString().replace(/[:.]/g, '')}`;
+    let quarantinedTo = base;
     try {
-      await fsp.copyFile(this.file, quarantinedTo, fs.constants.COPYFILE_EXCL);
+      // Never over an earlier one (two starts within a millisecond): each is evidence.
+      for (let n = 1; ; n++) {
+        try {
+          await fsp.copyFile(this.file, quarantinedTo, fs.constants.COPYFILE_EXCL);
+          break;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || n > 100) throw err;
+          quarantinedTo = `${base}-${String(n)}`;
+        }
+      }
       const doc: CheckpointDocument = {
         ...emptyCheckpoint(),
         rebuild: { reason: bad.kind, problem: bad.problem, movedTo: quarantinedTo, since: now.toISOString() },
