@@ -300,9 +300,10 @@ export function checkCdi(f: DoctorFacts): CheckResult {
   if (checkpoint.status === 'invalid')
     findings.push({
       severity: 'error',
-      problem: 'the checkpoint cannot be read; the plugin will quarantine it and forget what it prepared',
+      problem:
+        'the checkpoint cannot be read; the plugin will keep it aside and rebuild its claims from the API at its next start',
       evidence: [`${checkpoint.file}: ${checkpoint.error ?? 'invalid'}`],
-      fix: 'drain the node before restarting the plugin; see CHECKPOINT_UNREADABLE / CHECKPOINT_TOO_NEW',
+      fix: 'let the plugin reach the API at its next start (resourceclaims get); see CHECKPOINT_UNREADABLE / CHECKPOINT_TOO_NEW',
     });
   for (const s of specs) {
     if (s.problems.length > 0)

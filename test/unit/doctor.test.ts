@@ -406,7 +406,7 @@ describe('gpu-dra doctor on a simulated node', () => {
         expect.stringMatching(/ENOTDIR/),
       ],
       [
-        'the checkpoint cannot be read; the plugin will quarantine it and forget what it prepared',
+        'the checkpoint cannot be read; the plugin will keep it aside and rebuild its claims from the API at its next start',
         expect.stringMatching(/checkpoint\.json: invalid JSON/),
       ],
     ]);
