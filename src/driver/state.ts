@@ -508,6 +508,13 @@ export class DeviceState {
       }
     | undefined;
 
+  /** After a lost checkpoint: claims rebuilt, dropped and kept so far, over every attempt. */
+  private readonly rebuildTally = { rebuilt: [] as string[], dropped: [] as string[], kept: [] as string[] };
+  private rebuildAttempts = 0;
+  private rebuilding: Promise<{ tally: RebuildTally; sweeps: Sweeps }> | undefined;
+  private rebuildTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
   constructor(private readonly opts: DeviceStateOptions) {}
 
   /** UIDs of every claim the checkpoint records, prepared or not. */
@@ -1190,7 +1197,9 @@ export class DeviceState {
 
   /**
    * Start-up: load the checkpoint, finish or undo what a previous run left, and remove spec
-   * files of ours that no claim owns. Must run before the sockets are served.
+   * files of ours that no claim owns. Must run before the sockets are served. A checkpoint that
+   * could not be read is rebuilt from the API instead (rebuildFromSpecs), retried in the
+   * background while the API cannot answer.
    *
    * With another plugin instance running (a rolling update), all of it runs under the node-wide
    * lock, so the other instance is between calls: an entry still PrepareStarted, a spec or MIG
@@ -1286,13 +1295,6 @@ export class DeviceState {
     const migDevicesRemoved = hostToo ? await this.sweepMigDevices() : [];
     return { orphansRemoved, mpsDaemonsRemoved, migDevicesRemoved, metadataRemoved };
   }
-
-  /** Claims rebuilt, dropped and kept since the checkpoint was lost, over every attempt. */
-  private rebuildTally = { rebuilt: [] as string[], dropped: [] as string[], kept: [] as string[] };
-  private rebuildAttempts = 0;
-  private rebuilding: Promise<{ tally: RebuildTally; sweeps: Sweeps }> | undefined;
-  private rebuildTimer: NodeJS.Timeout | undefined;
-  private closed = false;
 
   /**
    * One rebuild attempt, shared by every caller that asks while it runs (start-up, the retry
