@@ -82,8 +82,8 @@ export const checkpointClaimSchema = z.looseObject({
 
 /**
  * Set while the claims of a checkpoint that could not be read (corrupt, or too new) are being
- * rebuilt from the API (driver/state.ts, rebuildFromSpecs): durable, so a restart midway goes on rebuilding
- * instead of taking an empty document at its word and sweeping what running pods use.
+ * rebuilt from the API (driver/state.ts, rebuildFromSpecs): durable, so a restart midway goes on
+ * rebuilding instead of taking an empty document at its word and sweeping what running pods use.
  */
 export const rebuildMarkerSchema = z.looseObject({
   /** `corrupt` or `tooNew`. */

@@ -111,8 +111,8 @@ export class CheckpointStore {
    * Reads the file. One that does not parse, or says it needs a newer reader, is copied aside
    * (`<file>.corrupt-<time>` / `<file>.too-new-<time>`, never deleted: it is the evidence) and
    * replaced by an empty document carrying a rebuild marker, which the device state acts on
-   * (driver/state.ts, rebuildFromSpecs). Copy, then atomic replace: at no moment is the file missing, which a
-   * crash would read as "nothing prepared" and sweep.
+   * (driver/state.ts, rebuildFromSpecs). Copy, then atomic replace: at no moment is the file
+   * missing, which a crash would read as "nothing prepared" and sweep.
    */
   async load(): Promise<LoadResult> {
     let text: string;
