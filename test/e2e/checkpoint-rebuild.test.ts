@@ -3,10 +3,15 @@
 // trust the file nor crash-loop: it keeps the file aside, rebuilds the prepared claims from the
 // API through the identity each CDI spec carries, holds their devices again (a new claim cannot
 // take a held GPU), says what happened in a Warning Event on the Node and in its log, and the
-// pods' unprepare later cleans everything, the time slice included.
+// pods' unprepare later cleans everything, the time slice and the MPS daemon included.
+//
+// MPS daemons are Deployments the driver creates, which report readiness through a file; a
+// stand-in here plays the daemon (writes `ready` while its Deployment exists), since what is
+// checked is that the driver keeps, and later removes, the running pod's daemon.
 import fs from 'node:fs';
 import path from 'node:path';
 import {
+  AppsV1Api,
   CoreV1Api,
   EventsV1Api,
   ResourceV1Api,
@@ -15,6 +20,7 @@ import {
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { KubeletClient } from '../../src/kubelet/client.js';
+import { mpsDeploymentName, mpsDirs } from '../../src/sharing/mps.js';
 import { createSimulatedNode, simCallLog, type SimulatedNode } from '../../src/sim/fakeHost.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { useCluster } from './support/fixture.js';
@@ -33,6 +39,27 @@ const DRIVER = 'gpu.dra.dev';
 const NODE = 'node-a';
 const NS = 'ckpt-rebuild';
 const CLASS = `gpu.${DRIVER}`;
+const MPS_NS = 'gpu-dra-mps';
+
+/** A claim template for one GPU with `sharing` in this driver's opaque config. */
+function sharedTemplate(sharing: Record<string, unknown>): V1ResourceClaimTemplateSpec {
+  return {
+    spec: {
+      devices: {
+        requests: [{ name: 'gpu', exactly: { deviceClassName: CLASS } }],
+        config: [
+          {
+            requests: ['gpu'],
+            opaque: {
+              driver: DRIVER,
+              parameters: { apiVersion: 'gpu.dra.dev/v1alpha1', kind: 'GpuConfig', sharing },
+            },
+          },
+        ],
+      },
+    },
+  };
+}
 
 type Entries = Record<
   string,
@@ -40,7 +67,8 @@ type Entries = Record<
 >;
 
 describe('a truncated checkpoint is rebuilt from the API, with an Event, on the real driver process', () => {
-  const fx = useCluster();
+  // MPS daemon pods are privileged (src/sharing/mps.ts), as the plugin's own.
+  const fx = useCluster({ apiserverArgs: ['--allow-privileged=true'] });
   let node: NodeHarness;
   let sim: SimulatedNode;
   let core: CoreV1Api;
@@ -52,13 +80,41 @@ describe('a truncated checkpoint is rebuilt from the API, with an Event, on the 
   let restarted: DriverProcess | undefined;
   let keptAs = '';
 
+  let apps: AppsV1Api;
+  let mpsDaemon = '';
+  const daemonNames = async (): Promise<string[]> =>
+    (await apps.listNamespacedDeployment({ namespace: MPS_NS })).items.map((d) => d.metadata?.name ?? '');
+
   beforeAll(async () => {
     core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
     resource = fx.cluster.kubeConfig.makeApiClient(ResourceV1Api);
+    apps = fx.cluster.kubeConfig.makeApiClient(AppsV1Api);
     await createDriverDeviceClass(resource, CLASS, DRIVER);
     await createNamespace(core, NS);
+    await createNamespace(core, MPS_NS);
     sim = await createSimulatedNode('h100-8x', fx.tempDir('gdra-e2e-ckpt-'), { libPath: fakeNvmlLib() });
     node = await fx.startNode(NODE);
+    // The stand-in MPS daemon: ready while its Deployment exists.
+    const mpsRoot = path.join(node.pluginsDir, DRIVER, 'mps');
+    let stopped = false;
+    const loop = (async () => {
+      while (!stopped) {
+        const ids = fs.existsSync(mpsRoot) ? fs.readdirSync(mpsRoot) : [];
+        const live = ids.length > 0 ? new Set(await daemonNames().catch(() => [])) : new Set<string>();
+        for (const id of ids) {
+          const { ready } = mpsDirs(path.join(node.pluginsDir, DRIVER), id);
+          if (live.has(mpsDeploymentName(id))) fs.writeFileSync(ready, '');
+          else fs.rmSync(ready, { force: true });
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    fx.track({
+      stop: async () => {
+        stopped = true;
+        await loop;
+      },
+    });
   });
 
   const startDriver = (): Promise<DriverProcess> =>
@@ -68,6 +124,8 @@ describe('a truncated checkpoint is rebuilt from the API, with an Event, on the 
       kubeconfig: fx.cluster.adminKubeconfigPath,
       node,
       sim,
+      args: [`--namespace=${MPS_NS}`, '--image=gpu-dra:test'],
+      env: { MPS_SHM_SIZE: '0', MPS_READY_TIMEOUT: '30s' },
     });
   const checkpointFile = (): string => path.join(node.pluginsDir, DRIVER, 'checkpoint.json');
   const entries = (): Entries =>
@@ -92,32 +150,13 @@ describe('a truncated checkpoint is rebuilt from the API, with an Event, on the 
     );
   }
 
-  it('prepares a whole GPU and a time-sliced GPU, then loses the checkpoint to a truncation', async () => {
+  it('prepares a whole GPU, a time-sliced GPU and an MPS GPU, then loses the checkpoint to a truncation', async () => {
     const first = await startDriver();
     await node.waitForEvent((e) => e.event === 'registered' && e['driver'] === DRIVER, 30_000);
-    const sliced: V1ResourceClaimTemplateSpec = {
-      spec: {
-        devices: {
-          requests: [{ name: 'gpu', exactly: { deviceClassName: CLASS } }],
-          config: [
-            {
-              requests: ['gpu'],
-              opaque: {
-                driver: DRIVER,
-                parameters: {
-                  apiVersion: 'gpu.dra.dev/v1alpha1',
-                  kind: 'GpuConfig',
-                  sharing: { strategy: 'TimeSlicing', timeSlicing: { interval: 'Long' } },
-                },
-              },
-            },
-          ],
-        },
-      },
-    };
     for (const [pod, template] of [
       ['whole', oneDeviceTemplate(CLASS)],
-      ['sliced', sliced],
+      ['sliced', sharedTemplate({ strategy: 'TimeSlicing', timeSlicing: { interval: 'Long' } })],
+      ['mps', sharedTemplate({ strategy: 'MPS' })],
     ] as const) {
       await createPodWithClaims(
         { resource, core },
@@ -134,6 +173,10 @@ describe('a truncated checkpoint is rebuilt from the API, with an Event, on the 
     }
     before = entries();
     expect(Object.keys(before).sort()).toEqual([...prepared.keys()].sort());
+    mpsDaemon = mpsDeploymentName(
+      ((before[[...prepared.keys()][2] ?? ''] as { mpsDaemons?: string[] }).mpsDaemons ?? [])[0] ?? '?',
+    );
+    expect(await daemonNames()).toEqual([mpsDaemon]);
     await stop(first);
 
     // A crash mid-write of a filesystem without atomic rename, or a full disk: half the file.
@@ -142,7 +185,7 @@ describe('a truncated checkpoint is rebuilt from the API, with an Event, on the 
   });
 
   it('the restarted driver rebuilds the claims, keeps the file aside, and says so in an Event and its log', async () => {
-    expect(prepared.size).toBe(2);
+    expect(prepared.size).toBe(3);
     const registrations = node.events.filter((e) => e.event === 'registered').length;
     const truncated = fs.readFileSync(checkpointFile());
     const started = Date.now();
@@ -172,7 +215,7 @@ describe('a truncated checkpoint is rebuilt from the API, with an Event, on the 
     expect(event.note).toContain(`checkpoint ${checkpointFile()} was unreadable (invalid JSON`);
     expect(event.note).toContain(`kept as ${keptAs}`);
     expect(event.note).toContain(
-      'Rebuilt 2 prepared claim(s) from the API, dropped 0 no longer allocated here.',
+      'Rebuilt 3 prepared claim(s) from the API, dropped 0 no longer allocated here.',
     );
     // The log line says the same, with the facts as fields.
     const lines = restarted
@@ -193,6 +236,8 @@ describe('a truncated checkpoint is rebuilt from the API, with an Event, on the 
       rebuilt: [...prepared.keys()].sort(),
       dropped: [],
     });
+    // The running pod's MPS daemon was not swept.
+    expect(await daemonNames()).toEqual([mpsDaemon]);
     console.log(`restart with a truncated checkpoint: registered again after ${String(startMs)} ms`);
   });
 
@@ -221,16 +266,15 @@ describe('a truncated checkpoint is rebuilt from the API, with an Event, on the 
     }
   });
 
-  it('deleting the pods unprepares the rebuilt claims: specs, entries and the time slice go', async () => {
-    const slicedUid = [...prepared.keys()][1] ?? '';
-    expect(slicedUid).not.toBe('');
-    for (const pod of ['whole', 'sliced']) {
+  it('deleting the pods unprepares the rebuilt claims: specs, entries, the time slice and the MPS daemon go', async () => {
+    for (const pod of ['whole', 'mps', 'sliced']) {
       await core.deleteNamespacedPod({ namespace: NS, name: pod, gracePeriodSeconds: 0 });
       await node.waitForEvent((e) => e['pod'] === `${NS}/${pod}` && e.event === 'unprepared', 60_000);
     }
     expect(entries()).toEqual({});
     expect(fs.readdirSync(node.cdiDir)).toEqual([]);
     expect(toolCalls().at(-1)).toMatch(/compute-policy -i \S+ --set-timeslice 0$/);
+    expect(await daemonNames()).toEqual([]);
     await stop(restarted as DriverProcess);
   });
 });
