@@ -78,6 +78,11 @@ export const checkpointClaimSchema = z.looseObject({
   cdiSpec: z.unknown().optional(),
   /** ISO time of the last state change (informational). */
   updated: z.string().optional(),
+  /**
+   * Set on a claim known only by its CDI spec after the checkpoint was lost (driver/rebuild.ts,
+   * heldFromSpec): its devices are held, and its next prepare rebuilds the record from the API.
+   */
+  heldFromSpec: z.boolean().optional(),
 });
 
 /**

@@ -32,7 +32,8 @@ export interface RebuildSummary extends RebuildTally {
  * specs of older versions; a plan that no longer works): it holds the devices the spec names,
  * exclusively (sharing is unknown), so that no other claim is handed them while the pod that
  * may use them runs. The kubelet's unprepare of the claim, or (with a namespace/name) a claim
- * that wants the devices and finds through the API that this one is gone, releases them.
+ * that wants the devices and finds through the API that this one is gone, releases them; its
+ * next prepare, which names the claim, rebuilds its record from the API.
  */
 export function heldFromSpec(
   uid: string,
@@ -54,6 +55,7 @@ export function heldFromSpec(
   }
   return {
     state: 'PrepareCompleted',
+    heldFromSpec: true,
     namespace: identity?.namespace ?? '',
     name: identity?.name ?? '',
     cdiSpecFile,

@@ -559,6 +559,24 @@ export class DeviceState {
       this.claimLocks.run(ref.uid, async () => {
         const existing = recordedClaim(this.opts.checkpoint.current().claims, ref.uid);
         if (existing) checkRecordedIdentity(ref, existing);
+        if (existing?.heldFromSpec && claimState(existing) === 'PrepareCompleted') {
+          // Known only by its spec since the checkpoint was lost: the kubelet now names it, so
+          // its record is rebuilt as a rebuild would (request names, CDI ids), nothing remade.
+          const claim = await fetch().catch((err: unknown) => {
+            throw new GpuDraError('CLAIM_FETCH_FAILED', `cannot read the claim: ${errorMessage(err)}`, {
+              cause: err,
+              claimUid: ref.uid,
+            });
+          });
+          checkFetchedClaim(claim, ref.uid);
+          const record = await this.adopt(ref, claim);
+          logger.info(
+            { devices: record.devices.map((d) => d.deviceName) },
+            'rebuilt a held claim at its prepare',
+          );
+          this.opts.claimStatus?.prepared(ref, this.describe(recordedDevices(record)));
+          return record.devices;
+        }
         if (existing && claimState(existing) === 'PrepareCompleted') {
           await this.ensureSpecFile(ref.uid, existing, logger);
           logger.debug({ devices: existing.devices.length }, 'claim already prepared');
@@ -1443,7 +1461,7 @@ export class DeviceState {
    * PrepareCompleted, from the same plan a prepare makes; its MIG devices must exist in their
    * slots (they are adopted, not made), its MPS daemons are named as its plan names them.
    */
-  private async adopt(ref: ClaimIdentity, claim: ResourceClaim): Promise<void> {
+  private async adopt(ref: ClaimIdentity, claim: ResourceClaim): Promise<CheckpointClaim> {
     const { planned: planning, inventory } = await this.plan(ref.uid, claim);
     const mode = this.opts.migPartitioning ?? 'static';
     const slots = planning.map((p) => slotToMake(p.device, p.adminAccess, mode));
@@ -1467,6 +1485,7 @@ export class DeviceState {
     await this.opts.checkpoint.update((d) => {
       d.claims[ref.uid] = record;
     });
+    return record;
   }
 
   /** Tries the rebuild again later, with jittered backoff, until it is done or we close. */

@@ -284,7 +284,7 @@ describe('rebuilding after a lost checkpoint', () => {
   });
 
   it('a spec that names no claim (an older version wrote it) keeps its devices held, and MPS sweeps wait', async () => {
-    await preparedThenTorn();
+    const before = await preparedThenTorn();
     const spec = JSON.parse(fs.readFileSync(specPath('whole'), 'utf8')) as CdiSpec;
     delete spec.annotations;
     fs.writeFileSync(specPath('whole'), JSON.stringify(spec));
@@ -294,6 +294,7 @@ describe('rebuilding after a lost checkpoint', () => {
     expect(report.fromApi).toMatchObject({ rebuilt: ['mig', 'mps'], kept: ['whole'] });
     expect(entries()['whole']).toMatchObject({
       state: 'PrepareCompleted',
+      heldFromSpec: true,
       namespace: '',
       devices: [{ deviceName: 'gpu-0', poolName: TEST_NODE }],
     });
@@ -301,6 +302,12 @@ describe('rebuilding after a lost checkpoint', () => {
     const err = await prepare(state, { uid: 'thief', devices: ['gpu-0'] }).catch((e: unknown) => e);
     expect(isGpuDraError(err, 'DEVICE_IN_USE')).toBe(true);
     expect(rebuildNote(events[0] as RebuildSummary)).toMatch(/Kept 1 spec\(s\) it could not match/);
+    // The kubelet's prepare names the claim: its record is rebuilt from the API, as it was.
+    const again = await prepare(state, { uid: 'whole', devices: ['gpu-0'] });
+    expect(again).toEqual([expect.objectContaining({ deviceName: 'gpu-0', requestNames: ['gpu'] })]);
+    expect(withoutTimes({ whole: entries()['whole'] ?? {} })).toEqual(
+      withoutTimes({ whole: before['whole'] ?? {} }),
+    );
     // The kubelet's unprepare releases it.
     await state.unprepare(ref('whole'), log);
     expect(fs.existsSync(specPath('whole'))).toBe(false);
