@@ -188,6 +188,8 @@ export interface DeviceStateOptions {
   readonly onCheckpointRebuilt?: (summary: RebuildSummary) => Promise<void>;
   /** Retries of a rebuild the API could not complete; default 1 s doubling to 60 s, jittered. */
   readonly rebuildBackoff?: BackoffOptions;
+  /** How long a rebuild waits for one claim GET; default 10 s (start-up waits for the first). */
+  readonly rebuildGetTimeoutMs?: number;
 }
 
 export interface RecoveryReport {
@@ -241,6 +243,19 @@ function checkRecordedIdentity(ref: ClaimIdentity, entry: Pick<CheckpointClaim, 
     `claim ${ref.uid} was prepared as ${entry.namespace}/${entry.name}, not ${ref.namespace}/${ref.name}: nothing done`,
     { claimUid: ref.uid },
   );
+}
+
+/** `promise`, or a rejection once `ms` passed (the promise itself is left to settle). */
+function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => {
+      reject(new Error(`${what}: no answer within ${String(ms)} ms`));
+    }, ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => {
+    clearTimeout(timer);
+  });
 }
 
 /**
@@ -1346,6 +1361,9 @@ export class DeviceState {
     if (!marker) return { tally: { ...this.rebuildTally, pending: [] }, sweeps: none };
     this.rebuildAttempts++;
     const pending: string[] = [];
+    // Once one GET fails (not a 404), the rest wait for the next attempt: at start-up, a
+    // blackholed API must cost one timeout, not one per claim, before the sockets are served.
+    const api = { down: false };
     for (const file of await this.opts.cdi.list()) {
       const uid = claimUidOfSpecFile(this.opts.driverName, file);
       // Not a name this version writes (a .yaml): left to the sweep, as at any start.
@@ -1353,6 +1371,7 @@ export class DeviceState {
       const outcome: RebuildOutcome = await this.rebuildOne(
         uid,
         file,
+        api,
         log.child({ claimUid: uid, cdiSpec: file }),
       );
       if (outcome === 'pending') pending.push(uid);
@@ -1400,7 +1419,12 @@ export class DeviceState {
   }
 
   /** Rebuilds the claim of one spec file; see rebuildFromSpecs. */
-  private async rebuildOne(uid: string, file: string, clog: Logger): Promise<RebuildOutcome> {
+  private async rebuildOne(
+    uid: string,
+    file: string,
+    api: { down: boolean },
+    clog: Logger,
+  ): Promise<RebuildOutcome> {
     let raw: unknown;
     try {
       raw = JSON.parse((await this.opts.cdi.read(file)) ?? 'null');
@@ -1431,11 +1455,17 @@ export class DeviceState {
     };
     if (!identity) return keep('the spec names no claim: written by an older version');
     if (!this.opts.claims) return keep('no API client to read the claim');
+    if (api.down) return 'pending';
     let claim: ResourceClaim;
     try {
-      claim = await this.opts.claims.get(identity.namespace, identity.name);
+      claim = await withDeadline(
+        this.opts.claims.get(identity.namespace, identity.name),
+        this.opts.rebuildGetTimeoutMs ?? 10_000,
+        `GET of claim ${identity.namespace}/${identity.name}`,
+      );
     } catch (err) {
       if (isClaimNotFound(err)) return drop('no longer exists');
+      api.down = true;
       clog.warn({ err }, 'cannot read the claim to rebuild it; trying again later');
       return 'pending';
     }

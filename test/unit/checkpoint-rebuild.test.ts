@@ -35,9 +35,12 @@ const log = silentLogger();
 class FlakyApi implements ClaimGetter {
   readonly claims = new MemoryClaimGetter();
   down = false;
+  /** A blackholed API: GETs never answer. */
+  hang = false;
   gets = 0;
   get(namespace: string, name: string) {
     this.gets++;
+    if (this.hang) return new Promise<never>(() => undefined);
     if (this.down)
       return Promise.reject(
         new KubeRequestError('GET', `/${namespace}/${name}`, 'connect ECONNREFUSED 10.96.0.1:443'),
@@ -251,6 +254,20 @@ describe('rebuilding after a lost checkpoint', () => {
     expect(JSON.parse(fs.readFileSync(checkpointFile, 'utf8'))).not.toHaveProperty('rebuild');
     expect(daemons.swept).toEqual([]);
     expect(await prepare(state, { uid: 'new', devices: ['gpu-2'] })).toHaveLength(1);
+  });
+
+  it('a blackholed API costs the start one GET timeout, not one per claim', async () => {
+    await preparedThenTorn();
+    api.hang = true;
+    const gets = api.gets;
+    const started = Date.now();
+    const report = await makeState({
+      rebuildGetTimeoutMs: 100,
+      rebuildBackoff: { initialDelayMs: 60_000 },
+    }).recover();
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(report.fromApi?.pending).toEqual(['mig', 'mps', 'whole']);
+    expect(api.gets - gets).toBe(1);
   });
 
   it('a restart while the rebuild is pending goes on rebuilding, never trusting the empty claims', async () => {
