@@ -77,6 +77,8 @@ export interface CdiDevice {
 export interface CdiSpec {
   cdiVersion: string;
   kind: string;
+  /** Spec-level annotations (CDI 0.6.0 on): the claim's identity, see {@link claimAnnotations}. */
+  annotations?: Record<string, string>;
   devices: CdiDevice[];
   containerEdits?: CdiContainerEdits;
 }
@@ -164,6 +166,8 @@ export interface ClaimCdiInput {
    * spec, because two devices of one claim may be served by different daemons.
    */
   readonly deviceEdits?: ReadonlyMap<string, CdiContainerEdits>;
+  /** The claim's namespace and name, written into the spec (see {@link claimAnnotations}). */
+  readonly claim?: { readonly namespace: string; readonly name: string };
 }
 
 export interface ClaimCdiSpec {
@@ -403,11 +407,55 @@ export function buildClaimCdiSpec(input: ClaimCdiInput): ClaimCdiSpec {
   });
   const containerEdits = commonEdits(input);
 
+  const annotations =
+    input.claim && input.claim.namespace && input.claim.name
+      ? claimAnnotations(input.driverName, { uid: input.claimUid, ...input.claim })
+      : undefined;
   return {
-    spec: { cdiVersion: CDI_VERSION, kind: cdiKind(input.driverName), devices: cdiDevices, containerEdits },
+    spec: {
+      cdiVersion: CDI_VERSION,
+      kind: cdiKind(input.driverName),
+      ...(annotations ? { annotations } : {}),
+      devices: cdiDevices,
+      containerEdits,
+    },
     fileName: claimSpecFileName(input.driverName, input.claimUid),
     cdiIds,
   };
+}
+
+/**
+ * Annotations naming the claim a spec was written for. The plugin may only GET claims (no list,
+ * deploy/rbac.yaml), so when its checkpoint is lost these are how it finds each prepared claim
+ * in the API again (DeviceState's rebuild). Spec-level annotations exist from CDI 0.6.0 on, the
+ * version we write anyway; runtimes ignore them. Keys are qualified names under the driver's
+ * name, as CDI requires of annotation keys.
+ */
+export function claimAnnotations(
+  driverName: string,
+  claim: { readonly uid: string; readonly namespace: string; readonly name: string },
+): Record<string, string> {
+  return {
+    [`${driverName}/claim-namespace`]: claim.namespace,
+    [`${driverName}/claim-name`]: claim.name,
+    [`${driverName}/claim-uid`]: claim.uid,
+  };
+}
+
+/** The claim a spec names in its annotations ({@link claimAnnotations}); undefined if it names none. */
+export function claimOfSpec(
+  raw: unknown,
+  driverName: string,
+): { readonly uid: string; readonly namespace: string; readonly name: string } | undefined {
+  const annotations =
+    typeof raw === 'object' && raw !== null ? (raw as { annotations?: unknown }).annotations : undefined;
+  if (typeof annotations !== 'object' || annotations === null) return undefined;
+  const get = (key: string): string | undefined => {
+    const v = (annotations as Record<string, unknown>)[`${driverName}/${key}`];
+    return typeof v === 'string' && v !== '' ? v : undefined;
+  };
+  const [uid, namespace, name] = [get('claim-uid'), get('claim-namespace'), get('claim-name')];
+  return uid && namespace && name ? { uid, namespace, name } : undefined;
 }
 
 /** Stable serialization (2-space JSON + newline); CDI reads `.json` specs. */

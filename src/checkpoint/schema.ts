@@ -10,8 +10,9 @@
  *   "loose" and rewritten from the parsed object, so a downgrade followed by an upgrade loses
  *   nothing a newer version stored.
  * - `version` is the writer's format version. A writer that makes a change older readers would
- *   misread (not merely an added field) must raise `minReaderVersion`; a reader refuses a
- *   document whose `minReaderVersion` is above its own version instead of guessing.
+ *   misread (not merely an added field) must raise `minReaderVersion`; a reader does not guess
+ *   at a document whose `minReaderVersion` is above its own version: it keeps the file aside and
+ *   rebuilds from the API, as for a corrupt one (a downgrade must not crash-loop).
  * - Adding an optional field never changes either number.
  * - A claim `state` this version does not know is treated as PrepareStarted (rolled back, so
  *   the kubelet's retry prepares it afresh).
@@ -77,6 +78,27 @@ export const checkpointClaimSchema = z.looseObject({
   cdiSpec: z.unknown().optional(),
   /** ISO time of the last state change (informational). */
   updated: z.string().optional(),
+  /**
+   * Set on a claim known only by its CDI spec after the checkpoint was lost (driver/rebuild.ts,
+   * heldFromSpec): its devices are held, and its next prepare rebuilds the record from the API.
+   */
+  heldFromSpec: z.boolean().optional(),
+});
+
+/**
+ * Set while the claims of a checkpoint that could not be read (corrupt, or too new) are being
+ * rebuilt from the API (driver/state.ts, rebuildFromSpecs): durable, so a restart midway goes on
+ * rebuilding instead of taking an empty document at its word and sweeping what running pods use.
+ */
+export const rebuildMarkerSchema = z.looseObject({
+  /** `corrupt` or `tooNew`. */
+  reason: z.string(),
+  /** What was wrong with the file, for the Event and the log. */
+  problem: z.string(),
+  /** Where the unreadable file was kept. */
+  movedTo: z.string(),
+  /** ISO time it was found. */
+  since: z.string(),
 });
 
 export const checkpointSchema = z.looseObject({
@@ -86,11 +108,13 @@ export const checkpointSchema = z.looseObject({
   /** Kernel boot id when the claims were prepared; a different one means the node rebooted. */
   bootId: z.string().optional(),
   claims: z.record(z.string(), checkpointClaimSchema).default({}),
+  rebuild: rebuildMarkerSchema.optional(),
 });
 
 export type CheckpointDevice = z.infer<typeof checkpointDeviceSchema>;
 export type CheckpointClaim = z.infer<typeof checkpointClaimSchema>;
 export type CheckpointDocument = z.infer<typeof checkpointSchema>;
+export type RebuildMarker = z.infer<typeof rebuildMarkerSchema>;
 
 export function emptyCheckpoint(bootId?: string): CheckpointDocument {
   return {

@@ -1,5 +1,5 @@
 /**
- * The checkpoint file: read (missing = empty, unparsable = quarantined), and read-modify-write
+ * The checkpoint file: read (missing = empty, unreadable = kept aside and rebuilt), and read-modify-write
  * with atomic replacement, the data fsynced before the rename. The in-memory document is
  * authoritative within the process; it changes only after the file write succeeded.
  *
@@ -37,16 +37,20 @@ import {
   emptyCheckpoint,
   type CheckpointClaim,
   type CheckpointDocument,
+  type RebuildMarker,
 } from './schema.js';
 
 export class CheckpointError extends GpuDraError {}
 
-export type LoadStatus = 'missing' | 'ok' | 'quarantined';
+/** `quarantined`: the file did not parse; `tooNew`: a newer driver's (see schema.ts). */
+export type LoadStatus = 'missing' | 'ok' | 'quarantined' | 'tooNew';
 
 export interface LoadResult {
   readonly status: LoadStatus;
-  /** Where an unreadable file was moved (status `quarantined`). */
+  /** Where an unreadable file was kept (status `quarantined` or `tooNew`). */
   readonly quarantinedTo?: string;
+  /** What was wrong with it. */
+  readonly problem?: string;
 }
 
 /** The document as readers see it: nothing in it may be changed in place. */
@@ -63,6 +67,8 @@ type DeepReadonly<T> = T extends (infer E)[]
  */
 export interface CheckpointDraft {
   bootId?: string | undefined;
+  /** See schema.ts; cleared (undefined) once every claim is rebuilt. */
+  rebuild?: DeepReadonly<RebuildMarker> | undefined;
   claims: Record<string, ReadonlyCheckpointClaim>;
 }
 export type ReadonlyCheckpointClaim = DeepReadonly<CheckpointClaim>;
@@ -101,7 +107,13 @@ export class CheckpointStore {
     private readonly logger: Logger,
   ) {}
 
-  /** Reads the file. Refuses (throws) only a document declaring itself unreadable by us. */
+  /**
+   * Reads the file. One that does not parse, or says it needs a newer reader, is copied aside
+   * (`<file>.corrupt-<time>` / `<file>.too-new-<time>`, never deleted: it is the evidence) and
+   * replaced by an empty document carrying a rebuild marker, which the device state acts on
+   * (driver/state.ts, rebuildFromSpecs). Copy, then atomic replace: at no moment is the file
+   * missing, which a crash would read as "nothing prepared" and sweep.
+   */
   async load(): Promise<LoadResult> {
     let text: string;
     try {
@@ -117,17 +129,43 @@ export class CheckpointStore {
         cause: err,
       });
     }
-    const problem = this.parse(text);
-    if (problem === undefined) return { status: 'ok' };
-    const quarantinedTo = `${this.file}.corrupt-${new Date().toISOString().replace(/[:.]/g, '')}`;
-    await fsp.rename(this.file, quarantinedTo);
+    const bad = this.parse(text);
+    if (bad === undefined) return { status: 'ok' };
+    const now = new Date();
+    const base = `${this.file}.${bad.kind === 'tooNew' ? 'too-new' : 'corrupt'}-${now.toISOString().replace(/[:.]/g, '')}`;
+    let quarantinedTo = base;
+    try {
+      // Never over an earlier one (two starts within a millisecond): each is evidence.
+      for (let n = 1; ; n++) {
+        try {
+          await fsp.copyFile(this.file, quarantinedTo, fs.constants.COPYFILE_EXCL);
+          break;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || n > 100) throw err;
+          quarantinedTo = `${base}-${String(n)}`;
+        }
+      }
+      const doc: CheckpointDocument = {
+        ...emptyCheckpoint(),
+        rebuild: { reason: bad.kind, problem: bad.problem, movedTo: quarantinedTo, since: now.toISOString() },
+      };
+      await this.write(doc);
+      this.doc = doc;
+      this.stamp = fileStamp(this.file);
+    } catch (err) {
+      throw new CheckpointError(
+        'CHECKPOINT_UNREADABLE',
+        `checkpoint ${this.file} is unreadable (${bad.problem}) and cannot be kept aside as ${quarantinedTo}: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
     this.logger.error(
-      { file: this.file, quarantinedTo, problem },
-      'checkpoint unparsable; moved aside, starting empty',
+      { file: this.file, quarantinedTo, problem: bad.problem, reason: bad.kind },
+      bad.kind === 'tooNew'
+        ? 'checkpoint written by a newer driver; kept it aside, rebuilding the prepared claims from the API'
+        : 'checkpoint unreadable; kept it aside, rebuilding the prepared claims from the API',
     );
-    this.doc = emptyCheckpoint();
-    this.stamp = 'missing';
-    return { status: 'quarantined', quarantinedTo };
+    return { status: bad.kind === 'tooNew' ? 'tooNew' : 'quarantined', quarantinedTo, problem: bad.problem };
   }
 
   /**
@@ -155,11 +193,11 @@ export class CheckpointStore {
           cause: err,
         });
       }
-      const problem = this.parse(text);
-      if (problem !== undefined) {
+      const bad = this.parse(text);
+      if (bad !== undefined) {
         throw new CheckpointError(
-          'CHECKPOINT_UNREADABLE',
-          `checkpoint ${this.file}, written by another plugin instance, is unparsable: ${problem}`,
+          bad.kind === 'tooNew' ? 'CHECKPOINT_TOO_NEW' : 'CHECKPOINT_UNREADABLE',
+          `checkpoint ${this.file}, written by another plugin instance, is unreadable: ${bad.problem}`,
         );
       }
     }
@@ -173,24 +211,27 @@ export class CheckpointStore {
     return this.rereads;
   }
 
-  /** Returns a problem description, or undefined after adopting the document. */
-  private parse(text: string): string | undefined {
+  /** What is wrong with `text`, or undefined after adopting the document. */
+  private parse(text: string): { readonly kind: 'corrupt' | 'tooNew'; readonly problem: string } | undefined {
     let raw: unknown;
     try {
       raw = JSON.parse(text);
     } catch (err) {
-      return `invalid JSON: ${(err as Error).message}`;
+      return { kind: 'corrupt', problem: `invalid JSON: ${(err as Error).message}` };
     }
     const minReader = (raw as { minReaderVersion?: unknown } | null)?.minReaderVersion;
     if (typeof minReader === 'number' && minReader > CHECKPOINT_VERSION) {
-      throw new CheckpointError(
-        'CHECKPOINT_TOO_NEW',
-        `checkpoint ${this.file} needs reader version ${minReader}; this driver reads version ${CHECKPOINT_VERSION}: upgrade the driver or remove the file after draining the node`,
-      );
+      return {
+        kind: 'tooNew',
+        problem: `needs reader version ${String(minReader)}; this driver reads version ${String(CHECKPOINT_VERSION)}`,
+      };
     }
     const parsed = checkpointSchema.safeParse(raw);
     if (!parsed.success) {
-      return parsed.error.issues.map((i) => `${i.path.join('.') || '<root>'}: ${i.message}`).join('; ');
+      return {
+        kind: 'corrupt',
+        problem: parsed.error.issues.map((i) => `${i.path.join('.') || '<root>'}: ${i.message}`).join('; '),
+      };
     }
     this.doc = parsed.data;
     return undefined;

@@ -88,6 +88,8 @@ export interface CheckpointFact {
   readonly status: 'missing' | 'ok' | 'invalid';
   readonly error?: string;
   readonly claims: Readonly<Record<string, { readonly state: string; readonly cdiSpecFile?: string }>>;
+  /** Set while the plugin rebuilds the claims of a lost checkpoint from the API. */
+  readonly rebuild?: { readonly reason: string; readonly movedTo: string; readonly since: string };
 }
 
 export interface CdiFact {
@@ -300,9 +302,17 @@ export function checkCdi(f: DoctorFacts): CheckResult {
   if (checkpoint.status === 'invalid')
     findings.push({
       severity: 'error',
-      problem: 'the checkpoint cannot be read; the plugin will quarantine it and forget what it prepared',
+      problem:
+        'the checkpoint cannot be read; the plugin will keep it aside and rebuild its claims from the API at its next start',
       evidence: [`${checkpoint.file}: ${checkpoint.error ?? 'invalid'}`],
-      fix: 'drain the node before restarting the plugin; see CHECKPOINT_UNREADABLE / CHECKPOINT_TOO_NEW',
+      fix: 'let the plugin reach the API at its next start (resourceclaims get); see CHECKPOINT_UNREADABLE / CHECKPOINT_TOO_NEW',
+    });
+  if (checkpoint.rebuild)
+    findings.push({
+      severity: 'warning',
+      problem: `the plugin is rebuilding its prepared claims from the API (checkpoint ${checkpoint.rebuild.reason === 'tooNew' ? 'written by a newer gpu-dra' : 'unreadable'}); until done it prepares no other claim`,
+      evidence: [`since ${checkpoint.rebuild.since}; the old file is kept as ${checkpoint.rebuild.movedTo}`],
+      fix: 'let the plugin reach the API server (resourceclaims get); see CHECKPOINT_REBUILD_PENDING',
     });
   for (const s of specs) {
     if (s.problems.length > 0)
@@ -312,7 +322,13 @@ export function checkCdi(f: DoctorFacts): CheckResult {
         evidence: s.problems.slice(0, 5),
         fix: 'restart the plugin (it rewrites the specs of prepared claims from its checkpoint); if it comes back, report it',
       });
-    if (s.claimUid !== undefined && checkpoint.status !== 'invalid' && !checkpoint.claims[s.claimUid])
+    // While rebuilding, a spec is how the plugin finds its claim: not an orphan yet.
+    if (
+      s.claimUid !== undefined &&
+      checkpoint.status !== 'invalid' &&
+      !checkpoint.rebuild &&
+      !checkpoint.claims[s.claimUid]
+    )
       findings.push({
         severity: 'warning',
         problem: `orphan CDI spec ${s.file}: no claim in the checkpoint owns it`,

@@ -145,7 +145,15 @@ function gatherCheckpoint(file: string): CheckpointFact {
       { state: c.state, ...(c.cdiSpecFile ? { cdiSpecFile: c.cdiSpecFile } : {}) },
     ]),
   );
-  return { file, status: 'ok', claims };
+  const { rebuild } = parsed.data;
+  return {
+    file,
+    status: 'ok',
+    claims,
+    ...(rebuild
+      ? { rebuild: { reason: rebuild.reason, movedTo: rebuild.movedTo, since: rebuild.since } }
+      : {}),
+  };
 }
 
 async function gatherCdi(opts: DoctorOptions): Promise<CdiFact> {

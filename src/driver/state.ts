@@ -38,7 +38,9 @@ import {
   type CdiMount,
   claimDeviceKey,
   claimDeviceNodes,
+  claimOfSpec,
   claimSpecFileName,
+  claimUidOfSpecFile,
   type ClaimCdiInput,
   type ClaimCdiSpec,
   type DriverFiles,
@@ -103,6 +105,14 @@ import {
 } from './deviceMetadata.js';
 import { MetadataStore } from './metadataStore.js';
 import type { ClaimStatusSink } from './statusWriter.js';
+import {
+  heldFromSpec,
+  rebuildNote,
+  type RebuildOutcome,
+  type RebuildSummary,
+  type RebuildTally,
+} from './rebuild.js';
+import { backoffDelay, type BackoffOptions } from '../util/backoff.js';
 
 export interface ClaimIdentity {
   readonly uid: string;
@@ -171,6 +181,15 @@ export interface DeviceStateOptions {
    * prepare, unprepare, recovery and cleanup runs under it. Without it, this is the only instance.
    */
   readonly lock?: InstanceLock;
+  /**
+   * Told once the claims of a lost checkpoint are rebuilt (the Node Event); never waited for,
+   * and a failure is only logged: reporting must not hold up or fail the start.
+   */
+  readonly onCheckpointRebuilt?: (summary: RebuildSummary) => Promise<void>;
+  /** Retries of a rebuild the API could not complete; default 1 s doubling to 60 s, jittered. */
+  readonly rebuildBackoff?: BackoffOptions;
+  /** How long a rebuild waits for one claim GET; default 10 s (start-up waits for the first). */
+  readonly rebuildGetTimeoutMs?: number;
 }
 
 export interface RecoveryReport {
@@ -186,6 +205,19 @@ export interface RecoveryReport {
   /** UUIDs of MIG devices on GPUs in dynamic mode that no recorded claim owned, destroyed. */
   readonly migDevicesRemoved: readonly string[];
   /** Claim UIDs whose device metadata files no recorded claim owned, removed. */
+  readonly metadataRemoved: readonly string[];
+  /**
+   * After a lost checkpoint (status `quarantined`/`tooNew`, or a rebuild a previous run left
+   * unfinished): the claims rebuilt from the API so far. `pending` ones wait for the API, retried
+   * in the background; nothing is swept until none is left.
+   */
+  readonly fromApi?: RebuildTally;
+}
+
+interface Sweeps {
+  readonly orphansRemoved: readonly string[];
+  readonly mpsDaemonsRemoved: readonly string[];
+  readonly migDevicesRemoved: readonly string[];
   readonly metadataRemoved: readonly string[];
 }
 
@@ -211,6 +243,19 @@ function checkRecordedIdentity(ref: ClaimIdentity, entry: Pick<CheckpointClaim, 
     `claim ${ref.uid} was prepared as ${entry.namespace}/${entry.name}, not ${ref.namespace}/${ref.name}: nothing done`,
     { claimUid: ref.uid },
   );
+}
+
+/** `promise`, or a rejection once `ms` passed (the promise itself is left to settle). */
+function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => {
+      reject(new Error(`${what}: no answer within ${String(ms)} ms`));
+    }, ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => {
+    clearTimeout(timer);
+  });
 }
 
 /**
@@ -478,6 +523,13 @@ export class DeviceState {
       }
     | undefined;
 
+  /** After a lost checkpoint: claims rebuilt, dropped and kept so far, over every attempt. */
+  private readonly rebuildTally = { rebuilt: [] as string[], dropped: [] as string[], kept: [] as string[] };
+  private rebuildAttempts = 0;
+  private rebuilding: Promise<{ tally: RebuildTally; sweeps: Sweeps }> | undefined;
+  private rebuildTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
   constructor(private readonly opts: DeviceStateOptions) {}
 
   /** UIDs of every claim the checkpoint records, prepared or not. */
@@ -522,6 +574,24 @@ export class DeviceState {
       this.claimLocks.run(ref.uid, async () => {
         const existing = recordedClaim(this.opts.checkpoint.current().claims, ref.uid);
         if (existing) checkRecordedIdentity(ref, existing);
+        if (existing?.heldFromSpec && claimState(existing) === 'PrepareCompleted') {
+          // Known only by its spec since the checkpoint was lost: the kubelet now names it, so
+          // its record is rebuilt as a rebuild would (request names, CDI ids), nothing remade.
+          const claim = await fetch().catch((err: unknown) => {
+            throw new GpuDraError('CLAIM_FETCH_FAILED', `cannot read the claim: ${errorMessage(err)}`, {
+              cause: err,
+              claimUid: ref.uid,
+            });
+          });
+          checkFetchedClaim(claim, ref.uid);
+          const record = await this.adopt(ref, claim);
+          logger.info(
+            { devices: record.devices.map((d) => d.deviceName) },
+            'rebuilt a held claim at its prepare',
+          );
+          this.opts.claimStatus?.prepared(ref, this.describe(recordedDevices(record)));
+          return record.devices;
+        }
         if (existing && claimState(existing) === 'PrepareCompleted') {
           await this.ensureSpecFile(ref.uid, existing, logger);
           logger.debug({ devices: existing.devices.length }, 'claim already prepared');
@@ -531,6 +601,7 @@ export class DeviceState {
           return existing.devices;
         }
         if (existing) await this.rollback(ref.uid, existing, logger);
+        await this.awaitRebuild(ref.uid);
 
         const claim = await fetch().catch((err: unknown) => {
           throw new GpuDraError('CLAIM_FETCH_FAILED', `cannot read the claim: ${errorMessage(err)}`, {
@@ -569,37 +640,11 @@ export class DeviceState {
           } else {
             planned = planning as PlannedDevice[];
           }
-          const shared = plannedShared(planned);
-          const sharing = changesHost(shared) ? this.sharingFor(ref.uid) : undefined;
-          // Only the status and the metadata files read the description.
-          described =
-            this.opts.claimStatus || this.opts.deviceMetadata
-              ? this.describe(
-                  planned.map((p) => ({
-                    requestNames: p.requestNames,
-                    poolName: p.poolName,
-                    deviceName: p.deviceName,
-                    shareId: p.shareId,
-                    uuid: p.device.uuid,
-                  })),
-                  inventory,
-                )
-              : [];
-          const metadata = this.metadataOf({ ...ref, podClaimName }, described);
-          const built = this.buildSpec(
-            ref.uid,
-            planned,
-            inventory.driverVersion,
-            withMounts(sharing?.cdiEdits(ref.uid, shared), metadata?.mounts),
-          );
+          const composed = this.compose(ref, planned, inventory, podClaimName);
+          const { shared, sharing, metadata, built } = composed;
+          described = composed.described;
           specFile = built.fileName;
-          record = preparedRecord(
-            ref,
-            planned,
-            built,
-            sharing?.mpsDaemonIds(ref.uid, shared) ?? [],
-            podClaimName,
-          );
+          record = composed.record;
           this.reserved.set(ref.uid, record);
           if (mig || sharing) {
             // The devices made (their ids) and the MPS daemons to come, before the host changes further.
@@ -685,6 +730,8 @@ export class DeviceState {
 
   /** Closes the node-wide lock's files (after the last call, at stop). */
   close(): void {
+    this.closed = true;
+    clearTimeout(this.rebuildTimer);
     this.opts.lock?.close();
   }
 
@@ -728,6 +775,57 @@ export class DeviceState {
     const index = indexInventory(inventory, this.opts.migPartitioning);
     this.indexed = { inventory, index };
     return index;
+  }
+
+  /**
+   * Steps 3's inputs, pure but for reading the host's device nodes and driver files: the claim's
+   * sharing, description, metadata files, spec and completed record, from its planned devices.
+   * Prepare and the rebuild after a lost checkpoint compute them alike.
+   */
+  private compose(
+    ref: ClaimIdentity,
+    planned: readonly PlannedDevice[],
+    inventory: NodeInventory,
+    podClaimName: string | undefined,
+  ): {
+    shared: ApplyDevice[];
+    sharing: SharingApplier | undefined;
+    described: DescribedDevice[];
+    metadata: ReturnType<DeviceState['metadataOf']>;
+    built: ClaimCdiSpec;
+    record: CheckpointClaim;
+  } {
+    const shared = plannedShared(planned);
+    const sharing = changesHost(shared) ? this.sharingFor(ref.uid) : undefined;
+    // Only the status and the metadata files read the description.
+    const described =
+      this.opts.claimStatus || this.opts.deviceMetadata
+        ? this.describe(
+            planned.map((p) => ({
+              requestNames: p.requestNames,
+              poolName: p.poolName,
+              deviceName: p.deviceName,
+              shareId: p.shareId,
+              uuid: p.device.uuid,
+            })),
+            inventory,
+          )
+        : [];
+    const metadata = this.metadataOf({ ...ref, podClaimName }, described);
+    const built = this.buildSpec(
+      ref,
+      planned,
+      inventory.driverVersion,
+      withMounts(sharing?.cdiEdits(ref.uid, shared), metadata?.mounts),
+    );
+    const record = preparedRecord(
+      ref,
+      planned,
+      built,
+      sharing?.mpsDaemonIds(ref.uid, shared) ?? [],
+      podClaimName,
+    );
+    return { shared, sharing, described, metadata, built, record };
   }
 
   /** Step 1: plan against the current devices; once more after a re-discovery if one is unknown. */
@@ -867,7 +965,7 @@ export class DeviceState {
 
   /** Reads what the spec needs from the host (driver files, device nodes), then builds it once. */
   private buildSpec(
-    claimUid: string,
+    claim: ClaimIdentity,
     devices: ClaimCdiInput['devices'],
     driverVersion: string,
     deviceEdits?: ClaimCdiInput['deviceEdits'],
@@ -878,7 +976,8 @@ export class DeviceState {
     );
     return buildClaimCdiSpec({
       driverName: this.opts.driverName,
-      claimUid,
+      claimUid: claim.uid,
+      claim,
       devices,
       hostPaths,
       driverFiles: this.driverFiles(driverVersion),
@@ -913,6 +1012,17 @@ export class DeviceState {
       this.claimLocks.run(ref.uid, async () => {
         const entry = recordedClaim(this.opts.checkpoint.current().claims, ref.uid);
         if (entry) checkRecordedIdentity(ref, entry);
+        if (!entry && this.opts.checkpoint.current().rebuild) {
+          await this.awaitRebuild(ref.uid);
+          const rebuilt = recordedClaim(this.opts.checkpoint.current().claims, ref.uid);
+          if (rebuilt) {
+            checkRecordedIdentity(ref, rebuilt);
+            await this.rollback(ref.uid, rebuilt, logger);
+            this.opts.claimStatus?.unprepared(ref);
+            logger.info('claim unprepared');
+            return;
+          }
+        }
         if (!entry) {
           // A spec without an entry can only be debris from a crash between steps: remove it too.
           if (await this.opts.cdi.remove(claimSpecFileName(this.opts.driverName, ref.uid))) {
@@ -1042,7 +1152,7 @@ export class DeviceState {
       described,
     );
     const built = this.buildSpec(
-      uid,
+      { uid, namespace: entry.namespace, name: entry.name },
       devices,
       inventory.driverVersion,
       withMounts(this.opts.sharing?.cdiEdits(uid, sharedDevices(entry)), metadata?.mounts),
@@ -1120,15 +1230,19 @@ export class DeviceState {
 
   /**
    * Start-up: load the checkpoint, finish or undo what a previous run left, and remove spec
-   * files of ours that no claim owns. Must run before the sockets are served.
+   * files of ours that no claim owns. Must run before the sockets are served. A checkpoint that
+   * could not be read is rebuilt from the API instead (rebuildFromSpecs), retried in the
+   * background while the API cannot answer.
    *
    * With another plugin instance running (a rolling update), all of it runs under the node-wide
    * lock, so the other instance is between calls: an entry still PrepareStarted, a spec or MIG
    * device or MPS daemon no entry owns, is debris of a failed or crashed attempt, never the
    * other's work in progress (it makes such things only inside a call, under the lock).
    */
-  recover(): Promise<RecoveryReport> {
-    return this.exclusive(() => this.recoverExclusive());
+  async recover(): Promise<RecoveryReport> {
+    const report = await this.exclusive(() => this.recoverExclusive());
+    this.scheduleRebuild();
+    return report;
   }
 
   private async recoverExclusive(): Promise<RecoveryReport> {
@@ -1183,35 +1297,266 @@ export class DeviceState {
       });
     }
 
-    const orphansRemoved: string[] = [];
-    if (loaded.status === 'quarantined') {
-      log.warn('checkpoint was unreadable: keeping existing CDI specs (running pods may still need them)');
-    } else {
-      const owned = new Set(
-        Object.entries(this.opts.checkpoint.current().claims).map(
-          ([uid, c]) => c.cdiSpecFile ?? claimSpecFileName(this.opts.driverName, uid),
-        ),
-      );
-      for (const file of await this.opts.cdi.list()) {
-        if (owned.has(file)) continue;
-        await this.opts.cdi.remove(file);
-        orphansRemoved.push(file);
-      }
-      if (orphansRemoved.length > 0)
-        log.info({ files: orphansRemoved }, 'removed CDI specs no prepared claim owns');
+    if (this.opts.checkpoint.current().rebuild) {
+      // The checkpoint was lost (now, or by a run that did not finish rebuilding): specs, MPS
+      // daemons and MIG devices may belong to running pods' claims; nothing is swept until each
+      // claim is rebuilt from the API or known gone (rebuildNow sweeps then).
+      const { tally, sweeps } = await this.rebuildNow();
+      return { checkpoint: loaded.status, rebooted, ...report, ...sweeps, fromApi: tally };
     }
-    const metadataRemoved = loaded.status === 'quarantined' ? [] : await this.sweepMetadata();
-    const mpsDaemonsRemoved = await this.sweepMpsDaemons();
-    const migDevicesRemoved = loaded.status === 'quarantined' ? [] : await this.sweepMigDevices();
-    return {
-      checkpoint: loaded.status,
-      rebooted,
-      ...report,
-      orphansRemoved,
-      mpsDaemonsRemoved,
-      migDevicesRemoved,
-      metadataRemoved,
+    return { checkpoint: loaded.status, rebooted, ...report, ...(await this.sweep(true)) };
+  }
+
+  /** Removes what no recorded claim owns; MPS daemons and MIG devices only if `hostToo`. */
+  private async sweep(hostToo: boolean): Promise<Sweeps> {
+    const log = this.opts.logger;
+    const orphansRemoved: string[] = [];
+    const owned = new Set(
+      Object.entries(this.opts.checkpoint.current().claims).map(
+        ([uid, c]) => c.cdiSpecFile ?? claimSpecFileName(this.opts.driverName, uid),
+      ),
+    );
+    for (const file of await this.opts.cdi.list()) {
+      if (owned.has(file)) continue;
+      await this.opts.cdi.remove(file);
+      orphansRemoved.push(file);
+    }
+    if (orphansRemoved.length > 0)
+      log.info({ files: orphansRemoved }, 'removed CDI specs no prepared claim owns');
+    const metadataRemoved = await this.sweepMetadata();
+    const mpsDaemonsRemoved = hostToo ? await this.sweepMpsDaemons() : [];
+    const migDevicesRemoved = hostToo ? await this.sweepMigDevices() : [];
+    return { orphansRemoved, mpsDaemonsRemoved, migDevicesRemoved, metadataRemoved };
+  }
+
+  /**
+   * One rebuild attempt, shared by every caller that asks while it runs (start-up, the retry
+   * timer, prepares waiting for it). Runs within the caller's `exclusive`.
+   */
+  private rebuildNow(): Promise<{ tally: RebuildTally; sweeps: Sweeps }> {
+    this.rebuilding ??= this.rebuildFromSpecs().finally(() => {
+      this.rebuilding = undefined;
+    });
+    return this.rebuilding;
+  }
+
+  /**
+   * Rebuilds the claims of a lost checkpoint from the spec files they left: each names its
+   * claim (cdi/spec.ts claimAnnotations), which is read from the API (GET only: the plugin may
+   * not list claims) and, if still allocated here, planned again and recorded PrepareCompleted,
+   * adopting the MIG devices in its slots and the MPS daemons its plan implies, so that its
+   * devices are held again and nothing of its pod is swept. A claim the API says is gone,
+   * replaced or allocated elsewhere leaves debris, removed like an orphan's. When every spec is
+   * settled, the sweeps run and the marker is cleared; until then the API is asked again later.
+   */
+  private async rebuildFromSpecs(): Promise<{ tally: RebuildTally; sweeps: Sweeps }> {
+    const log = this.opts.logger;
+    const none: Sweeps = {
+      orphansRemoved: [],
+      mpsDaemonsRemoved: [],
+      migDevicesRemoved: [],
+      metadataRemoved: [],
     };
+    const marker = this.opts.checkpoint.current().rebuild;
+    if (!marker) return { tally: { ...this.rebuildTally, pending: [] }, sweeps: none };
+    this.rebuildAttempts++;
+    const pending: string[] = [];
+    // Once one GET fails (not a 404), the rest wait for the next attempt: at start-up, a
+    // blackholed API must cost one timeout, not one per claim, before the sockets are served.
+    const api = { down: false };
+    for (const file of await this.opts.cdi.list()) {
+      const uid = claimUidOfSpecFile(this.opts.driverName, file);
+      // Not a name this version writes (a .yaml): left to the sweep, as at any start.
+      if (uid === undefined || recordedClaim(this.opts.checkpoint.current().claims, uid)) continue;
+      const outcome: RebuildOutcome = await this.rebuildOne(
+        uid,
+        file,
+        api,
+        log.child({ claimUid: uid, cdiSpec: file }),
+      );
+      if (outcome === 'pending') pending.push(uid);
+      else this.rebuildTally[outcome].push(uid);
+    }
+    const tally = { ...this.rebuildTally, pending };
+    if (pending.length > 0) {
+      log.warn(
+        { pending, rebuilt: tally.rebuilt.length, attempt: this.rebuildAttempts },
+        'cannot reach the API for every prepared claim: prepares wait, nothing is swept, retrying',
+      );
+      return { tally, sweeps: none };
+    }
+    // Specs, metadata files and MPS daemons of claims that are gone go now. A kept spec may be a
+    // pod's whose MPS daemon or MIG device we cannot name: leave those until the next start.
+    const sweeps = await this.sweep(tally.kept.length === 0);
+    await this.opts.checkpoint.update((d) => {
+      d.rebuild = undefined;
+    });
+    const summary: RebuildSummary = {
+      ...tally,
+      file: this.opts.checkpoint.file,
+      marker,
+      attempts: this.rebuildAttempts,
+    };
+    log.warn(
+      {
+        reason: marker.reason,
+        problem: marker.problem,
+        keptAs: marker.movedTo,
+        rebuilt: tally.rebuilt,
+        dropped: tally.dropped,
+        kept: tally.kept,
+        attempts: this.rebuildAttempts,
+      },
+      rebuildNote(summary),
+    );
+    const report = this.opts.onCheckpointRebuilt;
+    if (report) {
+      void report(summary).catch((err: unknown) => {
+        log.warn({ err }, 'cannot post the CheckpointRebuilt event; the log line above says the same');
+      });
+    }
+    return { tally, sweeps };
+  }
+
+  /** Rebuilds the claim of one spec file; see rebuildFromSpecs. */
+  private async rebuildOne(
+    uid: string,
+    file: string,
+    api: { down: boolean },
+    clog: Logger,
+  ): Promise<RebuildOutcome> {
+    let raw: unknown;
+    try {
+      raw = JSON.parse((await this.opts.cdi.read(file)) ?? 'null');
+    } catch {
+      raw = undefined;
+    }
+    const named = claimOfSpec(raw, this.opts.driverName);
+    const identity = named?.uid === uid ? named : undefined;
+    const keep = async (why: string, err?: unknown): Promise<RebuildOutcome> => {
+      const held = heldFromSpec(uid, raw, this.opts.poolName, identity, file);
+      await this.opts.checkpoint.update((d) => {
+        d.claims[uid] = held;
+      });
+      clog.error(
+        { ...(err === undefined ? {} : { err }), devices: held.devices.map((d) => d.deviceName) },
+        `cannot rebuild the claim of a CDI spec (${why}); kept the spec, its devices stay held until it is unprepared`,
+      );
+      return 'kept';
+    };
+    const drop = async (why: string): Promise<RebuildOutcome> => {
+      await this.opts.cdi.remove(file);
+      await this.opts.metadata?.remove(uid);
+      clog.warn(
+        { namespace: identity?.namespace, name: identity?.name },
+        `removed the CDI spec of a claim that ${why}`,
+      );
+      return 'dropped';
+    };
+    if (!identity) return keep('the spec names no claim: written by an older version');
+    if (!this.opts.claims) return keep('no API client to read the claim');
+    if (api.down) return 'pending';
+    let claim: ResourceClaim;
+    try {
+      claim = await withDeadline(
+        this.opts.claims.get(identity.namespace, identity.name),
+        this.opts.rebuildGetTimeoutMs ?? 10_000,
+        `GET of claim ${identity.namespace}/${identity.name}`,
+      );
+    } catch (err) {
+      if (isClaimNotFound(err)) return drop('no longer exists');
+      api.down = true;
+      clog.warn({ err }, 'cannot read the claim to rebuild it; trying again later');
+      return 'pending';
+    }
+    if (claim.metadata?.uid !== uid) return drop('was replaced (another UID)');
+    const here = (claim.status?.allocation?.devices?.results ?? []).some(
+      (r) => r.driver === this.opts.driverName && r.pool === this.opts.poolName,
+    );
+    if (!here) return drop('is no longer allocated devices on this node');
+    try {
+      await this.adopt(identity, claim);
+    } catch (err) {
+      return keep(errorMessage(err), err);
+    }
+    clog.info(
+      { namespace: identity.namespace, name: identity.name },
+      'rebuilt a prepared claim from the API',
+    );
+    return 'rebuilt';
+  }
+
+  /**
+   * Records a claim found prepared (its spec exists, the API still allocates it here) as
+   * PrepareCompleted, from the same plan a prepare makes; its MIG devices must exist in their
+   * slots (they are adopted, not made), its MPS daemons are named as its plan names them.
+   */
+  private async adopt(ref: ClaimIdentity, claim: ResourceClaim): Promise<CheckpointClaim> {
+    const { planned: planning, inventory } = await this.plan(ref.uid, claim);
+    const mode = this.opts.migPartitioning ?? 'static';
+    const slots = planning.map((p) => slotToMake(p.device, p.adminAccess, mode));
+    const made: LiveMigInstance[] = [];
+    for (const slot of slots) {
+      if (!slot) continue;
+      const live = (await this.migFor(ref.uid).list(slot.parentUuid)).find(inSameSlot(slot));
+      if (!live)
+        throw new GpuDraError('DEVICE_CHANGED', `the MIG device of ${slot.name} no longer exists`, {
+          claimUid: ref.uid,
+        });
+      made.push(live);
+    }
+    const planned =
+      made.length > 0
+        ? withCreatedDevices(planning, slots, made, readMigMinors(this.opts.hostPaths))
+        : (planning as PlannedDevice[]);
+    const { metadata, built, record } = this.compose(ref, planned, inventory, podClaimNameOf(claim));
+    if (metadata) await metadata.store.write(ref.uid, metadata.files);
+    await this.opts.cdi.write(built.fileName, built.spec);
+    await this.opts.checkpoint.update((d) => {
+      d.claims[ref.uid] = record;
+    });
+    return record;
+  }
+
+  /** Tries the rebuild again later, with jittered backoff, until it is done or we close. */
+  private scheduleRebuild(): void {
+    if (this.closed || this.rebuildTimer || !this.opts.checkpoint.current().rebuild) return;
+    const delay = backoffDelay(
+      this.rebuildAttempts - 1,
+      this.opts.rebuildBackoff ?? { initialDelayMs: 1_000, maxDelayMs: 60_000 },
+    );
+    this.rebuildTimer = setTimeout(() => {
+      this.rebuildTimer = undefined;
+      if (this.closed) return;
+      this.exclusive(() => this.rebuildNow()).then(
+        () => {
+          this.scheduleRebuild();
+        },
+        (err: unknown) => {
+          this.opts.logger.error({ err }, 'checkpoint rebuild attempt failed; trying again');
+          this.scheduleRebuild();
+        },
+      );
+    }, delay);
+    this.rebuildTimer.unref();
+  }
+
+  /**
+   * While a lost checkpoint's claims are not all rebuilt, a claim not recorded must not be
+   * handed devices an unrebuilt one may hold, nor unprepared without knowing what it holds: try
+   * the rebuild now (the API answers the caller's own claim GET too, most likely), and refuse
+   * with a retryable error if claims are still pending. A per-conflict API check would need the
+   * unrebuilt claims' devices, which only the API can tell.
+   */
+  private async awaitRebuild(claimUid: string): Promise<void> {
+    if (!this.opts.checkpoint.current().rebuild) return;
+    const { tally } = await this.rebuildNow();
+    if (!this.opts.checkpoint.current().rebuild) return;
+    throw new GpuDraError(
+      'CHECKPOINT_REBUILD_PENDING',
+      `the checkpoint was lost and ${String(tally.pending.length)} prepared claim(s) are not yet rebuilt from the API; retry later`,
+      { claimUid },
+    );
   }
 
   /** Metadata directories of claims the checkpoint does not record (a crash before step 4). */
@@ -1311,6 +1656,8 @@ export interface DeviceStateSetup {
   readonly claimStatus?: ClaimStatusSink;
   /** `--device-metadata`: files under `<pluginDir>/dra-device-metadata`. */
   readonly deviceMetadata?: boolean;
+  /** See {@link DeviceStateOptions.onCheckpointRebuilt}. */
+  readonly onCheckpointRebuilt?: DeviceStateOptions['onCheckpointRebuilt'];
   readonly logger: Logger;
 }
 
@@ -1359,6 +1706,7 @@ export function createDeviceState(setup: DeviceStateSetup): DeviceState {
     // The store also exists with metadata off, so that files from a run with it on are swept.
     metadata: new MetadataStore(path.join(setup.pluginDir, METADATA_HOST_SUBDIR)),
     deviceMetadata: setup.deviceMetadata ?? false,
+    ...(setup.onCheckpointRebuilt ? { onCheckpointRebuilt: setup.onCheckpointRebuilt } : {}),
     logger: setup.logger.child({ component: 'state' }),
   });
 }

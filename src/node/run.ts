@@ -19,6 +19,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type http from 'node:http';
 import { createKubeClient, type KubeClient } from '../kube/client.js';
+import { postNodeEvent } from '../kube/events.js';
+import { rebuildNote, type RebuildSummary } from '../driver/rebuild.js';
 import { loadInClusterConfig, type KubeConfig } from '../kube/config.js';
 import { kubeClaimGetter, type ClaimGetter } from '../driver/claims.js';
 import type { DriverConfig } from './config.js';
@@ -313,6 +315,21 @@ export async function runDriver(config: DriverConfig, deps: DriverDeps = {}): Pr
     ...(mig ? { mig } : {}),
     ...(claimStatus ? { claimStatus } : {}),
     deviceMetadata: config.deviceMetadata,
+    ...(kubeClient
+      ? {
+          onCheckpointRebuilt: (summary: RebuildSummary) =>
+            postNodeEvent(
+              kubeClient,
+              {
+                type: 'Warning',
+                reason: 'CheckpointRebuilt',
+                action: 'RebuildCheckpoint',
+                note: rebuildNote(summary),
+              },
+              { nodeName: config.nodeName, driverName: config.driverName },
+            ),
+        }
+      : {}),
     logger,
   });
   const recovery = await state.recover();

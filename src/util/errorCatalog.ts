@@ -101,12 +101,20 @@ export const ERROR_CATALOG = {
     action: 'check the plugin directory is writable and the disk is not full; nothing was kept',
   },
   CHECKPOINT_UNREADABLE: {
-    means: 'the checkpoint file exists but cannot be read',
-    action: 'check the file and its directory permissions; a corrupt file is quarantined and reported',
+    means: 'the checkpoint file cannot be read, or a corrupt one cannot be kept aside',
+    action:
+      'check permissions and free space; a corrupt file is kept aside, claims rebuilt from the API (Event CheckpointRebuilt)',
   },
   CHECKPOINT_TOO_NEW: {
-    means: 'the checkpoint was written by a newer gpu-dra that this version cannot read',
-    action: 'upgrade the driver, or drain the node and remove the checkpoint file',
+    means:
+      'the checkpoint was written by a newer gpu-dra (a downgrade); at start it is kept aside and rebuilt from the API',
+    action:
+      'none after a downgrade: see Event CheckpointRebuilt; upgrading again reads the rebuilt checkpoint',
+  },
+  CHECKPOINT_REBUILD_PENDING: {
+    means: 'the checkpoint was lost and some prepared claims are not yet rebuilt from the API (retryable)',
+    action:
+      'the kubelet and the plugin retry; check the plugin reaches the apiserver and may get resourceclaims',
   },
   CHECKPOINT_WRITE_FAILED: {
     means: 'the checkpoint could not be written durably',

@@ -23,6 +23,7 @@ import { buildSlices } from '../../src/resourceslice/model.js';
 import { PUBLISHER_RBAC_RULES } from '../../src/resourceslice/publisher.js';
 import { claimStatusRbacRules } from '../../src/driver/statusWriter.js';
 import type { DeviceClass } from '../../src/api/resource.js';
+import { NODE_EVENT_NAMESPACE } from '../../src/kube/events.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const DEPLOY = path.join(ROOT, 'deploy');
@@ -68,6 +69,7 @@ const MANIFESTS = [
   'daemonset.yaml',
 ];
 const all = MANIFESTS.flatMap(load);
+const EVENTS_ROLE = 'gpu-dra-kubelet-plugin-events';
 const find = (kind: string, name?: string): K8sObject => {
   const o = all.find((x) => x.kind === kind && (name === undefined || x.metadata.name === name));
   if (!o) throw new Error(`no ${kind} ${name ?? ''}`);
@@ -111,7 +113,9 @@ describe('deploy/ manifests', () => {
     for (const o of all) {
       expect(o.apiVersion, o.kind).toMatch(/^[a-z0-9.]*\/?v\d+(alpha\d+|beta\d+)?$/);
       expect(o.metadata.name).toMatch(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/);
-      if (namespaced.has(o.kind)) expect(o.metadata.namespace, o.kind).toBe(NAMESPACE);
+      // The Node's events go to `default` (events of cluster-scoped objects live there).
+      if (namespaced.has(o.kind))
+        expect(o.metadata.namespace, o.kind).toBe(o.metadata.name === EVENTS_ROLE ? 'default' : NAMESPACE);
       else expect(o.metadata.namespace, o.kind).toBeUndefined();
       expect(o.metadata.labels?.['app.kubernetes.io/name']).toBe('gpu-dra');
     }
@@ -212,6 +216,18 @@ describe('deploy/ manifests', () => {
     };
     expect(binding.roleRef).toMatchObject({ kind: 'ClusterRole', name: find('ClusterRole').metadata.name });
     expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: SA, namespace: NAMESPACE }]);
+    // The Node Event (src/kube/events.ts): create, in its namespace only.
+    const events = find('Role', EVENTS_ROLE) as unknown as { metadata: { namespace: string }; rules: Rule[] };
+    expect(events.metadata.namespace).toBe(NODE_EVENT_NAMESPACE);
+    expect(events.rules.flatMap(keys)).toEqual(['events.k8s.io/events:create']);
+    const eventsBinding = find('RoleBinding', EVENTS_ROLE) as unknown as {
+      metadata: { namespace: string };
+      roleRef: { kind: string; name: string };
+      subjects: unknown[];
+    };
+    expect(eventsBinding.metadata.namespace).toBe(NODE_EVENT_NAMESPACE);
+    expect(eventsBinding.roleRef).toMatchObject({ kind: 'Role', name: EVENTS_ROLE });
+    expect(eventsBinding.subjects).toEqual([{ kind: 'ServiceAccount', name: SA, namespace: NAMESPACE }]);
   });
 
   describe('DaemonSet', () => {

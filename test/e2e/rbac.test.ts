@@ -85,6 +85,21 @@ describe('deploy/ RBAC and admission policy on a real apiserver', () => {
       expect(await allowed('resource.k8s.io', 'resourceslices', verb), verb).toBe(true);
     expect(await allowed('resource.k8s.io', 'resourceclaims', 'get')).toBe(true);
     expect(await allowed('', 'nodes', 'get')).toBe(true);
+    // The Node Event after a lost checkpoint (src/kube/events.ts): create, in `default` only.
+    expect(await allowed('events.k8s.io', 'events', 'create', { namespace: 'default' })).toBe(true);
+    for (const [verb, namespace] of [
+      ['create', 'gpu-dra'],
+      ['create', 'kube-system'],
+      ['update', 'default'],
+      ['patch', 'default'],
+      ['delete', 'default'],
+      ['list', 'default'],
+    ] as const)
+      expect(
+        await allowed('events.k8s.io', 'events', verb, { namespace }),
+        `events ${verb} in ${namespace}`,
+      ).toBe(false);
+    expect(await allowed('', 'events', 'create', { namespace: 'default' }), 'core/v1 events').toBe(false);
     // The claim status write: the patch, and (1.36+) this driver's entries from its own node.
     const status = { subresource: 'status' };
     const ownDriver = { subresource: 'driver', name: 'gpu.dra.dev' };

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CHECKPOINT_VERSION, claimState, emptyCheckpoint } from '../../src/checkpoint/schema.js';
-import { CheckpointError, CheckpointStore } from '../../src/checkpoint/store.js';
+import { CheckpointStore } from '../../src/checkpoint/store.js';
 import { atomicWriteFile } from '../../src/util/atomicWrite.js';
 import { silentLogger } from '../../src/util/log.js';
 
@@ -16,6 +16,9 @@ beforeEach(() => {
 afterEach(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/checkpoint');
+const UID = '5f0c7a2e-1b3d-4e5f-8a9b-0c1d2e3f4a5b';
 
 const store = (): CheckpointStore => new CheckpointStore(file, silentLogger());
 const readJson = (): Record<string, unknown> =>
@@ -105,26 +108,149 @@ describe('CheckpointStore', () => {
     });
   });
 
-  it('refuses a document that says this version cannot read it', async () => {
-    writeJson({ kind: 'GpuDraCheckpoint', version: 7, minReaderVersion: 5, claims: {} });
-    await expect(store().load()).rejects.toThrow(CheckpointError);
-    await expect(store().load()).rejects.toThrow(/needs reader version 5/);
-    expect(fs.existsSync(file)).toBe(true);
+  it('reads the older format (full cdiSpec stored, no minReaderVersion) and keeps the spec on rewrite', async () => {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.copyFileSync(path.join(FIXTURES, 'older-v1-with-spec.json'), file);
+    const s = store();
+    expect(await s.load()).toEqual({ status: 'ok' });
+    const claim = s.current().claims[UID];
+    expect(claim).toMatchObject({ state: 'PrepareCompleted', namespace: 'team-a', name: 'train-gpu' });
+    expect(claim?.devices[0]).toMatchObject({ deviceName: 'gpu-0', adminAccess: false });
+    expect((claim?.cdiSpec as { cdiVersion?: string } | undefined)?.cdiVersion).toBe('0.5.0');
+    expect(s.current().minReaderVersion).toBe(1);
+    await s.update((d) => {
+      d.bootId = 'b2';
+    });
+    expect(readJson()).toMatchObject({ version: CHECKPOINT_VERSION, minReaderVersion: 1, bootId: 'b2' });
+    expect((readJson()['claims'] as Record<string, { cdiSpec?: unknown }>)[UID]?.cdiSpec).toEqual(
+      (
+        JSON.parse(fs.readFileSync(path.join(FIXTURES, 'older-v1-with-spec.json'), 'utf8')) as {
+          claims: Record<string, { cdiSpec: unknown }>;
+        }
+      ).claims[UID]?.cdiSpec,
+    );
   });
 
-  it.each([
-    ['torn JSON', '{"kind": "GpuDraCheckpoint", "vers'],
-    ['wrong kind', JSON.stringify({ kind: 'Other', version: 1 })],
-    ['claims not an object', JSON.stringify({ kind: 'GpuDraCheckpoint', version: 1, claims: 5 })],
-  ])('quarantines an unreadable file (%s) and starts empty', async (_name, text) => {
+  it('reads a newer format it may read (version 2, minReaderVersion 1) and rewrites it keeping every unknown field', async () => {
+    const fixture = JSON.parse(
+      fs.readFileSync(path.join(FIXTURES, 'newer-v2-readable.json'), 'utf8'),
+    ) as Record<string, unknown>;
+    writeJson(fixture);
+    const s = store();
+    expect(await s.load()).toEqual({ status: 'ok' });
+    expect(s.current().claims[UID]?.devices[0]?.deviceName).toBe('gpu-0');
+    await s.update((d) => {
+      d.claims['u2'] = { state: 'PrepareStarted', namespace: 'ns', name: 'c2', devices: [] };
+    });
+    const raw = readJson();
+    // Ours now (version 1), with everything version 2 wrote still there, at each level.
+    const { claims: rawClaims, ...rawTop } = raw as { claims: Record<string, unknown> };
+    const { claims: fixtureClaims, ...fixtureTop } = fixture as { claims: Record<string, unknown> };
+    expect(rawTop).toEqual({ ...fixtureTop, version: CHECKPOINT_VERSION, minReaderVersion: 1 });
+    expect(rawClaims[UID]).toEqual(fixtureClaims[UID]);
+    expect(Object.keys(rawClaims)).toEqual([UID, 'u2']);
+  });
+
+  it('a newer format it may not read (minReaderVersion 2) takes the rebuild path, its file kept as it was', async () => {
+    const text = fs.readFileSync(path.join(FIXTURES, 'newer-v2-unreadable.json'), 'utf8');
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, text);
     const s = store();
     const result = await s.load();
-    expect(result.status).toBe('quarantined');
-    expect(fs.existsSync(file)).toBe(false);
+    expect(result.status).toBe('tooNew');
     expect(fs.readFileSync(result.quarantinedTo ?? '', 'utf8')).toBe(text);
-    expect(s.snapshot().claims).toEqual({});
+    expect(s.current().claims).toEqual({});
+    expect(s.current().rebuild?.reason).toBe('tooNew');
+  });
+
+  it('a document that needs a newer reader is kept aside, not refused: the start rebuilds', async () => {
+    const text = JSON.stringify({ kind: 'GpuDraCheckpoint', version: 7, minReaderVersion: 5, claims: {} });
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, text);
+    const s = store();
+    const result = await s.load();
+    expect(result.status).toBe('tooNew');
+    expect(result.problem).toMatch(/needs reader version 5/);
+    expect(result.quarantinedTo).toMatch(/checkpoint\.json\.too-new-\d{4}-\d{2}-\d{2}T\d{9}Z$/);
+    expect(fs.readFileSync(result.quarantinedTo ?? '', 'utf8')).toBe(text);
+    expect(s.current().rebuild).toMatchObject({ reason: 'tooNew', movedTo: result.quarantinedTo });
+    expect(readJson()).toMatchObject({
+      version: CHECKPOINT_VERSION,
+      claims: {},
+      rebuild: { reason: 'tooNew' },
+    });
+  });
+
+  it('a rebuild marker survives a restart: the next start rebuilds too, not trusting the empty claims', async () => {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, '{"kind":"GpuDraCheckpoint","vers');
+    const moved = (await store().load()).quarantinedTo;
+    const again = store();
+    expect(await again.load()).toEqual({ status: 'ok' });
+    expect(again.current().rebuild).toMatchObject({ reason: 'corrupt', movedTo: moved });
+    // Cleared by the device state once done, and then gone from the file.
+    await again.update((d) => {
+      d.rebuild = undefined;
+    });
+    expect(readJson()).not.toHaveProperty('rebuild');
+  });
+
+  const corruptCases: [string, Buffer][] = [
+    ['zero-length', Buffer.alloc(0)],
+    ['torn JSON', Buffer.from('{"kind": "GpuDraCheckpoint", "vers')],
+    ['binary garbage', Buffer.from([0x00, 0xff, 0xfe, 0x7b, 0x22, 0x00, 0x80, 0xc3, 0x28, 0x0a, 0x1b])],
+    ['NUL-filled (a block the filesystem lost)', Buffer.alloc(4096)],
+    ['JSON, not an object', Buffer.from('[1,2,3]')],
+    ['JSON null', Buffer.from('null')],
+    ['wrong kind', Buffer.from(JSON.stringify({ kind: 'Other', version: 1 }))],
+    ['version a string', Buffer.from(JSON.stringify({ kind: 'GpuDraCheckpoint', version: '1' }))],
+    [
+      'claims not an object',
+      Buffer.from(JSON.stringify({ kind: 'GpuDraCheckpoint', version: 1, claims: 5 })),
+    ],
+    [
+      'a claim without its state',
+      Buffer.from(JSON.stringify({ kind: 'GpuDraCheckpoint', version: 1, claims: { u1: { devices: [] } } })),
+    ],
+  ];
+  it.each(corruptCases)(
+    'keeps an unreadable file (%s) aside byte for byte and starts a rebuild',
+    async (_name, bytes) => {
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(file, bytes);
+      const s = store();
+      const result = await s.load();
+      expect(result.status).toBe('quarantined');
+      expect(result.quarantinedTo).toMatch(/checkpoint\.json\.corrupt-/);
+      expect(fs.readFileSync(result.quarantinedTo ?? '').equals(bytes)).toBe(true);
+      expect(s.snapshot().claims).toEqual({});
+      expect(s.current().rebuild).toMatchObject({ reason: 'corrupt', movedTo: result.quarantinedTo });
+      expect(String(s.current().rebuild?.problem)).not.toBe('');
+      // The file is never missing (a crash now would read "nothing prepared"): it is the marker.
+      expect(readJson()).toMatchObject({ kind: 'GpuDraCheckpoint', rebuild: { reason: 'corrupt' } });
+    },
+  );
+
+  it('a file torn at any byte offset is detected, kept aside, and never adopted in part', async () => {
+    const full = fs.readFileSync(path.join(FIXTURES, 'newer-v2-readable.json'));
+    const end = full.lastIndexOf('}'); // every shorter prefix is torn
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const moved = new Set<string>();
+    for (let cut = 0; cut < end; cut++) {
+      const torn = full.subarray(0, cut);
+      fs.writeFileSync(file, torn);
+      const s = store();
+      const result = await s.load();
+      expect(result.status, `cut at ${String(cut)}`).toBe('quarantined');
+      expect(fs.readFileSync(result.quarantinedTo ?? '').equals(torn), `cut at ${String(cut)}`).toBe(true);
+      expect(s.current().claims).toEqual({});
+      moved.add(result.quarantinedTo ?? '');
+    }
+    // Each start's evidence kept, none written over another within the same millisecond.
+    expect(moved.size).toBe(end);
+    // The whole file, cut after its last brace, reads as it is.
+    fs.writeFileSync(file, full.subarray(0, end + 1));
+    expect(await store().load()).toEqual({ status: 'ok' });
   });
 
   it('a throwing mutator writes nothing; updates are serialized', async () => {

@@ -373,6 +373,33 @@ describe('gpu-dra doctor on a simulated node', () => {
       }),
     ]);
 
+    // A rebuild in progress: the spec is how the plugin finds its claim, not an orphan.
+    const checkpointPath = path.join(node.opts.kubeletPluginsDir, DRIVER, CHECKPOINT_FILE);
+    const recorded = fs.readFileSync(checkpointPath, 'utf8');
+    fs.writeFileSync(
+      checkpointPath,
+      JSON.stringify({
+        kind: 'GpuDraCheckpoint',
+        version: 1,
+        claims: {},
+        rebuild: {
+          reason: 'corrupt',
+          problem: 'p',
+          movedTo: `${checkpointPath}.corrupt-x`,
+          since: '2026-12-02T00:00:00Z',
+        },
+      }),
+    );
+    expect(findings(await diagnose(node), 'cdi')).toEqual([
+      expect.objectContaining({
+        severity: 'warning',
+        problem:
+          'the plugin is rebuilding its prepared claims from the API (checkpoint unreadable); until done it prepares no other claim',
+        evidence: [`since 2026-12-02T00:00:00Z; the old file is kept as ${checkpointPath}.corrupt-x`],
+      }),
+    ]);
+    fs.writeFileSync(checkpointPath, recorded);
+
     fs.writeFileSync(
       path.join(node.opts.cdiRoot, claimSpecFileName(DRIVER, CLAIM)),
       JSON.stringify({ ...good, devices: [] }),
@@ -406,7 +433,7 @@ describe('gpu-dra doctor on a simulated node', () => {
         expect.stringMatching(/ENOTDIR/),
       ],
       [
-        'the checkpoint cannot be read; the plugin will quarantine it and forget what it prepared',
+        'the checkpoint cannot be read; the plugin will keep it aside and rebuild its claims from the API at its next start',
         expect.stringMatching(/checkpoint\.json: invalid JSON/),
       ],
     ]);

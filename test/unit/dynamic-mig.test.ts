@@ -278,6 +278,49 @@ describe('dynamic MIG: prepare makes the device, unprepare destroys it', () => {
     expect(mig.live).toEqual([]);
   });
 
+  it('a corrupt checkpoint: the live MIG devices are adopted in their slots, none destroyed or made', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepare(state, 1, ['gpu-0-mig-4g40gb-5-0']);
+    await prepare(state, 2, ['gpu-1-mig-3g20gb-9-4']);
+    const before = checkpoint().claims;
+    const live = mig.live.map((l) => l.uuid);
+    // And one whose claim is gone meanwhile: its device is debris.
+    await prepare(state, 3, ['gpu-0-mig-1g10gb-19-6']);
+    getter.delete('default', `claim-${uid(3)}`);
+    fs.writeFileSync(checkpointFile, '{"kind":"GpuDraCheckpoint","version":1,"claims":{"');
+    mig.calls.length = 0;
+    const fresh = makeState();
+    const report = await fresh.recover();
+    expect(report.fromApi).toMatchObject({ rebuilt: [uid(1), uid(2)], dropped: [uid(3)], pending: [] });
+    expect(report.migDevicesRemoved).toHaveLength(1);
+    expect(mig.live.map((l) => l.uuid)).toEqual(live);
+    expect(mig.calls.filter((c) => c.startsWith('create'))).toEqual([]);
+    const strip = (c: Record<string, unknown>) => ({ ...c, updated: undefined });
+    for (const n of [1, 2])
+      expect(strip(checkpoint().claims[uid(n)] as never)).toEqual(strip(before[uid(n)] as never));
+    // Held again: the slot's parent cannot be taken whole.
+    const err = await prepare(fresh, 4, ['gpu-0']).catch((e: unknown) => e);
+    expect(isGpuDraError(err, 'DEVICE_IN_USE')).toBe(true);
+    await unprepare(fresh, 1);
+    await unprepare(fresh, 2);
+    expect(mig.live).toEqual([]);
+  });
+
+  it('a corrupt checkpoint whose claim lost its MIG device: kept, its slot held, nothing made', async () => {
+    const state = makeState();
+    await state.recover();
+    await prepare(state, 1, ['gpu-0-mig-4g40gb-5-0']);
+    mig.live.length = 0;
+    fs.writeFileSync(checkpointFile, '');
+    const fresh = makeState();
+    const report = await fresh.recover();
+    expect(report.fromApi).toMatchObject({ rebuilt: [], kept: [uid(1)] });
+    expect(mig.live).toEqual([]);
+    const err = await prepare(fresh, 2, ['gpu-0-mig-4g40gb-5-0']).catch((e: unknown) => e);
+    expect(isGpuDraError(err, 'DEVICE_IN_USE')).toBe(true);
+  });
+
   it('MPS on a dynamic MIG device: the daemon gets the new UUID, and stops before the device is destroyed', async () => {
     const started: { uuids: readonly string[]; limits: Readonly<Record<string, number>> }[] = [];
     const daemons: MpsDaemonControl = {
