@@ -209,4 +209,26 @@ describe('NVML fails every call under a running driver', () => {
       `NVML outage: tainted ${String(taintedMs)} ms, pod Unhealthy ${String(unhealthyMs)} ms after the fault; taints cleared ${String(clearedMs)} ms after NVML answered`,
     );
   }, 240_000);
+
+  it('NVML failing as a whole (even counting GPUs): health turns Unknown, slices stay, the driver stays up', async () => {
+    // Documented in src/node/deviceMonitor.ts: a discovery that fails outright changes no slice
+    // (an empty pool would strand every claim and this is more often transient than real), and
+    // the health stream says Unknown until NVML answers.
+    const slicesBefore = await taints();
+    const from = node.events.length;
+    await rewrite((c) => ({ ...c, errors: { '*': 'UNKNOWN' } }));
+    await health('held', 'Unknown', from);
+    expect(await taints()).toEqual(slicesBefore);
+    expect(driver.child.exitCode).toBeNull();
+    // Still answered from the checkpoint meanwhile.
+    const c = await resource.readNamespacedResourceClaim({ namespace: NS, name: 'held-gpu' });
+    const ref = { namespace: NS, name: 'held-gpu', uid: c.metadata?.uid ?? '' };
+    expect((await direct.prepare([ref])).claims[ref.uid]?.error).toBe('');
+
+    const backFrom = node.events.length;
+    await rewrite((cfg) => ({ ...cfg, errors: undefined }));
+    await health('held', 'Healthy', backFrom);
+    expect(await taints()).toEqual(slicesBefore);
+    expect(driver.child.exitCode).toBeNull();
+  }, 120_000);
 });
