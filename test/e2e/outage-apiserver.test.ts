@@ -185,9 +185,12 @@ describe('apiserver down for 60 s while claims arrive', () => {
       const pods = (await core.listNamespacedPod({ namespace: NS })).items;
       return pods.length === PODS.length && pods.every((p) => p.spec?.nodeName === NODE) ? true : undefined;
     });
-    // The harness read the claims and called (a first read the Node authorizer refused is
-    // retried after 500 ms); nothing was prepared (the driver is frozen).
-    await sleep(3_000);
+    // The harness read the claims and called: once its retries went quiet (a first read the
+    // Node authorizer refused is retried after 500 ms), every call waits on the frozen driver.
+    await eventually('the kubelet waiting on the driver', () => {
+      const failures = node.events.filter((e) => e.event === 'prepareFailed').map((e) => Date.parse(e.time));
+      return Promise.resolve(Date.now() - Math.max(0, ...failures) >= 3_000 ? true : undefined);
+    });
     expect(node.events.filter((e) => e.event === 'prepared')).toEqual([]);
 
     // The outage: hung first.
@@ -268,9 +271,9 @@ describe('apiserver down for 60 s while claims arrive', () => {
     expect(maxRss - baselineRss).toBeLessThan(64);
 
     // The publisher retried with capped, jittered backoff while the apiserver was gone.
-    const retries = logRecords(driver, 'ResourceSlice publish failed; retrying').map((r) =>
-      Number(r['retryInMs']),
-    );
+    const retries = logRecords(driver, 'ResourceSlice publish failed; retrying')
+      .filter((r) => Date.parse(String(r['time'])) >= outageStart)
+      .map((r) => Number(r['retryInMs']));
     expect(retries.length).toBeGreaterThanOrEqual(5);
     retries.forEach((ms, attempt) => {
       expect(ms).toBeGreaterThanOrEqual(backoffDelay(attempt, PUBLISH_BACKOFF, () => 0));
