@@ -13,9 +13,11 @@
 // retries with jittered, capped backoff; once the apiserver is back, the kubelet's retries
 // prepare every pod, and slices deleted or changed behind the driver's back are set right.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { CoreV1Api, ResourceV1Api, type V1ResourceSlice } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
 
 import { KubeletClient } from '../../src/kubelet/client.js';
 import type { ClaimRef, NodePrepareResourcesResponse } from '../../src/kubelet/proto.js';
@@ -61,8 +63,52 @@ function logRecords(driver: DriverProcess, msg: string): Record<string, unknown>
     .filter((r) => r['msg'] === msg);
 }
 
+/**
+ * The apiserver's audit log of the node's claim reads: the kubelet reads a pod's claims just
+ * before it calls the driver, so once it read them all, its calls are on their way.
+ */
+const auditDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gdra-e2e-audit-'));
+const auditLog = path.join(auditDir, 'audit.log');
+const auditPolicy = path.join(auditDir, 'policy.yaml');
+fs.writeFileSync(
+  auditPolicy,
+  stringify({
+    apiVersion: 'audit.k8s.io/v1',
+    kind: 'Policy',
+    omitStages: ['RequestReceived'],
+    rules: [
+      {
+        level: 'Metadata',
+        users: [`system:node:${NODE}`],
+        verbs: ['get'],
+        resources: [{ group: 'resource.k8s.io', resources: ['resourceclaims'] }],
+      },
+      { level: 'None' },
+    ],
+  }),
+);
+
+/** Claims the node read successfully, by name, from the audit log. */
+function claimsReadByNode(): Set<string> {
+  const names = new Set<string>();
+  const text = fs.existsSync(auditLog) ? fs.readFileSync(auditLog, 'utf8') : '';
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const e = JSON.parse(line) as { objectRef?: { name?: string }; responseStatus?: { code?: number } };
+    if (e.responseStatus?.code === 200 && e.objectRef?.name) names.add(e.objectRef.name);
+  }
+  return names;
+}
+
 describe('apiserver down for 60 s while claims arrive', () => {
-  const fx = useCluster();
+  const fx = useCluster({
+    apiserverArgs: [`--audit-policy-file=${auditPolicy}`, `--audit-log-path=${auditLog}`],
+  });
+  fx.track({
+    stop: () => {
+      fs.rmSync(auditDir, { recursive: true, force: true });
+    },
+  });
   const drivers = driverProcesses(fx);
   let core: CoreV1Api;
   let resource: ResourceV1Api;
@@ -185,12 +231,12 @@ describe('apiserver down for 60 s while claims arrive', () => {
       const pods = (await core.listNamespacedPod({ namespace: NS })).items;
       return pods.length === PODS.length && pods.every((p) => p.spec?.nodeName === NODE) ? true : undefined;
     });
-    // The harness read the claims and called: once its retries went quiet (a first read the
-    // Node authorizer refused is retried after 500 ms), every call waits on the frozen driver.
-    await eventually('the kubelet waiting on the driver', () => {
-      const failures = node.events.filter((e) => e.event === 'prepareFailed').map((e) => Date.parse(e.time));
-      return Promise.resolve(Date.now() - Math.max(0, ...failures) >= 3_000 ? true : undefined);
-    });
+    // The harness read every claim (the audit log says so) and called the frozen driver, which
+    // prepared nothing.
+    await eventually('the kubelet read every claim', () =>
+      Promise.resolve(PODS.every((p) => claimsReadByNode().has(`${p}-gpu`)) ? true : undefined),
+    );
+    await sleep(1_000);
     expect(node.events.filter((e) => e.event === 'prepared')).toEqual([]);
 
     // The outage: hung first.
@@ -265,6 +311,18 @@ describe('apiserver down for 60 s while claims arrive', () => {
     // The harness retries at most every 10 s (--retry-max), plus its own reconnect: most of this
     // is the kubelet's backoff, not the driver's.
     expect(recoverMs).toBeLessThan(30_000);
+
+    // The claim status writer survived the outage too: every claim's status.devices is written.
+    const claimNames = [...PODS.map((p) => `${p}-gpu`), ...handRefs.map((r) => r.name)];
+    await eventually(
+      'status.devices of every prepared claim',
+      async () => {
+        const claims = (await resource.listNamespacedResourceClaim({ namespace: NS })).items;
+        const written = claims.filter((c) => c.status?.devices?.some((d) => d.driver === DRIVER));
+        return written.length === claimNames.length ? true : undefined;
+      },
+      30_000,
+    );
 
     // The driver stayed up, its memory flat.
     expect(driver.child.exitCode).toBeNull();
