@@ -24,7 +24,7 @@ import type { ClaimRef, NodePrepareResourcesResponse } from '../../src/kubelet/p
 import { createSimulatedNode } from '../../src/sim/fakeHost.js';
 import { backoffDelay } from '../../src/util/backoff.js';
 import { fakeNvmlLib } from '../support/sim.js';
-import { driverProcesses, type DriverProcess } from './support/driverProcess.js';
+import { driverProcesses, type DriverProcess, type DriverProcessOptions } from './support/driverProcess.js';
 import { useCluster } from './support/fixture.js';
 import type { NodeHarness } from './support/node.js';
 import { peersLog } from './support/peers.js';
@@ -115,6 +115,7 @@ describe('apiserver down for 60 s while claims arrive', () => {
   let node: NodeHarness;
   let driver: DriverProcess;
   let direct: KubeletClient;
+  let driverOpts: DriverProcessOptions;
 
   beforeAll(async () => {
     core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
@@ -124,13 +125,14 @@ describe('apiserver down for 60 s while claims arrive', () => {
     const dir = fx.tempDir('gdra-e2e-outage-api-');
     const sim = await createSimulatedNode('h100-8x', path.join(dir, 'node'), { libPath: fakeNvmlLib() });
     node = await fx.startNode(NODE);
-    driver = await drivers.start({
+    driverOpts = {
       nodeName: NODE,
       driverName: DRIVER,
       kubeconfig: fx.cluster.adminKubeconfigPath,
       node,
       sim,
-    });
+    };
+    driver = await drivers.start(driverOpts);
     // Registered on the kubelet's side too (its handler may finish after the driver is ready):
     // frozen before that, the driver would not be called at all.
     await node.waitForEvent((e) => e.event === 'registered' && e['driver'] === DRIVER, 30_000);
@@ -176,6 +178,39 @@ describe('apiserver down for 60 s while claims arrive', () => {
   }
 
   it('answers every claim with its own error in time, stays up, and recovers every pod and slice', async () => {
+    // A claim prepared by a plugin process that has since restarted, whose status.devices went
+    // missing meanwhile (cleared here): its next prepare, answered from the checkpoint during
+    // the outage, wants the status written again, and the outage must not cost that write (the
+    // writer once gave up after six refused connections, ~15 s).
+    const kept = await createAllocatedClaim(resource, {
+      namespace: NS,
+      name: 'kept-5',
+      deviceClassName: GPU_CLASS,
+      driver: DRIVER,
+      pool: NODE,
+      device: 'gpu-5',
+      nodeName: NODE,
+      podName: 'nobody-5',
+    });
+    expect((await direct.prepare([kept])).claims[kept.uid]?.error).toBe('');
+    const statusOf = async (name: string): Promise<number> =>
+      (await resource.readNamespacedResourceClaim({ namespace: NS, name })).status?.devices?.length ?? 0;
+    await eventually('kept-5 status written', async () =>
+      (await statusOf('kept-5')) > 0 ? true : undefined,
+    );
+    driver.child.kill('SIGKILL');
+    await driver.exited;
+    const restartedAt = node.events.length;
+    driver = await drivers.start(driverOpts);
+    await node.waitForEvent(
+      (e) => e.event === 'registered' && e['driver'] === DRIVER && node.events.indexOf(e) >= restartedAt,
+      30_000,
+    );
+    const keptClaim = await resource.readNamespacedResourceClaim({ namespace: NS, name: 'kept-5' });
+    if (keptClaim.status) keptClaim.status.devices = [];
+    await resource.replaceNamespacedResourceClaimStatus({ namespace: NS, name: 'kept-5', body: keptClaim });
+    expect(await statusOf('kept-5')).toBe(0);
+
     const pid = driver.child.pid ?? 0;
     const handRefs = [
       await createAllocatedClaim(resource, {
@@ -278,6 +313,11 @@ describe('apiserver down for 60 s while claims arrive', () => {
       expectFetchFailed(refused.res, handRefs, /ECONNREFUSED/);
       expect(refused.ms).toBeLessThan(5_000);
       peersLog(`outage: hung answer in ${String(hung.ms)} ms, refused answer in ${String(refused.ms)} ms`);
+      // A claim already prepared is answered from the checkpoint, apiserver or not.
+      const fromCheckpoint = await timedPrepare([kept]);
+      expect(fromCheckpoint.res.claims[kept.uid]?.error).toBe('');
+      expect(fromCheckpoint.res.claims[kept.uid]?.devices.map((d) => d.device_name)).toEqual(['gpu-5']);
+      expect(fromCheckpoint.ms).toBeLessThan(5_000);
 
       await sleep(outageStart + OUTAGE_MS - Date.now());
       expect(driver.child.exitCode).toBeNull();
@@ -313,7 +353,7 @@ describe('apiserver down for 60 s while claims arrive', () => {
     expect(recoverMs).toBeLessThan(30_000);
 
     // The claim status writer survived the outage too: every claim's status.devices is written.
-    const claimNames = [...PODS.map((p) => `${p}-gpu`), ...handRefs.map((r) => r.name)];
+    const claimNames = [...PODS.map((p) => `${p}-gpu`), ...handRefs.map((r) => r.name), kept.name];
     await eventually(
       'status.devices of every prepared claim',
       async () => {
