@@ -28,7 +28,7 @@ import { driverProcesses, type DriverProcess, type DriverProcessOptions } from '
 import { useCluster } from './support/fixture.js';
 import type { NodeHarness } from './support/node.js';
 import { peersLog } from './support/peers.js';
-import { sleep } from './support/process.js';
+import { httpGet, sleep } from './support/process.js';
 import { eventually } from './support/wait.js';
 import { createAllocatedClaim, createNamespace, createTypedDeviceClasses } from './support/workloads.js';
 
@@ -283,7 +283,13 @@ describe('apiserver down for 60 s while claims arrive', () => {
       if (driver.child.exitCode === null) maxRss = Math.max(maxRss, rssMb(pid));
     }, 500);
     try {
-      const hung = await timedPrepare(handRefs);
+      const hungCall = timedPrepare(handRefs);
+      // The liveness probe's endpoint does not depend on the apiserver, nor wait behind prepares
+      // that do: a kubelet would restart a plugin whose /healthz failed, mid-outage.
+      const healthz = (): Promise<number> =>
+        httpGet(`http://127.0.0.1:${String(driver.port)}/healthz`).then((r) => r.status);
+      expect(await healthz()).toBe(200);
+      const hung = await hungCall;
       expectFetchFailed(hung.res, handRefs, /no answer within \d+ ms/);
       expect(hung.ms).toBeLessThan(KUBELET_DEADLINE_MS);
 
@@ -313,6 +319,7 @@ describe('apiserver down for 60 s while claims arrive', () => {
       expectFetchFailed(refused.res, handRefs, /ECONNREFUSED/);
       expect(refused.ms).toBeLessThan(5_000);
       peersLog(`outage: hung answer in ${String(hung.ms)} ms, refused answer in ${String(refused.ms)} ms`);
+      expect(await healthz()).toBe(200);
       // A claim already prepared is answered from the checkpoint, apiserver or not.
       const fromCheckpoint = await timedPrepare([kept]);
       expect(fromCheckpoint.res.claims[kept.uid]?.error).toBe('');
@@ -413,7 +420,7 @@ describe('apiserver down for 60 s while claims arrive', () => {
     );
     peersLog(
       `outage held ${String(heldMs)} ms; driver prepared in ${String(after.ms)} ms once the apiserver was back, ` +
-        `the kubelet's pods ${String(recoverMs)} ms after; ` +
+        `the kubelet's pods ${String(recoverMs)} ms after /readyz answered; ` +
         `publisher retries ${retries.join(',')} ms; RSS ${baselineRss.toFixed(1)} -> max ${maxRss.toFixed(1)} MB; ` +
         `deleted slice re-created in ${String(recreatedMs)} ms`,
     );
