@@ -229,7 +229,8 @@ export class Cluster {
   }
 
   private spawn(name: string, args: string[]): PeerProcess {
-    this.peerSpecs.set(name, { args, ready: undefined });
+    // A restart keeps the readiness probe, so a peer can be restarted again.
+    this.peerSpecs.set(name, { args, ready: this.peerSpecs.get(name)?.ready });
     const logDir = path.join(this.dir, 'logs');
     fs.mkdirSync(logDir, { recursive: true });
     const peer = spawnPeer({
