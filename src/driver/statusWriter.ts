@@ -15,7 +15,12 @@
  *   on `resourceclaims/driver`), 415 (no
  *   server-side apply) or an answer without our entries (DRAResourceClaimDeviceStatus off): the
  *   feature is off for this apiserver. Logged once; no more writes until the plugin restarts.
- * - anything else (5xx, 429, 409, no answer): retried with capped backoff, `maxAttempts` in all.
+ * - anything else the apiserver answers (5xx, 429, 409): retried with capped backoff,
+ *   `maxAttempts` in all.
+ * - no answer at all (refused, reset, timed out): retried with capped backoff until it answers,
+ *   without counting: a status given up on is never written (the kubelet does not prepare the
+ *   claim again), so an apiserver outage of any length must not cost one. An unprepare
+ *   supersedes the wish once the write lands; stop() ends the retries.
  */
 import { KubeApiError, type KubeClient } from '../kube/client.js';
 import { backoffDelay, sleep, type BackoffOptions } from '../util/backoff.js';
@@ -63,7 +68,10 @@ export interface ClaimStatusWriterOptions {
   readonly logger: Logger;
   /** Server-side apply field manager; default `gpu-dra`. */
   readonly fieldManager?: string;
-  /** Tries per write, the first included; default 6 (about a minute with the default backoff). */
+  /**
+   * Tries per write that the apiserver answers with a retryable error, the first included;
+   * default 6 (about 15 s with the default backoff). Requests that get no answer do not count.
+   */
   readonly maxAttempts?: number;
   /**
    * Status writes in flight at once; default 2. They share the API client's connections with
@@ -185,6 +193,8 @@ export class ClaimStatusWriter implements ClaimStatusSink {
     const log = this.opts.logger.child({ claimUid: claim.uid, namespace: claim.namespace, name: claim.name });
     const entries = wish.kind === 'write' ? wish.entries : [];
     const maxAttempts = this.opts.maxAttempts ?? 6;
+    /** Attempts the apiserver answered (with an error); `attempt` also counts unanswered ones. */
+    let answered = 0;
     for (let attempt = 0; ; attempt++) {
       try {
         const answer = await this.limited(() =>
@@ -226,7 +236,8 @@ export class ClaimStatusWriter implements ClaimStatusSink {
           );
           return false;
         }
-        if (status === 422 || status === 400 || attempt + 1 >= maxAttempts) {
+        if (status !== undefined) answered++;
+        if (status === 422 || status === 400 || answered >= maxAttempts) {
           this.counts.failures++;
           log.warn(
             {

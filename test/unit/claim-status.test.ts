@@ -14,7 +14,12 @@ import {
   claimStatusRbacRules,
   type ClaimStatusSink,
 } from '../../src/driver/statusWriter.js';
-import { KubeApiError, type KubeClient, type RequestOptions } from '../../src/kube/client.js';
+import {
+  KubeApiError,
+  KubeRequestError,
+  type KubeClient,
+  type RequestOptions,
+} from '../../src/kube/client.js';
 import { buildDevices } from '../../src/resourceslice/model.js';
 import { silentLogger } from '../../src/util/log.js';
 import {
@@ -231,6 +236,20 @@ describe('ClaimStatusWriter', () => {
     w.prepared({ ...CLAIM, name: 'claim-b', uid: '6a1f2c3d-0000-4000-8000-000000000002' }, described());
     await w.idle();
     expect(w.counts.writes).toBe(1);
+  });
+
+  it('an apiserver that does not answer (an outage) costs no attempt: the write lands once it is back', async () => {
+    // Regression: six refused connections (~15 s with the default backoff) gave the status up
+    // for good, and the kubelet never prepares the claim again to bring it back.
+    const refused = (): never => {
+      throw new KubeRequestError('PATCH', '/x', 'connect ECONNREFUSED 127.0.0.1:6443');
+    };
+    const kube = scriptedKube([...Array<typeof refused>(10).fill(refused), apiError(503), echo]);
+    const w = writer(kube, 3);
+    w.prepared(CLAIM, described());
+    await w.idle();
+    expect(kube.calls).toHaveLength(12);
+    expect(w.counts).toMatchObject({ writes: 1, retries: 11, failures: 0 });
   });
 
   it('a claim gone (404) or replaced (422) is not retried', async () => {

@@ -60,6 +60,11 @@ export interface ClusterOptions {
   readyTimeoutMs?: number;
 }
 
+interface PeerSpec {
+  readonly args: string[];
+  ready: { readonly what: string; readonly probe: () => Promise<boolean> } | undefined;
+}
+
 export const DEFAULT_NODE_NAMES = ['node-a', 'node-b', 'node-c', 'node-d'];
 export const DEFAULT_DRIVER_USER = 'system:serviceaccount:gpu-dra:gpu-dra-driver';
 // resourceclaim-controller creates claims from templates and clears reservedFor; the garbage collector
@@ -94,6 +99,8 @@ export interface Attachment {
 
 export class Cluster {
   private readonly peers: PeerProcess[] = [];
+  /** How each peer was started, so that startPeer() can start it again, same port and data. */
+  private readonly peerSpecs = new Map<string, PeerSpec>();
   private readonly attachments: Attachment[] = [];
   private readonly tokens = new Map<string, IssuedToken>();
   private stopped = false;
@@ -222,6 +229,8 @@ export class Cluster {
   }
 
   private spawn(name: string, args: string[]): PeerProcess {
+    // A restart keeps the readiness probe, so a peer can be restarted again.
+    this.peerSpecs.set(name, { args, ready: this.peerSpecs.get(name)?.ready });
     const logDir = path.join(this.dir, 'logs');
     fs.mkdirSync(logDir, { recursive: true });
     const peer = spawnPeer({
@@ -296,12 +305,10 @@ export class Cluster {
       ...(this.opts.apiserverArgs ?? []),
     ]);
     this.apiserverUrl = `https://127.0.0.1:${String(apiPort)}`;
-    await waitUntilReady(
-      apiserver,
-      'ready (/readyz)',
-      async () => (await httpGet(`${this.apiserverUrl}/readyz`, this.adminToken)).status === 200,
-      timeout,
-    );
+    const apiserverReady = async (): Promise<boolean> =>
+      (await httpGet(`${this.apiserverUrl}/readyz`, this.adminToken)).status === 200;
+    this.readyProbe('apiserver', 'ready (/readyz)', apiserverReady);
+    await waitUntilReady(apiserver, 'ready (/readyz)', apiserverReady, timeout);
     const certFile = path.join(certDir, 'apiserver.crt');
     this.caData = Buffer.from(fs.readFileSync(certFile)).toString('base64');
     this.adminKubeconfigPath = this.makeKubeconfig(this.adminToken, 'admin');
@@ -348,6 +355,53 @@ export class Cluster {
     peersLog(`control plane ready in ${String(this.startMs)}ms (${this.apiserverUrl}, dir ${this.dir})`);
   }
 
+  private readyProbe(name: string, what: string, probe: () => Promise<boolean>): void {
+    const spec = this.peerSpecs.get(name);
+    if (spec) spec.ready = { what, probe };
+  }
+
+  private livePeer(name: string): PeerProcess {
+    const peer = this.peers.find((p) => p.name === name && p.exit === undefined);
+    if (!peer) throw new Error(`no running peer ${name}; peers: ${this.peers.map((p) => p.name).join(', ')}`);
+    return peer;
+  }
+
+  /**
+   * Freezes a peer (SIGSTOP): its port still accepts connections and nothing answers on them,
+   * as with a hung apiserver. resumePeer() thaws it; stopPeer() kills it frozen.
+   */
+  pausePeer(name: string): void {
+    this.livePeer(name).child.kill('SIGSTOP');
+  }
+
+  resumePeer(name: string): void {
+    this.livePeer(name).child.kill('SIGCONT');
+  }
+
+  /** Kills a peer at once (SIGKILL, as a crash): its port refuses connections until startPeer(). */
+  async stopPeer(name: string): Promise<void> {
+    const peer = this.livePeer(name);
+    peer.child.kill('SIGKILL');
+    await peer.exited;
+  }
+
+  /**
+   * Starts a peer stopped by stopPeer() again with the same arguments (port, certificates, data)
+   * and waits until it is ready. Only peers with a readiness probe (the apiserver) can restart.
+   */
+  async startPeer(name: string, timeoutMs = this.opts.readyTimeoutMs ?? 120_000): Promise<void> {
+    const spec = this.peerSpecs.get(name);
+    const ready = spec?.ready;
+    if (!spec || !ready) throw new Error(`peer ${name} cannot be restarted (no readiness probe)`);
+    if (this.peers.some((p) => p.name === name && p.exit === undefined))
+      throw new Error(`peer ${name} is still running; stopPeer() it first`);
+    const index = this.peers.findIndex((p) => p.name === name);
+    const peer = this.spawn(name, spec.args);
+    // The new process replaces the dead one in stop() and logs() (same log file, appended).
+    if (index >= 0) this.peers.splice(index, 1);
+    await waitUntilReady(peer, ready.what, ready.probe, timeoutMs);
+  }
+
   /**
    * Registers a process started against this cluster: stop() stops it before the control plane
    * and dumpLogs() includes its log.
@@ -376,6 +430,8 @@ export class Cluster {
     if (this.stopped) return;
     this.stopped = true;
     await Promise.all(this.attachments.map((a) => a.stop()));
+    // A peer a test left frozen would hold SIGTERM pending until the SIGKILL grace ran out.
+    for (const p of this.peers) if (p.exit === undefined) p.child.kill('SIGCONT');
     const order = ['scheduler', 'controller-manager', 'apiserver', 'etcd'];
     for (const name of order) {
       await Promise.all(this.peers.filter((p) => p.name === name).map((p) => stopPeer(p)));

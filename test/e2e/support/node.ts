@@ -96,8 +96,15 @@ export class NodeHarness {
     return path.join(this.rootDir, 'kubelet-dra.log');
   }
 
-  /** Starts kubelet-dra and waits for its `ready` event (node registered, startup slice wipe done). */
+  /**
+   * Starts kubelet-dra and waits for its `ready` event (node registered, startup slice wipe done).
+   * After stop() it starts again on the same directories, as a restarted kubelet: same checkpoint
+   * in <rootDir>/state, same registry dir; events keep accumulating in `events`.
+   */
   async start(): Promise<void> {
+    if (this.peer !== undefined && this.peer.exit === undefined)
+      throw new Error(`kubelet-dra for ${this.nodeName} is already running`);
+    const from = this.events.length;
     const peer = spawnPeer({
       name: `kubelet-dra[${this.nodeName}]`,
       command: this.cluster.binary,
@@ -124,7 +131,10 @@ export class NodeHarness {
     void peer.exited.then(() => {
       for (const w of this.waiters) w.resolve({ event: '__exited__', time: new Date().toISOString() });
     });
-    await this.waitForEvent((e) => e.event === 'ready', this.opts.readyTimeoutMs ?? 90_000);
+    await this.waitForEvent(
+      (e) => e.event === 'ready' && this.events.indexOf(e) >= from,
+      this.opts.readyTimeoutMs ?? 90_000,
+    );
   }
 
   private onLine(line: string): void {
