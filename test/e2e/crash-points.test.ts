@@ -13,8 +13,8 @@
 //
 // Two nodes, two drivers, one cluster: static and dynamic MIG are a driver-wide mode
 // (--mig-partitioning), so one node cannot have both. `crash-static` (4 H100 + an A100 with
-// static MIG devices, --consumable-shares=memory, --device-metadata) takes the whole-GPU,
-// time-sliced, MPS, share and static-MIG claims; `crash-dynamic` (the mig-dynamic profile) the
+// static MIG devices, --consumable-shares=memory from 1.35 on, --device-metadata) takes the
+// whole-GPU, time-sliced, MPS, share and static-MIG claims; `crash-dynamic` (the mig-dynamic profile) the
 // dynamic-MIG claims. Each round arms one node's driver, deletes that node's pods and creates new
 // ones (so unprepares and prepares interleave), and only that driver dies; the other keeps serving.
 //
@@ -52,7 +52,7 @@ import { FAILPOINTS } from '../../src/util/failpoint.js';
 import { fakeNvmlLib } from '../support/sim.js';
 import { driverProcesses, type DriverProcess } from './support/driverProcess.js';
 import { useCluster } from './support/fixture.js';
-import { draFeatures } from './support/k8sVersion.js';
+import { draFeatures, k8sMinor } from './support/k8sVersion.js';
 import type { NodeHarness } from './support/node.js';
 import { sleep } from './support/process.js';
 import { createNamespace, createTypedDeviceClasses } from './support/workloads.js';
@@ -66,6 +66,12 @@ const H100 = 'NVIDIA H100 80GB HBM3';
 const SOAK_KILLS = Number(process.env['GPU_DRA_SOAK_KILLS'] ?? 0);
 const SOAK_SEED = Number(process.env['GPU_DRA_SOAK_SEED'] ?? 1);
 const SETTLE_MS = 120_000;
+/**
+ * Shares of a GPU (consumable capacity) from 1.35 on: the 1.34 scheduler checks a share against
+ * the slice's first device rather than the one it places it on (kubernetes/kubernetes#133705),
+ * so once one GPU is taken whole, no claim that consumes memory fits anywhere.
+ */
+const SHARES = k8sMinor() >= 35;
 
 type Sharing = Record<string, unknown>;
 
@@ -118,8 +124,12 @@ const WORKLOADS: Record<'static' | 'dynamic', Record<string, V1ResourceClaimTemp
     whole: template([gpuRequest('gpu')]),
     sliced: template([gpuRequest('gpu')], { strategy: 'TimeSlicing', timeSlicing: { interval: 'Long' } }),
     mps: template([gpuRequest('gpu')], { strategy: 'MPS', mps: { defaultActiveThreadPercentage: 50 } }),
-    'share-a': template([gpuRequest('gpu', { capacity: { requests: { memory: '10Gi' } } })]),
-    'share-b': template([gpuRequest('gpu', { capacity: { requests: { memory: '10Gi' } } })]),
+    ...(SHARES
+      ? {
+          'share-a': template([gpuRequest('gpu', { capacity: { requests: { memory: '10Gi' } } })]),
+          'share-b': template([gpuRequest('gpu', { capacity: { requests: { memory: '10Gi' } } })]),
+        }
+      : {}),
     'mig-1g': template([migRequest('mig', '1g.5gb')]),
     'mig-2g': template([migRequest('mig', '2g.10gb')]),
   },
@@ -220,7 +230,7 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
         nodeName: 'crash-static',
         profile: await staticNodeConfig(),
         args: [
-          '--consumable-shares=memory',
+          ...(SHARES ? ['--consumable-shares=memory'] : []),
           `--namespace=${MPS_NS}`,
           '--image=gpu-dra:crash-test',
           '--mps-shm-size=0',
