@@ -331,9 +331,11 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
     });
     if (d.child.exitCode === null && d.child.signalCode === null) restartMs.push(Date.now() - started);
     traces.set(d, trace);
+    armedAt.set(d, spec);
     return d;
   }
   const traces = new Map<DriverProcess, string>();
+  const armedAt = new Map<DriverProcess, string | undefined>();
   const traceOf = (d: DriverProcess): string[] => {
     const file = traces.get(d);
     return file && fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
@@ -381,12 +383,16 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
   }
 
   /**
-   * One round on `s`: kill its (quiescent) driver, start it armed at specs[0], replace the
-   * node's pods; a life that dies is followed by one armed at the next spec, then an unarmed
-   * one; once the harness settled, check the invariants.
+   * One round on `s`: kill its (quiescent) driver, start it armed at specs[0], delete the node's
+   * pods and create new ones; a life that dies is followed by one armed at the next spec, then
+   * by an unarmed one; once the harness settled, check the invariants. Odd rounds create the new
+   * pods at once, so prepares and unprepares interleave (and a new claim may take over the GPU a
+   * deleted one just left); even rounds wait for the old pods to go, check the node empty (a leak
+   * cannot hide behind a new owner), then create them.
    */
   async function round(s: Side, specs: readonly string[]): Promise<RoundResult> {
     const r = ++roundNo;
+    const interleaved = r % 2 === 1;
     const roundStart = Date.now();
     const old = s.driver;
     if (old && !dead(old)) {
@@ -395,20 +401,38 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
     }
     const killedAt: string[] = [];
     const hits: string[] = [];
-    const finish = async (d: DriverProcess): Promise<void> => {
-      const trace = traceOf(d);
-      hits.push(...trace);
-      if (dead(d)) {
-        expect(await d.exited, `life armed at ${String(specs)} ended by SIGKILL`).toMatchObject({
+    const next = [...specs.slice(1)];
+    let life = await startLife(s, specs[0]);
+    /** Until `goal` holds with a driver alive, restarting each life that dies (armed at the next spec). */
+    const settle = async (what: string, goal: () => Promise<boolean>): Promise<void> => {
+      for (;;) {
+        await until(
+          `round ${String(r)} on ${s.nodeName}: ${what} or the driver to die`,
+          async () => dead(life) || (await goal()),
+        );
+        if (!dead(life)) return;
+        const trace = traceOf(life);
+        hits.push(...trace);
+        const armed = armedAt.get(life);
+        expect(
+          await life.exited,
+          `${s.nodeName}: life armed at ${String(armed)} ended by SIGKILL`,
+        ).toMatchObject({
           signal: 'SIGKILL',
         });
+        if (armed === undefined)
+          throw new Error(`the unarmed driver of ${s.nodeName} died:\n${life.stderr()}`);
         killedAt.push(trace.at(-1) ?? '?');
+        life = await startLife(s, next.shift());
       }
     };
-    let life = await startLife(s, specs[0]);
     const gone = [...s.pods.keys()];
     for (const name of gone) await core.deleteNamespacedPod({ namespace: NS, name }).catch(() => undefined);
     s.pods = new Map();
+    if (!interleaved) {
+      await settle('the old pods to go', () => podsGone(gone));
+      await checkInvariants(s, 0, life);
+    }
     for (const kind of Object.keys(WORKLOADS[s.kind])) {
       const name = `${s.kind}-${kind}-${String(r)}`;
       const pod = await core.createNamespacedPod({
@@ -426,22 +450,13 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
       });
       s.pods.set(name, pod.metadata?.uid ?? '');
     }
-    const settledOrDead = async (): Promise<boolean> =>
-      dead(life) || ((await settled(s)) && (await podsGone(gone)));
-    for (const spec of [...specs.slice(1), undefined]) {
-      await until(`round ${String(r)} on ${s.nodeName} to settle or its driver to die`, settledOrDead);
-      if (!dead(life)) break;
-      await finish(life);
-      life = await startLife(s, spec);
-    }
-    await until(`round ${String(r)} on ${s.nodeName} to settle`, settledOrDead);
-    if (dead(life)) throw new Error(`the unarmed driver of ${s.nodeName} died:\n${life.stderr()}`);
+    await settle('the pods to settle', async () => (await settled(s)) && (await podsGone(gone)));
     hits.push(...traceOf(life));
     s.driver = life;
-    await checkInvariants(s);
+    await checkInvariants(s, Object.keys(WORKLOADS[s.kind]).length, life);
     process.stdout.write(
-      `crash-points round ${String(r)} ${s.nodeName} [${specs.join(' ')}]: killed at [${killedAt.join(' ')}], ` +
-        `${String(hits.length)} hits, ${String(Date.now() - roundStart)} ms\n`,
+      `crash-points round ${String(r)} ${s.nodeName} ${interleaved ? 'interleaved' : 'two-phase'} [${specs.join(' ')}]: ` +
+        `killed at [${killedAt.join(' ')}], ${String(hits.length)} hits, ${String(Date.now() - roundStart)} ms\n`,
     );
     return { killedAt, hits };
   }
@@ -471,7 +486,8 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
       specs: specFiles(s).map((f) => [f, fs.readFileSync(path.join(s.node.cdiDir, f), 'utf8')]),
     });
 
-  async function checkInvariants(s: Side): Promise<void> {
+  /** `pods`: how many of the node's pods should be prepared now; `life`: the driver serving. */
+  async function checkInvariants(s: Side, pods: number, life: DriverProcess): Promise<void> {
     const where = `${s.nodeName} after round ${String(roundNo)}`;
     // The kubelet's view: the claims of the pods it prepared and has not unprepared.
     const prepared = preparedPods(s);
@@ -482,7 +498,7 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
       const uid = c.metadata?.uid ?? '';
       believed.set(uid, { uid, namespace: NS, name: c.metadata?.name ?? '' });
     }
-    expect(believed.size, `${where}: every pod's claim`).toBe(Object.keys(WORKLOADS[s.kind]).length);
+    expect(believed.size, `${where}: every pod's claim`).toBe(pods);
     const checkpoint = readCheckpoint(s);
     const specs = specFiles(s);
     // Believed prepared ⇔ recorded PrepareCompleted, with its spec file.
@@ -569,6 +585,7 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
     // Idempotence, on the socket: prepare again answers the recorded devices; unprepare of the
     // claims gone this round succeeds twice; nothing changes.
     const before = snapshot(s);
+    const passed = traceOf(life).length;
     const client = new KubeletClient({ draSocket: path.join(pluginDir(s), 'dra.sock') });
     try {
       const again = await client.prepare([...believed.values()]);
@@ -589,6 +606,9 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
       client.close();
     }
     expect(snapshot(s), `${where}: the repeated calls changed nothing`).toBe(before);
+    expect(traceOf(life).slice(passed), `${where}: the repeated calls wrote nothing, touched no GPU`).toEqual(
+      [],
+    );
     s.believed = believed;
   }
 
