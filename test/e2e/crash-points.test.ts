@@ -168,6 +168,8 @@ interface Side {
   pods: Map<string, string>;
   /** Claims believed prepared at the last check (for the unprepare-twice check of gone ones). */
   believed: Map<string, ClaimRef>;
+  /** Rounds run on this node. */
+  rounds: number;
 }
 
 /** mulberry32: a seeded PRNG, so a soak run can be repeated. */
@@ -259,6 +261,7 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
         node,
         pods: new Map(),
         believed: new Map(),
+        rounds: 0,
       });
       for (const [kind, spec] of Object.entries(WORKLOADS[s.kind])) {
         await resource.createNamespacedResourceClaimTemplate({
@@ -385,14 +388,15 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
   /**
    * One round on `s`: kill its (quiescent) driver, start it armed at specs[0], delete the node's
    * pods and create new ones; a life that dies is followed by one armed at the next spec, then
-   * by an unarmed one; once the harness settled, check the invariants. Odd rounds create the new
+   * by an unarmed one; once the harness settled, check the invariants. A node's odd rounds create the new
    * pods at once, so prepares and unprepares interleave (and a new claim may take over the GPU a
-   * deleted one just left); even rounds wait for the old pods to go, check the node empty (a leak
+   * deleted one just left); its even rounds wait for the old pods to go, check the node empty (a leak
    * cannot hide behind a new owner), then create them.
    */
   async function round(s: Side, specs: readonly string[]): Promise<RoundResult> {
     const r = ++roundNo;
-    const interleaved = r % 2 === 1;
+    // Per node: the nodes take turns too, so a round-wide parity would give each node one kind.
+    const interleaved = ++s.rounds % 2 === 1;
     const roundStart = Date.now();
     const old = s.driver;
     if (old && !dead(old)) {
