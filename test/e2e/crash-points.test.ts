@@ -14,9 +14,10 @@
 // Two nodes, two drivers, one cluster: static and dynamic MIG are a driver-wide mode
 // (--mig-partitioning), so one node cannot have both. `crash-static` (4 H100 + an A100 with
 // static MIG devices, --consumable-shares=memory from 1.35 on, --device-metadata) takes the
-// whole-GPU, time-sliced, MPS, share and static-MIG claims; `crash-dynamic` (the mig-dynamic profile) the
-// dynamic-MIG claims. Each round arms one node's driver, deletes that node's pods and creates new
-// ones (so unprepares and prepares interleave), and only that driver dies; the other keeps serving.
+// whole-GPU, time-sliced, MPS, share and static-MIG claims; `crash-dynamic` (the mig-dynamic
+// profile) the dynamic-MIG claims. Each round arms one node's driver, deletes that node's pods and
+// creates new ones, at once (unprepares and prepares interleave) or, every other round, once the
+// old ones are gone and the empty node is checked; only that driver dies, the other keeps serving.
 //
 // MPS daemons: a stand-in marks a daemon ready while its Deployment exists (and not ready once it
 // is deleted), where the real daemon would write `ready` (test/e2e/install.test.ts runs real
