@@ -503,7 +503,32 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
       const uid = c.metadata?.uid ?? '';
       believed.set(uid, { uid, namespace: NS, name: c.metadata?.name ?? '' });
     }
-    expect(believed.size, `${where}: every pod's claim`).toBe(pods);
+    if (believed.size !== pods) {
+      // What the harness and the API said, to tell a lost claim from a harness or test race.
+      const onNode = (
+        await core.listNamespacedPod({ namespace: NS, fieldSelector: `spec.nodeName=${s.nodeName}` })
+      ).items.map((p) => ({
+        pod: p.metadata?.name,
+        uid: p.metadata?.uid,
+        phase: p.status?.phase,
+        deleting: p.metadata?.deletionTimestamp !== undefined,
+        prepared: prepared.has(p.metadata?.uid ?? ''),
+        claims: p.status?.resourceClaimStatuses,
+      }));
+      const owned = claims.map((c) => ({
+        claim: c.metadata?.name,
+        owners: c.metadata?.ownerReferences?.map((o) => o.uid),
+        deleting: c.metadata?.deletionTimestamp !== undefined,
+      }));
+      const names = new Set(onNode.map((p) => `${NS}/${String(p.pod)}`));
+      const events = s.node.events
+        .filter((e) => names.has(String(e['pod'])))
+        .map((e) => `${String(e['pod'])} ${e.event}`);
+      expect.fail(
+        `${where}: ${String(believed.size)} claims believed prepared, ${String(pods)} expected\n` +
+          JSON.stringify({ onNode, owned, events }, null, 1),
+      );
+    }
     const checkpoint = readCheckpoint(s);
     const specs = specFiles(s);
     // Believed prepared ⇔ recorded PrepareCompleted, with its spec file.
