@@ -26,7 +26,8 @@
 // Which points: a calibration round (traced, not armed) lists the points one round passes. CI
 // runs every point name of that list once per node (`name@1`), each followed by a second life
 // armed at the second point it passes (`*@2`: inside recovery or the retried calls), then an
-// unarmed one. `npm run test:soak` (GPU_DRA_SOAK_KILLS, default 1000; GPU_DRA_SOAK_SEED) arms
+// unarmed one. `npm run test:soak` (GPU_DRA_SOAK_KILLS, default 1000; GPU_DRA_SOAK_SEED;
+// GPU_DRA_SOAK_SECONDS, a time limit) arms
 // three lives a round at seeded random hits `*@N` (N up to the calibration round's count) instead,
 // until that many kills happened.
 import fs from 'node:fs';
@@ -66,6 +67,8 @@ const MPS_NS = 'gpu-dra';
 const H100 = 'NVIDIA H100 80GB HBM3';
 const SOAK_KILLS = Number(process.env['GPU_DRA_SOAK_KILLS'] ?? 0);
 const SOAK_SEED = Number(process.env['GPU_DRA_SOAK_SEED'] ?? 1);
+/** A soak stops here even with fewer kills (the summary says how many). */
+const SOAK_SECONDS = Number(process.env['GPU_DRA_SOAK_SECONDS'] ?? 4 * 3600);
 const SETTLE_MS = 120_000;
 /**
  * Shares of a GPU (consumable capacity) from 1.35 on: the 1.34 scheduler checks a share against
@@ -358,17 +361,24 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
     return new Set([...state].filter(([, v]) => v).map(([uid]) => uid));
   }
 
-  /** The node's pods in the API (name → UID), all prepared and none terminating, is it? */
+  /**
+   * Has the harness prepared every pod of this round (`s.pods`), each bound to the node and not
+   * terminating? Read from one list: two (bound, then unbound) could miss a pod bound in between.
+   */
   async function settled(s: Side): Promise<boolean> {
-    const pods = (
-      await core.listNamespacedPod({ namespace: NS, fieldSelector: `spec.nodeName=${s.nodeName}` })
-    ).items;
-    const pending = (await core.listNamespacedPod({ namespace: NS })).items.filter(
-      (p: V1Pod) => !p.spec?.nodeName && p.metadata?.name?.startsWith(`${s.kind}-`),
+    const byName = new Map(
+      (await core.listNamespacedPod({ namespace: NS })).items.map((p: V1Pod) => [p.metadata?.name ?? '', p]),
     );
-    if (pending.length > 0) return false;
     const prepared = preparedPods(s);
-    return pods.every((p) => !p.metadata?.deletionTimestamp && prepared.has(p.metadata?.uid ?? ''));
+    return [...s.pods].every(([name, uid]) => {
+      const p = byName.get(name);
+      return (
+        p?.metadata?.uid === uid &&
+        p.spec?.nodeName === s.nodeName &&
+        !p.metadata.deletionTimestamp &&
+        prepared.has(uid)
+      );
+    });
   }
 
   async function until(what: string, done: () => Promise<boolean> | boolean): Promise<void> {
@@ -660,7 +670,8 @@ describe('crash points: SIGKILL between every step, restart, retry, invariants h
       };
       if (SOAK_KILLS > 0) {
         const random = prng(SOAK_SEED);
-        while (killedAt.length < SOAK_KILLS) {
+        const soakUntil = started + SOAK_SECONDS * 1000;
+        while (killedAt.length < SOAK_KILLS && Date.now() < soakUntil) {
           const s = sides[rounds % sides.length] as Side;
           const total = calibration.get(s)?.length ?? 1;
           const at = (): string => `*@${String(1 + Math.floor(random() * total))}`;
