@@ -27,9 +27,8 @@
 // runs every point name of that list once per node (`name@1`), each followed by a second life
 // armed at the second point it passes (`*@2`: inside recovery or the retried calls), then an
 // unarmed one. `npm run test:soak` (GPU_DRA_SOAK_KILLS, default 1000; GPU_DRA_SOAK_SEED;
-// GPU_DRA_SOAK_SECONDS, a time limit) arms
-// three lives a round at seeded random hits `*@N` (N up to the calibration round's count) instead,
-// until that many kills happened.
+// GPU_DRA_SOAK_SECONDS, a time limit) arms three lives a round at seeded random hits `*@N` (N up
+// to the calibration round's count) instead, until that many kills happened.
 import fs from 'node:fs';
 import path from 'node:path';
 import {
