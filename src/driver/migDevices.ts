@@ -10,6 +10,7 @@
  * they are known.
  */
 import { errorMessage, GpuDraError } from '../util/errors.js';
+import { failpoint } from '../util/failpoint.js';
 import type { Logger } from '../util/log.js';
 import type { MigDevice, MigPlacement } from '../nvml/types.js';
 import { migAccessCaps, type MigMinors } from '../nvml/host.js';
@@ -81,6 +82,7 @@ export async function createInSlots(
     try {
       const live = await control.create(slot.parentUuid, slot.profileId, slot.placement);
       made.push(live);
+      failpoint('mig-device-created');
       logger.info(
         { device: slot.name, uuid: live.uuid, gpuInstanceId: live.gpuInstanceId, ms: Date.now() - started },
         'MIG device created',
@@ -144,6 +146,7 @@ export async function destroyRecorded(
       const ref = await findRecorded(control, r);
       if (!ref) continue; // never made, or already gone
       const result = await control.destroy(ref);
+      failpoint('mig-device-destroyed');
       logger.info(
         { parentUuid: r.parentUuid, gpuInstanceId: ref.gpuInstanceId, result },
         'MIG device destroyed',
@@ -197,6 +200,7 @@ export async function sweepUnowned(
       if (owned.some((o) => o.parentUuid === parentUuid && inSameSlot(o)(instance))) continue;
       try {
         await control.destroy(instance);
+        failpoint('orphan-mig-destroyed');
         removed.push(instance.uuid ?? `${parentUuid} GPU instance ${String(instance.gpuInstanceId)}`);
       } catch (err) {
         logger.warn(

@@ -634,6 +634,7 @@ export class DeviceState {
             await this.opts.checkpoint.update((doc) => {
               doc.claims[ref.uid] = holding;
             });
+            failpoint('prepare-intent-recorded');
             const made = await createInSlots(mig, toMake, ref.uid, logger);
             failpoint('mig-created');
             planned = withCreatedDevices(planning, slots, made, readMigMinors(this.opts.hostPaths));
@@ -653,18 +654,22 @@ export class DeviceState {
             await this.opts.checkpoint.update((doc) => {
               doc.claims[ref.uid] = intent;
             });
+            failpoint('prepare-devices-recorded');
           }
           if (sharing) await sharing.apply(ref.uid, shared, logger);
           if (metadata) {
             // Before the spec that mounts them: a spec must never name a missing file.
             metadataWritten = true;
             await metadata.store.write(ref.uid, metadata.files);
+            failpoint('metadata-written');
           }
           await this.opts.cdi.write(built.fileName, built.spec);
+          failpoint('cdi-written');
           const done = record;
           await this.opts.checkpoint.update((doc) => {
             doc.claims[ref.uid] = done;
           });
+          failpoint('prepare-completed');
         } catch (err) {
           // The spec and files must not outlive the attempt (the sweep catches them if this fails).
           if (metadataWritten) {
@@ -1053,6 +1058,7 @@ export class DeviceState {
           const current = recordedClaim(doc.claims, uid);
           if (current) doc.claims[uid] = { ...current, state: 'UnprepareStarted' };
         });
+        failpoint('unprepare-started');
       }
       if (sharingChangesHost(entry)) {
         await this.sharingFor(uid).undo(
@@ -1071,9 +1077,11 @@ export class DeviceState {
       // eslint-disable-next-line @typescript-eslint/no-dynamic-delete
       delete doc.claims[uid];
     });
+    failpoint('claim-forgotten');
     const fileName = claimSpecFileName(this.opts.driverName, uid);
     await this.opts.cdi.remove(fileName);
     if (entry.cdiSpecFile && entry.cdiSpecFile !== fileName) await this.opts.cdi.remove(entry.cdiSpecFile);
+    failpoint('cdi-removed');
     // After the spec that mounts them; with metadata off too, in case it was on before.
     await this.opts.metadata?.remove(uid);
   }
@@ -1107,6 +1115,7 @@ export class DeviceState {
     } else {
       await this.rebuild(uid, entry);
     }
+    failpoint('cdi-restored');
     logger.warn({ claimUid: uid }, 'CDI spec of a prepared claim was missing; restored it');
     return true;
   }
@@ -1248,6 +1257,7 @@ export class DeviceState {
   private async recoverExclusive(): Promise<RecoveryReport> {
     const log = this.opts.logger;
     const loaded = await this.opts.checkpoint.load();
+    failpoint('recovery-loaded');
     const bootId = readBootId(this.opts.hostPaths);
     const doc = this.opts.checkpoint.current();
     const rebooted = doc.bootId !== undefined && bootId !== undefined && doc.bootId !== bootId;
@@ -1319,6 +1329,7 @@ export class DeviceState {
     for (const file of await this.opts.cdi.list()) {
       if (owned.has(file)) continue;
       await this.opts.cdi.remove(file);
+      failpoint('orphan-cdi-removed');
       orphansRemoved.push(file);
     }
     if (orphansRemoved.length > 0)

@@ -4,6 +4,7 @@
  * crash, or recovery at start-up may run it again.
  */
 import { GpuDraError } from '../util/errors.js';
+import { failpoint } from '../util/failpoint.js';
 import type { Logger } from '../util/log.js';
 import { KeyedMutex } from '../util/keyedMutex.js';
 import type { CdiContainerEdits } from '../cdi/spec.js';
@@ -87,6 +88,7 @@ export class SharingApplier {
         if (mib !== undefined) limits[uuid] = mib;
       }
       await mps.start(claimUid, group, limits, logger);
+      failpoint('mps-daemon-ready');
     }
   }
 
@@ -101,11 +103,16 @@ export class SharingApplier {
     if (sliced.length === 0 && exclusive.length === 0) return;
     await this.gpuSettings.run('gpus', async () => {
       for (const { uuid, interval } of sliced) {
-        for (const args of setTimeSliceCommands(uuid, interval)) await this.opts.nvidiaSmi.run(args);
+        for (const args of setTimeSliceCommands(uuid, interval)) {
+          await this.opts.nvidiaSmi.run(args);
+          failpoint('gpu-setting-applied');
+        }
         logger.info({ gpu: uuid, interval }, 'time slice set');
       }
-      for (const uuid of exclusive)
+      for (const uuid of exclusive) {
         await this.opts.nvidiaSmi.run(computeModeCommand(uuid, 'EXCLUSIVE_PROCESS'));
+        failpoint('gpu-setting-applied');
+      }
     });
   }
 
@@ -129,11 +136,17 @@ export class SharingApplier {
           'MPS daemons recorded but MPS is not configured: left in place',
         );
       } else {
-        for (const id of ids) await this.opts.mps.stop(id, logger);
+        for (const id of ids) {
+          await this.opts.mps.stop(id, logger);
+          failpoint('mps-daemon-stopped');
+        }
       }
     }
     await this.gpuSettings.run('gpus', async () => {
-      for (const args of undoCommands(devices, others())) await this.opts.nvidiaSmi.run(args);
+      for (const args of undoCommands(devices, others())) {
+        await this.opts.nvidiaSmi.run(args);
+        failpoint('gpu-setting-reset');
+      }
     });
   }
 }

@@ -25,6 +25,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GpuDraError, errorMessage } from '../util/errors.js';
+import { failpoint } from '../util/failpoint.js';
 import type { Logger } from '../util/log.js';
 import { KubeApiError, type KubeClient } from '../kube/client.js';
 import type { CdiContainerEdits } from '../cdi/spec.js';
@@ -247,6 +248,7 @@ export class MpsDaemons {
       await this.opts.kube.request('POST', this.deploymentsPath(), {
         body: mpsDeployment(settings, claimUid, group, pinnedLimitsMiB),
       });
+      failpoint('mps-daemon-created');
       logger.info({ mpsDaemon: `${settings.namespace}/${name}`, devices: group.uuids }, 'MPS daemon created');
     } catch (err) {
       if (!(err instanceof KubeApiError && err.statusCode === 409)) {
@@ -298,6 +300,7 @@ export class MpsDaemons {
         );
       }
     }
+    failpoint('mps-daemon-deleted');
     const dirs = mpsDirs(this.opts.settings.pluginDir, id);
     const deadline = Date.now() + (this.opts.stopTimeoutMs ?? 20_000);
     while (fs.existsSync(dirs.ready) && Date.now() < deadline) await sleep(this.opts.pollMs ?? 100);
@@ -327,6 +330,7 @@ export class MpsDaemons {
       const id = item.metadata?.labels?.[LABEL_DAEMON];
       if (id && !owned.has(id)) {
         await this.stop(id, logger);
+        failpoint('orphan-mps-removed');
         removed.add(id);
       }
     }

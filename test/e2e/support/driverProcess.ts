@@ -31,6 +31,11 @@ export interface DriverProcessOptions {
   readonly args?: readonly string[];
   /** More environment, e.g. `GPU_DRA_FAILPOINTS`. */
   readonly env?: NodeJS.ProcessEnv;
+  /**
+   * Armed to die (a failpoint): `start` resolves once it is ready or has exited, whichever comes
+   * first, rather than failing when it exits during start-up.
+   */
+  readonly mayDie?: boolean;
 }
 
 /** Driver processes of one test file, killed with its cluster. */
@@ -85,7 +90,9 @@ export function driverProcesses(fx: E2e): {
       });
     });
     latest = { child, port, exited, stderr: () => stderr };
-    await driverReady(child, port, () => stderr);
+    const ready = driverReady(child, port, () => stderr);
+    if (opts.mayDie) await Promise.race([ready.catch(() => undefined), exited]);
+    else await ready;
     return latest;
   }
 
