@@ -105,6 +105,8 @@ export class Cluster {
   adminKubeconfigPath = '';
   /** How long start() took from the first spawn until every peer was ready. */
   startMs = 0;
+  /** The apiserver's command line, kept for {@link restartApiserver}. */
+  private apiserverCommand: string[] = [];
 
   private constructor(
     readonly dir: string,
@@ -270,7 +272,7 @@ export class Cluster {
     const certDir = path.join(this.dir, 'apiserver-certs');
     const featureGates =
       this.opts.featureGates !== undefined ? [`--feature-gates=${this.opts.featureGates}`] : [];
-    const apiserver = this.spawn('apiserver', [
+    this.apiserverCommand = [
       'apiserver',
       `--etcd-servers=${etcdUrl}`,
       `--etcd-prefix=/gpu-dra-e2e`,
@@ -294,7 +296,8 @@ export class Cluster {
       '--endpoint-reconciler-type=none',
       ...featureGates,
       ...(this.opts.apiserverArgs ?? []),
-    ]);
+    ];
+    const apiserver = this.spawn('apiserver', this.apiserverCommand);
     this.apiserverUrl = `https://127.0.0.1:${String(apiPort)}`;
     await waitUntilReady(
       apiserver,
@@ -346,6 +349,28 @@ export class Cluster {
     ]);
     this.startMs = Date.now() - started;
     peersLog(`control plane ready in ${String(this.startMs)}ms (${this.apiserverUrl}, dir ${this.dir})`);
+  }
+
+  /**
+   * Stops the apiserver (SIGTERM, as a rolling control-plane upgrade does) and starts it again
+   * with the same command line: same port, certificates, tokens and etcd, so every client's
+   * kubeconfig stays valid and only its connections break. Resolves once /readyz answers 200;
+   * returns when it was stopped and when it was ready again (epoch ms).
+   */
+  async restartApiserver(): Promise<{ stoppedAt: number; readyAt: number }> {
+    const old = this.peers.find((p) => p.name === 'apiserver' && p.exit === undefined);
+    if (old === undefined) throw new Error('no running apiserver to restart');
+    const stoppedAt = Date.now();
+    await stopPeer(old);
+    this.peers.splice(this.peers.indexOf(old), 1);
+    const apiserver = this.spawn('apiserver', this.apiserverCommand);
+    await waitUntilReady(
+      apiserver,
+      'ready (/readyz) after a restart',
+      async () => (await httpGet(`${this.apiserverUrl}/readyz`, this.adminToken)).status === 200,
+      this.opts.readyTimeoutMs ?? 120_000,
+    );
+    return { stoppedAt, readyAt: Date.now() };
   }
 
   /**
