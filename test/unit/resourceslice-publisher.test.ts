@@ -422,6 +422,44 @@ describe('ResourceSlicePublisher', () => {
     });
   });
 
+  it('holds one watch after a broken one, not one from the re-list and another from the retry timer', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api, { resyncIntervalMs: 3_600_000 });
+    pub.start(inv('h100'));
+    await pub.whenReady();
+    await eventually(() => {
+      expect(api.watcherCount()).toBe(1);
+    });
+    const watches = api.calls.watch;
+    api.breakWatches();
+    // Past the re-watch delay (500 ms ± 20 % after a first failure): the re-list after the
+    // break must not open a watch of its own beside the one the retry opens.
+    await new Promise((r) => setTimeout(r, 900));
+    expect(api.watcherCount()).toBe(1);
+    expect(api.calls.watch).toBe(watches + 1);
+    // And a second break leaves one watch again, not a doubled pair.
+    api.breakWatches();
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(api.watcherCount()).toBe(1);
+  });
+
+  it('jitters the periodic re-list, so drivers started together do not re-list in step', async () => {
+    const early = new FakeApi();
+    const late = new FakeApi();
+    const a = newPublisher(early, { resyncIntervalMs: 2_000, random: () => 0 });
+    const b = newPublisher(late, { resyncIntervalMs: 2_000, random: () => 1 });
+    a.start(inv('h100'));
+    b.start(inv('h100'));
+    await Promise.all([a.whenReady(), b.whenReady()]);
+    const [la, lb] = [early.calls.list, late.calls.list];
+    // 2 s − 20 % and 2 s + 20 %: at 2 s one has re-listed and the other not yet.
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(early.calls.list).toBe(la + 1);
+    expect(late.calls.list).toBe(lb);
+    await new Promise((r) => setTimeout(r, 800));
+    expect(late.calls.list).toBe(lb + 1);
+  });
+
   it('retries conflicts and server errors with backoff', async () => {
     const api = new FakeApi();
     const pub = newPublisher(api);
