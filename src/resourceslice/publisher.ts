@@ -99,6 +99,19 @@ export interface PublisherOptions {
   readonly counterLayout?: CounterLayout;
 }
 
+/** A watch open this long was healthy: its end restarts the re-watch backoff. */
+const HEALTHY_WATCH_MS = 60_000;
+
+/**
+ * Delay before re-listing and re-watching after watch `attempt` (0-based) ended: 0.8 s doubling
+ * to 30 s, times 1 to 2 at random, as client-go's reflector backs off: drivers whose watches
+ * all ended together (an apiserver restart) come back spread over the whole interval.
+ */
+export function watchRetryDelay(attempt: number, random: () => number = Math.random): number {
+  const base = Math.min(30_000, 800 * 2 ** Math.min(attempt, 10));
+  return Math.round(base * (1 + random()));
+}
+
 export class PublisherStoppedError extends GpuDraError {
   constructor() {
     super('PUBLISHER_STOPPED', 'ResourceSlice publisher stopped');
@@ -151,9 +164,8 @@ export class ResourceSlicePublisher {
   private resyncTimer?: NodeJS.Timeout;
   private watchHandle?: { stop(): void };
   /**
-   * A watch is open, opening, or waiting to re-open after one ended: whoever set this owns the
-   * next watch, so the re-list after a broken watch does not open a second one beside the
-   * retry's (two watches per driver, each kicking a reconcile per event).
+   * A watch is open, opening, or waiting out the delay after one ended; the loop opens a new one
+   * only when this is false, after a successful re-list, so a driver never holds two.
    */
   private watching = false;
   private watchRv?: string;
@@ -373,25 +385,27 @@ export class ResourceSlicePublisher {
     const rv = this.watchRv ?? this.lastListRv;
     this.watchRv = rv;
     let ended = false;
+    const openedAt = Date.now();
     const restart = (err: unknown): void => {
       if (ended) return;
       ended = true;
       this.watchHandle?.stop();
       this.watchHandle = undefined;
       if (this.stopped) return;
-      const delay = backoffDelay(
-        this.watchAttempt++,
-        { initialDelayMs: 500, maxDelayMs: 30_000 },
-        this.opts.random,
-      );
+      // The apiserver ends every watch after 30-60 min; one that lived that long was healthy, so
+      // its end starts the backoff over rather than adding to it.
+      if (Date.now() - openedAt >= HEALTHY_WATCH_MS) this.watchAttempt = 0;
+      const delay = watchRetryDelay(this.watchAttempt++, this.opts.random);
       this.log.debug({ err, retryInMs: delay }, 'ResourceSlice watch ended');
-      // Events may have been missed: resync, then watch again from the list's resourceVersion.
-      // `watching` stays set: this timer opens the next watch, not the re-list.
+      // Events may have been missed: re-list, then watch from the list's resourceVersion (the
+      // loop opens the watch after a successful reconcile). Not at once: when an apiserver goes
+      // away every driver's watch ends in the same instant, and N immediate re-lists would hit
+      // its replacement together; the delay spreads them over a second or more.
       this.watchRv = undefined;
-      this.kick();
       sleep(delay, this.abort.signal).then(
         () => {
-          this.startWatch();
+          this.watching = false;
+          this.kick();
         },
         () => undefined,
       );

@@ -11,6 +11,7 @@ import { droppedPaths, likelyFeatureGate } from '../../src/resourceslice/sliceWi
 import {
   PUBLISHER_RBAC_RULES,
   ResourceSlicePublisher,
+  watchRetryDelay,
   type PublisherOptions,
 } from '../../src/resourceslice/publisher.js';
 
@@ -424,7 +425,7 @@ describe('ResourceSlicePublisher', () => {
 
   it('holds one watch after a broken one, not one from the re-list and another from the retry timer', async () => {
     const api = new FakeApi();
-    const pub = newPublisher(api, { resyncIntervalMs: 3_600_000 });
+    const pub = newPublisher(api, { resyncIntervalMs: 3_600_000, random: () => 0 });
     pub.start(inv('h100'));
     await pub.whenReady();
     await eventually(() => {
@@ -432,15 +433,43 @@ describe('ResourceSlicePublisher', () => {
     });
     const watches = api.calls.watch;
     api.breakWatches();
-    // Past the re-watch delay (500 ms ± 20 % after a first failure): the re-list after the
-    // break must not open a watch of its own beside the one the retry opens.
-    await new Promise((r) => setTimeout(r, 900));
+    // Past the re-watch delay (0.8 s after a first failure, with this random): one new watch.
+    await new Promise((r) => setTimeout(r, 1_200));
     expect(api.watcherCount()).toBe(1);
     expect(api.calls.watch).toBe(watches + 1);
-    // And a second break leaves one watch again, not a doubled pair.
+    // A second break (1.6 s now) leaves one watch again, not a doubled pair.
     api.breakWatches();
-    await new Promise((r) => setTimeout(r, 1_500));
+    await new Promise((r) => setTimeout(r, 2_000));
     expect(api.watcherCount()).toBe(1);
+    expect(api.calls.watch).toBe(watches + 2);
+  });
+
+  it('re-lists after a broken watch only after a random delay, so a fleet does not re-list together', async () => {
+    const early = new FakeApi();
+    const late = new FakeApi();
+    const a = newPublisher(early, { resyncIntervalMs: 3_600_000, random: () => 0 });
+    const b = newPublisher(late, { resyncIntervalMs: 3_600_000, random: () => 0.99 });
+    a.start(inv('h100'));
+    b.start(inv('h100'));
+    await Promise.all([a.whenReady(), b.whenReady()]);
+    await eventually(() => {
+      expect(early.watcherCount() + late.watcherCount()).toBe(2);
+    });
+    const [la, lb] = [early.calls.list, late.calls.list];
+    // Both watches end in the same instant, as when their apiserver goes away.
+    early.breakWatches();
+    late.breakWatches();
+    await new Promise((r) => setTimeout(r, 400));
+    expect([early.calls.list, late.calls.list]).toEqual([la, lb]);
+    // 0.8 s × (1 + random): one at 0.8 s, the other at 1.59 s.
+    await new Promise((r) => setTimeout(r, 800));
+    expect([early.calls.list, late.calls.list]).toEqual([la + 1, lb]);
+    await eventually(() => {
+      expect([early.calls.list, late.calls.list]).toEqual([la + 1, lb + 1]);
+      expect(late.watcherCount()).toBe(1);
+    });
+    expect(watchRetryDelay(0, () => 0)).toBe(800);
+    expect(watchRetryDelay(20, () => 0.5)).toBe(45_000);
   });
 
   it('jitters the periodic re-list, so drivers started together do not re-list in step', async () => {
