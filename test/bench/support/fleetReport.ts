@@ -33,9 +33,9 @@ export interface FleetRow {
   readonly rssAnonMeanMiB: number | null;
   /** CPU in the steady window, % of one core: apiserver, etcd, all drivers together. */
   readonly steadyCpu: string;
-  /** Apiserver stopped → ready again. */
+  /** The old apiserver exited (connections broke) → the new one ready. */
   readonly restartDownS: number | null;
-  /** Apiserver stopped → every driver has re-listed (200) and watches again. */
+  /** The old apiserver exited → every driver has re-listed (200) and watches again. */
   readonly restartBackS: number | null;
   /** First driver back → last driver back: how spread out the reconnects are. */
   readonly restartSpreadS: number | null;
@@ -76,7 +76,7 @@ export function renderFleet(rows: readonly FleetRow[]): string {
     'steady: driver req/node/min (writes)',
     'steady: driver requests',
     'RSS/driver (anon)',
-    'apiserver restart: ready, all drivers back (after the stop)',
+    'apiserver restart: new one ready, all drivers back (after the old one exited)',
     'restart peak req/node/5 s (max one node)',
     'K pods: allocated, prepared',
     'failures',

@@ -355,13 +355,15 @@ export class Cluster {
    * Stops the apiserver (SIGTERM, as a rolling control-plane upgrade does) and starts it again
    * with the same command line: same port, certificates, tokens and etcd, so every client's
    * kubeconfig stays valid and only its connections break. Resolves once /readyz answers 200;
-   * returns when it was stopped and when it was ready again (epoch ms).
+   * returns when it was signalled, when it had exited (its clients' connections broke then) and
+   * when the new one was ready (epoch ms).
    */
-  async restartApiserver(): Promise<{ stoppedAt: number; readyAt: number }> {
+  async restartApiserver(): Promise<{ stoppedAt: number; exitedAt: number; readyAt: number }> {
     const old = this.peers.find((p) => p.name === 'apiserver' && p.exit === undefined);
     if (old === undefined) throw new Error('no running apiserver to restart');
     const stoppedAt = Date.now();
     await stopPeer(old);
+    const exitedAt = Date.now();
     this.peers.splice(this.peers.indexOf(old), 1);
     const apiserver = this.spawn('apiserver', this.apiserverCommand);
     await waitUntilReady(
@@ -370,7 +372,7 @@ export class Cluster {
       async () => (await httpGet(`${this.apiserverUrl}/readyz`, this.adminToken)).status === 200,
       this.opts.readyTimeoutMs ?? 120_000,
     );
-    return { stoppedAt, readyAt: Date.now() };
+    return { stoppedAt, exitedAt, readyAt: Date.now() };
   }
 
   /**
