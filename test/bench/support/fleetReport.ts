@@ -35,7 +35,7 @@ export interface FleetRow {
   readonly steadyCpu: string;
   /** The old apiserver exited (connections broke) → the new one ready. */
   readonly restartDownS: number | null;
-  /** The old apiserver exited → every driver has re-listed (200) and watches again. */
+  /** The old apiserver exited → every driver has a new ResourceSlice watch open (gpu-dra: after a re-list). */
   readonly restartBackS: number | null;
   /** First driver back → last driver back: how spread out the reconnects are. */
   readonly restartSpreadS: number | null;
