@@ -8,7 +8,8 @@
  *   stale slices are deleted first (uid/resourceVersion preconditions), then existing ones
  *   updated and missing ones created. Unchanged pools cause no writes at all.
  * - A watch on the same selector triggers a reconcile on any foreign change (someone deleted or
- *   edited a slice, the kubelet wiped the node's slices); a periodic resync covers lost watches.
+ *   edited a slice, the kubelet wiped the node's slices); a periodic re-list (60 s ± 20 %,
+ *   so a fleet started together does not re-list in step) covers lost watches; one watch at a time.
  * - Conflicts (409) and other failures are retried with capped exponential backoff.
  * - Slices are owned by the Node (ownerReference with the Node's UID), so they go away with it.
  * - After each write the stored object is compared with what was sent: fields the apiserver
@@ -77,7 +78,10 @@ export interface PublisherOptions {
   readonly logger?: Logger;
   /** Registers `gpu_dra_resourceslice_*` metrics here when given. */
   readonly registry?: Registry;
-  /** Full re-list interval, default 60 s (covers missed watch events). */
+  /**
+   * Full re-list interval, default 60 s (covers missed watch events); each period is drawn
+   * from ±20 % of it.
+   */
   readonly resyncIntervalMs?: number;
   /** Delay that coalesces bursts of triggers into one reconcile, default 100 ms. */
   readonly debounceMs?: number;
@@ -87,10 +91,25 @@ export interface PublisherOptions {
   readonly maxDevicesPerSlice?: number;
   /** `--consumable-shares`: let several claims share a full GPU; default `disabled`. */
   readonly consumableShares?: ConsumableShares;
+  /** Source of the jitter in retries and re-lists, in [0, 1); default Math.random (tests). */
+  readonly random?: () => number;
   /** `--mig-partitioning`: `dynamic` publishes MIG-mode GPUs as partitionable; default `static`. */
   readonly migPartitioning?: MigPartitioning;
   /** Where counter sets go; default: from the apiserver's version (partitions.ts counterLayoutFor). */
   readonly counterLayout?: CounterLayout;
+}
+
+/** A watch open this long was healthy: its end restarts the re-watch backoff. */
+const HEALTHY_WATCH_MS = 60_000;
+
+/**
+ * Delay before re-listing and re-watching after watch `attempt` (0-based) ended: 0.8 s doubling
+ * to 30 s, times 1 to 2 at random, as client-go's reflector backs off: drivers whose watches
+ * all ended together (an apiserver restart) come back spread over the whole interval.
+ */
+export function watchRetryDelay(attempt: number, random: () => number = Math.random): number {
+  const base = Math.min(30_000, 800 * 2 ** Math.min(attempt, 10));
+  return Math.round(base * (1 + random()));
 }
 
 export class PublisherStoppedError extends GpuDraError {
@@ -144,6 +163,11 @@ export class ResourceSlicePublisher {
   private loopDone?: Promise<void>;
   private resyncTimer?: NodeJS.Timeout;
   private watchHandle?: { stop(): void };
+  /**
+   * A watch is open, opening, or waiting out the delay after one ended; the loop opens a new one
+   * only when this is false, after a successful re-list, so a driver never holds two.
+   */
+  private watching = false;
   private watchRv?: string;
   private lastListRv?: string;
   private watchAttempt = 0;
@@ -211,10 +235,7 @@ export class ResourceSlicePublisher {
     if (this.started) throw new GpuDraError('PUBLISHER_STARTED', 'ResourceSlice publisher already started');
     this.started = true;
     this.loopDone = this.loop();
-    this.resyncTimer = setInterval(() => {
-      this.kick();
-    }, this.opts.resyncIntervalMs ?? 60_000);
-    this.resyncTimer.unref();
+    this.scheduleResync();
     // The returned promise only matters to update() callers.
     this.setInventory(inventory).catch(() => undefined);
   }
@@ -272,6 +293,21 @@ export class ResourceSlicePublisher {
     return p;
   }
 
+  /**
+   * The next periodic re-list, ±20 %: drivers started together (a DaemonSet rollout, a cluster
+   * power-on) would otherwise re-list in the same second every period, for ever.
+   */
+  private scheduleResync(): void {
+    if (this.stopped) return;
+    const base = this.opts.resyncIntervalMs ?? 60_000;
+    const delay = Math.round(base * (0.8 + 0.4 * (this.opts.random ?? Math.random)()));
+    this.resyncTimer = setTimeout(() => {
+      this.kick();
+      this.scheduleResync();
+    }, delay);
+    this.resyncTimer.unref();
+  }
+
   private kick(): void {
     this.dirty = true;
     this.wake?.();
@@ -302,7 +338,7 @@ export class ResourceSlicePublisher {
         this.syncedVersion = Math.max(this.syncedVersion, version);
         this.markReady();
         this.settle();
-        if (!this.watchHandle) this.startWatch();
+        if (!this.watching) this.startWatch();
       } catch (err) {
         if (this.stopped) break;
         this.counters.errors++;
@@ -312,11 +348,11 @@ export class ResourceSlicePublisher {
           this.counters.conflicts++;
           this.prom?.ops.inc({ operation: 'conflict' });
         }
-        const delay = backoffDelay(attempt++, {
-          initialDelayMs: 200,
-          maxDelayMs: 10_000,
-          ...this.opts.backoff,
-        });
+        const delay = backoffDelay(
+          attempt++,
+          { initialDelayMs: 200, maxDelayMs: 10_000, ...this.opts.backoff },
+          this.opts.random,
+        );
         this.log.warn({ err, status, retryInMs: delay }, 'ResourceSlice publish failed; retrying');
         this.dirty = true;
         try {
@@ -345,23 +381,31 @@ export class ResourceSlicePublisher {
 
   private startWatch(): void {
     if (this.stopped) return;
+    this.watching = true;
     const rv = this.watchRv ?? this.lastListRv;
     this.watchRv = rv;
     let ended = false;
+    const openedAt = Date.now();
     const restart = (err: unknown): void => {
       if (ended) return;
       ended = true;
       this.watchHandle?.stop();
       this.watchHandle = undefined;
       if (this.stopped) return;
-      const delay = backoffDelay(this.watchAttempt++, { initialDelayMs: 500, maxDelayMs: 30_000 });
+      // The apiserver ends every watch after 30-60 min; one that lived that long was healthy, so
+      // its end starts the backoff over rather than adding to it.
+      if (Date.now() - openedAt >= HEALTHY_WATCH_MS) this.watchAttempt = 0;
+      const delay = watchRetryDelay(this.watchAttempt++, this.opts.random);
       this.log.debug({ err, retryInMs: delay }, 'ResourceSlice watch ended');
-      // Events may have been missed: resync, then watch again from the list's resourceVersion.
+      // Events may have been missed: re-list, then watch from the list's resourceVersion (the
+      // loop opens the watch after a successful reconcile). Not at once: when an apiserver goes
+      // away every driver's watch ends in the same instant, and N immediate re-lists would hit
+      // its replacement together; the delay spreads them over a second or more.
       this.watchRv = undefined;
-      this.kick();
       sleep(delay, this.abort.signal).then(
         () => {
-          this.startWatch();
+          this.watching = false;
+          this.kick();
         },
         () => undefined,
       );
@@ -620,7 +664,7 @@ export class ResourceSlicePublisher {
     if (this.stopped) return;
     this.stopped = true;
     this.abort.abort(new PublisherStoppedError());
-    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    if (this.resyncTimer) clearTimeout(this.resyncTimer);
     this.watchHandle?.stop();
     this.watchHandle = undefined;
     this.wake?.();

@@ -11,6 +11,7 @@ import { droppedPaths, likelyFeatureGate } from '../../src/resourceslice/sliceWi
 import {
   PUBLISHER_RBAC_RULES,
   ResourceSlicePublisher,
+  watchRetryDelay,
   type PublisherOptions,
 } from '../../src/resourceslice/publisher.js';
 
@@ -420,6 +421,72 @@ describe('ResourceSlicePublisher', () => {
       expect(api.mine()).toHaveLength(1);
       expect(api.watcherCount()).toBe(1);
     });
+  });
+
+  it('holds one watch after a broken one, not one from the re-list and another from the retry timer', async () => {
+    const api = new FakeApi();
+    const pub = newPublisher(api, { resyncIntervalMs: 3_600_000, random: () => 0 });
+    pub.start(inv('h100'));
+    await pub.whenReady();
+    await eventually(() => {
+      expect(api.watcherCount()).toBe(1);
+    });
+    const watches = api.calls.watch;
+    api.breakWatches();
+    // Past the re-watch delay (0.8 s after a first failure, with this random): one new watch.
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect(api.watcherCount()).toBe(1);
+    expect(api.calls.watch).toBe(watches + 1);
+    // A second break (1.6 s now) leaves one watch again, not a doubled pair.
+    api.breakWatches();
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(api.watcherCount()).toBe(1);
+    expect(api.calls.watch).toBe(watches + 2);
+  });
+
+  it('re-lists after a broken watch only after a random delay, so a fleet does not re-list together', async () => {
+    const early = new FakeApi();
+    const late = new FakeApi();
+    const a = newPublisher(early, { resyncIntervalMs: 3_600_000, random: () => 0 });
+    const b = newPublisher(late, { resyncIntervalMs: 3_600_000, random: () => 0.99 });
+    a.start(inv('h100'));
+    b.start(inv('h100'));
+    await Promise.all([a.whenReady(), b.whenReady()]);
+    await eventually(() => {
+      expect(early.watcherCount() + late.watcherCount()).toBe(2);
+    });
+    const [la, lb] = [early.calls.list, late.calls.list];
+    // Both watches end in the same instant, as when their apiserver goes away.
+    early.breakWatches();
+    late.breakWatches();
+    await new Promise((r) => setTimeout(r, 400));
+    expect([early.calls.list, late.calls.list]).toEqual([la, lb]);
+    // 0.8 s × (1 + random): one at 0.8 s, the other at 1.59 s.
+    await new Promise((r) => setTimeout(r, 800));
+    expect([early.calls.list, late.calls.list]).toEqual([la + 1, lb]);
+    await eventually(() => {
+      expect([early.calls.list, late.calls.list]).toEqual([la + 1, lb + 1]);
+      expect(late.watcherCount()).toBe(1);
+    });
+    expect(watchRetryDelay(0, () => 0)).toBe(800);
+    expect(watchRetryDelay(20, () => 0.5)).toBe(45_000);
+  });
+
+  it('jitters the periodic re-list, so drivers started together do not re-list in step', async () => {
+    const early = new FakeApi();
+    const late = new FakeApi();
+    const a = newPublisher(early, { resyncIntervalMs: 2_000, random: () => 0 });
+    const b = newPublisher(late, { resyncIntervalMs: 2_000, random: () => 1 });
+    a.start(inv('h100'));
+    b.start(inv('h100'));
+    await Promise.all([a.whenReady(), b.whenReady()]);
+    const [la, lb] = [early.calls.list, late.calls.list];
+    // 2 s − 20 % and 2 s + 20 %: at 2 s one has re-listed and the other not yet.
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(early.calls.list).toBe(la + 1);
+    expect(late.calls.list).toBe(lb);
+    await new Promise((r) => setTimeout(r, 800));
+    expect(late.calls.list).toBe(lb + 1);
   });
 
   it('retries conflicts and server errors with backoff', async () => {

@@ -112,6 +112,8 @@ export class Cluster {
   adminKubeconfigPath = '';
   /** How long start() took from the first spawn until every peer was ready. */
   startMs = 0;
+  /** The apiserver's command line, kept for {@link restartApiserver}. */
+  private apiserverCommand: string[] = [];
 
   private constructor(
     readonly dir: string,
@@ -279,7 +281,7 @@ export class Cluster {
     const certDir = path.join(this.dir, 'apiserver-certs');
     const featureGates =
       this.opts.featureGates !== undefined ? [`--feature-gates=${this.opts.featureGates}`] : [];
-    const apiserver = this.spawn('apiserver', [
+    this.apiserverCommand = [
       'apiserver',
       `--etcd-servers=${etcdUrl}`,
       `--etcd-prefix=/gpu-dra-e2e`,
@@ -303,7 +305,8 @@ export class Cluster {
       '--endpoint-reconciler-type=none',
       ...featureGates,
       ...(this.opts.apiserverArgs ?? []),
-    ]);
+    ];
+    const apiserver = this.spawn('apiserver', this.apiserverCommand);
     this.apiserverUrl = `https://127.0.0.1:${String(apiPort)}`;
     const apiserverReady = async (): Promise<boolean> =>
       (await httpGet(`${this.apiserverUrl}/readyz`, this.adminToken)).status === 200;
@@ -400,6 +403,30 @@ export class Cluster {
     // The new process replaces the dead one in stop() and logs() (same log file, appended).
     if (index >= 0) this.peers.splice(index, 1);
     await waitUntilReady(peer, ready.what, ready.probe, timeoutMs);
+  }
+
+  /**
+   * Stops the apiserver (SIGTERM, as a rolling control-plane upgrade does) and starts it again
+   * with the same command line: same port, certificates, tokens and etcd, so every client's
+   * kubeconfig stays valid and only its connections break. Resolves once /readyz answers 200;
+   * returns when it was signalled, when it had exited (its clients' connections broke then) and
+   * when the new one was ready (epoch ms).
+   */
+  async restartApiserver(): Promise<{ stoppedAt: number; exitedAt: number; readyAt: number }> {
+    const old = this.peers.find((p) => p.name === 'apiserver' && p.exit === undefined);
+    if (old === undefined) throw new Error('no running apiserver to restart');
+    const stoppedAt = Date.now();
+    await stopPeer(old);
+    const exitedAt = Date.now();
+    this.peers.splice(this.peers.indexOf(old), 1);
+    const apiserver = this.spawn('apiserver', this.apiserverCommand);
+    await waitUntilReady(
+      apiserver,
+      'ready (/readyz) after a restart',
+      async () => (await httpGet(`${this.apiserverUrl}/readyz`, this.adminToken)).status === 200,
+      this.opts.readyTimeoutMs ?? 120_000,
+    );
+    return { stoppedAt, exitedAt, readyAt: Date.now() };
   }
 
   /**
