@@ -112,8 +112,6 @@ export class Cluster {
   adminKubeconfigPath = '';
   /** How long start() took from the first spawn until every peer was ready. */
   startMs = 0;
-  /** The apiserver's command line, kept for {@link restartApiserver}. */
-  private apiserverCommand: string[] = [];
 
   private constructor(
     readonly dir: string,
@@ -281,7 +279,7 @@ export class Cluster {
     const certDir = path.join(this.dir, 'apiserver-certs');
     const featureGates =
       this.opts.featureGates !== undefined ? [`--feature-gates=${this.opts.featureGates}`] : [];
-    this.apiserverCommand = [
+    const apiserverCommand = [
       'apiserver',
       `--etcd-servers=${etcdUrl}`,
       `--etcd-prefix=/gpu-dra-e2e`,
@@ -306,7 +304,7 @@ export class Cluster {
       ...featureGates,
       ...(this.opts.apiserverArgs ?? []),
     ];
-    const apiserver = this.spawn('apiserver', this.apiserverCommand);
+    const apiserver = this.spawn('apiserver', apiserverCommand);
     this.apiserverUrl = `https://127.0.0.1:${String(apiPort)}`;
     const apiserverReady = async (): Promise<boolean> =>
       (await httpGet(`${this.apiserverUrl}/readyz`, this.adminToken)).status === 200;
@@ -418,14 +416,7 @@ export class Cluster {
     const stoppedAt = Date.now();
     await stopPeer(old);
     const exitedAt = Date.now();
-    this.peers.splice(this.peers.indexOf(old), 1);
-    const apiserver = this.spawn('apiserver', this.apiserverCommand);
-    await waitUntilReady(
-      apiserver,
-      'ready (/readyz) after a restart',
-      async () => (await httpGet(`${this.apiserverUrl}/readyz`, this.adminToken)).status === 200,
-      this.opts.readyTimeoutMs ?? 120_000,
-    );
+    await this.startPeer('apiserver');
     return { stoppedAt, exitedAt, readyAt: Date.now() };
   }
 
