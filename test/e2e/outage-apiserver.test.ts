@@ -30,7 +30,12 @@ import type { NodeHarness } from './support/node.js';
 import { peersLog } from './support/peers.js';
 import { httpGet, sleep } from './support/process.js';
 import { eventually } from './support/wait.js';
-import { createAllocatedClaim, createNamespace, createTypedDeviceClasses } from './support/workloads.js';
+import {
+  createAllocatedClaim,
+  createNamespace,
+  createPodWithOwnClaim,
+  createTypedDeviceClasses,
+} from './support/workloads.js';
 
 const DRIVER = 'gpu.dra.dev';
 const GPU_CLASS = `gpu.${DRIVER}`;
@@ -241,26 +246,7 @@ describe('apiserver down for 60 s while claims arrive', () => {
     // Claims arrive: the driver is frozen, so the kubelet's calls wait on dra.sock.
     driver.child.kill('SIGSTOP');
     for (const pod of PODS) {
-      const claim = `${pod}-gpu`;
-      await resource.createNamespacedResourceClaim({
-        namespace: NS,
-        body: {
-          metadata: { name: claim },
-          spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: GPU_CLASS } }] } },
-        },
-      });
-      await core.createNamespacedPod({
-        namespace: NS,
-        body: {
-          metadata: { name: pod, namespace: NS },
-          spec: {
-            containers: [
-              { name: 'ctr', image: 'registry.k8s.io/pause:3.10', resources: { claims: [{ name: claim }] } },
-            ],
-            resourceClaims: [{ name: claim, resourceClaimName: claim }],
-          },
-        },
-      });
+      await createPodWithOwnClaim({ resource, core }, { namespace: NS, pod, deviceClassName: GPU_CLASS });
     }
     await eventually('pods bound to the node', async () => {
       const pods = (await core.listNamespacedPod({ namespace: NS })).items;

@@ -24,7 +24,7 @@ import { driverProcesses, type DriverProcess } from './support/driverProcess.js'
 import { useCluster } from './support/fixture.js';
 import type { NodeHarness } from './support/node.js';
 import { peersLog } from './support/peers.js';
-import { createNamespace, createTypedDeviceClasses } from './support/workloads.js';
+import { createNamespace, createPodWithOwnClaim, createTypedDeviceClasses } from './support/workloads.js';
 
 const DRIVER = 'gpu.dra.dev';
 const GPU_CLASS = `gpu.${DRIVER}`;
@@ -105,27 +105,7 @@ describe.skipIf(noTmpfs !== undefined)('the disk fills up under a running driver
   });
 
   async function startPod(pod: string): Promise<string> {
-    const claim = `${pod}-gpu`;
-    const created = await resource.createNamespacedResourceClaim({
-      namespace: NS,
-      body: {
-        metadata: { name: claim },
-        spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: GPU_CLASS } }] } },
-      },
-    });
-    await core.createNamespacedPod({
-      namespace: NS,
-      body: {
-        metadata: { name: pod, namespace: NS },
-        spec: {
-          containers: [
-            { name: 'ctr', image: 'registry.k8s.io/pause:3.10', resources: { claims: [{ name: claim }] } },
-          ],
-          resourceClaims: [{ name: claim, resourceClaimName: claim }],
-        },
-      },
-    });
-    return created.metadata?.uid ?? '';
+    return createPodWithOwnClaim({ resource, core }, { namespace: NS, pod, deviceClassName: GPU_CLASS });
   }
 
   /** The driver's error for `pod`, as the kubelet got it. */

@@ -19,7 +19,7 @@ import { useCluster } from './support/fixture.js';
 import { preparedContainers, type NodeHarness } from './support/node.js';
 import { peersLog } from './support/peers.js';
 import { eventually } from './support/wait.js';
-import { createNamespace, createTypedDeviceClasses } from './support/workloads.js';
+import { createNamespace, createPodWithOwnClaim, createTypedDeviceClasses } from './support/workloads.js';
 
 const DRIVER = 'gpu.dra.dev';
 const GPU_CLASS = `gpu.${DRIVER}`;
@@ -71,26 +71,7 @@ describe('the kubelet restarts under a running driver', () => {
 
   it('re-registers, re-publishes the wiped slices, and keeps prepared claims and running pods', async () => {
     for (const pod of PODS) {
-      const claim = `${pod}-gpu`;
-      await resource.createNamespacedResourceClaim({
-        namespace: NS,
-        body: {
-          metadata: { name: claim },
-          spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: GPU_CLASS } }] } },
-        },
-      });
-      await core.createNamespacedPod({
-        namespace: NS,
-        body: {
-          metadata: { name: pod, namespace: NS },
-          spec: {
-            containers: [
-              { name: 'ctr', image: 'registry.k8s.io/pause:3.10', resources: { claims: [{ name: claim }] } },
-            ],
-            resourceClaims: [{ name: claim, resourceClaimName: claim }],
-          },
-        },
-      });
+      await createPodWithOwnClaim({ resource, core }, { namespace: NS, pod, deviceClassName: GPU_CLASS });
     }
     const before = new Map<string, string[]>();
     for (const pod of PODS) {

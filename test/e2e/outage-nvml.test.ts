@@ -21,7 +21,12 @@ import { useCluster } from './support/fixture.js';
 import type { KubeletEvent, NodeHarness } from './support/node.js';
 import { peersLog } from './support/peers.js';
 import { eventually } from './support/wait.js';
-import { createAllocatedClaim, createNamespace, createTypedDeviceClasses } from './support/workloads.js';
+import {
+  createAllocatedClaim,
+  createNamespace,
+  createPodWithOwnClaim,
+  createTypedDeviceClasses,
+} from './support/workloads.js';
 
 const DRIVER = 'gpu.dra.dev';
 const GPU_CLASS = `gpu.${DRIVER}`;
@@ -97,26 +102,7 @@ describe('NVML fails every call under a running driver', () => {
   }
 
   async function startPod(pod: string): Promise<void> {
-    const claim = `${pod}-gpu`;
-    await resource.createNamespacedResourceClaim({
-      namespace: NS,
-      body: {
-        metadata: { name: claim },
-        spec: { devices: { requests: [{ name: 'gpu', exactly: { deviceClassName: GPU_CLASS } }] } },
-      },
-    });
-    await core.createNamespacedPod({
-      namespace: NS,
-      body: {
-        metadata: { name: pod, namespace: NS },
-        spec: {
-          containers: [
-            { name: 'ctr', image: 'registry.k8s.io/pause:3.10', resources: { claims: [{ name: claim }] } },
-          ],
-          resourceClaims: [{ name: claim, resourceClaimName: claim }],
-        },
-      },
-    });
+    await createPodWithOwnClaim({ resource, core }, { namespace: NS, pod, deviceClassName: GPU_CLASS });
   }
 
   /** The health the kubelet reported for `pod`'s one device, from event index `from` on. */

@@ -59,6 +59,35 @@ export async function createPodWithClaims(
 }
 
 /**
+ * Creates the claim `<pod>-gpu` (one device of `deviceClassName`, made by hand, not from a
+ * template, so that it outlives the pod and can be looked up by name) and a pod using it; returns
+ * the claim's UID.
+ */
+export async function createPodWithOwnClaim(
+  apis: { resource: ResourceV1Api; core: CoreV1Api },
+  opts: { namespace: string; pod: string; deviceClassName: string },
+): Promise<string> {
+  const claim = `${opts.pod}-gpu`;
+  const created = await apis.resource.createNamespacedResourceClaim({
+    namespace: opts.namespace,
+    body: { metadata: { name: claim }, spec: oneDeviceTemplate(opts.deviceClassName).spec },
+  });
+  await apis.core.createNamespacedPod({
+    namespace: opts.namespace,
+    body: {
+      metadata: { name: opts.pod, namespace: opts.namespace },
+      spec: {
+        containers: [
+          { name: 'ctr', image: 'registry.k8s.io/pause:3.10', resources: { claims: [{ name: claim }] } },
+        ],
+        resourceClaims: [{ name: claim, resourceClaimName: claim }],
+      },
+    },
+  });
+  return created.metadata?.uid ?? '';
+}
+
+/**
  * Waits for a namespace's default ServiceAccount: pods are rejected until the
  * serviceaccount-controller has created it.
  */
