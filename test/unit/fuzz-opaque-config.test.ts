@@ -157,8 +157,12 @@ const brokenArb: fc.Arbitrary<Broken> = fc
         field: 'defaultPinnedDeviceMemoryLimit',
       }),
       // A number as a limit is bytes, valid from 1 MiB to 2^63: made negative, it is no quantity.
+      // (Negated as is, a negative junk number could become a valid limit: -(-1048576.0000000002) - 1
+      // rounds up to 1 MiB, as Kubernetes' Quantity.Value() does.)
       () => ({
-        config: mps({ defaultPinnedDeviceMemoryLimit: typeof junk === 'number' ? -junk - 1 : (junk ?? {}) }),
+        config: mps({
+          defaultPinnedDeviceMemoryLimit: typeof junk === 'number' ? -Math.abs(junk) - 1 : (junk ?? {}),
+        }),
         field: 'defaultPinnedDeviceMemoryLimit',
       }),
       () => ({
