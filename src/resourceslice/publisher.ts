@@ -8,8 +8,12 @@
  *   stale slices are deleted first (uid/resourceVersion preconditions), then existing ones
  *   updated and missing ones created. Unchanged pools cause no writes at all.
  * - A watch on the same selector triggers a reconcile on any foreign change (someone deleted or
- *   edited a slice, the kubelet wiped the node's slices); a periodic re-list (60 s ± 20 %,
- *   so a fleet started together does not re-list in step) covers lost watches; one watch at a time.
+ *   edited a slice, the kubelet wiped the node's slices); one watch at a time. As client-go's
+ *   reflector does, each watch asks the apiserver to end it after 5–10 min (drawn per watch) and
+ *   is resumed from its last resourceVersion without a list; one still open 30 s past its timeout
+ *   sits on a dead connection and is replaced after a re-list. Any other end re-lists after a
+ *   jittered delay. A periodic re-list (30 min ± 20 %) is the last safety net. At steady state a
+ *   driver thus sends about one request per node every 7 minutes, and never writes.
  * - Conflicts (409) and other failures are retried with capped exponential backoff.
  * - Slices are owned by the Node (ownerReference with the Node's UID), so they go away with it.
  * - After each write the stored object is compared with what was sent: fields the apiserver
@@ -79,8 +83,8 @@ export interface PublisherOptions {
   /** Registers `gpu_dra_resourceslice_*` metrics here when given. */
   readonly registry?: Registry;
   /**
-   * Full re-list interval, default 60 s (covers missed watch events); each period is drawn
-   * from ±20 % of it.
+   * Full re-list interval, default 30 min (a safety net: watches are resumed, and replaced when
+   * their connection dies); each period is drawn from ±20 % of it.
    */
   readonly resyncIntervalMs?: number;
   /** Delay that coalesces bursts of triggers into one reconcile, default 100 ms. */
@@ -101,6 +105,23 @@ export interface PublisherOptions {
 
 /** A watch open this long was healthy: its end restarts the re-watch backoff. */
 const HEALTHY_WATCH_MS = 60_000;
+
+/** Default periodic re-list: a safety net only (see the module comment). */
+export const DEFAULT_RESYNC_INTERVAL_MS = 30 * 60_000;
+
+/**
+ * The `timeoutSeconds` of one watch: 5 min times 1 to 2 at random, as client-go's reflector
+ * draws it, so that a fleet's watches do not all end, and get renewed, together.
+ */
+export function watchTimeoutSeconds(random: () => number = Math.random): number {
+  return Math.floor(300 * (1 + random()));
+}
+
+/**
+ * How long past its timeout a watch may stay open before its connection is presumed dead (a
+ * peer gone without a FIN or RST: nothing else would ever end it).
+ */
+export const WATCH_TIMEOUT_GRACE_MS = 30_000;
 
 /**
  * Delay before re-listing and re-watching after watch `attempt` (0-based) ended: 0.8 s doubling
@@ -163,6 +184,8 @@ export class ResourceSlicePublisher {
   private loopDone?: Promise<void>;
   private resyncTimer?: NodeJS.Timeout;
   private watchHandle?: { stop(): void };
+  /** Replaces the watch when it outlives its timeout (a dead connection). */
+  private watchGuard?: NodeJS.Timeout;
   /**
    * A watch is open, opening, or waiting out the delay after one ended; the loop opens a new one
    * only when this is false, after a successful re-list, so a driver never holds two.
@@ -299,7 +322,7 @@ export class ResourceSlicePublisher {
    */
   private scheduleResync(): void {
     if (this.stopped) return;
-    const base = this.opts.resyncIntervalMs ?? 60_000;
+    const base = this.opts.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS;
     const delay = Math.round(base * (0.8 + 0.4 * (this.opts.random ?? Math.random)()));
     this.resyncTimer = setTimeout(() => {
       this.kick();
@@ -386,14 +409,27 @@ export class ResourceSlicePublisher {
     this.watchRv = rv;
     let ended = false;
     const openedAt = Date.now();
+    const timeoutSeconds = watchTimeoutSeconds(this.opts.random);
     const restart = (err: unknown): void => {
       if (ended) return;
       ended = true;
+      clearTimeout(this.watchGuard);
+      this.watchGuard = undefined;
       this.watchHandle?.stop();
       this.watchHandle = undefined;
       if (this.stopped) return;
-      // The apiserver ends every watch after 30-60 min; one that lived that long was healthy, so
-      // its end starts the backoff over rather than adding to it.
+      // The apiserver ended it at the timeout we asked for: nothing was missed, so resume from
+      // the last resourceVersion seen, without a list (client-go does the same). Every watch
+      // draws its own timeout, so a fleet's renewals do not line up. An earlier clean end (an
+      // apiserver shutting down ends every watch at once) takes the jittered path below.
+      if (err === undefined && this.watchRv && Date.now() - openedAt >= timeoutSeconds * 1000 - 1000) {
+        this.log.debug({ timeoutSeconds, rv: this.watchRv }, 'ResourceSlice watch timed out; resuming');
+        this.watchAttempt = 0;
+        this.startWatch();
+        return;
+      }
+      // A watch that lived a minute was healthy, so its end starts the backoff over rather than
+      // adding to it.
       if (Date.now() - openedAt >= HEALTHY_WATCH_MS) this.watchAttempt = 0;
       const delay = watchRetryDelay(this.watchAttempt++, this.opts.random);
       this.log.debug({ err, retryInMs: delay }, 'ResourceSlice watch ended');
@@ -410,10 +446,23 @@ export class ResourceSlicePublisher {
         () => undefined,
       );
     };
+    this.watchGuard = setTimeout(
+      () => {
+        const err = new Error(
+          `ResourceSlice watch still open ${String(WATCH_TIMEOUT_GRACE_MS / 1000)} s past its ` +
+            `${String(timeoutSeconds)} s timeout: its connection is presumed dead`,
+        );
+        this.log.warn({ err }, 'replacing a ResourceSlice watch on a dead connection; re-listing');
+        restart(err);
+      },
+      timeoutSeconds * 1000 + WATCH_TIMEOUT_GRACE_MS,
+    );
+    this.watchGuard.unref();
     this.client
       .watch(
         this.fieldSelector,
         rv,
+        timeoutSeconds,
         (phase, obj) => {
           const meta = (obj as { metadata?: { resourceVersion?: string } } | undefined)?.metadata;
           if (phase === 'BOOKMARK') {
@@ -665,6 +714,7 @@ export class ResourceSlicePublisher {
     this.stopped = true;
     this.abort.abort(new PublisherStoppedError());
     if (this.resyncTimer) clearTimeout(this.resyncTimer);
+    clearTimeout(this.watchGuard);
     this.watchHandle?.stop();
     this.watchHandle = undefined;
     this.wake?.();

@@ -21,10 +21,14 @@ export interface SliceClient {
   create(slice: ResourceSlice): Promise<ResourceSlice>;
   update(slice: ResourceSlice): Promise<ResourceSlice>;
   delete(name: string, preconditions?: { uid?: string; resourceVersion?: string }): Promise<void>;
-  /** Watch slices matching the selector; `onDone` is called once when the watch ends for any reason. */
+  /**
+   * Watch slices matching the selector, asking the apiserver to end the watch after
+   * `timeoutSeconds`; `onDone` is called once when it ends for any reason (`undefined`: a clean end).
+   */
   watch(
     fieldSelector: string,
     resourceVersion: string | undefined,
+    timeoutSeconds: number,
     onEvent: (phase: WatchPhase, obj: unknown) => void,
     onDone: (err: unknown) => void,
   ): Promise<WatchHandle>;
@@ -83,10 +87,10 @@ export function kubeSliceClient(kube: KubeClient | KubeConfig): SliceClient {
       if (preconditions) body['preconditions'] = preconditions;
       await client.request('DELETE', one(name), { body });
     },
-    async watch(fieldSelector, resourceVersion, onEvent, onDone) {
+    async watch(fieldSelector, resourceVersion, timeoutSeconds, onEvent, onDone) {
       return await client.watch(
         SLICES_PATH,
-        { fieldSelector, allowWatchBookmarks: true, resourceVersion },
+        { fieldSelector, allowWatchBookmarks: true, resourceVersion, timeoutSeconds },
         (phase, obj) => {
           onEvent(phase as WatchPhase, obj);
         },

@@ -1,6 +1,6 @@
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import type { NodeInventory } from '../../src/nvml/types.js';
 import { inventoryFixture } from '../support/inventoryFixture.js';
@@ -9,9 +9,12 @@ import type { SliceClient, WatchPhase } from '../../src/resourceslice/sliceApi.j
 import type { ServerVersion } from '../../src/resourceslice/partitions.js';
 import { droppedPaths, likelyFeatureGate } from '../../src/resourceslice/sliceWire.js';
 import {
+  DEFAULT_RESYNC_INTERVAL_MS,
   PUBLISHER_RBAC_RULES,
   ResourceSlicePublisher,
+  WATCH_TIMEOUT_GRACE_MS,
   watchRetryDelay,
+  watchTimeoutSeconds,
   type PublisherOptions,
 } from '../../src/resourceslice/publisher.js';
 
@@ -29,6 +32,10 @@ class ApiError extends Error {
 
 type Watcher = {
   selector: Record<string, string>;
+  rv: string | undefined;
+  timeoutSeconds: number;
+  /** The apiserver's end of the watch at its timeoutSeconds. */
+  timer?: ReturnType<typeof setTimeout>;
   onEvent: (phase: WatchPhase, obj: unknown) => void;
   onDone: (err: unknown) => void;
 };
@@ -52,6 +59,8 @@ class FakeApi implements SliceClient {
   private rv = 100;
   private uid = 0;
   private watchers = new Set<Watcher>();
+  /** Every watch opened, in order: the resourceVersion it started from and its timeout. */
+  readonly watchesOpened: { rv: string | undefined; timeoutSeconds: number }[] = [];
 
   writes(): number {
     return this.calls.create + this.calls.update + this.calls.delete;
@@ -184,21 +193,51 @@ class FakeApi implements SliceClient {
 
   watch(
     fieldSelector: string,
-    _rv: string | undefined,
+    rv: string | undefined,
+    timeoutSeconds: number,
     onEvent: (phase: WatchPhase, obj: unknown) => void,
     onDone: (err: unknown) => void,
   ): Promise<{ stop(): void }> {
     this.calls.watch++;
-    const w: Watcher = { selector: this.parse(fieldSelector), onEvent, onDone };
+    this.watchesOpened.push({ rv, timeoutSeconds });
+    const w: Watcher = { selector: this.parse(fieldSelector), rv, timeoutSeconds, onEvent, onDone };
     this.watchers.add(w);
-    return Promise.resolve({ stop: () => this.watchers.delete(w) });
+    w.timer = setTimeout(() => {
+      if (this.watchers.delete(w)) w.onDone(undefined);
+    }, timeoutSeconds * 1000);
+    w.timer.unref();
+    return Promise.resolve({
+      stop: () => {
+        clearTimeout(w.timer);
+        this.watchers.delete(w);
+      },
+    });
   }
 
   /** Ends every watch as a network error would. */
   breakWatches(): void {
     for (const w of [...this.watchers]) {
+      clearTimeout(w.timer);
       this.watchers.delete(w);
       w.onDone(new Error('connection reset'));
+    }
+  }
+
+  /** Ends every watch cleanly, as the apiserver does at its timeoutSeconds or when shutting down. */
+  endWatches(): void {
+    for (const w of [...this.watchers]) {
+      clearTimeout(w.timer);
+      this.watchers.delete(w);
+      w.onDone(undefined);
+    }
+  }
+
+  /** A connection gone silent: the watch stays "open" but nothing will ever arrive or end it. */
+  silenceWatches(): void {
+    for (const w of this.watchers) {
+      clearTimeout(w.timer);
+      w.onEvent = () => undefined;
+      w.onDone = () => undefined;
     }
   }
 
@@ -251,6 +290,29 @@ async function eventually(check: () => void, timeoutMs = 3000): Promise<void> {
       await new Promise((r) => setTimeout(r, 10));
     }
   }
+}
+
+/**
+ * Runs a timing test on vitest's fake clock: the publisher's delays (re-watch backoff, periodic
+ * re-list, watch timeouts of minutes) are checked to the millisecond, and a loaded CI machine
+ * cannot make them late.
+ */
+async function withFakeTimers(body: () => Promise<void>): Promise<void> {
+  vi.useFakeTimers();
+  try {
+    await body();
+    await Promise.all(publishers.splice(0).map((p) => p.stop()));
+  } finally {
+    vi.useRealTimers();
+  }
+}
+
+/** On the fake clock: the first publish done and its watch open. */
+async function settle(pub: ResourceSlicePublisher): Promise<void> {
+  const ready = pub.whenReady();
+  await vi.advanceTimersByTimeAsync(10);
+  await ready;
+  await vi.advanceTimersByTimeAsync(10);
 }
 
 const publishers: ResourceSlicePublisher[] = [];
@@ -424,47 +486,51 @@ describe('ResourceSlicePublisher', () => {
   });
 
   it('holds one watch after a broken one, not one from the re-list and another from the retry timer', async () => {
-    const api = new FakeApi();
-    const pub = newPublisher(api, { resyncIntervalMs: 3_600_000, random: () => 0 });
-    pub.start(inv('h100'));
-    await pub.whenReady();
-    await eventually(() => {
+    await withFakeTimers(async () => {
+      const api = new FakeApi();
+      const pub = newPublisher(api, { resyncIntervalMs: 3_600_000, random: () => 0 });
+      pub.start(inv('h100'));
+      await settle(pub);
       expect(api.watcherCount()).toBe(1);
+      const watches = api.calls.watch;
+      api.breakWatches();
+      // Nothing before the re-watch delay (0.8 s after a first failure, with this random)...
+      await vi.advanceTimersByTimeAsync(790);
+      expect(api.calls.watch).toBe(watches);
+      // ...then one new watch, after the re-list.
+      await vi.advanceTimersByTimeAsync(100);
+      expect(api.watcherCount()).toBe(1);
+      expect(api.calls.watch).toBe(watches + 1);
+      // A second break (1.6 s now) leaves one watch again, not a doubled pair.
+      api.breakWatches();
+      await vi.advanceTimersByTimeAsync(2_000);
+      expect(api.watcherCount()).toBe(1);
+      expect(api.calls.watch).toBe(watches + 2);
     });
-    const watches = api.calls.watch;
-    api.breakWatches();
-    // Past the re-watch delay (0.8 s after a first failure, with this random): one new watch.
-    await new Promise((r) => setTimeout(r, 1_200));
-    expect(api.watcherCount()).toBe(1);
-    expect(api.calls.watch).toBe(watches + 1);
-    // A second break (1.6 s now) leaves one watch again, not a doubled pair.
-    api.breakWatches();
-    await new Promise((r) => setTimeout(r, 2_000));
-    expect(api.watcherCount()).toBe(1);
-    expect(api.calls.watch).toBe(watches + 2);
   });
 
   it('re-lists after a broken watch only after a random delay, so a fleet does not re-list together', async () => {
-    const early = new FakeApi();
-    const late = new FakeApi();
-    const a = newPublisher(early, { resyncIntervalMs: 3_600_000, random: () => 0 });
-    const b = newPublisher(late, { resyncIntervalMs: 3_600_000, random: () => 0.99 });
-    a.start(inv('h100'));
-    b.start(inv('h100'));
-    await Promise.all([a.whenReady(), b.whenReady()]);
-    await eventually(() => {
+    await withFakeTimers(async () => {
+      const early = new FakeApi();
+      const late = new FakeApi();
+      const a = newPublisher(early, { resyncIntervalMs: 3_600_000, random: () => 0 });
+      const b = newPublisher(late, { resyncIntervalMs: 3_600_000, random: () => 0.99 });
+      a.start(inv('h100'));
+      b.start(inv('h100'));
+      await Promise.all([settle(a), settle(b)]);
       expect(early.watcherCount() + late.watcherCount()).toBe(2);
-    });
-    const [la, lb] = [early.calls.list, late.calls.list];
-    // Both watches end in the same instant, as when their apiserver goes away.
-    early.breakWatches();
-    late.breakWatches();
-    await new Promise((r) => setTimeout(r, 400));
-    expect([early.calls.list, late.calls.list]).toEqual([la, lb]);
-    // 0.8 s × (1 + random): one at 0.8 s, the other at 1.59 s.
-    await new Promise((r) => setTimeout(r, 800));
-    expect([early.calls.list, late.calls.list]).toEqual([la + 1, lb]);
-    await eventually(() => {
+      const [la, lb] = [early.calls.list, late.calls.list];
+      // Both watches end in the same instant, as when their apiserver goes away.
+      early.breakWatches();
+      late.breakWatches();
+      await vi.advanceTimersByTimeAsync(790);
+      expect([early.calls.list, late.calls.list]).toEqual([la, lb]);
+      // 0.8 s × (1 + random): one at 0.8 s, the other at 1.59 s.
+      await vi.advanceTimersByTimeAsync(100);
+      expect([early.calls.list, late.calls.list]).toEqual([la + 1, lb]);
+      await vi.advanceTimersByTimeAsync(690);
+      expect([early.calls.list, late.calls.list]).toEqual([la + 1, lb]);
+      await vi.advanceTimersByTimeAsync(100);
       expect([early.calls.list, late.calls.list]).toEqual([la + 1, lb + 1]);
       expect(late.watcherCount()).toBe(1);
     });
@@ -473,20 +539,99 @@ describe('ResourceSlicePublisher', () => {
   });
 
   it('jitters the periodic re-list, so drivers started together do not re-list in step', async () => {
-    const early = new FakeApi();
-    const late = new FakeApi();
-    const a = newPublisher(early, { resyncIntervalMs: 2_000, random: () => 0 });
-    const b = newPublisher(late, { resyncIntervalMs: 2_000, random: () => 1 });
-    a.start(inv('h100'));
-    b.start(inv('h100'));
-    await Promise.all([a.whenReady(), b.whenReady()]);
-    const [la, lb] = [early.calls.list, late.calls.list];
-    // 2 s − 20 % and 2 s + 20 %: at 2 s one has re-listed and the other not yet.
-    await new Promise((r) => setTimeout(r, 2_000));
-    expect(early.calls.list).toBe(la + 1);
-    expect(late.calls.list).toBe(lb);
-    await new Promise((r) => setTimeout(r, 800));
-    expect(late.calls.list).toBe(lb + 1);
+    await withFakeTimers(async () => {
+      const early = new FakeApi();
+      const late = new FakeApi();
+      const a = newPublisher(early, { random: () => 0 });
+      const b = newPublisher(late, { random: () => 1 });
+      a.start(inv('h100'));
+      b.start(inv('h100'));
+      await Promise.all([settle(a), settle(b)]);
+      const [la, lb] = [early.calls.list, late.calls.list];
+      // The default period, 30 min: − 20 % for one, + 20 % for the other; nothing in between.
+      await vi.advanceTimersByTimeAsync(0.8 * DEFAULT_RESYNC_INTERVAL_MS - 1_000);
+      expect([early.calls.list, late.calls.list]).toEqual([la, lb]);
+      await vi.advanceTimersByTimeAsync(2_000);
+      expect([early.calls.list, late.calls.list]).toEqual([la + 1, lb]);
+      await vi.advanceTimersByTimeAsync(0.4 * DEFAULT_RESYNC_INTERVAL_MS - 2_000);
+      expect(late.calls.list).toBe(lb);
+      await vi.advanceTimersByTimeAsync(2_000);
+      expect(late.calls.list).toBe(lb + 1);
+      // Meanwhile each watch was renewed at its timeout (300 s and 599 s here), without a list.
+      expect(early.calls.watch).toBe(1 + Math.floor(2_162_000 / 300_000));
+      expect(late.calls.watch).toBe(1 + Math.floor(2_162_000 / 599_000));
+    });
+    expect(DEFAULT_RESYNC_INTERVAL_MS).toBe(30 * 60_000);
+  });
+
+  it('asks each watch to end after 5-10 min, drawn per watch, and resumes it there without a list', async () => {
+    await withFakeTimers(async () => {
+      const api = new FakeApi();
+      let r = 0.25;
+      const pub = newPublisher(api, { resyncIntervalMs: 3_600_000, random: () => r });
+      pub.start(inv('h100'));
+      await settle(pub);
+      expect(api.watchesOpened).toEqual([{ rv: expect.any(String) as string, timeoutSeconds: 375 }]);
+      // A foreign change moves the resourceVersion the next watch must start from.
+      api.outsideEdit(api.mine()[0]?.metadata.name ?? '', (s) => ({
+        ...s,
+        metadata: { ...s.metadata, labels: { edited: 'yes' } },
+      }));
+      await vi.advanceTimersByTimeAsync(50);
+      const seen = api.mine()[0]?.metadata.resourceVersion;
+      const lists = api.calls.list;
+      r = 0.9;
+      // The apiserver ends the watch at its timeout: a new one from where it left off, at once.
+      await vi.advanceTimersByTimeAsync(375_000 - 100);
+      expect(api.calls.watch).toBe(1);
+      await vi.advanceTimersByTimeAsync(100);
+      expect(api.watcherCount()).toBe(1);
+      expect(api.watchesOpened.at(-1)).toEqual({ rv: seen, timeoutSeconds: 570 });
+      expect(api.calls.list).toBe(lists);
+    });
+    expect(watchTimeoutSeconds(() => 0)).toBe(300);
+    expect(watchTimeoutSeconds(() => 0.999)).toBe(599);
+  });
+
+  it('re-lists after a watch that ended cleanly before its timeout (an apiserver shutting down), after the jittered delay', async () => {
+    await withFakeTimers(async () => {
+      const api = new FakeApi();
+      const pub = newPublisher(api, { resyncIntervalMs: 3_600_000, random: () => 0 });
+      pub.start(inv('h100'));
+      await settle(pub);
+      const lists = api.calls.list;
+      await vi.advanceTimersByTimeAsync(60_000);
+      api.endWatches();
+      api.wipeNode(NODE); // missed: nobody is watching
+      await vi.advanceTimersByTimeAsync(790);
+      expect(api.calls.list).toBe(lists);
+      await vi.advanceTimersByTimeAsync(200);
+      expect(api.calls.list).toBe(lists + 1);
+      expect(api.mine()).toHaveLength(1);
+      expect(api.watcherCount()).toBe(1);
+      expect(api.watchesOpened.at(-1)?.rv).not.toBe(api.watchesOpened[0]?.rv);
+    });
+  });
+
+  it('replaces a watch on a dead connection (open past its timeout) after a re-list', async () => {
+    await withFakeTimers(async () => {
+      const api = new FakeApi();
+      const pub = newPublisher(api, { resyncIntervalMs: 3_600_000, random: () => 0 });
+      pub.start(inv('h100'));
+      await settle(pub);
+      const [lists, watches] = [api.calls.list, api.calls.watch];
+      // The peer vanished without a FIN: the watch never ends, and changes go unseen.
+      api.silenceWatches();
+      api.wipeNode(NODE);
+      await vi.advanceTimersByTimeAsync(300_000 + WATCH_TIMEOUT_GRACE_MS - 100);
+      expect([api.calls.list, api.calls.watch]).toEqual([lists, watches]);
+      // 30 s past the 300 s timeout it is given up; the re-list 0.8 s later repairs the slices.
+      await vi.advanceTimersByTimeAsync(100 + 1_000);
+      expect(api.calls.list).toBe(lists + 1);
+      expect(api.mine()).toHaveLength(1);
+      expect(api.calls.watch).toBe(watches + 1);
+      expect(api.watcherCount()).toBe(1); // the silenced one was stopped, not leaked
+    });
   });
 
   it('retries conflicts and server errors with backoff', async () => {
