@@ -246,8 +246,8 @@ describe('rebuilding after a lost checkpoint', () => {
     expect(isGpuDraError(unprep, 'CHECKPOINT_REBUILD_PENDING')).toBe(true);
     expect(events).toEqual([]);
     const getsWhileDown = api.gets;
-    await new Promise((r) => setTimeout(r, 60));
-    expect(api.gets).toBeGreaterThan(getsWhileDown); // retried in the background
+    // Retried in the background.
+    await expect.poll(() => api.gets, { timeout: 2_000, interval: 10 }).toBeGreaterThan(getsWhileDown);
     api.down = false;
     await expect.poll(() => events.length, { timeout: 2_000, interval: 10 }).toBe(1);
     expect(withoutTimes(entries())).toEqual(withoutTimes(before));

@@ -482,13 +482,14 @@ describe('in-cluster config', () => {
     const cfg = loadInClusterConfig({
       env: { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '1' },
       dir: sa,
-      tokenRefreshMs: 50,
+      // Long enough that the second request comes inside it even on a loaded machine.
+      tokenRefreshMs: 1_000,
     });
     const kc = client({ ...cfg, server });
     await kc.request('GET', '/x');
     fs.writeFileSync(path.join(sa, 'token'), 'two');
     await kc.request('GET', '/x');
-    await new Promise((r) => setTimeout(r, 80));
+    await new Promise((r) => setTimeout(r, 1_100));
     await kc.request('GET', '/x');
     expect(auths).toEqual(['Bearer one', 'Bearer one', 'Bearer two']);
   });

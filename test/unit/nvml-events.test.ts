@@ -73,9 +73,10 @@ describe('watchDeviceEvents', () => {
     await start('h100');
     let ticks = 0;
     const timer = setInterval(() => ticks++, 5);
-    await new Promise((r) => setTimeout(r, 150));
+    await new Promise((r) => setTimeout(r, 300));
     clearInterval(timer);
-    expect(ticks).toBeGreaterThan(10);
+    // A blocked loop would tick once at most; a free one ~60 times, fewer on a loaded machine.
+    expect(ticks).toBeGreaterThan(5);
     const t0 = Date.now();
     await watch?.stop();
     watch = undefined;
