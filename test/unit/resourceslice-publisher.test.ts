@@ -315,6 +315,15 @@ async function settle(pub: ResourceSlicePublisher): Promise<void> {
   await vi.advanceTimersByTimeAsync(10);
 }
 
+/** On the fake clock: one H100's slices published and watched, the periodic re-list out of the way. */
+async function watchingPublisher(random: () => number = () => 0): Promise<FakeApi> {
+  const api = new FakeApi();
+  const pub = newPublisher(api, { resyncIntervalMs: 3_600_000, random });
+  pub.start(inv('h100'));
+  await settle(pub);
+  return api;
+}
+
 const publishers: ResourceSlicePublisher[] = [];
 
 function newPublisher(api: FakeApi, extra: Partial<PublisherOptions> = {}): ResourceSlicePublisher {
@@ -487,10 +496,7 @@ describe('ResourceSlicePublisher', () => {
 
   it('holds one watch after a broken one, not one from the re-list and another from the retry timer', async () => {
     await withFakeTimers(async () => {
-      const api = new FakeApi();
-      const pub = newPublisher(api, { resyncIntervalMs: 3_600_000, random: () => 0 });
-      pub.start(inv('h100'));
-      await settle(pub);
+      const api = await watchingPublisher();
       expect(api.watcherCount()).toBe(1);
       const watches = api.calls.watch;
       api.breakWatches();
@@ -566,11 +572,8 @@ describe('ResourceSlicePublisher', () => {
 
   it('asks each watch to end after 5-10 min, drawn per watch, and resumes it there without a list', async () => {
     await withFakeTimers(async () => {
-      const api = new FakeApi();
       let r = 0.25;
-      const pub = newPublisher(api, { resyncIntervalMs: 3_600_000, random: () => r });
-      pub.start(inv('h100'));
-      await settle(pub);
+      const api = await watchingPublisher(() => r);
       expect(api.watchesOpened).toEqual([{ rv: expect.any(String) as string, timeoutSeconds: 375 }]);
       // A foreign change moves the resourceVersion the next watch must start from.
       api.outsideEdit(api.mine()[0]?.metadata.name ?? '', (s) => ({
@@ -595,10 +598,7 @@ describe('ResourceSlicePublisher', () => {
 
   it('re-lists after a watch that ended cleanly before its timeout (an apiserver shutting down), after the jittered delay', async () => {
     await withFakeTimers(async () => {
-      const api = new FakeApi();
-      const pub = newPublisher(api, { resyncIntervalMs: 3_600_000, random: () => 0 });
-      pub.start(inv('h100'));
-      await settle(pub);
+      const api = await watchingPublisher();
       const lists = api.calls.list;
       await vi.advanceTimersByTimeAsync(60_000);
       api.endWatches();
@@ -615,10 +615,7 @@ describe('ResourceSlicePublisher', () => {
 
   it('replaces a watch on a dead connection (open past its timeout) after a re-list', async () => {
     await withFakeTimers(async () => {
-      const api = new FakeApi();
-      const pub = newPublisher(api, { resyncIntervalMs: 3_600_000, random: () => 0 });
-      pub.start(inv('h100'));
-      await settle(pub);
+      const api = await watchingPublisher();
       const [lists, watches] = [api.calls.list, api.calls.watch];
       // The peer vanished without a FIN: the watch never ends, and changes go unseen.
       api.silenceWatches();
