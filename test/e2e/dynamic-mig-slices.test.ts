@@ -10,7 +10,6 @@
 // Each suite names its Kubernetes version, so the file runs once, in the main run; the run for
 // another version (GPU_DRA_K8S_VERSION) skips it rather than repeat it.
 import { CoreV1Api, ResourceV1Api, type ResourceV1ResourceClaim } from '@kubernetes/client-node';
-import { pino } from 'pino';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import type { ResourceSlice } from '../../src/api/resource.js';
@@ -20,6 +19,7 @@ import { buildSlices } from '../../src/resourceslice/model.js';
 import type { CounterLayout } from '../../src/resourceslice/partitions.js';
 import { ResourceSlicePublisher } from '../../src/resourceslice/publisher.js';
 import { toWire } from '../../src/resourceslice/sliceWire.js';
+import { capturingLogger } from '../support/capturingLogger.js';
 import { h100Gpu, inventoryFixture, withMig } from '../support/inventoryFixture.js';
 import { useCluster, type E2eOptions } from './support/fixture.js';
 import { DEFAULT_K8S_VERSION } from './support/peers.js';
@@ -205,15 +205,7 @@ describe.skipIf(ANOTHER_VERSION_RUN)(
       await grantDriverRbac(fx.cluster, { readClaims: false });
       const core = fx.cluster.kubeConfig.makeApiClient(CoreV1Api);
       await core.createNode({ body: { metadata: { name: 'node-b' } } });
-      const lines: { level: number; msg: string; likelyFeatureGates?: string[] }[] = [];
-      const logger = pino(
-        { level: 'warn' },
-        {
-          write(msg: string) {
-            lines.push(JSON.parse(msg) as (typeof lines)[number]);
-          },
-        },
-      );
+      const { logger, lines } = capturingLogger('warn');
       const pub = fx.track(
         new ResourceSlicePublisher({
           nodeName: 'node-b',

@@ -1,8 +1,8 @@
-import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import type { NodeInventory } from '../../src/nvml/types.js';
+import { capturingLogger } from '../support/capturingLogger.js';
 import { inventoryFixture } from '../support/inventoryFixture.js';
 import type { Device, ResourceSlice } from '../../src/api/resource.js';
 import type { SliceClient, WatchPhase } from '../../src/resourceslice/sliceApi.js';
@@ -258,25 +258,6 @@ class FakeApi implements SliceClient {
     const uid = this.nodes.get(name);
     return uid ? Promise.resolve(uid) : Promise.reject(new ApiError(404, `node ${name} not found`));
   }
-}
-
-interface LogLine {
-  level: number;
-  msg: string;
-  [k: string]: unknown;
-}
-
-function capturingLogger(): { logger: pino.Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const logger = pino(
-    { level: 'debug' },
-    {
-      write(msg: string) {
-        lines.push(JSON.parse(msg) as LogLine);
-      },
-    },
-  );
-  return { logger, lines };
 }
 
 async function eventually(check: () => void, timeoutMs = 3000): Promise<void> {
