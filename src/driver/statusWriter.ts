@@ -283,10 +283,11 @@ export class ClaimStatusWriter implements ClaimStatusSink {
     if (this.disabled) return;
     this.disabled = { reason };
     this.counts.failures++;
+    const err = new GpuDraError('CLAIM_STATUS_WRITE_FAILED', reason, { cause });
+    // A refusal is a setting to fix, not a fault in the code: the message (ours, then the
+    // apiserver's) says all, where two stack traces would bury it.
     log.error(
-      {
-        err: new GpuDraError('CLAIM_STATUS_WRITE_FAILED', reason, { cause }),
-      },
+      { code: err.code, error: err.message },
       'claims status.devices cannot be written here; not trying again until the plugin restarts (claims are prepared all the same)',
     );
   }

@@ -21,7 +21,8 @@ import {
   type RequestOptions,
 } from '../../src/kube/client.js';
 import { buildDevices } from '../../src/resourceslice/model.js';
-import { silentLogger } from '../../src/util/log.js';
+import { silentLogger, type Logger } from '../../src/util/log.js';
+import { capturingLogger } from '../support/capturingLogger.js';
 import {
   createTestHost,
   testClaim,
@@ -177,11 +178,11 @@ const apiError = (statusCode: number, status?: unknown) => (): never => {
   });
 };
 
-function writer(kube: KubeClient, maxAttempts = 4): ClaimStatusWriter {
+function writer(kube: KubeClient, maxAttempts = 4, logger: Logger = silentLogger()): ClaimStatusWriter {
   return new ClaimStatusWriter({
     kube,
     driverName: TEST_DRIVER,
-    logger: silentLogger(),
+    logger,
     maxAttempts,
     backoff: { initialDelayMs: 1, maxDelayMs: 2 },
     now: () => NOW,
@@ -275,12 +276,19 @@ describe('ClaimStatusWriter', () => {
       }),
     ],
     ['the apiserver drops the field', (): unknown => ({ status: {} })],
-  ])('%s: stops writing for good', async (_name, answer) => {
+  ])('%s: stops writing for good, and says so once, in one line', async (_name, answer) => {
     const kube = scriptedKube([answer, echo]);
-    const w = writer(kube);
+    const { logger, lines } = capturingLogger();
+    const w = writer(kube, 4, logger);
     w.prepared(CLAIM, described());
     await w.idle();
     expect(w.disabledReason).toBeDefined();
+    const errors = lines.filter((l) => l.level >= 50);
+    expect(errors).toEqual([
+      expect.objectContaining({ code: 'CLAIM_STATUS_WRITE_FAILED', error: expect.any(String) as string }),
+    ]);
+    expect(String(errors[0]?.['error'])).toContain(w.disabledReason);
+    expect(JSON.stringify(errors[0])).not.toMatch(/"stack"|\bat \S+ \(/);
     w.prepared({ ...CLAIM, name: 'claim-b', uid: '6a1f2c3d-0000-4000-8000-000000000002' }, described());
     w.unprepared(CLAIM);
     await w.idle();
