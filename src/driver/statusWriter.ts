@@ -25,6 +25,7 @@
 import { KubeApiError, type KubeClient } from '../kube/client.js';
 import { backoffDelay, sleep, type BackoffOptions } from '../util/backoff.js';
 import { errorMessage, GpuDraError } from '../util/errors.js';
+import type { ErrorCode } from '../util/errorCatalog.js';
 import type { Logger } from '../util/log.js';
 import {
   deviceStatusEntries,
@@ -283,11 +284,11 @@ export class ClaimStatusWriter implements ClaimStatusSink {
     if (this.disabled) return;
     this.disabled = { reason };
     this.counts.failures++;
-    const err = new GpuDraError('CLAIM_STATUS_WRITE_FAILED', reason, { cause });
     // A refusal is a setting to fix, not a fault in the code: the message (ours, then the
     // apiserver's) says all, where two stack traces would bury it.
+    const error = cause === undefined ? reason : `${reason}: ${errorMessage(cause)}`;
     log.error(
-      { code: err.code, error: err.message },
+      { code: 'CLAIM_STATUS_WRITE_FAILED' satisfies ErrorCode, error },
       'claims status.devices cannot be written here; not trying again until the plugin restarts (claims are prepared all the same)',
     );
   }
