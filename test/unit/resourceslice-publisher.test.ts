@@ -32,8 +32,6 @@ class ApiError extends Error {
 
 type Watcher = {
   selector: Record<string, string>;
-  rv: string | undefined;
-  timeoutSeconds: number;
   /** The apiserver's end of the watch at its timeoutSeconds. */
   timer?: ReturnType<typeof setTimeout>;
   onEvent: (phase: WatchPhase, obj: unknown) => void;
@@ -200,7 +198,7 @@ class FakeApi implements SliceClient {
   ): Promise<{ stop(): void }> {
     this.calls.watch++;
     this.watchesOpened.push({ rv, timeoutSeconds });
-    const w: Watcher = { selector: this.parse(fieldSelector), rv, timeoutSeconds, onEvent, onDone };
+    const w: Watcher = { selector: this.parse(fieldSelector), onEvent, onDone };
     this.watchers.add(w);
     w.timer = setTimeout(() => {
       if (this.watchers.delete(w)) w.onDone(undefined);
@@ -216,19 +214,18 @@ class FakeApi implements SliceClient {
 
   /** Ends every watch as a network error would. */
   breakWatches(): void {
-    for (const w of [...this.watchers]) {
-      clearTimeout(w.timer);
-      this.watchers.delete(w);
-      w.onDone(new Error('connection reset'));
-    }
+    this.endWatches(new Error('connection reset'));
   }
 
-  /** Ends every watch cleanly, as the apiserver does at its timeoutSeconds or when shutting down. */
-  endWatches(): void {
+  /**
+   * Ends every watch: cleanly by default, as the apiserver does at its timeoutSeconds or when
+   * shutting down.
+   */
+  endWatches(err?: Error): void {
     for (const w of [...this.watchers]) {
       clearTimeout(w.timer);
       this.watchers.delete(w);
-      w.onDone(undefined);
+      w.onDone(err);
     }
   }
 
